@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * engine_lb.c: the reverse-proxy load-balancing engine.
+ *
+ * Per burst, in passes (so the flow-table lookup is one bulk call):
+ *   1. classify every packet: pass through, drop, answer (ICMP echo to a
+ *      VIP), or look up (TCP/UDP to a service / from a backend);
+ *   2. one bulk lookup of all flow keys of the burst;
+ *   3. resolve each looked-up packet: known flow, new flow (Maglev), or
+ *      stateless reply; rewrite and send.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+
+#include <rte_cycles.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_prefetch.h>
+
+#include "lb.h"
+#include "packet.h"
+#include "worker.h"
+
+#define PREFETCH_AHEAD 4
+#define AGING_BUDGET_BUSY 16
+#define AGING_BUDGET_IDLE 512
+
+struct lookup {
+	struct rte_mbuf *m;
+	struct rplb_parsed parsed;
+	const struct rplb_lb_service *service;      /* client side */
+	const struct rplb_owner_slot *owner;        /* backend side */
+	struct rplb_flow_key key;
+};
+
+static inline uint8_t
+initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
+{
+	if (key->proto == IPPROTO_UDP)
+		return RPLB_FLOW_UDP;
+	/* A flow picked up mid-stream (after a restart) is established. */
+	return (tcp_flags & RTE_TCP_SYN_FLAG) ? RPLB_FLOW_TCP_SYN : RPLB_FLOW_TCP_ESTABLISHED;
+}
+
+static inline void
+track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
+{
+	if (flow->state == RPLB_FLOW_UDP)
+		return;
+	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
+		flow->state = RPLB_FLOW_TCP_CLOSING;
+	else if (flow->state == RPLB_FLOW_TCP_SYN && from_client && !(tcp_flags & RTE_TCP_SYN_FLAG))
+		flow->state = RPLB_FLOW_TCP_ESTABLISHED;
+	else if (flow->state == RPLB_FLOW_TCP_CLOSING && from_client &&
+		 (tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG)
+		flow->state = RPLB_FLOW_TCP_SYN;  /* the client reuses the tuple */
+}
+
+static inline void
+count_packet(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id,
+	     uint32_t bytes)
+{
+	struct rplb_service_counters *sc = &lw->service_counters[service_id];
+	struct rplb_backend_counters *bc =
+		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
+
+	sc->packets++;
+	sc->bytes += bytes;
+	bc->packets++;
+	bc->bytes += bytes;
+}
+
+static inline void
+count_flow_start(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id)
+{
+	struct rplb_backend_counters *bc =
+		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
+
+	lw->service_counters[service_id].new_flows++;
+	lw->service_counters[service_id].active_flows++;
+	bc->new_flows++;
+	bc->active_flows++;
+}
+
+static inline void
+count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
+{
+	lw->service_counters[flow->service_id].active_flows--;
+	lw->backend_counters[flow->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows--;
+}
+
+/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup. */
+static inline int
+classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
+		     struct rte_mbuf *m, struct lookup *lk)
+{
+	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
+	const struct rplb_l4_ports *ports;
+
+	if (ip == NULL || !rplb_is_vip(t, ip->dst_addr))
+		goto pass;
+
+	switch (rplb_parse_ipv4(m, ip, &lk->parsed)) {
+	case RPLB_PARSE_IPV4_BAD:
+	case RPLB_PARSE_L4_BAD:
+		rplb_worker_drop(w, RPLB_DROP_MALFORMED, m);
+		return 0;
+	case RPLB_PARSE_FRAGMENT:
+		if (ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
+		    ip->next_proto_id == IPPROTO_ICMP) {
+			rplb_worker_drop(w, RPLB_DROP_FRAGMENT, m);
+			return 0;
+		}
+		goto pass;
+	case RPLB_PARSE_ICMP: {
+		struct rte_icmp_hdr *icmp = lk->parsed.l4;
+
+		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
+			goto pass;
+		rplb_icmp_echo_to_reply(m, &lk->parsed);
+		w->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
+		rplb_worker_send(w, RPLB_FRONTEND, m);
+		return 0;
+	}
+	case RPLB_PARSE_TCP_UDP:
+		break;
+	default:
+		goto pass;
+	}
+
+	ports = lk->parsed.l4;
+	lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port, ip->next_proto_id);
+	if (lk->service == NULL)
+		goto pass;
+	lk->m = m;
+	lk->key = (struct rplb_flow_key){
+		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
+		.src_port = ports->src_port, .dst_port = ports->dst_port,
+		.proto = ip->next_proto_id, .direction = RPLB_DIR_CLIENT,
+	};
+	return 1;
+
+pass:
+	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
+	rplb_worker_send(w, RPLB_BACKEND, m);
+	return 0;
+}
+
+/* Pass 1 for a frame from the backends. */
+static inline int
+classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
+		      struct rte_mbuf *m, struct lookup *lk)
+{
+	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
+	const struct rplb_l4_ports *ports;
+
+	if (ip == NULL || rplb_parse_ipv4(m, ip, &lk->parsed) != RPLB_PARSE_TCP_UDP)
+		goto pass;
+	ports = lk->parsed.l4;
+	lk->owner = rplb_find_owner(t, ip->src_addr, ports->src_port, ip->next_proto_id);
+	if (lk->owner == NULL)
+		goto pass;
+	lk->m = m;
+	lk->key = (struct rplb_flow_key){
+		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
+		.src_port = ports->src_port, .dst_port = ports->dst_port,
+		.proto = ip->next_proto_id, .direction = RPLB_DIR_BACKEND,
+	};
+	return 1;
+
+pass:
+	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
+	rplb_worker_send(w, RPLB_FRONTEND, m);
+	return 0;
+}
+
+static inline void
+send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
+		uint32_t backend_ip, uint16_t backend_port, uint16_t service_id,
+		uint32_t backend_id)
+{
+	struct rplb_l4_ports *ports = lk->parsed.l4;
+
+	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->dst_addr, &ports->dst_port,
+			       backend_ip, backend_port, w->tx_cksum_offload[RPLB_BACKEND]);
+	count_packet(lw, service_id, backend_id, lk->m->pkt_len);
+	w->counters.events[RPLB_EV_TO_BACKEND]++;
+	rplb_worker_send(w, RPLB_BACKEND, lk->m);
+}
+
+static inline void
+send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t vip, uint16_t port)
+{
+	struct rplb_l4_ports *ports = lk->parsed.l4;
+
+	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->src_addr, &ports->src_port,
+			       vip, port, w->tx_cksum_offload[RPLB_FRONTEND]);
+	rplb_worker_send(w, RPLB_FRONTEND, lk->m);
+}
+
+/* The flow's backend is still configured (weight 0 included)?  Otherwise
+ * move it to the current Maglev choice.  Returns 0 when the packet was
+ * dropped because the service has no backend left. */
+static inline int
+ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
+	       const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
+	       uint32_t flow_index, uint32_t flow_hash)
+{
+	struct rplb_flow *flow = &lw->flows->flows[flow_index];
+	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
+	const struct rplb_lb_backend *backend;
+
+	if (likely(b != RPLB_NO_BACKEND && t->backends[b].backend_id == flow->backend_id))
+		return 1;
+
+	b = rplb_maglev_pick(t, svc, flow_hash);
+	if (b == RPLB_NO_BACKEND)
+		return 0;
+	backend = &t->backends[b];
+	count_flow_end(lw, flow);
+	if (rplb_flow_move(lw->flows, flow_index, backend->ip, backend->port) < 0) {
+		/* No room for its new backend key: forget the flow; the stateless
+		 * path still rewrites replies of a backend owned by one service. */
+		rplb_flow_remove(lw->flows, flow_index);
+		w->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
+		return 1;
+	}
+	flow->backend_id = backend->backend_id;
+	lw->backend_counters[backend->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows++;
+	lw->service_counters[flow->service_id].active_flows++;
+	w->counters.events[RPLB_EV_FLOWS_MOVED]++;
+	return 1;
+}
+
+static inline void
+resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_worker *lw,
+		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
+		    void *data, int hit, int *created_in_burst, uint64_t now)
+{
+	const struct rplb_lb_service *svc = lk->service;
+	struct rplb_flow_table *ft = lw->flows;
+	const struct rplb_lb_backend *backend;
+	struct rplb_flow *flow;
+	uint32_t index, b;
+
+	RTE_SET_USED(lb);
+	if (!hit && *created_in_burst) {
+		/* An earlier packet of this burst may have created this flow. */
+		hit = rte_hash_lookup_with_hash_data(ft->keys, &lk->key, flow_hash, &data) >= 0;
+	}
+	if (hit) {
+		index = (uint32_t)(uintptr_t)data;
+		flow = &ft->flows[index];
+		if (likely(flow->service_id == svc->service_id)) {
+			if (unlikely(!ensure_backend(w, lw, t, svc, index, flow_hash))) {
+				rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
+				return;
+			}
+			if (likely(flow->in_use)) {
+				flow->last_seen_tsc = now;
+				track_state(flow, lk->parsed.tcp_flags, 1);
+				send_to_backend(w, lw, lk, flow->backend_ip, flow->backend_port,
+						flow->service_id, flow->backend_id);
+				return;
+			}
+		} else {
+			/* The service was replaced under the same vip:proto:port. */
+			count_flow_end(lw, flow);
+			rplb_flow_remove(ft, index);
+		}
+	}
+
+	b = rplb_maglev_pick(t, svc, flow_hash);
+	if (unlikely(b == RPLB_NO_BACKEND)) {
+		rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
+		return;
+	}
+	backend = &t->backends[b];
+	index = rplb_flow_insert(ft, &lk->key, flow_hash, backend->ip, backend->port);
+	if (unlikely(index == RPLB_NO_FLOW)) {
+		w->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
+	} else {
+		flow = &ft->flows[index];
+		flow->service_id = svc->service_id;
+		flow->backend_id = backend->backend_id;
+		flow->state = initial_state(&lk->key, lk->parsed.tcp_flags);
+		flow->last_seen_tsc = now;
+		count_flow_start(lw, svc->service_id, backend->backend_id);
+		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
+		(*created_in_burst)++;
+	}
+	send_to_backend(w, lw, lk, backend->ip, backend->port, svc->service_id,
+			backend->backend_id);
+}
+
+static inline void
+resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
+		     const struct rplb_lb_tables *t, struct lookup *lk, void *data, int hit,
+		     uint64_t now)
+{
+	const struct rplb_lb_service *svc;
+
+	if (hit) {
+		struct rplb_flow *flow = &lw->flows->flows[(uint32_t)(uintptr_t)data];
+
+		flow->last_seen_tsc = now;
+		track_state(flow, lk->parsed.tcp_flags, 0);
+		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
+		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
+		send_to_client(w, lk, flow->client_key.dst_ip, flow->client_key.dst_port);
+		return;
+	}
+	if (lk->owner->service_index == RPLB_SERVICE_SHARED) {
+		w->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
+		rplb_worker_send(w, RPLB_FRONTEND, lk->m);
+		return;
+	}
+	svc = &t->services[lk->owner->service_index];
+	lw->service_counters[svc->service_id].packets++;
+	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
+	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
+	send_to_client(w, lk, svc->vip, svc->port);
+}
+
+static void
+lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **pkts,
+		 uint16_t n)
+{
+	struct rplb_lb *lb = w->engine_state;
+	struct rplb_lb_worker *lw = w->engine_local;
+	const struct rplb_lb_tables *t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+	struct lookup lookups[RPLB_BURST];
+	const void *keys[RPLB_BURST];
+	hash_sig_t hashes[RPLB_BURST];
+	void *data[RPLB_BURST];
+	uint64_t hit_mask = 0, now;
+	int created_in_burst = 0;
+	uint16_t i, n_lookups = 0;
+
+	if (unlikely(t != lw->tables_seen)) {
+		lw->tables_seen = t;
+		w->counters.events[RPLB_EV_TABLES_SEEN]++;
+	}
+
+	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	for (i = 0; i < n; i++) {
+		struct lookup *lk = &lookups[n_lookups];
+		int needs_lookup;
+
+		if (i + PREFETCH_AHEAD < n)
+			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
+		if (in_side == RPLB_FRONTEND)
+			needs_lookup = classify_from_client(w, t, pkts[i], lk);
+		else
+			needs_lookup = classify_from_backend(w, t, pkts[i], lk);
+		if (needs_lookup) {
+			keys[n_lookups] = &lk->key;
+			hashes[n_lookups] = rplb_flow_key_hash(&lk->key);
+			n_lookups++;
+		}
+	}
+	if (n_lookups == 0)
+		return;
+
+	rte_hash_lookup_with_hash_bulk_data(lw->flows->keys, keys, hashes, n_lookups,
+					    &hit_mask, data);
+	now = rte_rdtsc();
+	for (i = 0; i < n_lookups; i++) {
+		int hit = (hit_mask >> i) & 1;
+
+		if (in_side == RPLB_FRONTEND)
+			resolve_from_client(w, lb, lw, t, &lookups[i], hashes[i], data[i], hit,
+					    &created_in_burst, now);
+		else
+			resolve_from_backend(w, lw, t, &lookups[i], data[i], hit, now);
+	}
+}
+
+/* Incremental aging: a few records per loop iteration, many when idle, so
+ * there is never a stop-the-world sweep. */
+static void
+lb_housekeeping(struct rplb_worker *w, uint64_t now, int idle)
+{
+	struct rplb_lb *lb = w->engine_state;
+	struct rplb_lb_worker *lw = w->engine_local;
+	struct rplb_flow_table *ft = lw->flows;
+	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
+	uint32_t cursor = ft->aging_cursor;
+
+	rte_rcu_qsbr_quiescent(lb->qsbr, lw->lcore_id);
+
+	while (budget-- > 0) {
+		struct rplb_flow *flow = &ft->flows[cursor];
+
+		if (flow->in_use &&
+		    now - flow->last_seen_tsc >
+		    __atomic_load_n(&lb->timeout_tsc[flow->state], __ATOMIC_RELAXED)) {
+			count_flow_end(lw, flow);
+			rplb_flow_remove(ft, cursor);
+			w->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
+		}
+		if (++cursor == ft->capacity)
+			cursor = 0;
+	}
+	ft->aging_cursor = cursor;
+}
+
+static int
+lb_start(struct rplb_worker *w)
+{
+	struct rplb_lb *lb = w->engine_state;
+	unsigned int i;
+
+	for (i = 0; i < lb->n_workers; i++) {
+		if (lb->workers[i].lcore_id == w->lcore_id) {
+			w->engine_local = &lb->workers[i];
+			rte_rcu_qsbr_thread_online(lb->qsbr, w->lcore_id);
+			return 0;
+		}
+	}
+	/* rplb_lb_add_worker() was not called for this lcore. */
+	return -ENOENT;
+}
+
+static void
+lb_stop(struct rplb_worker *w)
+{
+	struct rplb_lb *lb = w->engine_state;
+
+	rte_rcu_qsbr_thread_offline(lb->qsbr, w->lcore_id);
+}
+
+static const struct rplb_engine lb_engine = {
+	.name = "lb",
+	.start = lb_start,
+	.process_burst = lb_process_burst,
+	.housekeeping = lb_housekeeping,
+	.stop = lb_stop,
+};
+
+const struct rplb_engine *
+rplb_engine_lb(void)
+{
+	return &lb_engine;
+}

@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * lb.h: data of the load-balancing engine.
+ *
+ * struct rplb_lb_tables is immutable once published: the control plane
+ * builds a new one for every change and swaps the pointer (lb_tables.c).
+ * Workers read it without locks and report quiescent states to the RCU.
+ */
+#ifndef RPLB_LB_H
+#define RPLB_LB_H
+
+#include <stdint.h>
+
+#include <rte_hash_crc.h>
+#include <rte_rcu_qsbr.h>
+
+#include "flow_table.h"
+#include "rplb.h"
+
+#define RPLB_NO_BACKEND UINT32_MAX
+#define RPLB_SERVICE_SHARED UINT16_MAX  /* backend ip:port owned by several services */
+
+struct rplb_lb_service {
+	uint32_t vip;
+	uint16_t port;
+	uint8_t proto;
+	uint8_t reserved;
+	uint16_t service_id;
+	uint16_t reserved2;
+	const uint32_t *maglev;     /* maglev_size backend indices or RPLB_NO_BACKEND */
+};
+
+struct rplb_lb_backend {
+	uint32_t ip;
+	uint16_t port;
+	uint16_t service_index;
+	uint32_t backend_id;
+};
+
+/* Open-addressing slot: (vip, port, proto) -> service index + 1. */
+struct rplb_service_slot {
+	uint32_t vip;
+	uint16_t port;
+	uint8_t proto;
+	uint8_t used;
+	uint16_t service_index;
+};
+
+/* Open-addressing slot: backend (ip, port, proto) -> owning service. */
+struct rplb_owner_slot {
+	uint32_t ip;
+	uint16_t port;
+	uint8_t proto;
+	uint8_t used;
+	uint16_t service_index;     /* or RPLB_SERVICE_SHARED */
+};
+
+struct rplb_lb_tables {
+	uint32_t n_services;
+	uint32_t n_backends;
+	uint32_t maglev_size;
+	uint32_t service_mask;      /* slots - 1, a power of two minus one */
+	uint32_t vip_mask;
+	uint32_t owner_mask;
+	struct rplb_service_slot *service_slots;
+	uint32_t *vip_slots;        /* 0 = empty (0.0.0.0 is never a VIP) */
+	struct rplb_owner_slot *owner_slots;
+	struct rplb_lb_service *services;
+	struct rplb_lb_backend *backends;
+	uint32_t *maglev;
+	/* backend slot -> its index in backends, or RPLB_NO_BACKEND */
+	uint32_t backend_index_by_slot[RPLB_MAX_BACKENDS];
+};
+
+struct rplb_lb_worker {
+	struct rplb_flow_table *flows;
+	struct rplb_service_counters *service_counters;
+	struct rplb_backend_counters *backend_counters;
+	unsigned int lcore_id;
+	const struct rplb_lb_tables *tables_seen;
+};
+
+struct rplb_lb {
+	struct rplb_lb_tables *tables;          /* the published generation */
+	struct rte_rcu_qsbr *qsbr;
+	uint32_t flow_table_size;
+	uint64_t timeout_tsc[RPLB_FLOW_STATES];
+	int socket_id;
+	unsigned int max_workers;
+	unsigned int n_workers;
+	struct rplb_lb_worker workers[];
+};
+
+static inline uint32_t
+rplb_lookup_hash(uint32_t addr, uint16_t port, uint8_t proto)
+{
+	return rte_hash_crc_4byte(addr, ((uint32_t)port << 8) | proto);
+}
+
+static inline const struct rplb_lb_service *
+rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, uint8_t proto)
+{
+	uint32_t i = rplb_lookup_hash(vip, port, proto) & t->service_mask;
+
+	for (;; i = (i + 1) & t->service_mask) {
+		const struct rplb_service_slot *s = &t->service_slots[i];
+
+		if (!s->used)
+			return NULL;
+		if (s->vip == vip && s->port == port && s->proto == proto)
+			return &t->services[s->service_index];
+	}
+}
+
+static inline int
+rplb_is_vip(const struct rplb_lb_tables *t, uint32_t addr)
+{
+	uint32_t i = rte_hash_crc_4byte(addr, 0) & t->vip_mask;
+
+	for (;; i = (i + 1) & t->vip_mask) {
+		if (t->vip_slots[i] == 0)
+			return 0;
+		if (t->vip_slots[i] == addr)
+			return 1;
+	}
+}
+
+static inline const struct rplb_owner_slot *
+rplb_find_owner(const struct rplb_lb_tables *t, uint32_t ip, uint16_t port, uint8_t proto)
+{
+	uint32_t i = rplb_lookup_hash(ip, port, proto) & t->owner_mask;
+
+	for (;; i = (i + 1) & t->owner_mask) {
+		const struct rplb_owner_slot *s = &t->owner_slots[i];
+
+		if (!s->used)
+			return NULL;
+		if (s->ip == ip && s->port == port && s->proto == proto)
+			return s;
+	}
+}
+
+/* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */
+static inline uint32_t
+rplb_maglev_pick(const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
+		 uint32_t flow_hash)
+{
+	return svc->maglev[((uint64_t)flow_hash * t->maglev_size) >> 32];
+}
+
+#endif /* RPLB_LB_H */

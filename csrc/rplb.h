@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * rplb.h: the one header the Python bridge (rplb/_csrc.pxd) sees.
+ *
+ * The fast path is a DPDK poll-mode worker (worker.c) that receives bursts
+ * on the frontend and backend ports, hands them to a pluggable engine
+ * (engine_fwd.c: pass-through; engine_lb.c: reverse-proxy load balancing)
+ * and sends the result with buffered, timed-drain transmission.
+ *
+ * Conventions: functions return 0 or a negative errno; constructors return
+ * NULL and set rte_errno.  Nothing here calls rte_exit() or Python.
+ */
+#ifndef RPLB_H
+#define RPLB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rte_common.h>
+
+#include "stats.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct rplb_worker;
+struct rplb_engine;
+struct rplb_lb;
+struct rplb_lb_tables;
+
+/* ---- worker ------------------------------------------------------------ */
+
+struct rplb_worker_params {
+	uint16_t frontend_port;
+	uint16_t backend_port;
+	uint16_t rx_queue;
+	uint16_t tx_queue;
+	/* Per output side: the port offers IPv4 + TCP + UDP TX checksum offload
+	 * and it was enabled at configure time. */
+	uint8_t tx_cksum_offload[RPLB_SIDES];
+	uint32_t drain_us;          /* flush partially filled tx buffers after this */
+	int socket_id;
+};
+
+const struct rplb_engine *rplb_engine_fwd(void);
+const struct rplb_engine *rplb_engine_lb(void);
+const char *rplb_engine_name(const struct rplb_engine *engine);
+
+/* engine_state: NULL for the pass-through engine, the struct rplb_lb for
+ * the load-balancing engine. */
+struct rplb_worker *rplb_worker_create(const struct rplb_worker_params *params,
+				       const struct rplb_engine *engine,
+				       void *engine_state);
+void rplb_worker_free(struct rplb_worker *worker);
+
+/* lcore_function_t: pass to rte_eal_remote_launch() with the worker. */
+int rplb_worker_main(void *worker);
+void rplb_worker_request_stop(struct rplb_worker *worker);
+const struct rplb_lcore_counters *rplb_worker_counters(const struct rplb_worker *worker);
+
+/* ---- load-balancing tables (built by the control plane) ---------------- */
+
+/* Specs handed over by Python as numpy structured arrays.  The dtypes are
+ * generated from rplb_spec_layout below, so there is one definition. */
+struct rplb_service_spec {
+	uint32_t vip;            /* network byte order */
+	uint16_t port;           /* network byte order */
+	uint8_t proto;           /* IPPROTO_TCP or IPPROTO_UDP */
+	uint8_t reserved;
+	uint32_t service_id;     /* stable counter slot, < RPLB_MAX_SERVICES */
+	uint32_t first_backend;  /* index of its first backend spec */
+	uint32_t n_backends;
+};
+
+struct rplb_backend_spec {
+	uint32_t ip;             /* network byte order */
+	uint16_t port;           /* network byte order */
+	uint16_t weight;
+	uint32_t backend_id;     /* counter slot | generation << RPLB_BACKEND_SLOT_BITS */
+	uint32_t service_index;  /* index of its service spec */
+};
+
+struct rplb_field_layout {
+	const char *struct_name;
+	const char *field;
+	uint32_t offset;
+	uint32_t size;
+};
+/* Terminated by an entry with struct_name == NULL. */
+extern const struct rplb_field_layout rplb_spec_layout[];
+size_t rplb_spec_size(const char *struct_name);
+
+struct rplb_lb_params {
+	uint32_t flow_table_size;   /* flows per worker */
+	uint32_t max_workers;
+	uint32_t timeout_s[RPLB_FLOW_STATES];
+	int socket_id;
+};
+
+/* Shared state of the load-balancing engine: the published tables, their
+ * RCU, and the per-worker flow tables.  NULL + rte_errno on failure. */
+struct rplb_lb *rplb_lb_create(const struct rplb_lb_params *params);
+void rplb_lb_free(struct rplb_lb *lb);
+/* Create the flow table of one more worker; returns its index or -errno.
+ * Call before that worker is launched. */
+int rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id);
+int rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES]);
+
+/* Build immutable tables from specs.  maglev is n_services * maglev_size
+ * entries: the index into backends of the slot's owner, or -1.
+ * NULL + rte_errno (EINVAL with a log line naming the bad entry, ENOMEM). */
+struct rplb_lb_tables *rplb_lb_tables_create(const struct rplb_service_spec *services,
+					     uint32_t n_services,
+					     const struct rplb_backend_spec *backends,
+					     uint32_t n_backends,
+					     const int32_t *maglev, uint32_t maglev_size,
+					     int socket_id);
+void rplb_lb_tables_free(struct rplb_lb_tables *tables);
+
+/* Publish tables to the workers without stopping them: swap the pointer,
+ * wait until every worker passed a quiescent point, free the old tables.
+ * Blocks (call without the GIL).  Takes ownership of tables. */
+int rplb_lb_publish(struct rplb_lb *lb, struct rplb_lb_tables *tables);
+
+/* Per-worker counters of the engine (index from rplb_lb_add_worker). */
+const struct rplb_service_counters *rplb_lb_service_counters(const struct rplb_lb *lb,
+							     unsigned int worker);
+const struct rplb_backend_counters *rplb_lb_backend_counters(const struct rplb_lb *lb,
+							     unsigned int worker);
+unsigned int rplb_lb_worker_count(const struct rplb_lb *lb);
+/* Bytes of memory one stored flow costs (flow record + its two keys). */
+size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RPLB_H */

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * stats.h: counters of the fast path and the limits that size them.
+ *
+ * Every counter has exactly one writer (the worker lcore that owns it), so
+ * they are plain uint64_t in per-lcore, cache-aligned structs.  The control
+ * plane reads them (64-bit aligned loads are atomic on the CPUs DPDK runs
+ * on) and sums them over lcores.  Names for Python come from the tables in
+ * stats.c, so adding a counter here is the only edit needed.
+ */
+#ifndef RPLB_STATS_H
+#define RPLB_STATS_H
+
+#include <stdint.h>
+
+#include <rte_common.h>
+
+#define RPLB_SIDES 2            /* index 0: frontend port, 1: backend port */
+#define RPLB_FRONTEND 0
+#define RPLB_BACKEND 1
+
+#define RPLB_MAX_SERVICES 1024
+#define RPLB_BACKEND_SLOT_BITS 13
+#define RPLB_MAX_BACKENDS (1u << RPLB_BACKEND_SLOT_BITS)
+
+/* Why a packet was dropped.  Keep in step with rplb_drop_names (stats.c). */
+enum rplb_drop_reason {
+	RPLB_DROP_TX_FULL,      /* the port did not accept it */
+	RPLB_DROP_MALFORMED,    /* to a VIP, but its IPv4/L4 headers are broken */
+	RPLB_DROP_FRAGMENT,     /* IPv4 fragment to a VIP (not supported yet) */
+	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
+	RPLB_DROP_REASONS
+};
+
+/* What happened to packets and flows.  Keep in step with rplb_event_names. */
+enum rplb_event {
+	RPLB_EV_PASSED_THROUGH,     /* forwarded unchanged to the other port */
+	RPLB_EV_TO_BACKEND,         /* client -> service, rewritten to a backend */
+	RPLB_EV_TO_CLIENT_FLOW,     /* backend reply rewritten by its flow */
+	RPLB_EV_TO_CLIENT_STATELESS,/* backend reply without flow, one owning service */
+	RPLB_EV_REPLY_UNMATCHED,    /* from a backend ip:port shared by services, no flow: unchanged */
+	RPLB_EV_ICMP_ECHO_REPLIED,
+	RPLB_EV_FLOWS_CREATED,
+	RPLB_EV_FLOWS_EXPIRED,
+	RPLB_EV_FLOWS_MOVED,        /* their backend was removed */
+	RPLB_EV_FLOW_TABLE_FULL,    /* new flow served by Maglev without being stored */
+	RPLB_EV_TABLES_SEEN,        /* table generations this worker switched to */
+	RPLB_EVENTS
+};
+
+/* Flow states: each has its own idle timeout. */
+enum rplb_flow_state {
+	RPLB_FLOW_UDP,
+	RPLB_FLOW_TCP_SYN,          /* only the opening handshake seen */
+	RPLB_FLOW_TCP_ESTABLISHED,
+	RPLB_FLOW_TCP_CLOSING,      /* FIN or RST seen */
+	RPLB_FLOW_STATES
+};
+
+struct rplb_port_counters {
+	uint64_t rx_packets;
+	uint64_t rx_bytes;
+	uint64_t tx_packets;
+	uint64_t tx_bytes;
+	uint64_t tx_dropped;
+};
+
+struct rplb_lcore_counters {
+	struct rplb_port_counters port[RPLB_SIDES];
+	uint64_t drops[RPLB_DROP_REASONS];
+	uint64_t events[RPLB_EVENTS];
+} __rte_cache_aligned;
+
+/* Indexed by service_id / backend slot; one array per worker. */
+struct rplb_service_counters {
+	uint64_t packets;          /* both directions */
+	uint64_t bytes;
+	uint64_t new_flows;
+	int64_t active_flows;      /* a gauge: created - expired on this worker */
+};
+
+struct rplb_backend_counters {
+	uint64_t packets;
+	uint64_t bytes;
+	uint64_t new_flows;
+	int64_t active_flows;
+};
+
+extern const char *const rplb_drop_names[RPLB_DROP_REASONS];
+extern const char *const rplb_event_names[RPLB_EVENTS];
+extern const char *const rplb_flow_state_names[RPLB_FLOW_STATES];
+
+#endif /* RPLB_STATS_H */

@@ -1,0 +1,5 @@
+import sys
+
+from rplb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,100 @@
+# cython: language_level=3
+# Declarations of rplb's own C API (csrc/rplb.h, csrc/stats.h) only.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+
+cdef extern from "stats.h" nogil:
+    int RPLB_SIDES
+    int RPLB_FRONTEND
+    int RPLB_BACKEND
+    int RPLB_MAX_SERVICES
+    int RPLB_MAX_BACKENDS
+    int RPLB_BACKEND_SLOT_BITS
+    int RPLB_DROP_REASONS
+    int RPLB_EVENTS
+    int RPLB_FLOW_STATES
+
+    struct rplb_port_counters:
+        uint64_t rx_packets
+        uint64_t rx_bytes
+        uint64_t tx_packets
+        uint64_t tx_bytes
+        uint64_t tx_dropped
+    struct rplb_lcore_counters:
+        rplb_port_counters port[2]
+        uint64_t drops[1]
+        uint64_t events[1]
+    struct rplb_service_counters:
+        uint64_t packets
+    struct rplb_backend_counters:
+        uint64_t packets
+
+    const char *rplb_drop_names[]
+    const char *rplb_event_names[]
+    const char *rplb_flow_state_names[]
+
+
+cdef extern from "rplb.h" nogil:
+    struct rplb_worker:
+        pass
+    struct rplb_engine:
+        pass
+    struct rplb_lb:
+        pass
+    struct rplb_lb_tables:
+        pass
+
+    struct rplb_worker_params:
+        uint16_t frontend_port
+        uint16_t backend_port
+        uint16_t rx_queue
+        uint16_t tx_queue
+        uint8_t tx_cksum_offload[2]
+        uint32_t drain_us
+        int socket_id
+
+    const rplb_engine *rplb_engine_fwd()
+    const rplb_engine *rplb_engine_lb()
+    const char *rplb_engine_name(const rplb_engine *engine)
+    rplb_worker *rplb_worker_create(const rplb_worker_params *params,
+                                    const rplb_engine *engine, void *engine_state)
+    void rplb_worker_free(rplb_worker *worker)
+    int rplb_worker_main(void *worker)
+    void rplb_worker_request_stop(rplb_worker *worker)
+    const rplb_lcore_counters *rplb_worker_counters(const rplb_worker *worker)
+
+    struct rplb_service_spec:
+        pass
+    struct rplb_backend_spec:
+        pass
+    struct rplb_field_layout:
+        const char *struct_name
+        const char *field
+        uint32_t offset
+        uint32_t size
+    const rplb_field_layout rplb_spec_layout[]
+    size_t rplb_spec_size(const char *struct_name)
+
+    struct rplb_lb_params:
+        uint32_t flow_table_size
+        uint32_t max_workers
+        uint32_t timeout_s[4]
+        int socket_id
+
+    rplb_lb *rplb_lb_create(const rplb_lb_params *params)
+    void rplb_lb_free(rplb_lb *lb)
+    int rplb_lb_add_worker(rplb_lb *lb, unsigned int lcore_id)
+    int rplb_lb_set_timeouts(rplb_lb *lb, const uint32_t *timeout_s)
+    rplb_lb_tables *rplb_lb_tables_create(const rplb_service_spec *services,
+                                          uint32_t n_services,
+                                          const rplb_backend_spec *backends,
+                                          uint32_t n_backends,
+                                          const int32_t *maglev, uint32_t maglev_size,
+                                          int socket_id)
+    void rplb_lb_tables_free(rplb_lb_tables *tables)
+    int rplb_lb_publish(rplb_lb *lb, rplb_lb_tables *tables)
+    const rplb_service_counters *rplb_lb_service_counters(const rplb_lb *lb, unsigned int worker)
+    const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
+    unsigned int rplb_lb_worker_count(const rplb_lb *lb)
+    size_t rplb_lb_flow_memory(const rplb_lb *lb)

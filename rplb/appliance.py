@@ -1,0 +1,192 @@
+"""The appliance: EAL, two ports, a mempool, the workers, and (with a
+services file) the load balancer, started and stopped in DPDK's order.
+
+Shutdown order (DPDK's examples): stop flag -> wait for lcores -> read the
+final counters -> stop and close ports (pcap files complete) -> check that
+every mbuf is back in its pool -> free the pool -> EAL cleanup.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from rplb import dataplane
+from rplb.balancer import Balancer
+from rplb.config import Config
+from rplb.errors import RplbError
+
+
+class SetupError(Exception):
+    """The appliance cannot start as asked; the message says what to change."""
+
+
+@dataclass
+class Options:
+    ports: Tuple[int, int] = (0, 1)
+    config: Optional[Config] = None     # None: the pass-through engine
+    mbufs: int = 16383
+    rx_descriptors: int = 1024
+    tx_descriptors: int = 1024
+    software_checksums: bool = False    # never use TX checksum offload
+    drain_us: int = 100
+
+
+def hugepages_reserved() -> int:
+    total = 0
+    for path in glob.glob("/sys/kernel/mm/hugepages/hugepages-*/nr_hugepages"):
+        try:
+            with open(path) as f:
+                total += int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def check_eal_args(eal_args: Sequence[str]) -> None:
+    """Catch what EAL would only report obscurely."""
+    if "--no-huge" not in eal_args and hugepages_reserved() == 0:
+        raise SetupError("no hugepages are reserved: reserve some (e.g. "
+                         "`dpdk-hugepages.py --setup 2G`) or run without them with "
+                         "`--no-huge -m 1024` before `--`")
+
+
+class Appliance:
+    """One running rplb: call start(), then stop() (always, also on errors)."""
+
+    def __init__(self, eal_args: Sequence[str], options: Options):
+        self.eal_args = list(eal_args)
+        self.options = options
+        self.pool = None
+        self.ports: List = []
+        self.lb = None
+        self.balancer: Optional[Balancer] = None
+        self.workers: List = []
+        self.started_at = None
+        self.mbufs_in_use_at_exit: Optional[int] = None
+
+    # ---- start ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Raises SetupError (operator mistake) or RplbError (DPDK failure);
+        whatever was set up before the error is released by stop()."""
+        check_eal_args(self.eal_args)
+        dataplane.eal_init(["rplb-dpdk", *self.eal_args])
+
+        frontend_id, backend_id = self.options.ports
+        available = dataplane.port_ids()
+        if len(available) < 2:
+            raise SetupError(
+                f"rplb needs two DPDK ports (frontend, backend) but found {len(available)}: "
+                "bind two NICs to a DPDK driver (dpdk-devbind.py) or create virtual ports, "
+                "e.g. --vdev net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap "
+                "--vdev net_pcap1,rx_pcap=in1.pcap,tx_pcap=out1.pcap")
+        for role, port_id in (("frontend", frontend_id), ("backend", backend_id)):
+            if port_id not in available:
+                raise SetupError(f"--ports: {role} port {port_id} does not exist "
+                                 f"(ports available: {', '.join(map(str, available))})")
+        workers = dataplane.worker_lcores()
+        if not workers:
+            raise SetupError("rplb needs a worker lcore besides the main one: "
+                             "give EAL at least two lcores, e.g. -l 0-1")
+
+        self.pool = dataplane.Mempool("rplb_mbufs", self.options.mbufs)
+        for port_id in (frontend_id, backend_id):
+            port = dataplane.Port(port_id)
+            self.ports.append(port)
+            port.configure(self.pool, self.options.rx_descriptors, self.options.tx_descriptors,
+                           allow_tx_cksum_offload=not self.options.software_checksums)
+
+        config = self.options.config
+        if config is not None:
+            self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
+                                             max_workers=1)
+            # Create the worker (and with it its flow table) before the first
+            # publish, so the tables are in place before any packet.
+            self.workers.append(dataplane.Worker(workers[0], *self.ports, lb=self.lb,
+                                                 drain_us=self.options.drain_us))
+            self.balancer = Balancer(self.lb, config)
+        else:
+            self.workers.append(dataplane.Worker(workers[0], *self.ports,
+                                                 drain_us=self.options.drain_us))
+        for port in self.ports:
+            port.start()
+        for worker in self.workers:
+            worker.launch()
+        self.started_at = time.monotonic()
+
+    # ---- run time ------------------------------------------------------------
+
+    @property
+    def frontend(self):
+        return self.ports[0]
+
+    @property
+    def backend(self):
+        return self.ports[1]
+
+    def counters(self) -> dict:
+        """The fast path's counters summed over workers."""
+        total = None
+        for worker in self.workers:
+            c = worker.counters()
+            if total is None:
+                total = c
+                continue
+            for side in range(2):
+                for k, v in c["port"][side].items():
+                    total["port"][side][k] += v
+            for group in ("drops", "events"):
+                for k, v in c[group].items():
+                    total[group][k] += v
+        return total
+
+    def snapshot(self) -> dict:
+        """Everything an operator sees: ports, fast-path counters, services."""
+        snap = {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+                "engine": self.workers[0].engine if self.workers else None,
+                "ports": [], **self.counters()}
+        for role, port in zip(("frontend", "backend"), self.ports):
+            entry = {"role": role, "port_id": port.port_id, "name": port.name,
+                     "driver": port.driver, "tx_cksum_offload": port.tx_cksum_offload}
+            try:
+                entry["ethdev"] = port.stats()
+                entry["link"] = port.link()
+            except RplbError:
+                pass
+            snap["ports"].append(entry)
+        if self.balancer is not None:
+            snap["services"] = self.balancer.service_stats()
+        if self.pool is not None:
+            snap["mbufs"] = {"size": self.pool.size, "in_use": self.pool.in_use}
+        return snap
+
+    # ---- stop ----------------------------------------------------------------
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def close(self) -> None:
+        """Release everything, in order, even after a failed start."""
+        errors = []
+        self.stop_workers()
+        for port in self.ports:
+            try:
+                port.close()
+            except RplbError as err:
+                errors.append(err)
+        for worker in self.workers:
+            worker.close()
+        if self.pool is not None:
+            self.mbufs_in_use_at_exit = self.pool.in_use
+            self.pool.close()
+        if self.lb is not None:
+            self.lb.close()
+        self.workers, self.ports, self.pool, self.lb = [], [], None, None
+        dataplane.eal_cleanup()
+        if errors:
+            raise errors[0]

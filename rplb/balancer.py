@@ -1,0 +1,110 @@
+"""The run-time API of the load balancer, for the CLI and for programs that
+embed rplb: apply a whole configuration or edit one service or backend,
+each change atomic, and read per-service and per-backend counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import List, Optional
+
+import numpy as np
+
+from rplb.config import Backend, Config, ConfigError, Service
+from rplb.tables import MAX_BACKENDS, IdAssigner, build_specs, spec_dtypes
+
+_PACKETS, _BYTES, _NEW_FLOWS, _ACTIVE_FLOWS = range(4)
+
+
+class Balancer:
+    """Owns the configuration published to a running LoadBalancer.
+
+    Every change goes through :meth:`apply`: the new tables are built and
+    published completely, or (on any error) nothing changes and the error
+    is raised: ConfigError for a bad configuration, RplbError for DPDK.
+    """
+
+    def __init__(self, lb, config: Optional[Config] = None):
+        self._lb = lb
+        self._ids = IdAssigner()
+        self._dtypes = spec_dtypes()
+        self._lock = threading.Lock()      # one change at a time
+        self._config = Config()
+        self._service_base = np.zeros((1024, 4), dtype=np.int64)
+        self._backend_base = np.zeros((MAX_BACKENDS, 4), dtype=np.int64)
+        if config is not None:
+            self.apply(config)
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    def apply(self, config: Config) -> List[str]:
+        """Publish config atomically.  Returns notes for the operator (e.g.
+        settings that only take effect at restart)."""
+        notes = []
+        with self._lock:
+            if config.flow_table_size != self._lb.flow_table_size:
+                notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
+                             f"next start (running with {self._lb.flow_table_size})")
+            try:
+                service_ids, backend_ids, commit = self._ids.plan(config)
+            except ValueError as err:
+                raise ConfigError("<running>", "services", str(err)) from None
+            specs = build_specs(config, service_ids, backend_ids, self._dtypes)
+            new_service_slots = [i for k, i in service_ids.items()
+                                 if k not in self._ids.service_ids]
+            new_backend_slots = [i & (MAX_BACKENDS - 1) for k, i in backend_ids.items()
+                                 if k not in self._ids.backend_ids]
+            self._lb.set_timeouts(config.timeouts)
+            self._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size)
+            commit()
+            # A reused counter slot starts from zero for its new owner.
+            if new_service_slots:
+                self._service_base[new_service_slots] = self._lb.service_counters()[new_service_slots]
+            if new_backend_slots:
+                self._backend_base[new_backend_slots] = self._lb.backend_counters()[new_backend_slots]
+            self._service_base[:, _ACTIVE_FLOWS] = 0
+            self._backend_base[:, _ACTIVE_FLOWS] = 0
+            self._config = config
+        return notes
+
+    # ---- one-object edits (ConfigError when the edit is invalid) ----------
+
+    def add_service(self, service: Service) -> None:
+        self.apply(self._config.with_service(service))
+
+    def remove_service(self, service) -> None:
+        self.apply(self._config.without_service(service))
+
+    def add_backend(self, service, backend: Backend) -> None:
+        self.apply(self._config.with_backend(service, backend))
+
+    def remove_backend(self, service, ip, port: int) -> None:
+        self.apply(self._config.without_backend(service, ip, port))
+
+    def set_weight(self, service, ip, port: int, weight: int) -> None:
+        self.apply(self._config.with_weight(service, ip, port, weight))
+
+    # ---- counters ----------------------------------------------------------
+
+    def service_stats(self) -> List[dict]:
+        """Per service and backend: packets, bytes, new_flows, active_flows."""
+        services = self._lb.service_counters() - self._service_base
+        backends = self._lb.backend_counters() - self._backend_base
+        result = []
+        for svc in self._config.services:
+            row = services[self._ids.service_ids[svc.key]]
+            entry = {"service": svc.label, "key": str(svc.key),
+                     **_counter_dict(row), "backends": []}
+            for b in svc.backends:
+                slot = self._ids.backend_ids[(svc.key, str(b.ip), b.port)] & (MAX_BACKENDS - 1)
+                entry["backends"].append({"backend": f"{b.ip}:{b.port}", "weight": b.weight,
+                                          **_counter_dict(backends[slot])})
+            result.append(entry)
+        return result
+
+
+def _counter_dict(row) -> dict:
+    return {"packets": int(row[_PACKETS]), "bytes": int(row[_BYTES]),
+            "new_flows": int(row[_NEW_FLOWS]), "active_flows": int(row[_ACTIVE_FLOWS])}

@@ -1,0 +1,491 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The thin bridge between the Python control plane and the C fast path.
+
+Owns the DPDK resources (EAL, mempools, ports, workers, load-balancer
+state), one Python object per resource with an idempotent ``close()``.
+Every DPDK error style (negative errno, -1 with rte_errno, NULL with
+rte_errno) becomes :class:`rplb.errors.RplbError`.
+"""
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+cimport numpy as cnp
+import numpy as np
+
+from rplb._dpdk cimport *
+from rplb._csrc cimport *
+from rplb.errors import RplbError
+
+cnp.import_array()
+
+MAX_SERVICES = RPLB_MAX_SERVICES
+MAX_BACKENDS = RPLB_MAX_BACKENDS
+BACKEND_SLOT_BITS = RPLB_BACKEND_SLOT_BITS
+DROP_NAMES = tuple(rplb_drop_names[i].decode() for i in range(RPLB_DROP_REASONS))
+EVENT_NAMES = tuple(rplb_event_names[i].decode() for i in range(RPLB_EVENTS))
+FLOW_STATE_NAMES = tuple(rplb_flow_state_names[i].decode() for i in range(RPLB_FLOW_STATES))
+PORT_COUNTER_NAMES = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped")
+FLOW_COUNTER_NAMES = ("packets", "bytes", "new_flows", "active_flows")
+
+
+# ---- errors ----------------------------------------------------------------
+
+cdef int check_rc(int rc, str what) except -1:
+    """Negative-errno style (ethdev)."""
+    if rc < 0:
+        raise RplbError(-rc, what, rte_strerror(-rc).decode(errors="replace"))
+    return rc
+
+
+cdef int raise_rte_errno(str what) except -1:
+    """-1 or NULL with rte_errno style (EAL, mempool, hash)."""
+    cdef int err = rte_errno
+    detail = rte_strerror(err).decode(errors="replace") if err else ""
+    raise RplbError(err, what, detail)
+
+
+# ---- EAL -------------------------------------------------------------------
+
+cdef bint _eal_initialized = False
+cdef list _eal_argv_keepalive = []
+
+
+def eal_init(argv):
+    """Initialise DPDK's EAL with ``argv`` (``argv[0]`` is the program name).
+
+    Once per process: DPDK refuses a second initialisation even after
+    cleanup.  Raises RplbError (EALREADY on a second call).
+    """
+    global _eal_initialized
+    if _eal_initialized:
+        raise RplbError(114, "EAL is already initialised in this process")
+    encoded = [str(a).encode() for a in argv]
+    cdef int argc = len(encoded)
+    cdef char **c_argv = <char **>PyMem_Malloc((argc + 1) * sizeof(char *))
+    if c_argv == NULL:
+        raise MemoryError()
+    cdef int rc
+    try:
+        for i, arg in enumerate(encoded):
+            c_argv[i] = arg
+        c_argv[argc] = NULL
+        # EAL may keep pointers into argv: keep the bytes alive.
+        _eal_argv_keepalive.extend(encoded)
+        with nogil:
+            rc = rte_eal_init(argc, c_argv)
+        if rc < 0:
+            raise_rte_errno("cannot initialise DPDK's EAL")
+    finally:
+        PyMem_Free(c_argv)
+    _eal_initialized = True
+    return rc
+
+
+def eal_cleanup():
+    """Release EAL resources (idempotent).  DPDK cannot be re-initialised."""
+    global _eal_initialized
+    if _eal_initialized:
+        _eal_initialized = False
+        rte_eal_cleanup()
+
+
+def eal_is_initialized():
+    return _eal_initialized
+
+
+def main_lcore():
+    return rte_get_main_lcore()
+
+
+def worker_lcores():
+    """Lcore ids available for workers (every enabled lcore but the main one)."""
+    cdef unsigned int lcore = rte_get_next_lcore(<unsigned int>-1, 1, 0)
+    result = []
+    while lcore < RTE_MAX_LCORE:
+        result.append(lcore)
+        lcore = rte_get_next_lcore(lcore, 1, 0)
+    return result
+
+
+def port_count():
+    return rte_eth_dev_count_avail()
+
+
+def port_exists(int port_id):
+    return 0 <= port_id < 65535 and rte_eth_dev_is_valid_port(<uint16_t>port_id) != 0
+
+
+def port_ids():
+    return [p for p in range(RTE_MAX_LCORE if RTE_MAX_LCORE > 1024 else 1024)
+            if rte_eth_dev_is_valid_port(<uint16_t>p)]
+
+
+# ---- mempool ---------------------------------------------------------------
+
+cdef class Mempool:
+    """A packet mbuf pool.  ``in_use`` counts mbufs not back in the pool."""
+
+    cdef rte_mempool *pool
+    cdef readonly str name
+    cdef readonly unsigned int size
+
+    def __cinit__(self, str name, unsigned int n_mbufs, unsigned int cache_size=256,
+                  int socket_id=-1):
+        self.pool = NULL
+        self.name = name
+        if socket_id < 0:
+            socket_id = rte_socket_id()
+        cache_size = min(cache_size, n_mbufs // 2, 512)
+        self.pool = rte_pktmbuf_pool_create(name.encode(), n_mbufs, cache_size, 0,
+                                            RTE_MBUF_DEFAULT_BUF_SIZE, socket_id)
+        if self.pool == NULL:
+            raise_rte_errno(f"cannot create mbuf pool {name!r} of {n_mbufs} mbufs "
+                            "(too little memory? raise -m)")
+        self.size = self.pool.size
+
+    @property
+    def available(self):
+        self._check_open()
+        return rte_mempool_avail_count(self.pool)
+
+    @property
+    def in_use(self):
+        self._check_open()
+        return rte_mempool_in_use_count(self.pool)
+
+    cdef _check_open(self):
+        if self.pool == NULL:
+            raise RplbError(9, f"mbuf pool {self.name!r} is closed")
+
+    def close(self):
+        if self.pool != NULL:
+            rte_mempool_free(self.pool)
+            self.pool = NULL
+
+    def __dealloc__(self):
+        # Freeing a pool whose mbufs a port still holds would corrupt memory:
+        # the owner (Appliance) closes ports first, then pools.
+        pass
+
+
+# ---- ports -----------------------------------------------------------------
+
+cdef uint64_t TX_CKSUM = (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM
+                          | RTE_ETH_TX_OFFLOAD_UDP_CKSUM)
+
+_OFFLOAD_NAMES = (
+    ("rx_ipv4_cksum", True, RTE_ETH_RX_OFFLOAD_IPV4_CKSUM),
+    ("rx_udp_cksum", True, RTE_ETH_RX_OFFLOAD_UDP_CKSUM),
+    ("rx_tcp_cksum", True, RTE_ETH_RX_OFFLOAD_TCP_CKSUM),
+    ("tx_ipv4_cksum", False, RTE_ETH_TX_OFFLOAD_IPV4_CKSUM),
+    ("tx_udp_cksum", False, RTE_ETH_TX_OFFLOAD_UDP_CKSUM),
+    ("tx_tcp_cksum", False, RTE_ETH_TX_OFFLOAD_TCP_CKSUM),
+)
+
+
+cdef class Port:
+    """One ethdev port: configure with one rx and one tx queue, start, stop, close."""
+
+    cdef readonly uint16_t port_id
+    cdef readonly str name
+    cdef readonly str driver
+    cdef readonly dict offloads_supported
+    cdef readonly bint tx_cksum_offload
+    cdef readonly uint16_t rx_descriptors
+    cdef readonly uint16_t tx_descriptors
+    cdef bint started
+    cdef bint closed
+    cdef Mempool pool
+
+    def __cinit__(self, int port_id):
+        cdef char name[64]
+        cdef rte_eth_dev_info info
+        if not port_exists(port_id):
+            raise RplbError(19, f"port {port_id} does not exist")
+        self.port_id = <uint16_t>port_id
+        check_rc(rte_eth_dev_get_name_by_port(self.port_id, name), f"port {port_id}: name")
+        self.name = name.decode()
+        check_rc(rte_eth_dev_info_get(self.port_id, &info), f"port {port_id}: device info")
+        self.driver = info.driver_name.decode() if info.driver_name != NULL else "?"
+        self.offloads_supported = {
+            label: bool((info.rx_offload_capa if rx else info.tx_offload_capa) & flag)
+            for label, rx, flag in _OFFLOAD_NAMES}
+        self.started = False
+        self.closed = False
+
+    def configure(self, Mempool pool, unsigned int rx_descriptors=1024,
+                  unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True):
+        """Set up one rx and one tx queue.  TX checksum offload (IPv4, TCP, UDP)
+        is enabled when the port has all three and it is allowed."""
+        cdef rte_eth_conf conf
+        cdef rte_eth_dev_info info
+        cdef rte_eth_txconf txconf
+        cdef uint16_t nb_rxd = rx_descriptors, nb_txd = tx_descriptors
+        cdef int socket_id = rte_eth_dev_socket_id(self.port_id)
+        what = f"port {self.port_id} ({self.name})"
+        if socket_id < 0:
+            socket_id = rte_socket_id()
+        check_rc(rte_eth_dev_info_get(self.port_id, &info), f"{what}: device info")
+        memset(&conf, 0, sizeof(conf))
+        self.tx_cksum_offload = allow_tx_cksum_offload and (info.tx_offload_capa & TX_CKSUM) == TX_CKSUM
+        if self.tx_cksum_offload:
+            conf.txmode.offloads |= TX_CKSUM
+        check_rc(rte_eth_dev_configure(self.port_id, 1, 1, &conf), f"{what}: configure")
+        check_rc(rte_eth_dev_adjust_nb_rx_tx_desc(self.port_id, &nb_rxd, &nb_txd),
+                 f"{what}: descriptor counts")
+        check_rc(rte_eth_rx_queue_setup(self.port_id, 0, nb_rxd, socket_id, NULL, pool.pool),
+                 f"{what}: rx queue setup")
+        txconf = info.default_txconf
+        txconf.offloads = conf.txmode.offloads
+        check_rc(rte_eth_tx_queue_setup(self.port_id, 0, nb_txd, socket_id, &txconf),
+                 f"{what}: tx queue setup")
+        self.rx_descriptors = nb_rxd
+        self.tx_descriptors = nb_txd
+        self.pool = pool
+
+    def start(self, bint promiscuous=True):
+        what = f"port {self.port_id} ({self.name})"
+        check_rc(rte_eth_dev_start(self.port_id), f"{what}: start")
+        self.started = True
+        if promiscuous:
+            # A bump in the wire sees frames for every MAC; virtual devices
+            # without the notion answer -ENOTSUP, which is fine.
+            rc = rte_eth_promiscuous_enable(self.port_id)
+            if rc < 0 and rc != -95:
+                check_rc(rc, f"{what}: promiscuous mode")
+
+    def link(self):
+        cdef rte_eth_link link
+        memset(&link, 0, sizeof(link))
+        check_rc(rte_eth_link_get_nowait(self.port_id, &link), f"port {self.port_id}: link")
+        return {"up": bool(link.link_status), "speed_mbps": link.link_speed,
+                "full_duplex": bool(link.link_duplex)}
+
+    def stats(self):
+        """The port's own counters (rte_eth_stats)."""
+        cdef rte_eth_stats st
+        check_rc(rte_eth_stats_get(self.port_id, &st), f"port {self.port_id}: stats")
+        return {"ipackets": st.ipackets, "opackets": st.opackets, "ibytes": st.ibytes,
+                "obytes": st.obytes, "imissed": st.imissed, "ierrors": st.ierrors,
+                "oerrors": st.oerrors, "rx_nombuf": st.rx_nombuf}
+
+    def mac(self):
+        cdef rte_ether_addr addr
+        check_rc(rte_eth_macaddr_get(self.port_id, &addr), f"port {self.port_id}: mac")
+        return ":".join(f"{addr.addr_bytes[i]:02x}" for i in range(6))
+
+    def stop(self):
+        if self.started:
+            self.started = False
+            check_rc(rte_eth_dev_stop(self.port_id), f"port {self.port_id}: stop")
+
+    def close(self):
+        """Stop and close (idempotent); a pcap vdev completes its files here."""
+        if not self.closed:
+            self.stop()
+            self.closed = True
+            check_rc(rte_eth_dev_close(self.port_id), f"port {self.port_id}: close")
+
+
+# ---- load-balancer state ---------------------------------------------------
+
+def spec_layout():
+    """[(struct, field, offset, size)] of the C spec structs, and their sizes:
+    the numpy dtypes in rplb.tables are built from this, never by hand."""
+    fields = []
+    cdef int i = 0
+    while rplb_spec_layout[i].struct_name != NULL:
+        fields.append((rplb_spec_layout[i].struct_name.decode(),
+                       rplb_spec_layout[i].field.decode(),
+                       rplb_spec_layout[i].offset, rplb_spec_layout[i].size))
+        i += 1
+    sizes = {name: rplb_spec_size(name.encode())
+             for name in ("rplb_service_spec", "rplb_backend_spec")}
+    return fields, sizes
+
+
+cdef class LoadBalancer:
+    """Shared state of the load-balancing engine (tables, RCU, flow tables)."""
+
+    cdef rplb_lb *lb
+    cdef readonly unsigned int flow_table_size
+
+    def __cinit__(self, unsigned int flow_table_size, timeouts, unsigned int max_workers=1,
+                  int socket_id=-1):
+        cdef rplb_lb_params params
+        self.lb = NULL
+        memset(&params, 0, sizeof(params))
+        params.flow_table_size = flow_table_size
+        params.max_workers = max_workers
+        params.socket_id = rte_socket_id() if socket_id < 0 else socket_id
+        for i, value in enumerate(_timeouts_tuple(timeouts)):
+            params.timeout_s[i] = value
+        self.lb = rplb_lb_create(&params)
+        if self.lb == NULL:
+            raise_rte_errno("cannot create the load balancer state")
+        self.flow_table_size = flow_table_size
+
+    cdef rplb_lb *_get(self) except NULL:
+        if self.lb == NULL:
+            raise RplbError(9, "load balancer is closed")
+        return self.lb
+
+    def add_worker(self, unsigned int lcore_id):
+        rc = rplb_lb_add_worker(self._get(), lcore_id)
+        if rc < 0:
+            raise RplbError(-rc, f"cannot create the flow table of lcore {lcore_id} "
+                            f"({self.flow_table_size} flows; lower flow_table_size or raise -m)",
+                            rte_strerror(-rc).decode())
+        return rc
+
+    def set_timeouts(self, timeouts):
+        cdef uint32_t values[4]
+        for i, value in enumerate(_timeouts_tuple(timeouts)):
+            values[i] = value
+        check_rc(rplb_lb_set_timeouts(self._get(), values), "flow timeouts")
+
+    def publish(self, cnp.ndarray services, cnp.ndarray backends, cnp.ndarray maglev,
+                unsigned int maglev_size):
+        """Build tables from spec arrays and publish them to the workers.
+
+        Blocks (without the GIL) until no worker uses the old tables.
+        Raises RplbError (EINVAL: bad specs, nothing changed)."""
+        cdef rplb_lb *lb = self._get()
+        services = np.ascontiguousarray(services)
+        backends = np.ascontiguousarray(backends)
+        maglev = np.ascontiguousarray(maglev, dtype=np.int32)
+        if maglev.size != services.shape[0] * maglev_size:
+            raise RplbError(22, "maglev array does not match services x maglev_size")
+        cdef rplb_lb_tables *tables = rplb_lb_tables_create(
+            <const rplb_service_spec *>services.data, services.shape[0],
+            <const rplb_backend_spec *>backends.data, backends.shape[0],
+            <const int32_t *>maglev.data, maglev_size, rte_socket_id())
+        if tables == NULL:
+            raise_rte_errno("cannot build load-balancing tables")
+        cdef int rc
+        with nogil:
+            rc = rplb_lb_publish(lb, tables)
+        check_rc(rc, "cannot publish load-balancing tables")
+
+    def service_counters(self):
+        """int64 array (MAX_SERVICES, 4): packets, bytes, new_flows, active_flows,
+        summed over workers, indexed by service id."""
+        return self._sum_counters(True)
+
+    def backend_counters(self):
+        """int64 array (MAX_BACKENDS, 4) indexed by backend slot."""
+        return self._sum_counters(False)
+
+    cdef _sum_counters(self, bint services):
+        cdef rplb_lb *lb = self._get()
+        cdef unsigned int w, n = RPLB_MAX_SERVICES if services else RPLB_MAX_BACKENDS
+        cdef const int64_t *base
+        total = np.zeros((n, 4), dtype=np.int64)
+        for w in range(rplb_lb_worker_count(lb)):
+            if services:
+                base = <const int64_t *>rplb_lb_service_counters(lb, w)
+            else:
+                base = <const int64_t *>rplb_lb_backend_counters(lb, w)
+            total += np.asarray(<const int64_t[:n * 4]>base).reshape(n, 4)
+        return total
+
+    @property
+    def bytes_per_flow(self):
+        return rplb_lb_flow_memory(self._get())
+
+    def close(self):
+        if self.lb != NULL:
+            rplb_lb_free(self.lb)
+            self.lb = NULL
+
+
+def _timeouts_tuple(timeouts):
+    """(udp, tcp_syn, tcp, tcp_fin) seconds, the order of enum rplb_flow_state."""
+    if isinstance(timeouts, dict):
+        return tuple(int(timeouts[name]) for name in FLOW_STATE_NAMES)
+    return (int(timeouts.udp), int(timeouts.tcp_syn), int(timeouts.tcp), int(timeouts.tcp_fin))
+
+
+# ---- workers ---------------------------------------------------------------
+
+cdef class Worker:
+    """The C poll-mode loop on one worker lcore, between two ports."""
+
+    cdef rplb_worker *worker
+    cdef readonly unsigned int lcore_id
+    cdef readonly str engine
+    cdef readonly bint running
+    cdef object _keep      # ports / load balancer the C side points into
+
+    def __cinit__(self, unsigned int lcore_id, Port frontend, Port backend,
+                  LoadBalancer lb=None, unsigned int drain_us=100):
+        cdef rplb_worker_params params
+        cdef const rplb_engine *engine
+        cdef void *state = NULL
+        self.worker = NULL
+        self.running = False
+        memset(&params, 0, sizeof(params))
+        params.frontend_port = frontend.port_id
+        params.backend_port = backend.port_id
+        params.tx_cksum_offload[0] = frontend.tx_cksum_offload
+        params.tx_cksum_offload[1] = backend.tx_cksum_offload
+        params.drain_us = drain_us
+        params.socket_id = rte_lcore_to_socket_id(lcore_id)
+        if lb is None:
+            engine = rplb_engine_fwd()
+        else:
+            engine = rplb_engine_lb()
+            state = lb._get()
+            lb.add_worker(lcore_id)
+        self.worker = rplb_worker_create(&params, engine, state)
+        if self.worker == NULL:
+            raise_rte_errno(f"cannot create the worker of lcore {lcore_id}")
+        self.lcore_id = lcore_id
+        self.engine = rplb_engine_name(engine).decode()
+        self._keep = (frontend, backend, lb)
+
+    def launch(self):
+        """Start the loop on its lcore (returns at once)."""
+        if self.worker == NULL:
+            raise RplbError(9, "worker is closed")
+        rc = rte_eal_remote_launch(<lcore_function_t *>rplb_worker_main, self.worker,
+                                   self.lcore_id)
+        check_rc(rc, f"cannot launch the worker on lcore {self.lcore_id}")
+        self.running = True
+
+    def stop(self):
+        """Ask the loop to stop and wait for it (without the GIL); returns its status."""
+        cdef int rc = 0
+        if self.running:
+            rplb_worker_request_stop(self.worker)
+            with nogil:
+                rc = rte_eal_wait_lcore(self.lcore_id)
+            self.running = False
+            if rc != 0:
+                raise RplbError(-rc, f"worker on lcore {self.lcore_id} failed")
+        return rc
+
+    def counters(self):
+        """{'port': [{rx_packets..}, {..}], 'drops': {...}, 'events': {...}}"""
+        if self.worker == NULL:
+            raise RplbError(9, "worker is closed")
+        cdef const rplb_lcore_counters *c = rplb_worker_counters(self.worker)
+        cdef const uint64_t *drops = &c.drops[0]
+        cdef const uint64_t *events = &c.events[0]
+        ports = []
+        for side in range(RPLB_SIDES):
+            p = &c.port[side]
+            ports.append({"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                          "tx_dropped": p.tx_dropped})
+        return {"port": ports,
+                "drops": {DROP_NAMES[i]: drops[i] for i in range(RPLB_DROP_REASONS)},
+                "events": {EVENT_NAMES[i]: events[i] for i in range(RPLB_EVENTS)}}
+
+    def close(self):
+        if self.worker != NULL:
+            self.stop()
+            rplb_worker_free(self.worker)
+            self.worker = NULL

@@ -1,0 +1,59 @@
+"""Statistics as operators read them: testpmd's per-port block (so tools
+that parse testpmd output parse ours), then rplb's own counters."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+def _port_block(port: dict, previous: Optional[dict], interval: float) -> str:
+    e = port.get("ethdev", {})
+    rx_pps = tx_pps = rx_bps = tx_bps = 0
+    if previous is not None and interval > 0 and "ethdev" in previous:
+        p = previous["ethdev"]
+        rx_pps = int((e["ipackets"] - p["ipackets"]) / interval)
+        tx_pps = int((e["opackets"] - p["opackets"]) / interval)
+        rx_bps = int((e["ibytes"] - p["ibytes"]) * 8 / interval)
+        tx_bps = int((e["obytes"] - p["obytes"]) * 8 / interval)
+    title = f" NIC statistics for port {port['port_id']} "
+    return "\n".join([
+        f"  {title:#^76}",
+        f"  RX-packets: {e.get('ipackets', 0):<10} RX-missed: {e.get('imissed', 0):<10} "
+        f"RX-bytes:  {e.get('ibytes', 0)}",
+        f"  RX-errors: {e.get('ierrors', 0)}",
+        f"  RX-nombuf:  {e.get('rx_nombuf', 0):<10}",
+        f"  TX-packets: {e.get('opackets', 0):<10} TX-errors: {e.get('oerrors', 0):<10} "
+        f"TX-bytes:  {e.get('obytes', 0)}",
+        "",
+        "  Throughput (since last show)",
+        f"  Rx-pps: {rx_pps:>12}          Rx-bps: {rx_bps:>12}",
+        f"  Tx-pps: {tx_pps:>12}          Tx-bps: {tx_bps:>12}",
+        "  " + "#" * 76,
+    ])
+
+
+def format_ports(snapshot: dict, previous: Optional[dict] = None, interval: float = 0.0) -> str:
+    prev_ports = previous["ports"] if previous else [None] * len(snapshot["ports"])
+    return "\n".join(_port_block(p, q, interval) for p, q in zip(snapshot["ports"], prev_ports))
+
+
+def format_rplb(snapshot: dict) -> str:
+    """rplb's own counters: per side, drops by reason, events, services."""
+    lines = [f"  rplb ({snapshot['engine']} engine, up {snapshot['uptime_s']:.1f} s)"]
+    for port, counters in zip(snapshot["ports"], snapshot["port"]):
+        lines.append(f"  {port['role']:<8} port {port['port_id']} ({port['name']}): "
+                     f"rx {counters['rx_packets']} tx {counters['tx_packets']} "
+                     f"tx-dropped {counters['tx_dropped']}")
+    lines.append("  drops: " + " ".join(f"{k}={v}" for k, v in snapshot["drops"].items()))
+    lines.append("  events: " + " ".join(f"{k}={v}" for k, v in snapshot["events"].items()))
+    for svc in snapshot.get("services", []):
+        lines.append(f"  service {svc['service']} [{svc['key']}]: packets={svc['packets']} "
+                     f"bytes={svc['bytes']} new_flows={svc['new_flows']} "
+                     f"active_flows={svc['active_flows']}")
+        for b in svc["backends"]:
+            lines.append(f"    backend {b['backend']} weight={b['weight']}: "
+                         f"packets={b['packets']} bytes={b['bytes']} "
+                         f"new_flows={b['new_flows']} active_flows={b['active_flows']}")
+    if "mbufs" in snapshot:
+        lines.append(f"  mbufs: {snapshot['mbufs']['in_use']} in use of {snapshot['mbufs']['size']}")
+    return "\n".join(lines)

@@ -8,8 +8,8 @@ every mbuf is back in its pool -> free the pool -> EAL cleanup.
 
 from __future__ import annotations
 
+import errno
 import glob
-import os
 import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
@@ -54,6 +54,23 @@ def check_eal_args(eal_args: Sequence[str]) -> None:
                          "`--no-huge -m 1024` before `--`")
 
 
+def requested_vdevs(eal_args: Sequence[str]) -> List[str]:
+    """The ethdev names given with --vdev (net_pcap0 of net_pcap0,rx_pcap=...)."""
+    names = []
+    args = list(eal_args)
+    for i, arg in enumerate(args):
+        if arg == "--vdev" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--vdev="):
+            value = arg[len("--vdev="):]
+        else:
+            continue
+        name = value.split(",", 1)[0].strip()
+        if name.startswith(("net_", "eth_")):
+            names.append(name)
+    return names
+
+
 class Appliance:
     """One running rplb: call start(), then stop() (always, also on errors)."""
 
@@ -74,10 +91,24 @@ class Appliance:
         """Raises SetupError (operator mistake) or RplbError (DPDK failure);
         whatever was set up before the error is released by stop()."""
         check_eal_args(self.eal_args)
-        dataplane.eal_init(["rplb-dpdk", *self.eal_args])
+        try:
+            dataplane.eal_init(["rplb-dpdk", *self.eal_args])
+        except RplbError as err:
+            hint = ("check the EAL options before `--` (rplb options go after it)"
+                    if err.errno == errno.EINVAL else "see EAL's messages above")
+            raise SetupError(f"{err}: {hint}") from None
 
         frontend_id, backend_id = self.options.ports
         available = dataplane.port_ids()
+        # EAL only logs a vdev that fails to probe; its port is then missing
+        # and the following ports' ids shift, so stop here.
+        names = {dataplane.Port(p).name for p in available}
+        failed = [name for name in requested_vdevs(self.eal_args) if name not in names]
+        if failed:
+            raise SetupError(
+                f"--vdev {', '.join(failed)} failed to probe (no port was created): check "
+                "its arguments (EAL's messages above say why; `rplb-dpdk --list-drivers` "
+                "lists each driver's arguments)")
         if len(available) < 2:
             raise SetupError(
                 f"rplb needs two DPDK ports (frontend, backend) but found {len(available)}: "

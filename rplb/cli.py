@@ -59,7 +59,8 @@ def _port_pair(text: str) -> Tuple[int, int]:
             f"{text!r} is not F,B (two port ids, frontend then backend, e.g. 0,1)")
     front, back = (int(p) for p in parts)
     if front == back:
-        raise argparse.ArgumentTypeError(f"{text!r}: frontend and backend must differ")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: F,B must be two different port ids (frontend, backend), e.g. 0,1")
     return front, back
 
 
@@ -75,9 +76,19 @@ def _positive(kind):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose error line reads `rplb-dpdk: error: ...` like the others."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments"):
+            message += " (EAL options go before `--`, rplb options after it)"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"{PROG} [EAL options] --", description=DESCRIPTION,
-                                epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
+    p = _Parser(prog=f"{PROG} [EAL options] --", description=DESCRIPTION,
+                epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--ports", type=_port_pair, default=(0, 1), metavar="F,B",
                    help="frontend and backend port ids (default: 0,1)")
     p.add_argument("--config", metavar="FILE",
@@ -165,8 +176,12 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         status = 3
     if args.stats_json:
         final["mbufs_in_use_at_exit"] = appliance.mbufs_in_use_at_exit
-        with open(args.stats_json, "w") as f:
-            json.dump(final, f, indent=1, default=str)
+        try:
+            with open(args.stats_json, "w") as f:
+                json.dump(final, f, indent=1, default=str)
+        except OSError as err:
+            raise CliError(f"--stats-json: cannot write {args.stats_json}: "
+                           f"{err.strerror or err}") from None
     return status
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from typing import Iterable, List, Optional
@@ -15,6 +16,7 @@ from typing import Iterable, List, Optional
 from elftools.elf.elffile import ELFFile
 
 _MARKER = b"PMD_INFO_STRING="
+_ARGUMENT = re.compile(r"([A-Za-z0-9_.-]+)=(<[^>]*>|[^\s<]+)")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class PmdInfo:
 
     @property
     def arguments(self) -> List[str]:
-        return [p.split("=", 1)[0] for p in self.params.split()]
+        # DPDK's strings sometimes lack the space between two arguments
+        # ("phy_mac=<int>infinite_rx=<0|1>"): split on name=value pairs.
+        return [m.group(1) for m in _ARGUMENT.finditer(self.params)]
 
 
 def pmd_directory() -> Optional[str]:

@@ -1,0 +1,77 @@
+"""rplb running on two net_tap ports, fed and watched live from the kernel.
+
+Frames sent with scapy on the frontend tap reach rplb's port 0; what rplb
+sends out of port 1 is captured on the backend tap (and vice versa).  Used
+for what a file cannot do: signals between phases of traffic, and the TX
+checksum offload path (net_tap implements the offload flags in software).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+from typing import Callable, List
+
+from scapy.config import conf
+from scapy.layers.inet import IP
+from scapy.layers.l2 import Ether
+from scapy.sendrecv import AsyncSniffer, sendp
+
+from harness import LiveRplb, eal_args, file_prefix
+
+conf.verb = 0
+_names = itertools.count()
+
+
+class TapWire:
+    def __init__(self, tmp_path, rplb_args=(), lcores="0-1"):
+        n = f"{os.getpid() % 10000}{next(_names)}"
+        self.frontend_if, self.backend_if = f"rpf{n}", f"rpb{n}"
+        self.prefix = file_prefix()
+        argv = [*eal_args(self.prefix, [f"net_tap0,iface={self.frontend_if}",
+                                        f"net_tap1,iface={self.backend_if}"], lcores),
+                "--", "--stats-json", str(tmp_path / "stats.json"), *rplb_args]
+        self.stats_path = tmp_path / "stats.json"
+        self.rplb = LiveRplb(argv, self.prefix, cwd=tmp_path)
+        try:
+            self.rplb.wait_for_stderr("forwarding with")
+            for ifname in (self.frontend_if, self.backend_if):
+                # Keep the kernel's own IPv6 chatter (router solicitations) off the wire.
+                subprocess.run(["sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=1"],
+                               check=False, capture_output=True)
+        except BaseException:
+            self.rplb.stop()
+            raise
+
+    def exchange(self, frames, out_iface: str, in_iface: str, expect: int,
+                 match: Callable = None, timeout: float = 10.0) -> List[Ether]:
+        """Send frames on out_iface; return the matching frames seen on in_iface."""
+        match = match or (lambda p: IP in p)
+        sniffer = AsyncSniffer(iface=in_iface, lfilter=match, store=True)
+        sniffer.start()
+        time.sleep(0.3)                       # the capture socket must be open first
+        sendp(list(frames), iface=out_iface)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(sniffer.results or []) < expect:
+            time.sleep(0.05)
+        time.sleep(0.1)                       # anything beyond the expected count
+        sniffer.stop()
+        return list(sniffer.results or [])
+
+    def to_backends(self, frames, expect, match=None, timeout=10.0):
+        return self.exchange(frames, self.frontend_if, self.backend_if, expect, match, timeout)
+
+    def to_clients(self, frames, expect, match=None, timeout=10.0):
+        return self.exchange(frames, self.backend_if, self.frontend_if, expect, match, timeout)
+
+    def reload(self) -> str:
+        """SIGHUP; returns rplb's log line about it."""
+        self.rplb.signal(signal.SIGHUP)
+        return self.rplb.wait_for_stderr("SIGHUP")
+
+    def stop(self):
+        rc, out = self.rplb.stop()
+        return rc, out

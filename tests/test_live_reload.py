@@ -1,0 +1,115 @@
+"""Live traffic through net_tap ports: configuration changes by SIGHUP while
+the same flows keep sending, and the TX checksum offload path."""
+
+import json
+
+import pytest
+import yaml
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from lbcheck import assert_checksums_valid, by_flow
+from tapwire import TapWire
+
+VIP = "10.0.0.100"
+B1, B2, B3 = "192.168.1.10", "192.168.1.11", "192.168.1.12"
+
+
+def config_text(backends):
+    # Flows that only sent a SYN would expire after tcp_syn (10 s) on a slow
+    # machine between the phases of a test: give them time.
+    return yaml.safe_dump({"maglev_table_size": 65537, "flow_table_size": 4096,
+                           "timeouts": {"tcp_syn": 300}, "services": [
+        {"name": "web", "vip": VIP, "proto": "tcp", "port": 80,
+         "backends": [{"ip": ip, "port": 8080, "weight": w} for ip, w in backends]},
+        {"name": "dns", "vip": VIP, "proto": "udp", "port": 53,
+         "backends": [{"ip": "192.168.2.20", "port": 5353}]}]})
+
+
+def segments(flows, flags):
+    return [Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b")
+            / IP(src=ip, dst=VIP) / TCP(sport=port, dport=80, flags=flags) / Raw(b"data")
+            for ip, port in flows]
+
+
+def from_client_range(pkt):
+    return IP in pkt and pkt[IP].src.startswith("100.64.")
+
+
+def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(config_text([(B1, 1), (B2, 1)]))
+    wire = TapWire(tmp_path, ["--config", str(path)])
+    try:
+        old_flows = [(f"100.64.{i // 200}.{i % 200 + 1}", 10000 + i) for i in range(300)]
+        first = by_flow([bytes(p) for p in wire.to_backends(
+            segments(old_flows, "S"), 300, from_client_range)])
+        assert len(first) == 300
+        assert {next(iter(b)) for b in first.values()} == {(B1, 8080), (B2, 8080)}
+
+        # A backend added, one re-weighted: no existing flow may move.
+        path.write_text(config_text([(B1, 3), (B2, 1), (B3, 5)]))
+        assert "reloaded" in wire.reload()
+        new_flows = [(f"100.64.9.{i % 200 + 1}", 20000 + i) for i in range(300)]
+        second = by_flow([bytes(p) for p in wire.to_backends(
+            segments(old_flows, "A") + segments(new_flows, "S"), 600, from_client_range)])
+        for flow in old_flows:
+            assert second[flow] == first[flow], flow
+        assert any(second[f] == {(B3, 8080)} for f in new_flows)   # the change took effect
+
+        # A broken file changes nothing.
+        path.write_text("services: [ {vip: 10.0.0.100, proto: tcp, port: 99999} ]")
+        assert "keeps serving" in wire.reload()
+        again = by_flow([bytes(p) for p in wire.to_backends(
+            segments(old_flows, "A"), 300, from_client_range)])
+        for flow in old_flows:
+            assert again[flow] == first[flow]
+
+        # A backend removed: its flows move, no packet reaches it, others stay.
+        path.write_text(config_text([(B1, 3), (B3, 5)]))
+        assert "reloaded" in wire.reload()
+        third = by_flow([bytes(p) for p in wire.to_backends(
+            segments(old_flows, "A"), 300, from_client_range)])
+        assert len(third) == 300
+        for flow in old_flows:
+            if first[flow] == {(B1, 8080)}:
+                assert third[flow] == first[flow]
+            else:
+                assert third[flow] in ({(B1, 8080)}, {(B3, 8080)})
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["mbufs_in_use_at_exit"] == 0
+    moved = sum(1 for f in old_flows if first[f] == {(B2, 8080)})
+    assert stats["events"]["flows_moved"] == moved
+    assert stats["events"]["tables_seen"] >= 3
+
+
+@pytest.mark.parametrize("software", [False, True], ids=["offload", "software"])
+def test_checksums_with_and_without_tx_offload(tmp_path, software):
+    path = tmp_path / "services.yaml"
+    path.write_text(config_text([(B1, 1), (B2, 1)]))
+    wire = TapWire(tmp_path, ["--config", str(path)] + (["--software-checksums"] if software else []))
+    try:
+        offload_line = [l for l in wire.rplb.stderr_lines if "port 1" in l][0]
+        assert ("offload on" in offload_line) != software, offload_line
+        frames = segments([(f"100.64.0.{i + 1}", 3000 + i) for i in range(20)], "S")
+        frames += [Ether() / IP(src=f"100.64.1.{i + 1}", dst=VIP) / UDP(sport=4000 + i, dport=53)
+                   / Raw(b"query") for i in range(20)]
+        out = wire.to_backends(frames, 40, from_client_range)
+        replies = [Ether() / IP(src=B1, dst="100.64.0.1") / TCP(sport=8080, dport=3000 + i,
+                                                              flags="SA") / Raw(b"r")
+                   for i in range(10)]
+        back = wire.to_clients(replies, 10, lambda p: IP in p and p[IP].dst == "100.64.0.1")
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert len(out) == 40 and len(back) == 10
+    for pkt in out:
+        assert pkt[IP].dst in (B1, B2, "192.168.2.20")
+        assert_checksums_valid(bytes(pkt))
+    for pkt in back:
+        assert pkt[IP].src == VIP and pkt[TCP].sport == 80
+        assert_checksums_valid(bytes(pkt))

@@ -38,6 +38,8 @@ initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 {
 	if (key->proto == IPPROTO_UDP)
 		return RPLB_FLOW_UDP;
+	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
+		return RPLB_FLOW_TCP_CLOSING;
 	/* A flow picked up mid-stream (after a restart) is established. */
 	return (tcp_flags & RTE_TCP_SYN_FLAG) ? RPLB_FLOW_TCP_SYN : RPLB_FLOW_TCP_ESTABLISHED;
 }
@@ -337,11 +339,6 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	int created_in_burst = 0;
 	uint16_t i, n_lookups = 0;
 
-	if (unlikely(t != lw->tables_seen)) {
-		lw->tables_seen = t;
-		w->counters.events[RPLB_EV_TABLES_SEEN]++;
-	}
-
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	for (i = 0; i < n; i++) {
@@ -387,8 +384,16 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now, int idle)
 	struct rplb_flow_table *ft = lw->flows;
 	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
 	uint32_t cursor = ft->aging_cursor;
+	const struct rplb_lb_tables *t;
 
+	/* Between bursts this worker holds no table reference: tell the RCU. */
 	rte_rcu_qsbr_quiescent(lb->qsbr, lw->lcore_id);
+	/* Count generations seen (only compared, never dereferenced here). */
+	t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+	if (unlikely(t != lw->tables_seen)) {
+		lw->tables_seen = t;
+		w->counters.events[RPLB_EV_TABLES_SEEN]++;
+	}
 
 	while (budget-- > 0) {
 		struct rplb_flow *flow = &ft->flows[cursor];

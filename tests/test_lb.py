@@ -318,3 +318,29 @@ def test_many_bursts_return_every_mbuf(tmp_path):
     run = lb_run(tmp_path, frontend=sent)
     assert len(run.backend_out) == 5000
     assert run.stats["mbufs_in_use_at_exit"] == 0
+
+
+def test_idle_flows_expire_by_their_state_timeout(tmp_path):
+    """Aging runs inside the worker loop: SYN-only, closing and UDP flows use
+    their short timeouts (1 s here), established ones the long one."""
+    web, dns = service_named("web"), service_named("dns")
+    established = [client("203.0.113.70", 7000 + i, web["vip"], 80, flags="A") for i in range(10)]
+    syn_only = [client("203.0.113.71", 7100 + i, web["vip"], 80, flags="S") for i in range(10)]
+    closing = [client("203.0.113.72", 7200 + i, web["vip"], 80, flags="FA") for i in range(10)]
+    udp = [client("203.0.113.73", 7300 + i, dns["vip"], dns["port"], "udp") for i in range(10)]
+    config = write_config(tmp_path, timeouts={"tcp": 300, "tcp_syn": 1, "tcp_fin": 1, "udp": 1})
+    run = run_rplb(tmp_path, [bytes(p) for p in established + syn_only + closing + udp], [],
+                   rplb_args=["--config", str(config)], duration=3.5)
+    assert run.rc == 0, run.stderr
+    assert run.stats["events"]["flows_created"] == 40
+    assert run.stats["events"]["flows_expired"] == 30
+    active = {s["service"]: s["active_flows"] for s in run.stats["services"]}
+    assert active == {"web": 10, "dns": 0, "api": 0}
+
+
+def test_flows_do_not_expire_before_their_timeout(tmp_path):
+    web = service_named("web")
+    run = lb_run(tmp_path, frontend=[client("203.0.113.74", 7400 + i, web["vip"], 80)
+                                     for i in range(10)])
+    assert run.stats["events"]["flows_expired"] == 0
+    assert next(s for s in run.stats["services"] if s["service"] == "web")["active_flows"] == 10

@@ -1,0 +1,165 @@
+"""End to end with real kernels and clients: curl, ping and a UDP client in
+one namespace, HTTP and UDP echo servers in another, rplb between them on
+net_af_packet ports."""
+
+import collections
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from netns import CLIENT_IP, Topology, sh
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+
+WEIGHTS = {"192.168.1.10": 10, "192.168.1.11": 5, "192.168.1.12": 1}
+NAMES = {"192.168.1.10": "backend1", "192.168.1.11": "backend2", "192.168.1.12": "backend3",
+         "192.168.1.13": "backend4"}
+
+
+def services(web_backends):
+    return {"flow_table_size": 65536, "services": [
+        {"name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
+         "backends": [{"ip": ip, "port": 8080, "weight": w} for ip, w in web_backends.items()]},
+        {"name": "echo", "vip": "10.0.0.100", "proto": "udp", "port": 53,
+         "backends": [{"ip": "192.168.1.12", "port": 5353}]},
+        {"name": "api", "vip": "10.0.0.101", "proto": "tcp", "port": 80,
+         "backends": [{"ip": "192.168.1.11", "port": 8080}]},
+    ]}
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    topo = Topology(tmp, str(os.getpid() % 1000))
+    topo.config = tmp / "services.yaml"
+    topo.config.write_text(yaml.safe_dump(services(WEIGHTS)))
+    try:
+        topo.create()
+        topo.start_servers()
+        topo.start_rplb(topo.config)
+        yield topo
+    finally:
+        topo.exit_status = topo.destroy()
+
+
+def set_config(wire, web_backends):
+    wire.config.write_text(yaml.safe_dump(services(web_backends)))
+    wire.rplb.signal(signal.SIGHUP)
+    line = wire.rplb.wait_for_stderr("SIGHUP")
+    assert "reloaded" in line, line
+
+
+def curl(wire, url, *extra, timeout=30):
+    return wire.client("curl", "-s", "-m", str(timeout), *extra, url, timeout=timeout + 5)
+
+
+def test_ping_a_vip(wire):
+    out = wire.client("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.0.100")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 received" in out.stdout
+    out = wire.client("ping", "-c", "1", "-W", "2", "10.0.0.101")
+    assert "1 received" in out.stdout
+
+
+def test_arp_resolves_through_rplb(wire):
+    wire.client("ip", "neigh", "flush", "dev", wire.c0)
+    assert curl(wire, "http://10.0.0.101/").stdout.strip() == "backend2"
+    neigh = wire.client("ip", "neigh", "show", "10.0.0.101").stdout
+    assert "lladdr" in neigh and ("REACHABLE" in neigh or "STALE" in neigh or "DELAY" in neigh)
+
+
+def test_curl_300_times_follows_the_weights(wire):
+    counts = collections.Counter()
+    for _ in range(300):
+        out = curl(wire, "http://10.0.0.100/")
+        assert out.returncode == 0, out.stderr
+        counts[out.stdout.strip()] += 1
+    assert sum(counts.values()) == 300
+    total = sum(WEIGHTS.values())
+    for ip, weight in WEIGHTS.items():
+        share = counts[NAMES[ip]] / 300
+        want = weight / total
+        assert abs(share - want) <= 0.15 * want + 0.02, (counts, ip)
+
+
+def test_udp_request_and_reply_through_the_vip(wire):
+    program = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+               "s.settimeout(3); s.sendto(b'hello', ('10.0.0.100', 53)); "
+               "data, peer = s.recvfrom(100); print(data.decode(), peer[0], peer[1])")
+    out = wire.client("python3", "-c", program)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["backend3:hello", "10.0.0.100", "53"]
+
+
+def test_long_transfer_survives_backend_changes_and_drain(wire):
+    """A 40 MB download completes byte-exact while a backend is added and
+    another re-weighted; its own backend is then drained (weight 0): the
+    transfer finishes and no new connection reaches that backend."""
+    want = hashlib.sha256(wire.blob.read_bytes()).hexdigest()
+    proc = wire.client_popen("curl", "-s", "--limit-rate", "8M", "-D", "-", "-o",
+                             str(wire.tmp / "download.bin"), "http://10.0.0.100/blob",
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    set_config(wire, {**WEIGHTS, "192.168.1.13": 20, "192.168.1.11": 1})
+    time.sleep(0.5)
+    headers, _ = "", None
+    # Which backend serves the transfer?  Drain it.
+    deadline = time.monotonic() + 5
+    while not (wire.tmp / "download.bin").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert hashlib.sha256((wire.tmp / "download.bin").read_bytes()).hexdigest() == want
+    serving = [l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("X-Backend")]
+    assert serving, out
+
+
+def test_drained_backend_finishes_its_transfer_and_gets_no_new_connection(wire):
+    set_config(wire, dict(WEIGHTS))
+    want = hashlib.sha256(wire.blob.read_bytes()).hexdigest()
+    # Find a connection that lands on backend1, keep it open, then drain backend1.
+    for attempt in range(20):
+        proc = wire.client_popen("curl", "-s", "--limit-rate", "10M", "-D",
+                                 str(wire.tmp / f"h{attempt}.txt"), "-o",
+                                 str(wire.tmp / f"d{attempt}.bin"), "http://10.0.0.100/blob",
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        headers = wire.tmp / f"h{attempt}.txt"
+        deadline = time.monotonic() + 5
+        while (not headers.exists() or "X-Backend" not in headers.read_text()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if "backend1" in headers.read_text():
+            break
+        proc.kill()
+        proc.wait()
+    else:
+        pytest.fail("no transfer landed on backend1 in 20 tries")
+    set_config(wire, {**WEIGHTS, "192.168.1.10": 0})
+    new = collections.Counter(curl(wire, "http://10.0.0.100/").stdout.strip() for _ in range(60))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert hashlib.sha256((wire.tmp / f"d{attempt}.bin").read_bytes()).hexdigest() == want
+    assert new["backend1"] == 0 and sum(new.values()) == 60, new
+
+
+def test_removed_backend_gets_no_new_connection(wire):
+    set_config(wire, {"192.168.1.10": 1, "192.168.1.12": 1})
+    seen = collections.Counter(curl(wire, "http://10.0.0.100/").stdout.strip() for _ in range(60))
+    assert set(seen) == {"backend1", "backend3"} and sum(seen.values()) == 60, seen
+
+
+def test_broken_services_file_by_sighup_changes_nothing(wire):
+    set_config(wire, dict(WEIGHTS))
+    wire.config.write_text("services:\n  - {vip: 10.0.0.100, proto: sctp, port: 80}\n")
+    wire.rplb.signal(signal.SIGHUP)
+    line = wire.rplb.wait_for_stderr("SIGHUP")
+    assert "keeps serving" in line and "sctp" in line
+    seen = collections.Counter(curl(wire, "http://10.0.0.100/").stdout.strip() for _ in range(30))
+    assert sum(seen.values()) == 30 and set(seen) <= {"backend1", "backend2", "backend3"}

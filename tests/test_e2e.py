@@ -7,14 +7,13 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 import yaml
 
-from netns import CLIENT_IP, Topology, sh
+from netns import Topology
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
@@ -46,7 +45,10 @@ def wire(tmp_path_factory):
         topo.start_rplb(topo.config)
         yield topo
     finally:
-        topo.exit_status = topo.destroy()
+        exit_status = topo.destroy()
+    # After all tests: rplb stopped cleanly and got every mbuf back.
+    assert exit_status == 0
+    assert json.loads((tmp / "stats.json").read_text())["mbufs_in_use_at_exit"] == 0
 
 
 def set_config(wire, web_backends):
@@ -98,27 +100,19 @@ def test_udp_request_and_reply_through_the_vip(wire):
     assert out.stdout.split() == ["backend3:hello", "10.0.0.100", "53"]
 
 
-def test_long_transfer_survives_backend_changes_and_drain(wire):
+def test_long_transfer_survives_backend_changes(wire):
     """A 40 MB download completes byte-exact while a backend is added and
-    another re-weighted; its own backend is then drained (weight 0): the
-    transfer finishes and no new connection reaches that backend."""
+    another re-weighted."""
     want = hashlib.sha256(wire.blob.read_bytes()).hexdigest()
     proc = wire.client_popen("curl", "-s", "--limit-rate", "8M", "-D", "-", "-o",
                              str(wire.tmp / "download.bin"), "http://10.0.0.100/blob",
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    time.sleep(1.0)                     # the transfer is under way
     set_config(wire, {**WEIGHTS, "192.168.1.13": 20, "192.168.1.11": 1})
-    time.sleep(0.5)
-    headers, _ = "", None
-    # Which backend serves the transfer?  Drain it.
-    deadline = time.monotonic() + 5
-    while not (wire.tmp / "download.bin").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert hashlib.sha256((wire.tmp / "download.bin").read_bytes()).hexdigest() == want
-    serving = [l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("X-Backend")]
-    assert serving, out
+    assert "X-Backend" in out
 
 
 def test_drained_backend_finishes_its_transfer_and_gets_no_new_connection(wire):

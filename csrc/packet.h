@@ -7,6 +7,7 @@
 #define RPLB_PACKET_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_byteorder.h>
 #include <rte_ether.h>
@@ -164,17 +165,20 @@ rplb_cksum_apply(uint16_t cksum, uint32_t delta)
  * at 0 and never producing 0 for UDP.  Offload path: the NIC computes them
  * from the pseudo-header checksum we leave in the L4 field. */
 static inline void
-rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, uint32_t *addr_field,
+rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_field,
 		       uint16_t *port_field, uint32_t new_addr, uint16_t new_port,
 		       int tx_offload)
 {
 	struct rte_ipv4_hdr *ip = p->ip;
 	uint16_t *l4_cksum = rplb_l4_cksum_field(ip, p->l4);
-	uint32_t old_addr = *addr_field;
+	uint32_t old_addr;
 	uint16_t old_port = *port_field;
 	int is_udp = ip->next_proto_id == IPPROTO_UDP;
 
-	*addr_field = new_addr;
+	/* IPv4 addresses sit 2 bytes off a 4-byte boundary behind Ethernet:
+	 * memcpy is the defined way to load them (one mov on x86). */
+	memcpy(&old_addr, addr_field, sizeof(old_addr));
+	memcpy(addr_field, &new_addr, sizeof(new_addr));
 	*port_field = new_port;
 
 	if (tx_offload) {

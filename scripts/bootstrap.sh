@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(dpdk dpdk-dev libdpdk-dev pkg-config gcc libc6-dev
-              iproute2 ethtool iputils-ping curl tcpdump valgrind)
+              iproute2 ethtool iputils-ping curl tcpdump valgrind
+              clang libclang-rt-14-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Seed corpus for csrc/fuzz_engine.c: valid frames of every kind the engine
+handles, in the harness's record format [op][len:2 LE][payload]."""
+
+import struct
+import sys
+from pathlib import Path
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.packet import Raw
+
+FRONTEND, BACKEND, TABLES, AGE = 0x00, 0x01, 0x80, 0x81
+VIP, VIP2 = "10.0.0.100", "10.0.0.101"
+
+
+def record(op, payload: bytes) -> bytes:
+    return struct.pack("<BH", op, len(payload)) + payload
+
+
+def frame(pkt) -> bytes:
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt)
+
+
+def seeds():
+    c = "203.0.113.7"
+    yield "tcp_syn", [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1000, dport=80, flags="S")))]
+    yield "tcp_session", [
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="S"))),
+        record(BACKEND, frame(IP(src="192.168.1.1", dst=c) / TCP(sport=8080, dport=1001, flags="SA"))),
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="A") / Raw(b"x" * 64))),
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="FA"))),
+        record(AGE, b"\x0b")]
+    yield "udp", [record(FRONTEND, frame(IP(src=c, dst=VIP) / UDP(sport=53000, dport=53) / Raw(b"q"))),
+                  record(BACKEND, frame(IP(src="192.168.1.2", dst=c) / UDP(sport=8080, dport=53000)))]
+    yield "udp_zero_cksum", [record(FRONTEND, frame(IP(src=c, dst=VIP) / UDP(sport=5, dport=53, chksum=0)))]
+    yield "icmp_echo", [record(FRONTEND, frame(IP(src=c, dst=VIP2) / ICMP(type=8) / Raw(b"ping")))]
+    yield "ip_options", [record(FRONTEND, frame(IP(src=c, dst=VIP, options=[b"\x01\x01\x01\x00"])
+                                                / TCP(sport=2, dport=80)))]
+    yield "fragment", [record(FRONTEND, frame(IP(src=c, dst=VIP, flags="MF") / TCP(dport=80)))]
+    yield "other", [record(FRONTEND, frame(ARP())), record(BACKEND, frame(IPv6() / UDP())),
+                    record(FRONTEND, bytes(Ether() / Dot1Q(vlan=3) / IP(dst=VIP) / TCP(dport=80)))]
+    yield "table_change", [
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1002, dport=80, flags="S"))),
+        record(TABLES, bytes([2, 3, 1, 5, 1, 6, 2, 7, 0, 2, 1, 1, 9, 2])),
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1002, dport=80, flags="A")))]
+    yield "many_flows", [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=3000 + i, dport=80,
+                                                                      flags="S")))
+                         for i in range(80)]
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "corpus")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, records in seeds():
+        (out / name).write_bytes(b"".join(records))

@@ -99,8 +99,15 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
 	const struct rplb_l4_ports *ports;
 
-	if (ip == NULL || !rplb_is_vip(t, ip->dst_addr))
+	if (ip == NULL)
 		goto pass;
+	if (!rplb_is_vip(t, ip->dst_addr)) {
+		if (unlikely(t->strict) && rplb_is_backend_ip(t, ip->dst_addr)) {
+			rplb_worker_drop(w, RPLB_DROP_STRICT, m);
+			return 0;
+		}
+		goto pass;
+	}
 
 	switch (rplb_parse_ipv4(m, ip, &lk->parsed)) {
 	case RPLB_PARSE_IPV4_BAD:

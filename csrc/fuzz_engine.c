@@ -104,7 +104,8 @@ publish_tables(const uint8_t *p, size_t len)
 #undef NEXT
 	next_backend_generation = (next_backend_generation + 1) & 0xff;
 	tables = rplb_lb_tables_create(services, n_services, backends, n_backends, maglev,
-				       MAGLEV_SIZE, rte_socket_id());
+				       MAGLEV_SIZE, n_services & 1 ? RPLB_TABLES_STRICT : 0,
+				       rte_socket_id());
 	if (tables == NULL)
 		return;     /* e.g. two services with one key: refused, nothing changes */
 	/* The engine runs on this very thread: step out of the RCU while

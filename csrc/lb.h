@@ -62,8 +62,11 @@ struct rplb_lb_tables {
 	uint32_t service_mask;      /* slots - 1, a power of two minus one */
 	uint32_t vip_mask;
 	uint32_t owner_mask;
+	uint32_t backend_ip_mask;
+	uint32_t strict;            /* RPLB_TABLES_STRICT given */
 	struct rplb_service_slot *service_slots;
 	uint32_t *vip_slots;        /* 0 = empty (0.0.0.0 is never a VIP) */
+	uint32_t *backend_ip_slots; /* every backend address, same scheme */
 	struct rplb_owner_slot *owner_slots;
 	struct rplb_lb_service *services;
 	struct rplb_lb_backend *backends;
@@ -112,17 +115,30 @@ rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, u
 	}
 }
 
+/* Membership in an open-addressing set of addresses (0 marks empty). */
+static inline int
+rplb_address_in(const uint32_t *slots, uint32_t mask, uint32_t addr)
+{
+	uint32_t i = rte_hash_crc_4byte(addr, 0) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		if (slots[i] == 0)
+			return 0;
+		if (slots[i] == addr)
+			return 1;
+	}
+}
+
 static inline int
 rplb_is_vip(const struct rplb_lb_tables *t, uint32_t addr)
 {
-	uint32_t i = rte_hash_crc_4byte(addr, 0) & t->vip_mask;
+	return rplb_address_in(t->vip_slots, t->vip_mask, addr);
+}
 
-	for (;; i = (i + 1) & t->vip_mask) {
-		if (t->vip_slots[i] == 0)
-			return 0;
-		if (t->vip_slots[i] == addr)
-			return 1;
-	}
+static inline int
+rplb_is_backend_ip(const struct rplb_lb_tables *t, uint32_t addr)
+{
+	return rplb_address_in(t->backend_ip_slots, t->backend_ip_mask, addr);
 }
 
 static inline const struct rplb_owner_slot *

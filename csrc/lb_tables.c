@@ -60,6 +60,17 @@ slots_for(uint32_t n)
 	return slots;
 }
 
+static void
+add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
+{
+	uint32_t i;
+
+	for (i = rte_hash_crc_4byte(addr, 0) & mask; slots[i] != 0 && slots[i] != addr;
+	     i = (i + 1) & mask)
+		;
+	slots[i] = addr;
+}
+
 void
 rplb_lb_tables_free(struct rplb_lb_tables *t)
 {
@@ -67,6 +78,7 @@ rplb_lb_tables_free(struct rplb_lb_tables *t)
 		return;
 	rte_free(t->service_slots);
 	rte_free(t->vip_slots);
+	rte_free(t->backend_ip_slots);
 	rte_free(t->owner_slots);
 	rte_free(t->services);
 	rte_free(t->backends);
@@ -121,7 +133,8 @@ validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
 struct rplb_lb_tables *
 rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_services,
 		      const struct rplb_backend_spec *backends, uint32_t n_backends,
-		      const int32_t *maglev, uint32_t maglev_size, int socket_id)
+		      const int32_t *maglev, uint32_t maglev_size, uint32_t flags,
+		      int socket_id)
 {
 	struct rplb_lb_tables *t;
 	uint32_t s, b, i, slots;
@@ -138,6 +151,7 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	t->n_services = n_services;
 	t->n_backends = n_backends;
 	t->maglev_size = maglev_size;
+	t->strict = !!(flags & RPLB_TABLES_STRICT);
 
 	slots = slots_for(n_services);
 	t->service_mask = slots - 1;
@@ -147,6 +161,10 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", slots * sizeof(*t->vip_slots),
 					  RTE_CACHE_LINE_SIZE, socket_id);
 	slots = slots_for(n_backends);
+	t->backend_ip_mask = slots - 1;
+	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots",
+						 slots * sizeof(*t->backend_ip_slots),
+						 RTE_CACHE_LINE_SIZE, socket_id);
 	t->owner_mask = slots - 1;
 	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", slots * sizeof(*t->owner_slots),
 					    RTE_CACHE_LINE_SIZE, socket_id);
@@ -160,6 +178,7 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 				      RTE_MAX((size_t)n_services * maglev_size, (size_t)1) *
 				      sizeof(*t->maglev), RTE_CACHE_LINE_SIZE, socket_id);
 	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
+	    t->backend_ip_slots == NULL ||
 	    t->services == NULL || t->backends == NULL || t->maglev == NULL)
 		goto nomem;
 
@@ -206,15 +225,15 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 			.service_index = (uint16_t)s,
 		};
 
-		for (i = rte_hash_crc_4byte(sp->vip, 0) & t->vip_mask;
-		     t->vip_slots[i] != 0 && t->vip_slots[i] != sp->vip; i = (i + 1) & t->vip_mask)
-			;
-		t->vip_slots[i] = sp->vip;
+		add_address(t->vip_slots, t->vip_mask, sp->vip);
 	}
 
 	for (b = 0; b < n_backends; b++) {
 		const struct rplb_backend_spec *bp = &backends[b];
 		uint8_t proto = services[bp->service_index].proto;
+
+		if (bp->ip != 0)
+			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);
 
 		for (i = rplb_lookup_hash(bp->ip, bp->port, proto) & t->owner_mask;
 		     t->owner_slots[i].used; i = (i + 1) & t->owner_mask) {
@@ -280,7 +299,8 @@ rplb_lb_create(const struct rplb_lb_params *params)
 		rc = rplb_lb_set_timeouts(lb, params->timeout_s);
 	if (rc == 0) {
 		/* Start with empty tables: everything passes through. */
-		lb->tables = rplb_lb_tables_create(NULL, 0, NULL, 0, NULL, 0, params->socket_id);
+		lb->tables = rplb_lb_tables_create(NULL, 0, NULL, 0, NULL, 0, 0,
+						   params->socket_id);
 		if (lb->tables == NULL)
 			rc = -rte_errno;
 	}

@@ -107,6 +107,9 @@ void rplb_lb_free(struct rplb_lb *lb);
 int rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id);
 int rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES]);
 
+/* Flags of rplb_lb_tables_create. */
+#define RPLB_TABLES_STRICT 1u   /* drop client traffic to backend addresses */
+
 /* Build immutable tables from specs.  maglev is n_services * maglev_size
  * entries: the index into backends of the slot's owner, or -1.
  * NULL + rte_errno (EINVAL with a log line naming the bad entry, ENOMEM). */
@@ -115,7 +118,7 @@ struct rplb_lb_tables *rplb_lb_tables_create(const struct rplb_service_spec *ser
 					     const struct rplb_backend_spec *backends,
 					     uint32_t n_backends,
 					     const int32_t *maglev, uint32_t maglev_size,
-					     int socket_id);
+					     uint32_t flags, int socket_id);
 void rplb_lb_tables_free(struct rplb_lb_tables *tables);
 
 /* Publish tables to the workers without stopping them: swap the pointer,

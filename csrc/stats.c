@@ -6,6 +6,7 @@ const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_MALFORMED] = "malformed",
 	[RPLB_DROP_FRAGMENT] = "fragment",
 	[RPLB_DROP_NO_BACKEND] = "no_backend",
+	[RPLB_DROP_STRICT] = "strict",
 };
 
 const char *const rplb_event_names[RPLB_EVENTS] = {

@@ -29,6 +29,7 @@ enum rplb_drop_reason {
 	RPLB_DROP_MALFORMED,    /* to a VIP, but its IPv4/L4 headers are broken */
 	RPLB_DROP_FRAGMENT,     /* IPv4 fragment to a VIP (not supported yet) */
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
+	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
 	RPLB_DROP_REASONS
 };
 

@@ -76,6 +76,8 @@ cdef extern from "rplb.h" nogil:
     const rplb_field_layout rplb_spec_layout[]
     size_t rplb_spec_size(const char *struct_name)
 
+    uint32_t RPLB_TABLES_STRICT
+
     struct rplb_lb_params:
         uint32_t flow_table_size
         uint32_t max_workers
@@ -91,7 +93,7 @@ cdef extern from "rplb.h" nogil:
                                           const rplb_backend_spec *backends,
                                           uint32_t n_backends,
                                           const int32_t *maglev, uint32_t maglev_size,
-                                          int socket_id)
+                                          uint32_t flags, int socket_id)
     void rplb_lb_tables_free(rplb_lb_tables *tables)
     int rplb_lb_publish(rplb_lb *lb, rplb_lb_tables *tables)
     const rplb_service_counters *rplb_lb_service_counters(const rplb_lb *lb, unsigned int worker)

@@ -57,7 +57,8 @@ class Balancer:
             new_backend_slots = [i & (MAX_BACKENDS - 1) for k, i in backend_ids.items()
                                  if k not in self._ids.backend_ids]
             self._lb.set_timeouts(config.timeouts)
-            self._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size)
+            self._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size,
+                             strict=config.strict)
             commit()
             # A reused counter slot starts from zero for its new owner.
             if new_service_slots:

@@ -5,6 +5,7 @@ The services file is YAML::
     flow_table_size: 1048576        # flows per worker lcore
     maglev_table_size: 65537        # prime, >= backends of any service
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
+    strict: false                   # drop client traffic to backend addresses
     services:
       - name: web                   # optional, unique
         vip: 10.0.0.100
@@ -235,6 +236,10 @@ class Config:
     flow_table_size: int = DEFAULT_FLOW_TABLE_SIZE
     maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
     timeouts: Timeouts = Timeouts()
+    # Drop IPv4 arriving on the frontend for a backend address, so the backend
+    # network is not reachable through the balancer.  Off by default: the
+    # service forwards traffic that is not for a service unchanged.
+    strict: bool = False
 
     def service(self, key_or_name: ServiceRef) -> Service:
         """The service named by key, key text or name.
@@ -360,11 +365,12 @@ class Config:
             "flow_table_size": self.flow_table_size,
             "maglev_table_size": self.maglev_table_size,
             "timeouts": dataclasses.asdict(self.timeouts),
+            "strict": self.strict,
             "services": [service.to_dict() for service in self.services],
         }
 
 
-_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "timeouts", "services")
+_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "timeouts", "strict", "services")
 _SERVICE_KEYS = ("name", "vip", "proto", "port", "backends")
 _SERVICE_REQUIRED_KEYS = ("vip", "proto", "port")
 _BACKEND_KEYS = ("ip", "port", "weight")
@@ -507,9 +513,12 @@ class _Checker:
             data.get("maglev_table_size", DEFAULT_MAGLEV_TABLE_SIZE),
             root.key("maglev_table_size"))
         timeouts = self.timeouts(data.get("timeouts"), root.key("timeouts"))
+        strict = data.get("strict", False)
+        if not isinstance(strict, bool):
+            self.fail(root.key("strict"), f"must be true or false, got {_describe(strict)}")
         services = self.services(data.get("services"), root.key("services"),
                                  maglev_table_size)
-        return Config(services, flow_table_size, maglev_table_size, timeouts)
+        return Config(services, flow_table_size, maglev_table_size, timeouts, strict)
 
     def maglev_table_size(self, value: Any, path: _Path) -> int:
         size = self.integer(value, path, MIN_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE)

@@ -347,7 +347,7 @@ cdef class LoadBalancer:
         check_rc(rplb_lb_set_timeouts(self._get(), values), "flow timeouts")
 
     def publish(self, cnp.ndarray services, cnp.ndarray backends, cnp.ndarray maglev,
-                unsigned int maglev_size):
+                unsigned int maglev_size, bint strict=False):
         """Build tables from spec arrays and publish them to the workers.
 
         Blocks (without the GIL) until no worker uses the old tables.
@@ -361,7 +361,8 @@ cdef class LoadBalancer:
         cdef rplb_lb_tables *tables = rplb_lb_tables_create(
             <const rplb_service_spec *>services.data, services.shape[0],
             <const rplb_backend_spec *>backends.data, backends.shape[0],
-            <const int32_t *>maglev.data, maglev_size, rte_socket_id())
+            <const int32_t *>maglev.data, maglev_size,
+            RPLB_TABLES_STRICT if strict else 0, rte_socket_id())
         if tables == NULL:
             raise_rte_errno("cannot build load-balancing tables")
         cdef int rc

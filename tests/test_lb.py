@@ -344,3 +344,17 @@ def test_flows_do_not_expire_before_their_timeout(tmp_path):
                                      for i in range(10)])
     assert run.stats["events"]["flows_expired"] == 0
     assert next(s for s in run.stats["services"] if s["service"] == "web")["active_flows"] == 10
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_strict_mode_keeps_the_backend_network_unreachable(tmp_path, strict):
+    probes = [client("203.0.113.80", 9000, "192.168.1.10", 8080),       # a backend ip:port
+              client("203.0.113.80", 9001, "192.168.1.11", 22),         # a backend ip, other port
+              client("203.0.113.80", 9002, "192.168.7.7", 80)]          # not a backend
+    run = lb_run(tmp_path, frontend=probes, strict=strict)
+    if strict:
+        assert run.backend_out == [bytes(probes[2])]
+        assert run.stats["drops"]["strict"] == 2
+    else:
+        assert run.backend_out == [bytes(p) for p in probes]
+        assert run.stats["drops"]["strict"] == 0

@@ -126,6 +126,10 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 
 		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 			goto pass;
+		if (unlikely(rplb_rx_cksum_bad(m))) {
+			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+			return 0;
+		}
 		rplb_icmp_echo_to_reply(m, &lk->parsed);
 		w->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
 		rplb_worker_send(w, RPLB_FRONTEND, m);
@@ -141,6 +145,10 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port, ip->next_proto_id);
 	if (lk->service == NULL)
 		goto pass;
+	if (unlikely(rplb_rx_cksum_bad(m))) {
+		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+		return 0;
+	}
 	lk->m = m;
 	lk->key = (struct rplb_flow_key){
 		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
@@ -169,6 +177,10 @@ classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	lk->owner = rplb_find_owner(t, ip->src_addr, ports->src_port, ip->next_proto_id);
 	if (lk->owner == NULL)
 		goto pass;
+	if (unlikely(rplb_rx_cksum_bad(m))) {
+		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+		return 0;
+	}
 	lk->m = m;
 	lk->key = (struct rplb_flow_key){
 		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,

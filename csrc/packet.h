@@ -115,6 +115,17 @@ rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed 
 	return RPLB_PARSE_TCP_UDP;
 }
 
+/* The NIC verified a checksum and found it wrong.  Without RX checksum
+ * offload the flags say "unknown" and software rewrites keep a bad checksum
+ * bad (RFC 1624 updates are incremental); with TX offload the NIC would
+ * recompute it, so such frames must be caught here. */
+static inline int
+rplb_rx_cksum_bad(const struct rte_mbuf *m)
+{
+	return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD ||
+	       (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD;
+}
+
 /* Both TCP and UDP start with the source and destination ports. */
 struct rplb_l4_ports {
 	uint16_t src_port;

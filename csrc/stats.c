@@ -7,6 +7,7 @@ const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_FRAGMENT] = "fragment",
 	[RPLB_DROP_NO_BACKEND] = "no_backend",
 	[RPLB_DROP_STRICT] = "strict",
+	[RPLB_DROP_BAD_CHECKSUM] = "bad_checksum",
 };
 
 const char *const rplb_event_names[RPLB_EVENTS] = {

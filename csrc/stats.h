@@ -30,6 +30,7 @@ enum rplb_drop_reason {
 	RPLB_DROP_FRAGMENT,     /* IPv4 fragment to a VIP (not supported yet) */
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
 	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
+	RPLB_DROP_BAD_CHECKSUM, /* the NIC's RX offload found the IPv4 or L4 checksum bad */
 	RPLB_DROP_REASONS
 };
 

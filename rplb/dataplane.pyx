@@ -174,6 +174,8 @@ cdef class Mempool:
 
 cdef uint64_t TX_CKSUM = (RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM
                           | RTE_ETH_TX_OFFLOAD_UDP_CKSUM)
+cdef uint64_t RX_CKSUM = (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_TCP_CKSUM
+                          | RTE_ETH_RX_OFFLOAD_UDP_CKSUM)
 
 _OFFLOAD_NAMES = (
     ("rx_ipv4_cksum", True, RTE_ETH_RX_OFFLOAD_IPV4_CKSUM),
@@ -193,6 +195,7 @@ cdef class Port:
     cdef readonly str driver
     cdef readonly dict offloads_supported
     cdef readonly bint tx_cksum_offload
+    cdef readonly bint rx_cksum_offload
     cdef readonly uint16_t rx_descriptors
     cdef readonly uint16_t tx_descriptors
     cdef bint started
@@ -218,7 +221,8 @@ cdef class Port:
     def configure(self, Mempool pool, unsigned int rx_descriptors=1024,
                   unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True):
         """Set up one rx and one tx queue.  TX checksum offload (IPv4, TCP, UDP)
-        is enabled when the port has all three and it is allowed."""
+        is enabled when the port has all three and it is allowed; RX checksum
+        offload whenever the port has it (the engine drops what it flags bad)."""
         cdef rte_eth_conf conf
         cdef rte_eth_dev_info info
         cdef rte_eth_txconf txconf
@@ -232,6 +236,8 @@ cdef class Port:
         self.tx_cksum_offload = allow_tx_cksum_offload and (info.tx_offload_capa & TX_CKSUM) == TX_CKSUM
         if self.tx_cksum_offload:
             conf.txmode.offloads |= TX_CKSUM
+        conf.rxmode.offloads |= info.rx_offload_capa & RX_CKSUM
+        self.rx_cksum_offload = (info.rx_offload_capa & RX_CKSUM) != 0
         check_rc(rte_eth_dev_configure(self.port_id, 1, 1, &conf), f"{what}: configure")
         check_rc(rte_eth_dev_adjust_nb_rx_tx_desc(self.port_id, &nb_rxd, &nb_txd),
                  f"{what}: descriptor counts")

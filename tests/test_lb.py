@@ -358,3 +358,22 @@ def test_strict_mode_keeps_the_backend_network_unreachable(tmp_path, strict):
     else:
         assert run.backend_out == [bytes(p) for p in probes]
         assert run.stats["drops"]["strict"] == 0
+
+
+def test_bad_checksum_stays_bad_through_a_software_rewrite(tmp_path):
+    """Without RX checksum offload rplb does not verify checksums (that would
+    cost a pass over every payload); the incremental update keeps a wrong
+    checksum wrong, so the backend's stack still rejects the frame."""
+    svc = service_named("web")
+    pkt = Ether(bytes(client("203.0.113.90", 6100, svc["vip"], 80)))
+    good = pkt[TCP].chksum
+    pkt[TCP].chksum = bad = good ^ 0x00FF
+    run = lb_run(tmp_path, frontend=[pkt])
+    out = Ether(run.backend_out[0])
+    fresh = out.copy()
+    fresh[TCP].chksum = None
+    correct = Ether(bytes(fresh))[TCP].chksum
+    assert out[TCP].chksum != correct                                # still wrong ...
+    # ... by exactly the same one's-complement error as on arrival
+    assert (correct - out[TCP].chksum) % 0xFFFF == (good - bad) % 0xFFFF
+    assert run.stats["drops"]["bad_checksum"] == 0

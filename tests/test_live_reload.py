@@ -113,3 +113,24 @@ def test_checksums_with_and_without_tx_offload(tmp_path, software):
     for pkt in back:
         assert pkt[IP].src == VIP and pkt[TCP].sport == 80
         assert_checksums_valid(bytes(pkt))
+
+
+def test_bad_checksums_flagged_by_the_nic_are_dropped_and_counted(tmp_path):
+    """net_tap verifies RX checksums (an RX offload): frames it flags bad are
+    dropped before a TX offload could silently repair them."""
+    path = tmp_path / "services.yaml"
+    path.write_text(config_text([(B1, 1)]))
+    wire = TapWire(tmp_path, ["--config", str(path)])
+    try:
+        good = segments([("100.64.0.1", 5000)], "S")
+        bad = segments([("100.64.0.2", 5001)], "S")
+        bad[0][TCP].chksum = 0x1234
+        bad_ip = segments([("100.64.0.3", 5002)], "S")
+        bad_ip[0][IP].chksum = 0x4321
+        out = wire.to_backends(good + bad + bad_ip, 1, from_client_range, timeout=3)
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert [p[IP].src for p in out] == ["100.64.0.1"]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["drops"]["bad_checksum"] == 2

@@ -220,12 +220,12 @@ send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t vip, uint16_t 
 }
 
 /* The flow's backend is still configured (weight 0 included)?  Otherwise
- * move it to the current Maglev choice.  Returns 0 when the packet was
+ * move it to the current Maglev choice.  Returns 0 when the packet must be
  * dropped because the service has no backend left. */
 static inline int
 ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	       const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
-	       uint32_t flow_index, uint32_t flow_hash)
+	       uint32_t flow_index, uint32_t flow_hash, int *flows_changed)
 {
 	struct rplb_flow *flow = &lw->flows->flows[flow_index];
 	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
@@ -239,6 +239,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		return 0;
 	backend = &t->backends[b];
 	count_flow_end(lw, flow);
+	(*flows_changed)++;
 	if (rplb_flow_move(lw->flows, flow_index, backend->ip, backend->port) < 0) {
 		/* No room for its new backend key: forget the flow; the stateless
 		 * path still rewrites replies of a backend owned by one service. */
@@ -256,7 +257,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 static inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    void *data, int hit, int *created_in_burst, uint64_t now)
+		    void *data, int hit, int *flows_changed, uint64_t now)
 {
 	const struct rplb_lb_service *svc = lk->service;
 	struct rplb_flow_table *ft = lw->flows;
@@ -265,15 +266,18 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 	uint32_t index, b;
 
 	RTE_SET_USED(lb);
-	if (!hit && *created_in_burst) {
-		/* An earlier packet of this burst may have created this flow. */
+	if (unlikely(*flows_changed)) {
+		/* An earlier packet of this burst created, moved or removed a flow:
+		 * the bulk lookup's answer for this one may be stale (a removed
+		 * record must never be removed twice). */
 		hit = rte_hash_lookup_with_hash_data(ft->keys, &lk->key, flow_hash, &data) >= 0;
 	}
 	if (hit) {
 		index = (uint32_t)(uintptr_t)data;
 		flow = &ft->flows[index];
 		if (likely(flow->service_id == svc->service_id)) {
-			if (unlikely(!ensure_backend(w, lw, t, svc, index, flow_hash))) {
+			if (unlikely(!ensure_backend(w, lw, t, svc, index, flow_hash,
+						     flows_changed))) {
 				rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
 				return;
 			}
@@ -288,6 +292,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 			/* The service was replaced under the same vip:proto:port. */
 			count_flow_end(lw, flow);
 			rplb_flow_remove(ft, index);
+			(*flows_changed)++;
 		}
 	}
 
@@ -308,7 +313,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 		flow->last_seen_tsc = now;
 		count_flow_start(lw, svc->service_id, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
-		(*created_in_burst)++;
+		(*flows_changed)++;
 	}
 	send_to_backend(w, lw, lk, backend->ip, backend->port, svc->service_id,
 			backend->backend_id);
@@ -355,7 +360,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	hash_sig_t hashes[RPLB_BURST];
 	void *data[RPLB_BURST];
 	uint64_t hit_mask = 0, now;
-	int created_in_burst = 0;
+	int flows_changed = 0;
 	uint16_t i, n_lookups = 0;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
@@ -387,7 +392,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 
 		if (in_side == RPLB_FRONTEND)
 			resolve_from_client(w, lb, lw, t, &lookups[i], hashes[i], data[i], hit,
-					    &created_in_burst, now);
+					    &flows_changed, now);
 		else
 			resolve_from_backend(w, lw, t, &lookups[i], data[i], hit, now);
 	}

@@ -13,8 +13,13 @@
 
 #include <stdint.h>
 
+#include <rte_debug.h>
 #include <rte_hash.h>
 #include <rte_hash_crc.h>
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+#include <nmmintrin.h>
+#endif
+#include <string.h>
 
 #include "packet.h"
 
@@ -47,10 +52,19 @@ void rplb_flow_table_free(struct rplb_flow_table *ft);
 /* Bytes one stored flow costs: its record plus two keys in the hash. */
 size_t rplb_flow_table_bytes_per_flow(void);
 
+/* rte_hash_crc(key, 16, 0), without its loop and its run-time check of
+ * the CRC32 instruction (the build's -march has SSE4.2). */
 static inline uint32_t
 rplb_flow_key_hash(const struct rplb_flow_key *key)
 {
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+	uint64_t w[2];
+
+	memcpy(w, key, sizeof(w));
+	return (uint32_t)_mm_crc32_u64(_mm_crc32_u64(0, w[0]), w[1]);
+#else
 	return rte_hash_crc(key, sizeof(*key), 0);
+#endif
 }
 
 static inline void
@@ -122,6 +136,7 @@ rplb_flow_remove(struct rplb_flow_table *ft, uint32_t index)
 	struct rplb_flow *flow = &ft->flows[index];
 	struct rplb_flow_key backend_key;
 
+	RTE_ASSERT(flow->in_use && ft->free_count < ft->capacity);
 	rplb_backend_key(flow, &backend_key);
 	rte_hash_del_key_with_hash(ft->keys, &flow->client_key,
 				   rplb_flow_key_hash(&flow->client_key));

@@ -12,7 +12,7 @@
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping with the clock moved payload[0] seconds on
  *
- * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true \
+ * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
  *                 ninja -C build-fuzz csrc/rplb-fuzz-engine
  * Run:            build-fuzz/csrc/rplb-fuzz-engine tests/fuzz/corpus

@@ -94,10 +94,21 @@ struct rplb_lb {
 	struct rplb_lb_worker workers[];
 };
 
+/* rte_hash_crc_4byte without its run-time check of the CRC32 instruction. */
+static inline uint32_t
+rplb_crc32_4byte(uint32_t data, uint32_t init)
+{
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+	return _mm_crc32_u32(init, data);
+#else
+	return rte_hash_crc_4byte(data, init);
+#endif
+}
+
 static inline uint32_t
 rplb_lookup_hash(uint32_t addr, uint16_t port, uint8_t proto)
 {
-	return rte_hash_crc_4byte(addr, ((uint32_t)port << 8) | proto);
+	return rplb_crc32_4byte(addr, ((uint32_t)port << 8) | proto);
 }
 
 static inline const struct rplb_lb_service *

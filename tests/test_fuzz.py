@@ -21,7 +21,7 @@ def fuzzer(tmp_path_factory):
     build = tmp_path_factory.mktemp("build-fuzz")
     env = {**os.environ, "CC": "clang"}
     subprocess.run(["meson", "setup", str(build), str(ROOT), "-Dfuzzer=true",
-                    "-Dsanitizers=address,undefined"], check=True, env=env,
+                    "-Dsanitizers=address,undefined", "-Ddebug_checks=true"], check=True, env=env,
                    capture_output=True, text=True)
     subprocess.run(["ninja", "-C", str(build), "csrc/rplb-fuzz-engine"], check=True,
                    capture_output=True, text=True)

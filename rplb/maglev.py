@@ -61,7 +61,6 @@ _BATCH_FRACTION = 0.25
 _MAX_SWEEPS = 100
 _SLACK_SD = 2.0
 _SLACK_ADD = 2.0
-_MAX_BLOCKS = 6  # more different spans than this: _lists goes flat
 _SPAN_STEPS = 4  # candidate spans are rounded up to powers of 2 ** (1 / 4)
 _TAIL_MAX = 2048  # see _tail_pays
 _TAIL_RATIO = 1.5
@@ -351,15 +350,7 @@ def _lists(entry, offset, skip, next_, backs, width, size):
     increasing; positions past the end of a permutation are left out.
     """
     widths = width[backs]
-    levels = np.unique(widths)
-    if levels.size > _MAX_BLOCKS:  # one flat array rather than many blocks
-        row = np.repeat(np.arange(backs.size), widths)
-        j = np.arange(row.size) - (np.cumsum(widths) - widths)[row]
-        back = backs[row]
-        pos = next_[back] + j
-        slots = ((offset[back] + next_[back] * skip[back]) % size + j * skip[back]) % size
-        free = (entry[slots] < 0) & (pos < size)
-        return back[free], pos[free], slots[free]
+    levels = np.unique(widths)  # one 2-D block per width
     parts = []
     for w in levels.tolist():
         group = backs[widths == w] if levels.size > 1 else backs

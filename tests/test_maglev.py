@@ -84,8 +84,6 @@ def test_matches_reference_hypothesis(data):
     {"_TAIL_MAX": 0, "_SLACK_SD": 0.0, "_SLACK_ADD": 0.0},   # lists run out
     {"_TAIL_MAX": 0, "_BATCH_FRACTION": 1.0},                # big batches
     {"_BATCH_FRACTION": 0.001},                              # one round a batch
-    {"_TAIL_MAX": 0, "_MAX_BLOCKS": 0},                      # flat candidate lists
-    {"_TAIL_MAX": 0, "_MAX_BLOCKS": 10**9},                  # one block per span
 ], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
 def test_matches_reference_every_path(monkeypatch, knobs):
     for name, value in knobs.items():

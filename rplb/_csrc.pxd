@@ -35,6 +35,11 @@ cdef extern from "stats.h" nogil:
     const char *rplb_flow_state_names[]
 
 
+cdef extern from "maglev_fill.h" nogil:
+    int rplb_maglev_fill(const uint32_t *offset, const uint32_t *skip, const uint32_t *weight,
+                         uint32_t n, uint32_t size, int32_t *table)
+
+
 cdef extern from "rplb.h" nogil:
     struct rplb_worker:
         pass

@@ -122,6 +122,28 @@ def port_ids():
             if rte_eth_dev_is_valid_port(<uint16_t>p)]
 
 
+# ---- Maglev ----------------------------------------------------------------
+
+def maglev_fill(offset, skip, weight, unsigned int size):
+    """The sequential weighted Maglev fill in C (csrc/maglev_fill.c); needs no
+    EAL.  Arrays are per backend, in (ip, port) order, all weights > 0.
+    Returns int32 owners (indices into the arrays) of the size entries."""
+    cdef cnp.ndarray o = np.ascontiguousarray(offset, dtype=np.uint32)
+    cdef cnp.ndarray s = np.ascontiguousarray(skip, dtype=np.uint32)
+    cdef cnp.ndarray w = np.ascontiguousarray(weight, dtype=np.uint32)
+    cdef cnp.ndarray table = np.empty(size, dtype=np.int32)
+    cdef uint32_t n = o.shape[0]
+    cdef int rc
+    if s.shape[0] != n or w.shape[0] != n:
+        raise ValueError("offset, skip and weight must have the same length")
+    with nogil:
+        rc = rplb_maglev_fill(<const uint32_t *>o.data, <const uint32_t *>s.data,
+                              <const uint32_t *>w.data, n, size, <int32_t *>table.data)
+    if rc < 0:
+        raise ValueError(f"maglev fill: invalid input ({-rc})")
+    return table
+
+
 # ---- mempool ---------------------------------------------------------------
 
 cdef class Mempool:

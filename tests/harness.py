@@ -87,7 +87,7 @@ def run_rplb(tmp_path: Path, frontend_in: Sequence = (), backend_in: Sequence = 
     argv = [*RPLB, *eal_args(prefix, [f"net_pcap0,rx_pcap={fin},tx_pcap={fout}",
                                       f"net_pcap1,rx_pcap={bin_},tx_pcap={bout}"]),
             *extra_eal, "--", "--duration", str(duration), "--stats-json", str(stats),
-            *rplb_args]
+            "--control-socket", str(tmp_path / "rplb.sock"), *rplb_args]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
                               cwd=tmp_path)

@@ -141,7 +141,8 @@ class Topology:
         vdevs = [f"net_af_packet0,iface={self.c1},framecnt=8192",
                  f"net_af_packet1,iface={self.s1},framecnt=8192"]
         self.rplb = LiveRplb([*eal_args(prefix, vdevs), "--", "--config", str(config),
-                              "--stats-json", str(self.tmp / "stats.json"), *rplb_args],
+                              "--stats-json", str(self.tmp / "stats.json"),
+                              "--control-socket", str(self.tmp / "rplb.sock"), *rplb_args],
                              prefix, cwd=self.tmp)
         self.rplb.wait_for_stderr("forwarding with")
 

@@ -33,7 +33,8 @@ class TapWire:
         self.prefix = file_prefix()
         argv = [*eal_args(self.prefix, [f"net_tap0,iface={self.frontend_if}",
                                         f"net_tap1,iface={self.backend_if}"], lcores),
-                "--", "--stats-json", str(tmp_path / "stats.json"), *rplb_args]
+                "--", "--stats-json", str(tmp_path / "stats.json"),
+                "--control-socket", str(tmp_path / "rplb.sock"), *rplb_args]
         self.stats_path = tmp_path / "stats.json"
         self.rplb = LiveRplb(argv, self.prefix, cwd=tmp_path)
         try:

@@ -50,7 +50,8 @@ def run_eal(tmp_path, vdevs, rplb_args=(), lcores="0-1", extra_eal=(), timeout=6
     prefix = file_prefix()
     try:
         return run_cli([*eal_args(prefix, vdevs, lcores), *extra_eal, "--",
-                        "--duration", "3", *rplb_args], timeout=timeout, cwd=tmp_path)
+                        "--duration", "3", "--control-socket", "none", *rplb_args],
+                       timeout=timeout, cwd=tmp_path)
     finally:
         remove_runtime_dir(prefix)
 
@@ -117,7 +118,8 @@ def test_no_hugepages_suggests_no_huge(tmp_path):
     prefix = file_prefix()
     try:
         proc = run_cli(["-m", "512", "--no-pci", "-l", "0-1", "--file-prefix", prefix,
-                        *[a for v in pcap_vdevs(tmp_path) for a in ("--vdev", v)], "--"],
+                        *[a for v in pcap_vdevs(tmp_path) for a in ("--vdev", v)], "--",
+                        "--control-socket", "none"],
                        cwd=tmp_path)
     finally:
         remove_runtime_dir(prefix)
@@ -207,7 +209,8 @@ def assert_complete_pcap(path: Path, expected):
 @pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_gracefully(tmp_path, signo):
     prefix = file_prefix()
-    live = LiveRplb([*eal_args(prefix, pcap_vdevs(tmp_path)), "--"], prefix, cwd=tmp_path)
+    live = LiveRplb([*eal_args(prefix, pcap_vdevs(tmp_path)), "--", "--control-socket",
+                     str(tmp_path / "rplb.sock")], prefix, cwd=tmp_path)
     try:
         live.wait_for_stderr("forwarding with")
         # The tx pcaps are flushed after every burst: wait until the worker

@@ -1,0 +1,301 @@
+"""rplbctl: inspect and change a running rplb-dpdk through its control socket.
+
+    rplbctl [--socket PATH] COMMAND ...
+
+Every change is validated like the services file and applied atomically by
+rplb-dpdk (all of it or nothing).  Errors are one line on stderr and a
+non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+from rplb.control import DEFAULT_SOCKET, ControlError, request
+
+PROG = "rplbctl"
+
+DESCRIPTION = """\
+Inspect and change a running rplb-dpdk through its control socket.  Changes
+are validated like the services file and applied atomically: all of a change
+or nothing.
+
+SIGHUP and `rplbctl reload` re-read rplb-dpdk's --config file and replace the
+running configuration: changes made with rplbctl and not written back with
+`rplbctl save` are lost then."""
+
+EPILOG = """\
+examples:
+  rplbctl status
+  rplbctl service list
+  rplbctl service add 10.0.0.102:tcp:80 --name web2 --backend 192.168.1.20:8080:5
+  rplbctl service del web2
+  rplbctl backend add web 192.168.1.13:8080 --weight 5
+  rplbctl backend set-weight web 192.168.1.11:8080 0     (drain: flows stay, no new ones)
+  rplbctl backend del web 192.168.1.11:8080
+  rplbctl stats --json
+  rplbctl save                                           (to the --config file)
+
+A service is named by its name or by VIP:PROTO:PORT (10.0.0.100:tcp:80)."""
+
+
+class UsageError(Exception):
+    """A malformed argument, found before anything is sent."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{PROG}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--socket", metavar="PATH", default=DEFAULT_SOCKET,
+                   help=f"rplb-dpdk's --control-socket (default: {DEFAULT_SOCKET})")
+    p.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                   help="seconds to wait for a reply (default: 30)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def json_flag(parser):
+        parser.add_argument("--json", action="store_true", help="print the reply as JSON")
+
+    json_flag(sub.add_parser("status", help="process, ports, configuration, flows"))
+
+    service = sub.add_parser("service", help="list, add or delete services")
+    service_sub = service.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    service_sub.required = True
+    json_flag(service_sub.add_parser("list", help="services, backends, weights, counters"))
+    add = service_sub.add_parser("add", help="add a service")
+    add.add_argument("key", metavar="VIP:PROTO:PORT", help="e.g. 10.0.0.102:tcp:80")
+    add.add_argument("--name", help="a unique name (letters, digits, _ . -)")
+    add.add_argument("--backend", action="append", default=[], metavar="IP:PORT[:WEIGHT]",
+                     help="a backend (repeat for more); weight default 1")
+    delete = service_sub.add_parser("del", help="delete a service")
+    delete.add_argument("service", metavar="SERVICE", help="name or VIP:PROTO:PORT")
+
+    backend = sub.add_parser("backend", help="add, delete or re-weight a backend")
+    backend_sub = backend.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    backend_sub.required = True
+    badd = backend_sub.add_parser("add", help="add a backend to a service")
+    badd.add_argument("service", metavar="SERVICE", help="name or VIP:PROTO:PORT")
+    badd.add_argument("backend", metavar="IP:PORT")
+    badd.add_argument("--weight", type=_integer("--weight"), default=1,
+                      help="0-65535, default 1; 0 = drain")
+    bdel = backend_sub.add_parser("del", help="delete a backend (its flows move)")
+    bdel.add_argument("service", metavar="SERVICE")
+    bdel.add_argument("backend", metavar="IP:PORT")
+    bset = backend_sub.add_parser("set-weight",
+                                  help="change a weight (0 drains: flows stay, no new ones)")
+    bset.add_argument("service", metavar="SERVICE")
+    bset.add_argument("backend", metavar="IP:PORT")
+    bset.add_argument("weight", metavar="WEIGHT", type=_integer("WEIGHT"))
+
+    json_flag(sub.add_parser("flows", help="how many flows the flow tables hold"))
+    json_flag(sub.add_parser("stats", help="ports, fast-path counters, per-service counters"))
+    sub.add_parser("reload", help="re-read the --config file (same as SIGHUP)")
+    save = sub.add_parser("save", help="write the running configuration to a services file")
+    save.add_argument("file", nargs="?", metavar="FILE",
+                      help="default: rplb-dpdk's --config file")
+    return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 and at most 86400")
+    return value
+
+
+def _integer(what: str):
+    def parse(text: str) -> int:
+        try:
+            return int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    parse.__name__ = what
+    return parse
+
+
+def _backend_address(text: str, allow_weight: bool) -> dict:
+    """IP:PORT (or IP:PORT:WEIGHT) -> request fields; the values are checked by rplb."""
+    parts = text.split(":")
+    shape = "IP:PORT[:WEIGHT]" if allow_weight else "IP:PORT"
+    if len(parts) not in ((2, 3) if allow_weight else (2,)) or not parts[0]:
+        raise UsageError(f"backend {text!r}: expected {shape}, e.g. 192.168.1.10:8080")
+    fields = {"ip": parts[0]}
+    for name, value in zip(("port", "weight"), parts[1:]):
+        try:
+            fields[name] = int(value, 10)
+        except ValueError:
+            raise UsageError(f"backend {text!r}: {name} {value!r} is not an integer") from None
+    return fields
+
+
+def _service_key(text: str) -> dict:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"service {text!r}: expected VIP:PROTO:PORT, e.g. 10.0.0.100:tcp:80")
+    vip, proto, port = parts
+    try:
+        port_number = int(port, 10)
+    except ValueError:
+        raise UsageError(f"service {text!r}: port {port!r} is not an integer") from None
+    return {"vip": vip, "proto": proto, "port": port_number}
+
+
+def build_request(args: argparse.Namespace) -> dict:
+    command = args.command
+    if command in ("status", "flows", "stats", "reload"):
+        return {"cmd": command}
+    if command == "save":
+        req = {"cmd": "save"}
+        if args.file:
+            req["path"] = os.path.abspath(args.file)
+        return req
+    if command == "service":
+        if args.action == "list":
+            return {"cmd": "service.list"}
+        if args.action == "del":
+            return {"cmd": "service.del", "service": args.service}
+        service = _service_key(args.key)
+        if args.name is not None:
+            service = {"name": args.name, **service}
+        service["backends"] = [_backend_address(b, allow_weight=True) for b in args.backend]
+        return {"cmd": "service.add", "service": service}
+    # backend
+    fields = _backend_address(args.backend, allow_weight=False)
+    req = {"cmd": f"backend.{args.action}", "service": args.service, **fields}
+    if args.action in ("add", "set-weight"):
+        req["weight"] = args.weight
+    return req
+
+
+# ---- output ----------------------------------------------------------------
+
+def _format_status(reply: dict) -> str:
+    lines = [f"rplb-dpdk pid {reply['pid']}, up {reply['uptime_s']:.1f} s, "
+             f"{reply['engine']} engine on lcore {', '.join(map(str, reply['lcores']))}"]
+    for port in reply["ports"]:
+        link = port.get("link") or {}
+        state = ("link up" if link.get("up") else "link down") if link else "link ?"
+        lines.append(f"{port['role']} port {port['port_id']} ({port['name']}, {port['driver']}): "
+                     f"{state}, tx checksum offload {'on' if port['tx_cksum_offload'] else 'off'}")
+    if reply["services"] is None:
+        lines.append("load balancing off (pass-through; started without --config)")
+    else:
+        lines.append(f"services {reply['services']}, backends {reply['backends']}, "
+                     f"flows {reply['flows']}")
+    lines.append(_config_line(reply))
+    lines.append(f"control socket {reply['control_socket']}")
+    return "\n".join(lines)
+
+
+def _config_line(reply: dict) -> str:
+    if not reply.get("config_file"):
+        return "config: none (no --config: changes live until rplb-dpdk stops; "\
+               "rplbctl save FILE writes them)"
+    if reply.get("saved"):
+        return f"config: {reply['config_file']} (the running configuration is saved)"
+    return (f"config: {reply['config_file']} (the running configuration differs: "
+            "not saved: rplbctl save to keep it)")
+
+
+def _format_services(reply: dict) -> str:
+    rows = [("Prot", "VirtualAddress:Port / -> Backend:Port", "Name / Weight",
+             "ActiveFlows", "NewFlows", "Packets")]
+    for svc in reply["services"]:
+        c = svc["counters"]
+        rows.append((svc["proto"].upper(), f"{svc['vip']}:{svc['port']}", svc.get("name") or "-",
+                     str(c["active_flows"]), str(c["new_flows"]), str(c["packets"])))
+        for b in svc["backends"]:
+            bc = b["counters"]
+            rows.append(("", f"  -> {b['ip']}:{b['port']}", str(b["weight"])
+                         + (" (drain)" if b["weight"] == 0 else ""),
+                         str(bc["active_flows"]), str(bc["new_flows"]), str(bc["packets"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if len(rows) == 1:
+        lines.append("(no services)")
+    return "\n".join(lines)
+
+
+def _format_flows(reply: dict) -> str:
+    lines = [f"flows: {reply['flows']} (created {reply['flows_created']}, expired "
+             f"{reply['flows_expired']}, moved {reply['flows_moved']}, not stored because the "
+             f"table was full {reply['flow_table_full']}; table size {reply['flow_table_size']} "
+             "per worker)"]
+    for svc in reply["services"]:
+        lines.append(f"  {svc['service']} [{svc['key']}]: {svc['active_flows']} active")
+    lines.append(f"sample (client, service, backend, age): {reply['sample_note']}")
+    return "\n".join(lines)
+
+
+def _format_stats(reply: dict) -> str:
+    from rplb.stats import format_ports, format_rplb
+    snapshot = reply["stats"]
+    return format_ports(snapshot) + "\n" + format_rplb(snapshot)
+
+
+def print_reply(args: argparse.Namespace, req: dict, reply: dict) -> None:
+    cmd = req["cmd"]
+    if getattr(args, "json", False):
+        body = reply["stats"] if cmd == "stats" else reply
+        print(json.dumps(body, indent=1))
+        return
+    if cmd == "status":
+        print(_format_status(reply))
+    elif cmd == "service.list":
+        print(_format_services(reply))
+    elif cmd == "flows":
+        print(_format_flows(reply))
+    elif cmd == "stats":
+        print(_format_stats(reply))
+    elif cmd == "reload":
+        print(f"reloaded {reply['config_file']}: {reply['services']} services")
+    elif cmd == "save":
+        print(f"saved the running configuration ({reply['services']} services) to "
+              f"{reply['path']}")
+    else:
+        print(reply["message"])
+    for note in reply.get("notes", ()):
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    if cmd not in ("status", "service.list") and reply.get("config_file") \
+            and reply.get("saved") is False:
+        print(f"{PROG}: note: not saved: rplbctl save to keep it "
+              f"(SIGHUP or rplbctl reload re-reads {reply['config_file']})", file=sys.stderr)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    try:
+        req = build_request(args)
+        reply = request(args.socket, req, timeout=args.timeout)
+    except (UsageError, ControlError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"{PROG}: error: {reply.get('error', 'refused (no reason given)')}",
+              file=sys.stderr)
+        return 1
+    try:
+        print_reply(args, req, reply)
+    except BrokenPipeError:        # e.g. rplbctl stats | head
+        try:
+            sys.stdout.close()
+        except OSError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -51,16 +51,18 @@ class TapWire:
                  match: Callable = None, timeout: float = 10.0) -> List[Ether]:
         """Send frames on out_iface; return the matching frames seen on in_iface."""
         match = match or (lambda p: IP in p)
-        sniffer = AsyncSniffer(iface=in_iface, lfilter=match, store=True)
+        seen = []
+        # scapy fills sniffer.results only at stop(): collect as they arrive.
+        sniffer = AsyncSniffer(iface=in_iface, lfilter=match, store=False, prn=seen.append)
         sniffer.start()
         time.sleep(0.3)                       # the capture socket must be open first
         sendp(list(frames), iface=out_iface)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(sniffer.results or []) < expect:
+        while time.monotonic() < deadline and len(seen) < expect:
             time.sleep(0.05)
         time.sleep(0.1)                       # anything beyond the expected count
         sniffer.stop()
-        return list(sniffer.results or [])
+        return list(seen)
 
     def to_backends(self, frames, expect, match=None, timeout=10.0):
         return self.exchange(frames, self.frontend_if, self.backend_if, expect, match, timeout)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -56,6 +57,15 @@ def set_config(wire, web_backends):
     wire.rplb.signal(signal.SIGHUP)
     line = wire.rplb.wait_for_stderr("SIGHUP")
     assert "reloaded" in line, line
+
+
+def rplbctl(wire, *args):
+    """The operator's tool, against this rplb's control socket."""
+    out = subprocess.run([sys.executable, "-m", "rplb.ctl", "--socket",
+                          str(wire.tmp / "rplb.sock"), *args],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def curl(wire, url, *extra, timeout=30):
@@ -108,7 +118,9 @@ def test_long_transfer_survives_backend_changes(wire):
                              str(wire.tmp / "download.bin"), "http://10.0.0.100/blob",
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)                     # the transfer is under way
-    set_config(wire, {**WEIGHTS, "192.168.1.13": 20, "192.168.1.11": 1})
+    rplbctl(wire, "backend", "add", "web", "192.168.1.13:8080", "--weight", "20")
+    rplbctl(wire, "backend", "set-weight", "web", "192.168.1.11:8080", "1")
+    assert "192.168.1.13:8080" in rplbctl(wire, "service", "list")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert hashlib.sha256((wire.tmp / "download.bin").read_bytes()).hexdigest() == want
@@ -135,7 +147,7 @@ def test_drained_backend_finishes_its_transfer_and_gets_no_new_connection(wire):
         proc.wait()
     else:
         pytest.fail("no transfer landed on backend1 in 20 tries")
-    set_config(wire, {**WEIGHTS, "192.168.1.10": 0})
+    rplbctl(wire, "backend", "set-weight", "web", "192.168.1.10:8080", "0")
     new = collections.Counter(curl(wire, "http://10.0.0.100/").stdout.strip() for _ in range(60))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -144,7 +156,8 @@ def test_drained_backend_finishes_its_transfer_and_gets_no_new_connection(wire):
 
 
 def test_removed_backend_gets_no_new_connection(wire):
-    set_config(wire, {"192.168.1.10": 1, "192.168.1.12": 1})
+    set_config(wire, {"192.168.1.10": 1, "192.168.1.11": 1, "192.168.1.12": 1})
+    rplbctl(wire, "backend", "del", "web", "192.168.1.11:8080")
     seen = collections.Counter(curl(wire, "http://10.0.0.100/").stdout.strip() for _ in range(60))
     assert set(seen) == {"backend1", "backend3"} and sum(seen.values()) == 60, seen
 

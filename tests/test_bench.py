@@ -1,0 +1,103 @@
+"""rplb-bench still runs: `rplb-bench --quick --json` once, valid JSON with the
+expected keys and non-zero throughput.  A benchmark is not a test: no speed
+is asserted (the machine is shared and noisy)."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rplb import bench
+
+pytestmark = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
+                                reason="dpdk-testpmd is not installed")
+
+
+def test_quick_json():
+    proc = subprocess.run([sys.executable, "-m", "rplb.bench", "--quick", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+
+    assert {"machine", "config", "command", "throughput", "maglev_build", "first_packet",
+            "engine", "targets"} <= set(result)
+    assert result["config"]["quick"] is True
+    (case,) = result["throughput"]
+    assert case["flows"] == 1000 and case["kind"] == "established"
+    for program in ("io", "5tswap", "rplb"):
+        assert case["mpps"][program] > 0
+        (run,) = case["runs"][program]
+        assert run["rc"] == 0 and run["samples_pps"]
+    assert case["rplb_vs_5tswap"] > 0 and case["rplb_vs_io"] > 0
+    # rplb really load-balanced the capture (it did not just pass it through)
+    assert "flows_created=1000 " in case["runs"]["rplb"][0]["events"]
+
+    assert set(result["maglev_build"]) == {"10", "100", "1000"}
+    assert all(v["median_ms"] > 0 for v in result["maglev_build"].values())
+    assert result["first_packet"]["first_frame_ms"] > 0
+
+    engine = result["engine"]
+    assert "error" not in engine, engine
+    for mode in ("established", "new", "fwd"):
+        assert engine[mode]["ns_per_packet"] > 0
+    assert engine["memory"]["bytes_per_flow_allocated"] > 0
+    assert engine["memory"]["bytes_per_flow_model"] > 0
+    assert all({"target", "value", "goal", "met"} <= set(t) for t in result["targets"])
+
+    # no runtime directories left behind
+    import glob
+    assert not glob.glob("/var/run/dpdk/rplbbench*")
+
+
+def test_capture_frames_are_valid_tcp():
+    """The generated frames carry correct IPv4 and TCP checksums (checked
+    with scapy), distinct 5-tuples, and 64 bytes each."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    frames = bench.make_frames(300, syn=True, first=65530)
+    assert frames.shape == (300, 64)
+    tuples = set()
+    for raw in frames[::37]:
+        pkt = Ether(bytes(raw))
+        ip_sum, tcp_sum = pkt[IP].chksum, pkt[TCP].chksum
+        del pkt[IP].chksum, pkt[TCP].chksum
+        again = Ether(bytes(pkt))
+        assert (again[IP].chksum, again[TCP].chksum) == (ip_sum, tcp_sum)
+        assert pkt[TCP].flags == "S" and pkt[IP].dst == bench.VIP
+    src = frames[:, 26:30].copy().view(">u4").ravel()
+    sport = frames[:, 34:36].copy().view(">u2").ravel()
+    tuples = set(zip(src.tolist(), sport.tolist()))
+    assert len(tuples) == 300
+    assert np.all(frames[:, 47] == 0x02)
+
+
+def test_stats_parser_and_warm_up():
+    """Blocks as testpmd prints them; warm-up drops the first block and those
+    that started before one full pass of the capture."""
+    def block(rx0, tx_pps1):
+        return (f"  ######################## NIC statistics for port 0  ########\n"
+                f"  RX-packets: {rx0}          RX-missed: 0          RX-bytes:  0\n"
+                f"  TX-packets: 0          TX-errors: 0          TX-bytes:  0\n"
+                f"  Rx-pps:            5          Rx-bps:            0\n"
+                f"  Tx-pps:            0          Tx-bps:            0\n"
+                f"  ####################################\n"
+                f"  ######################## NIC statistics for port 1  ########\n"
+                f"  RX-packets: 0          RX-missed: 0          RX-bytes:  0\n"
+                f"  TX-packets: {rx0}          TX-errors: 0          TX-bytes:  0\n"
+                f"  Rx-pps:            0          Rx-bps:            0\n"
+                f"  Tx-pps: {tx_pps1:>12}          Tx-bps:            0\n"
+                f"  ####################################\n")
+    parser = bench.StatsParser()
+    text = block(500, 1) + block(1500, 2) + block(9000, 3) + block(20000, 4)
+    text += "\n  ---------------------- final statistics ----------------------\n"
+    text += block(30000, 0)
+    for line in text.splitlines():
+        parser.feed(line)
+    assert len(parser.blocks) == 4
+    # capture of 1000 frames: the block after 500 received is still warm-up
+    assert bench.steady_samples(parser.blocks, 1000) == [3, 4]
+    assert bench.first_pass_samples(parser.blocks, 9000) == [2, 3]

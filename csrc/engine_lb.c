@@ -10,6 +10,7 @@
  *      stateless reply; rewrite and send.
  */
 #include <errno.h>
+#include <string.h>
 #include <netinet/in.h>
 
 #include <rte_cycles.h>
@@ -219,13 +220,32 @@ send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t vip, uint16_t 
 	rplb_worker_send(w, RPLB_FRONTEND, lk->m);
 }
 
+/* The client-key hashes of the flows this burst created, moved or removed,
+ * as a 256-bit filter of their top bits: a packet whose bit is clear has
+ * an up-to-date bulk lookup answer. */
+struct changed {
+	uint64_t bits[4];
+};
+
+static inline int
+maybe_changed(const struct changed *c, uint32_t hash)
+{
+	return (c->bits[hash >> 30] >> ((hash >> 24) & 63)) & 1;
+}
+
+static inline void
+mark_changed(struct changed *c, uint32_t hash)
+{
+	c->bits[hash >> 30] |= 1ull << ((hash >> 24) & 63);
+}
+
 /* The flow's backend is still configured (weight 0 included)?  Otherwise
  * move it to the current Maglev choice.  Returns 0 when the packet must be
  * dropped because the service has no backend left. */
 static inline int
 ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	       const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
-	       uint32_t flow_index, uint32_t flow_hash, int *flows_changed)
+	       uint32_t flow_index, uint32_t flow_hash, struct changed *flows_changed)
 {
 	struct rplb_flow *flow = &lw->flows->flows[flow_index];
 	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
@@ -239,7 +259,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		return 0;
 	backend = &t->backends[b];
 	count_flow_end(lw, flow);
-	(*flows_changed)++;
+	mark_changed(flows_changed, flow_hash);
 	if (rplb_flow_move(lw->flows, flow_index, backend->ip, backend->port) < 0) {
 		/* No room for its new backend key: forget the flow; the stateless
 		 * path still rewrites replies of a backend owned by one service. */
@@ -257,7 +277,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 static inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    void *data, int hit, int *flows_changed, uint64_t now)
+		    void *data, int hit, struct changed *flows_changed, uint64_t now)
 {
 	const struct rplb_lb_service *svc = lk->service;
 	struct rplb_flow_table *ft = lw->flows;
@@ -266,10 +286,12 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 	uint32_t index, b;
 
 	RTE_SET_USED(lb);
-	if (unlikely(*flows_changed)) {
-		/* An earlier packet of this burst created, moved or removed a flow:
-		 * the bulk lookup's answer for this one may be stale (a removed
-		 * record must never be removed twice). */
+	if (unlikely(maybe_changed(flows_changed, flow_hash))) {
+		/* An earlier packet of this burst with this key's hash created,
+		 * moved or removed its flow: the bulk lookup's answer for this one
+		 * may be stale (a removed record must never be removed twice).
+		 * Only a packet with the same client key can see a changed
+		 * record, and it has the same hash. */
 		hit = rte_hash_lookup_with_hash_data(ft->keys, &lk->key, flow_hash, &data) >= 0;
 	}
 	if (hit) {
@@ -292,7 +314,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 			/* The service was replaced under the same vip:proto:port. */
 			count_flow_end(lw, flow);
 			rplb_flow_remove(ft, index);
-			(*flows_changed)++;
+			mark_changed(flows_changed, flow_hash);
 		}
 	}
 
@@ -313,7 +335,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 		flow->last_seen_tsc = now;
 		count_flow_start(lw, svc->service_id, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
-		(*flows_changed)++;
+		mark_changed(flows_changed, flow_hash);
 	}
 	send_to_backend(w, lw, lk, backend->ip, backend->port, svc->service_id,
 			backend->backend_id);
@@ -360,7 +382,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	hash_sig_t hashes[RPLB_BURST];
 	void *data[RPLB_BURST];
 	uint64_t hit_mask = 0, now;
-	int flows_changed = 0;
+	struct changed flows_changed;
 	uint16_t i, n_lookups = 0;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
@@ -384,6 +406,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	if (n_lookups == 0)
 		return;
 
+	memset(&flows_changed, 0, sizeof(flows_changed));
 	rte_hash_lookup_with_hash_bulk_data(lw->flows->keys, keys, hashes, n_lookups,
 					    &hit_mask, data);
 	now = rte_rdtsc();

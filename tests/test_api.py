@@ -4,8 +4,11 @@ program runs in a subprocess)."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from harness import eal_args, file_prefix, remove_runtime_dir, write_pcap
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "services.yaml"
 
 PROGRAM = r"""
 import json, sys, time
@@ -57,7 +60,7 @@ def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_pa
     empty = write_pcap(tmp_path / "empty.pcap", [])
     eal = eal_args(prefix, [f"net_pcap0,rx_pcap={empty},tx_pcap={tmp_path}/o0.pcap",
                             f"net_pcap1,rx_pcap={empty},tx_pcap={tmp_path}/o1.pcap"])
-    config = "/work/main/examples/services.yaml"
+    config = str(EXAMPLE)
     try:
         proc = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(eal), config],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)

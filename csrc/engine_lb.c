@@ -25,6 +25,7 @@
 #define PREFETCH_AHEAD 4
 #define AGING_BUDGET_BUSY 16
 #define AGING_BUDGET_IDLE 512
+#define SAMPLE_SCAN_LIMIT 65536     /* records looked at per flow-sample request */
 
 struct lookup {
 	struct rte_mbuf *m;
@@ -421,6 +422,37 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	}
 }
 
+/* Answer the control plane's request for a sample of flows (between
+ * bursts: only this lcore reads its flow table). */
+static void
+copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now)
+{
+	struct rplb_flow_sample_slot *slot = lw->sample;
+	struct rplb_flow_table *ft = lw->flows;
+	uint64_t ms_tsc = rte_get_tsc_hz() / 1000;
+	uint32_t i, count = 0, scan = RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT);
+
+	for (i = 0; i < scan && count < slot->max; i++) {
+		const struct rplb_flow *flow = &ft->flows[i];
+		struct rplb_flow_sample *s = &slot->buffer[count];
+
+		if (!flow->in_use)
+			continue;
+		*s = (struct rplb_flow_sample){
+			.client_ip = flow->client_key.src_ip, .vip = flow->client_key.dst_ip,
+			.backend_ip = flow->backend_ip, .client_port = flow->client_key.src_port,
+			.vport = flow->client_key.dst_port, .backend_port = flow->backend_port,
+			.service_id = flow->service_id, .backend_id = flow->backend_id,
+			.proto = flow->client_key.proto, .state = flow->state,
+			.idle_ms = (uint32_t)RTE_MIN((now - flow->last_seen_tsc) / ms_tsc,
+						     (uint64_t)UINT32_MAX),
+		};
+		count++;
+	}
+	slot->count = count;
+	__atomic_store_n(&slot->state, RPLB_SAMPLE_DONE, __ATOMIC_RELEASE);
+}
+
 /* Incremental aging: a few records per loop iteration, many when idle, so
  * there is never a stop-the-world sweep. */
 static void
@@ -441,6 +473,8 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now, int idle)
 		lw->tables_seen = t;
 		w->counters.events[RPLB_EV_TABLES_SEEN]++;
 	}
+	if (unlikely(__atomic_load_n(&lw->sample->state, __ATOMIC_ACQUIRE) == RPLB_SAMPLE_WANTED))
+		copy_flow_sample(lw, now);
 
 	while (budget-- > 0) {
 		struct rplb_flow *flow = &ft->flows[cursor];

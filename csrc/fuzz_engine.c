@@ -11,6 +11,7 @@
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping with the clock moved payload[0] seconds on
+ *   op 0x82          a flow-sample request (payload[0]: how many), answered
  *
  * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
@@ -184,6 +185,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			run_burst(burst_side, pkts, &n);
 			clock_offset += (uint64_t)(len ? payload[0] : 1) * rte_get_tsc_hz();
 			worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 1);
+		} else if (op == 0x82) {
+			struct rplb_flow_sample_slot *slot = lb->workers[0].sample;
+
+			run_burst(burst_side, pkts, &n);
+			slot->max = len ? payload[0] % (RPLB_FLOW_SAMPLE_MAX + 1) : 8;
+			__atomic_store_n(&slot->state, RPLB_SAMPLE_WANTED, __ATOMIC_RELEASE);
+			worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 0);
+			if (slot->state != RPLB_SAMPLE_DONE || slot->count > slot->max)
+				abort();
+			slot->state = RPLB_SAMPLE_IDLE;
 		} else if (op <= 0x01) {
 			struct rte_mbuf *m;
 

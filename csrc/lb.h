@@ -75,8 +75,21 @@ struct rplb_lb_tables {
 	uint32_t backend_index_by_slot[RPLB_MAX_BACKENDS];
 };
 
+/* Control plane -> worker request for a flow sample: the control plane
+ * sets want (release) and waits for state DONE; the worker fills buffer
+ * between bursts.  One request at a time per worker. */
+enum { RPLB_SAMPLE_IDLE, RPLB_SAMPLE_WANTED, RPLB_SAMPLE_DONE };
+
+struct rplb_flow_sample_slot {
+	uint32_t state;
+	uint32_t max;
+	uint32_t count;
+	struct rplb_flow_sample buffer[RPLB_FLOW_SAMPLE_MAX];
+};
+
 struct rplb_lb_worker {
 	struct rplb_flow_table *flows;
+	struct rplb_flow_sample_slot *sample;
 	struct rplb_service_counters *service_counters;
 	struct rplb_backend_counters *backend_counters;
 	unsigned int lcore_id;

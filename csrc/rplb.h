@@ -126,6 +126,31 @@ void rplb_lb_tables_free(struct rplb_lb_tables *tables);
  * Blocks (call without the GIL).  Takes ownership of tables. */
 int rplb_lb_publish(struct rplb_lb *lb, struct rplb_lb_tables *tables);
 
+/* A copy of one stored flow, for operators (rplbctl flows). */
+struct rplb_flow_sample {
+	uint32_t client_ip;      /* network byte order, like the other addresses */
+	uint32_t vip;
+	uint32_t backend_ip;
+	uint16_t client_port;    /* network byte order */
+	uint16_t vport;
+	uint16_t backend_port;
+	uint16_t service_id;
+	uint32_t backend_id;
+	uint8_t proto;
+	uint8_t state;           /* enum rplb_flow_state */
+	uint16_t reserved;
+	uint32_t idle_ms;
+};
+
+#define RPLB_FLOW_SAMPLE_MAX 256
+
+/* Ask a worker for up to max (<= RPLB_FLOW_SAMPLE_MAX) of its flows: the
+ * worker copies them between bursts (only it may read its flow table).
+ * Waits up to timeout_ms; returns how many were copied into out, or
+ * -ETIMEDOUT (the worker is not running).  Callers serialise requests. */
+int rplb_lb_flow_sample(struct rplb_lb *lb, unsigned int worker,
+			struct rplb_flow_sample *out, unsigned int max, unsigned int timeout_ms);
+
 /* Per-worker counters of the engine (index from rplb_lb_add_worker). */
 const struct rplb_service_counters *rplb_lb_service_counters(const struct rplb_lb *lb,
 							     unsigned int worker);

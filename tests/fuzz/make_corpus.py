@@ -11,7 +11,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
-FRONTEND, BACKEND, TABLES, AGE = 0x00, 0x01, 0x80, 0x81
+FRONTEND, BACKEND, TABLES, AGE, SAMPLE = 0x00, 0x01, 0x80, 0x81, 0x82
 VIP, VIP2 = "10.0.0.100", "10.0.0.101"
 
 
@@ -31,6 +31,7 @@ def seeds():
         record(BACKEND, frame(IP(src="192.168.1.1", dst=c) / TCP(sport=8080, dport=1001, flags="SA"))),
         record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="A") / Raw(b"x" * 64))),
         record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="FA"))),
+        record(SAMPLE, b"\x04"),
         record(AGE, b"\x0b")]
     yield "udp", [record(FRONTEND, frame(IP(src=c, dst=VIP) / UDP(sport=53000, dport=53) / Raw(b"q"))),
                   record(BACKEND, frame(IP(src="192.168.1.2", dst=c) / UDP(sport=8080, dport=53000)))]

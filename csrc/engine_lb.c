@@ -93,6 +93,28 @@ count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 	lw->backend_counters[flow->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows--;
 }
 
+/* A TCP/UDP frame of a service (either direction) goes on to the flow
+ * lookup, unless the NIC found its checksum bad.  Returns 1 when admitted. */
+static inline int
+admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
+		 uint8_t direction)
+{
+	const struct rte_ipv4_hdr *ip = lk->parsed.ip;
+	const struct rplb_l4_ports *ports = lk->parsed.l4;
+
+	if (unlikely(rplb_rx_cksum_bad(m))) {
+		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+		return 0;
+	}
+	lk->m = m;
+	lk->key = (struct rplb_flow_key){
+		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
+		.src_port = ports->src_port, .dst_port = ports->dst_port,
+		.proto = ip->next_proto_id, .direction = direction,
+	};
+	return 1;
+}
+
 /* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup. */
 static inline int
 classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
@@ -147,17 +169,7 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port, ip->next_proto_id);
 	if (lk->service == NULL)
 		goto pass;
-	if (unlikely(rplb_rx_cksum_bad(m))) {
-		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
-		return 0;
-	}
-	lk->m = m;
-	lk->key = (struct rplb_flow_key){
-		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
-		.src_port = ports->src_port, .dst_port = ports->dst_port,
-		.proto = ip->next_proto_id, .direction = RPLB_DIR_CLIENT,
-	};
-	return 1;
+	return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT);
 
 pass:
 	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
@@ -179,17 +191,7 @@ classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	lk->owner = rplb_find_owner(t, ip->src_addr, ports->src_port, ip->next_proto_id);
 	if (lk->owner == NULL)
 		goto pass;
-	if (unlikely(rplb_rx_cksum_bad(m))) {
-		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
-		return 0;
-	}
-	lk->m = m;
-	lk->key = (struct rplb_flow_key){
-		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
-		.src_port = ports->src_port, .dst_port = ports->dst_port,
-		.proto = ip->next_proto_id, .direction = RPLB_DIR_BACKEND,
-	};
-	return 1;
+	return admit_for_lookup(w, m, lk, RPLB_DIR_BACKEND);
 
 pass:
 	w->counters.events[RPLB_EV_PASSED_THROUGH]++;

@@ -105,3 +105,17 @@ cdef extern from "rplb.h" nogil:
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
+
+
+cdef extern from "telemetry.h" nogil:
+    int RPLB_TEL_NAME_LEN
+    int RPLB_TEL_STATS
+    int RPLB_TEL_SERVICES
+    struct rplb_tel_entry:
+        char group[64]
+        char name[64]
+        char str[64]
+        uint64_t value
+        uint8_t is_str
+    int rplb_telemetry_register()
+    int rplb_telemetry_publish(unsigned int cmd, const rplb_tel_entry *entries, unsigned int n)

@@ -82,6 +82,11 @@ def _positive(kind):
     return parse
 
 
+def _prometheus_address(text: str):
+    from rplb.prometheus import parse_address
+    return parse_address(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose error line reads `rplb-dpdk: error: ...` like the others."""
 
@@ -116,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_CONTROL_SOCKET}); `none` disables it")
     p.add_argument("--list-drivers", action="store_true",
                    help="list the PMDs of this DPDK and their device arguments, then exit")
+    p.add_argument("--prometheus", type=_prometheus_address, metavar="[ADDR:]PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics "
+                        "(ADDR default 127.0.0.1; default: off)")
     return p
 
 
@@ -169,6 +177,7 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         ports=args.ports, config=config, mbufs=args.mbufs, rx_descriptors=args.descriptors,
         tx_descriptors=args.descriptors, software_checksums=args.software_checksums))
     status = 0
+    telemetry = prometheus = None
     try:
         try:
             appliance.start()
@@ -180,6 +189,22 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         if control is not None:
             control.start(controller)
             log(f"control socket {control.path} (rplbctl --socket {control.path})")
+        from rplb.telemetry import TelemetryPublisher
+        telemetry = TelemetryPublisher(controller.snapshot, log=log)
+        try:
+            telemetry.start()
+        except RplbError as err:
+            log(f"DPDK telemetry: cannot register /rplb/stats, /rplb/services: {err}")
+        if args.prometheus:
+            from rplb.prometheus import PrometheusServer
+            prometheus = PrometheusServer(args.prometheus, controller.snapshot, log=log)
+            try:
+                prometheus.start()
+            except OSError as err:
+                host, port = args.prometheus
+                raise CliError(f"--prometheus {host}:{port}: cannot listen: "
+                               f"{err.strerror or err}") from None
+            log(f"prometheus metrics at {prometheus.url}")
         for port in appliance.ports:
             log(f"port {port.port_id} ({port.name}, {port.driver}): "
                 f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}")
@@ -188,6 +213,9 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             + (f", {len(config.services)} services" if config else "")
             + " (Ctrl-C to stop)")
         _serve(appliance, args, format_ports, format_rplb, controller)
+        for observer in (prometheus, telemetry):
+            if observer is not None:
+                observer.close()    # no snapshot while the workers stop
         if control is not None:
             control.close()         # no change may run while the workers stop
         appliance.stop_workers()
@@ -196,6 +224,9 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         print(format_ports(final), flush=True)
         print(format_rplb(final), flush=True)
     finally:
+        for observer in (prometheus, telemetry):
+            if observer is not None:
+                observer.close()
         if control is not None:
             control.close()
         try:

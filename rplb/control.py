@@ -401,6 +401,12 @@ class Controller:
                            "tables (only their counters)",
         }
 
+    def snapshot(self) -> dict:
+        """appliance.snapshot(), never in the middle of a change (for the
+        Prometheus endpoint and the telemetry publisher)."""
+        with self._lock:
+            return self.appliance.snapshot()
+
     def _cmd_stats(self) -> dict:
         with self._lock:
             self._check_open("stats")

@@ -518,3 +518,48 @@ cdef class Worker:
             self.stop()
             rplb_worker_free(self.worker)
             self.worker = NULL
+
+
+# ---- DPDK telemetry (/rplb/stats, /rplb/services) ------------------------------
+
+TELEMETRY_STATS = RPLB_TEL_STATS
+TELEMETRY_SERVICES = RPLB_TEL_SERVICES
+
+
+def telemetry_register():
+    """Register rplb's telemetry commands (after eal_init; idempotent)."""
+    check_rc(rplb_telemetry_register(), "rte_telemetry_register_cmd")
+
+
+cdef void _tel_copy(char *dst, str text):
+    cdef bytes raw = text.encode()[:RPLB_TEL_NAME_LEN - 1]
+    cdef Py_ssize_t i
+    for i in range(len(raw)):
+        dst[i] = raw[i]
+    dst[len(raw)] = 0
+
+
+def telemetry_publish(unsigned int command, entries):
+    """Replace what a telemetry command answers: entries is a sequence of
+    (group, name, value), value an int >= 0 or a str; group "" for the
+    top-level dict (see csrc/telemetry.h)."""
+    entries = list(entries)
+    cdef unsigned int n = len(entries)
+    cdef rplb_tel_entry *c = <rplb_tel_entry *>PyMem_Malloc(max(n, 1) * sizeof(rplb_tel_entry))
+    if c == NULL:
+        raise MemoryError()
+    memset(c, 0, max(n, 1) * sizeof(rplb_tel_entry))
+    cdef unsigned int i
+    try:
+        for i in range(n):
+            group, name, value = entries[i]
+            _tel_copy(c[i].group, group)
+            _tel_copy(c[i].name, name)
+            if isinstance(value, str):
+                c[i].is_str = 1
+                _tel_copy(c[i].str, value)
+            else:
+                c[i].value = max(int(value), 0)
+        check_rc(rplb_telemetry_publish(command, c, n), "rplb_telemetry_publish")
+    finally:
+        PyMem_Free(c)

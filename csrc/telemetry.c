@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * telemetry.c: /rplb/stats and /rplb/services for DPDK telemetry (see
+ * telemetry.h).  Never touched by the fast path.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rte_telemetry.h>
+
+#include "telemetry.h"
+
+struct published {
+	unsigned int n;
+	struct rplb_tel_entry entries[];
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct published *current[RPLB_TEL_COMMANDS];
+static int registered;
+
+static void
+add_entry(struct rte_tel_data *d, const struct rplb_tel_entry *e)
+{
+	/* -ENOSPC past RTE_TEL_MAX_DICT_ENTRIES: the entry is left out. */
+	if (e->is_str)
+		rte_tel_data_add_dict_string(d, e->name, e->str);
+	else
+		rte_tel_data_add_dict_u64(d, e->name, e->value);
+}
+
+static int
+answer(unsigned int cmd, struct rte_tel_data *d)
+{
+	struct published *p;
+	struct rte_tel_data *group = NULL;
+	const char *group_name = NULL;
+	unsigned int i;
+
+	rte_tel_data_start_dict(d);
+	pthread_mutex_lock(&lock);
+	p = current[cmd];
+	for (i = 0; p != NULL && i < p->n; i++) {
+		const struct rplb_tel_entry *e = &p->entries[i];
+
+		if (group != NULL && strcmp(group_name, e->group) != 0) {
+			if (rte_tel_data_add_dict_container(d, group_name, group, 0) != 0)
+				rte_tel_data_free(group);
+			group = NULL;
+		}
+		if (e->group[0] == '\0') {
+			add_entry(d, e);
+			continue;
+		}
+		if (group == NULL) {
+			group = rte_tel_data_alloc();
+			if (group == NULL)
+				break;
+			rte_tel_data_start_dict(group);
+			group_name = e->group;
+		}
+		add_entry(group, e);
+	}
+	if (group != NULL && rte_tel_data_add_dict_container(d, group_name, group, 0) != 0)
+		rte_tel_data_free(group);
+	pthread_mutex_unlock(&lock);
+	return 0;
+}
+
+static int
+handle_stats(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	return answer(RPLB_TEL_STATS, d);
+}
+
+static int
+handle_services(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	return answer(RPLB_TEL_SERVICES, d);
+}
+
+int
+rplb_telemetry_register(void)
+{
+	int rc;
+
+	pthread_mutex_lock(&lock);
+	if (registered) {
+		pthread_mutex_unlock(&lock);
+		return 0;
+	}
+	rc = rte_telemetry_register_cmd("/rplb/stats", handle_stats,
+		"rplb fast-path counters: per side rx/tx/tx_dropped, drops by reason, "
+		"events. No parameters");
+	if (rc == 0)
+		rc = rte_telemetry_register_cmd("/rplb/services", handle_services,
+			"rplb per-service counters (and per backend). No parameters");
+	if (rc == 0)
+		registered = 1;
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+int
+rplb_telemetry_publish(unsigned int cmd, const struct rplb_tel_entry *entries, unsigned int n)
+{
+	struct published *p, *old;
+	unsigned int i;
+
+	if (cmd >= RPLB_TEL_COMMANDS)
+		return -EINVAL;
+	p = malloc(sizeof(*p) + (size_t)n * sizeof(p->entries[0]));
+	if (p == NULL)
+		return -ENOMEM;
+	p->n = n;
+	for (i = 0; i < n; i++) {
+		p->entries[i] = entries[i];
+		/* Terminate whatever the caller gave. */
+		p->entries[i].group[RPLB_TEL_NAME_LEN - 1] = '\0';
+		p->entries[i].name[RPLB_TEL_NAME_LEN - 1] = '\0';
+		p->entries[i].str[RPLB_TEL_NAME_LEN - 1] = '\0';
+	}
+	pthread_mutex_lock(&lock);
+	old = current[cmd];
+	current[cmd] = p;
+	pthread_mutex_unlock(&lock);
+	free(old);
+	return 0;
+}

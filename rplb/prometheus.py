@@ -1,0 +1,184 @@
+"""A Prometheus endpoint: GET /metrics in the text exposition format 0.0.4,
+rendered from Appliance.snapshot() at each scrape (rplb-dpdk --prometheus).
+
+Off unless asked: rplb listens on no network address by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, List, Optional, Tuple
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_address(text: str) -> Tuple[str, int]:
+    """ADDR:PORT, :PORT or PORT (ADDR 127.0.0.1); [v6]:PORT for IPv6.
+    An argparse type: a bad value is one error line, exit 2."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep:
+        host, port = "", text.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write an IPv6 address in brackets, e.g. [::1]:9100")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not ADDR:PORT, :PORT or PORT (a port 0..65535), e.g. 127.0.0.1:9100")
+    return host or DEFAULT_HOST, int(port)
+
+
+def escape_label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+class _Families:
+    """Metric families in first-seen order, samples grouped under their family."""
+
+    def __init__(self):
+        self._order: List[str] = []
+        self._meta: Dict[str, Tuple[str, str]] = {}
+        self._samples: Dict[str, List[str]] = {}
+
+    def add(self, name: str, kind: str, help_text: str, value, **labels) -> None:
+        if name not in self._meta:
+            self._order.append(name)
+            self._meta[name] = (kind, help_text)
+            self._samples[name] = []
+        label_text = ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items())
+        self._samples[name].append(f"{name}{{{label_text}}} {value}" if label_text
+                                   else f"{name} {value}")
+
+    def text(self) -> str:
+        lines = []
+        for name in self._order:
+            kind, help_text = self._meta[name]
+            lines.append(f"# HELP {name} {_escape_help(help_text)}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(self._samples[name])
+        return "\n".join(lines) + "\n"
+
+
+_PORT_HELP = {"rx_packets": "Packets received by the fast path on the port",
+              "rx_bytes": "Bytes received by the fast path on the port",
+              "tx_packets": "Packets sent by the fast path on the port",
+              "tx_bytes": "Bytes sent by the fast path on the port",
+              "tx_dropped": "Packets the port did not accept for sending"}
+_FLOW_HELP = {"packets": "Packets (both directions)", "bytes": "Bytes (both directions)",
+              "new_flows": "Flows created", "active_flows": "Flows currently tracked"}
+
+
+def render(snapshot: dict) -> str:
+    """The exposition text of one snapshot."""
+    f = _Families()
+    f.add("rplb_uptime_seconds", "gauge", "Seconds since the fast path started",
+          f"{float(snapshot.get('uptime_s', 0.0)):.3f}")
+    for port, counters in zip(snapshot["ports"], snapshot["port"]):
+        for key, value in counters.items():
+            f.add(f"rplb_port_{key}_total", "counter", _PORT_HELP.get(key, key), int(value),
+                  port=port["port_id"], role=port["role"])
+    for reason, value in snapshot["drops"].items():
+        f.add("rplb_drops_total", "counter", "Packets dropped by the fast path, by reason",
+              int(value), reason=reason)
+    for event, value in snapshot["events"].items():
+        f.add("rplb_events_total", "counter", "Fast-path events (packets and flows)",
+              int(value), event=event)
+    for svc in snapshot.get("services", []):
+        labels = {"service": svc["service"], "key": svc["key"]}
+        for key in ("packets", "bytes", "new_flows"):
+            f.add(f"rplb_service_{key}_total", "counter", f"{_FLOW_HELP[key]} of the service",
+                  int(svc[key]), **labels)
+        f.add("rplb_service_active_flows", "gauge", "Flows of the service currently tracked",
+              max(int(svc["active_flows"]), 0), **labels)
+    for svc in snapshot.get("services", []):
+        for b in svc["backends"]:
+            labels = {"service": svc["service"], "key": svc["key"], "backend": b["backend"]}
+            for key in ("packets", "bytes", "new_flows"):
+                f.add(f"rplb_backend_{key}_total", "counter",
+                      f"{_FLOW_HELP[key]} of the backend", int(b[key]), **labels)
+            f.add("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
+                  max(int(b["active_flows"]), 0), **labels)
+            f.add("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)",
+                  int(b["weight"]), **labels)
+    if "mbufs" in snapshot:
+        f.add("rplb_mbufs_in_use", "gauge", "Mbufs taken from the packet pool",
+              int(snapshot["mbufs"]["in_use"]))
+        f.add("rplb_mbufs_size", "gauge", "Mbufs in the packet pool",
+              int(snapshot["mbufs"]["size"]))
+    return f.text()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class PrometheusServer:
+    """start() binds and serves on a daemon thread (OSError if it cannot
+    bind); close() stops serving (idempotent)."""
+
+    def __init__(self, address: Tuple[str, int], snapshot: Callable[[], dict],
+                 log: Callable[[str], None]):
+        self.address = address
+        self._snapshot = snapshot
+        self._log = log
+        self._server: Optional[_Server] = None
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2] if self._server else self.address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+
+    def start(self) -> None:
+        snapshot, log = self._snapshot, self._log
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "rplb"
+
+            def do_GET(self):
+                if self.path.split("?", 1)[0] != "/metrics":
+                    self.send_error(404, "only /metrics here")
+                    return
+                try:
+                    body = render(snapshot()).encode()
+                except Exception as err:
+                    log(f"prometheus: {type(err).__name__}: {err}")
+                    self.send_error(500, "cannot read the counters")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args):      # no line per scrape
+                pass
+
+        server_class = _Server6 if ":" in self.address[0] else _Server
+        self._server = server_class(self.address, Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
+                                        name="rplb-prometheus", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        self._server, self._thread = None, None

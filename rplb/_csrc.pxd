@@ -101,6 +101,21 @@ cdef extern from "rplb.h" nogil:
                                           uint32_t flags, int socket_id)
     void rplb_lb_tables_free(rplb_lb_tables *tables)
     int rplb_lb_publish(rplb_lb *lb, rplb_lb_tables *tables)
+    struct rplb_flow_sample:
+        uint32_t client_ip
+        uint32_t vip
+        uint32_t backend_ip
+        uint16_t client_port
+        uint16_t vport
+        uint16_t backend_port
+        uint16_t service_id
+        uint32_t backend_id
+        uint8_t proto
+        uint8_t state
+        uint32_t idle_ms
+    int RPLB_FLOW_SAMPLE_MAX
+    int rplb_lb_flow_sample(rplb_lb *lb, unsigned int worker, rplb_flow_sample *out,
+                            unsigned int max, unsigned int timeout_ms)
     const rplb_service_counters *rplb_lb_service_counters(const rplb_lb *lb, unsigned int worker)
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)

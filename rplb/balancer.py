@@ -87,6 +87,24 @@ class Balancer:
     def set_weight(self, service, ip, port: int, weight: int) -> None:
         self.apply(self._config.with_weight(service, ip, port, weight))
 
+    def flow_sample(self, count: int = 16) -> List[dict]:
+        """Up to count flows per worker: client, service, backend, state and
+        idle seconds (RplbError if a worker does not answer)."""
+        with self._lock:
+            flows = self._lb.flow_sample(count)
+            services = {sid: key for key, sid in self._ids.service_ids.items()}
+        by_key = {svc.key: svc for svc in self._config.services}
+        sample = []
+        for f in flows:
+            key = services.get(f["service_id"])
+            svc = by_key.get(key)
+            sample.append({
+                "client": f"{f['client'][0]}:{f['client'][1]}",
+                "service": svc.label if svc else f"{f['vip'][0]}:{f['proto']}:{f['vip'][1]}",
+                "backend": f"{f['backend'][0]}:{f['backend'][1]}",
+                "state": f["state"], "idle_s": f["idle_ms"] / 1000.0})
+        return sample
+
     # ---- counters ----------------------------------------------------------
 
     def service_stats(self) -> List[dict]:

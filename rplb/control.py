@@ -386,6 +386,11 @@ class Controller:
             balancer = self._balancer("flows")
             counters = self.appliance.counters()
             stats = balancer.service_stats()
+            from rplb.errors import RplbError
+            try:
+                sample, note = balancer.flow_sample(64), None
+            except RplbError as err:
+                sample, note = None, f"no sample: {err}"
         events = counters["events"]
         return {
             "flows": _flows_in_tables(counters),
@@ -396,9 +401,8 @@ class Controller:
             "flow_table_size": balancer.config.flow_table_size,
             "services": [{"service": s["service"], "key": s["key"],
                           "active_flows": s["active_flows"]} for s in stats],
-            "sample": None,
-            "sample_note": "not supported yet: the fast path does not export its flow "
-                           "tables (only their counters)",
+            "sample": sample,
+            "sample_note": note,
         }
 
     def snapshot(self) -> dict:

@@ -236,7 +236,13 @@ def _format_flows(reply: dict) -> str:
              "per worker)"]
     for svc in reply["services"]:
         lines.append(f"  {svc['service']} [{svc['key']}]: {svc['active_flows']} active")
-    lines.append(f"sample (client, service, backend, age): {reply['sample_note']}")
+    if reply.get("sample") is None:
+        lines.append(f"sample: {reply.get('sample_note')}")
+        return "\n".join(lines)
+    lines.append(f"sample of {len(reply['sample'])} (client -> service -> backend, state, idle):")
+    for f in reply["sample"]:
+        lines.append(f"  {f['client']} -> {f['service']} -> {f['backend']}  {f['state']}  "
+                     f"{f['idle_s']:.1f} s")
     return "\n".join(lines)
 
 

@@ -420,6 +420,33 @@ cdef class LoadBalancer:
             total += np.asarray(<const int64_t[:n * 4]>base).reshape(n, 4)
         return total
 
+    def flow_sample(self, unsigned int count=16, unsigned int timeout_ms=1000):
+        """Up to count flows of each worker, copied by the worker between
+        bursts: dicts with client, vip, backend (ip, port), proto, service_id,
+        backend_id, state and idle_ms.  Raises RplbError (ETIMEDOUT when a
+        worker is not running)."""
+        cdef rplb_lb *lb = self._get()
+        cdef rplb_flow_sample buf[256]
+        cdef int n
+        cdef unsigned int w
+        count = min(count, RPLB_FLOW_SAMPLE_MAX, 256)
+        flows = []
+        for w in range(rplb_lb_worker_count(lb)):
+            with nogil:
+                n = rplb_lb_flow_sample(lb, w, buf, count, timeout_ms)
+            check_rc(n, f"flow sample of worker {w}")
+            for i in range(n):
+                s = &buf[i]
+                flows.append({
+                    "client": (_ip(s.client_ip), _port(s.client_port)),
+                    "vip": (_ip(s.vip), _port(s.vport)),
+                    "backend": (_ip(s.backend_ip), _port(s.backend_port)),
+                    "proto": {6: "tcp", 17: "udp"}.get(s.proto, str(s.proto)),
+                    "service_id": s.service_id, "backend_id": s.backend_id,
+                    "state": FLOW_STATE_NAMES[s.state] if s.state < RPLB_FLOW_STATES else "?",
+                    "idle_ms": s.idle_ms})
+        return flows
+
     @property
     def bytes_per_flow(self):
         return rplb_lb_flow_memory(self._get())
@@ -428,6 +455,15 @@ cdef class LoadBalancer:
         if self.lb != NULL:
             rplb_lb_free(self.lb)
             self.lb = NULL
+
+
+def _ip(uint32_t network_order):
+    """The dotted quad of an address stored as it was on the wire."""
+    return ".".join(str((network_order >> shift) & 0xFF) for shift in (0, 8, 16, 24))
+
+
+def _port(uint16_t network_order):
+    return ((network_order & 0xFF) << 8) | (network_order >> 8)
 
 
 def _timeouts_tuple(timeouts):

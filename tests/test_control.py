@@ -462,8 +462,16 @@ def test_stats_json_and_flows_match_the_final_statistics(tmp_path):
     assert live["port"] == final["port"]
     assert flows["flows"] == 21 and flows["flows_created"] == 21
     assert [s["active_flows"] for s in flows["services"]] == [20, 1]
-    assert flows["sample"] is None
-    assert text.startswith("flows: 21 ") and "not supported yet" in text
+    # The sample: every flow (21 < 256), with client, service, backend, state, idle.
+    sample = flows["sample"]
+    assert len(sample) == 21
+    web = [f for f in sample if f["service"] == "web"]
+    assert sorted(f["client"] for f in web) == sorted(f"100.64.0.{i + 1}:{5000 + i}"
+                                                      for i in range(20))
+    assert all(f["state"] == "tcp_syn" and 0 <= f["idle_s"] < 60 for f in web)
+    assert {f["backend"].rsplit(":", 1)[1] for f in web} == {"8080"}
+    assert [f["state"] for f in sample if f["service"] == "dns"] == ["udp"]
+    assert text.startswith("flows: 21 ") and "100.64.0.1:5000 -> web -> " in text
     assert "NIC statistics for port 0" in stats_text and "service web" in stats_text
 
 

@@ -16,6 +16,11 @@ cdef extern from "rte_eal.h" nogil:
     int rte_eal_cleanup()
 
 
+cdef extern from "rte_pdump.h" nogil:
+    int rte_pdump_init()
+    int rte_pdump_uninit()
+
+
 cdef extern from "rte_lcore.h" nogil:
     unsigned int RTE_MAX_LCORE
     unsigned int rte_lcore_count()

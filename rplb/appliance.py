@@ -84,6 +84,8 @@ class Appliance:
         self.workers: List = []
         self.started_at = None
         self.mbufs_in_use_at_exit: Optional[int] = None
+        self.pdump = False                  # dpdk-dumpcap can attach
+        self.pdump_error: Optional[str] = None
 
     # ---- start ---------------------------------------------------------------
 
@@ -97,6 +99,12 @@ class Appliance:
             hint = ("check the EAL options before `--` (rplb options go after it)"
                     if err.errno == errno.EINVAL else "see EAL's messages above")
             raise SetupError(f"{err}: {hint}") from None
+        try:
+            dataplane.pdump_init()
+            self.pdump = True
+        except RplbError as err:
+            # Capture is a convenience: without it (e.g. --no-shconf) rplb runs.
+            self.pdump_error = str(err)
 
         frontend_id, backend_id = self.options.ports
         available = dataplane.port_ids()
@@ -218,6 +226,9 @@ class Appliance:
         if self.lb is not None:
             self.lb.close()
         self.workers, self.ports, self.pool, self.lb = [], [], None, None
+        if self.pdump:
+            dataplane.pdump_uninit()
+            self.pdump = False
         dataplane.eal_cleanup()
         if errors:
             raise errors[0]

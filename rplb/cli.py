@@ -208,6 +208,9 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
         for port in appliance.ports:
             log(f"port {port.port_id} ({port.name}, {port.driver}): "
                 f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}")
+        log("dpdk-dumpcap can capture on these ports" if appliance.pdump else
+            f"dpdk-dumpcap cannot attach ({appliance.pdump_error}; it needs hugepages "
+            "and no --no-shconf)")
         log(f"forwarding with the {appliance.workers[0].engine} engine on lcore "
             f"{appliance.workers[0].lcore_id}"
             + (f", {len(config.services)} services" if config else "")

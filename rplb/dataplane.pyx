@@ -91,6 +91,18 @@ def eal_cleanup():
         rte_eal_cleanup()
 
 
+def pdump_init():
+    """Let dpdk-dumpcap capture on this process's ports (DPDK's packet-capture
+    framework; it needs multi-process support: a primary with shared memory,
+    i.e. hugepages and no --no-shconf).  Raises RplbError where unsupported."""
+    if rte_pdump_init() < 0:
+        raise_rte_errno("packet capture (pdump) is unavailable")
+
+
+def pdump_uninit():
+    rte_pdump_uninit()
+
+
 def eal_is_initialized():
     return _eal_initialized
 

@@ -1,4 +1,4 @@
-"""Soak: traffic at full speed while the backend set changes every second.
+"""Under load: traffic at full speed while the backend set changes.
 
 Established flows replay forever (net_pcap infinite_rx → net_null); through
 the control socket one backend is removed and added back in turn, and a
@@ -88,4 +88,49 @@ def test_backend_changes_every_second_at_full_speed(tmp_path):
     ended_on_stable = (sum(b["new_flows"] for b in stable) + stats["events"]["flows_moved"]
                        - sum(b["active_flows"] for b in stable))
     assert ended_on_stable == 0
+    assert stats["events"]["flows_moved"] > 0
+
+
+def test_all_backends_removed_under_load(tmp_path):
+    """Every backend of the service removed while traffic runs at full speed:
+    established flows lose their backend, so their packets are dropped and
+    counted as no_backend; nothing crashes or leaks, and adding a backend
+    back makes traffic flow again."""
+    frames = [Ether() / IP(src=f"198.19.0.{i + 1}", dst="10.0.0.100")
+              / TCP(sport=2000 + i, dport=80, flags="A") for i in range(200)]
+    source = write_pcap(tmp_path / "flows.pcap", frames)
+    config = tmp_path / "services.yaml"
+    config.write_text(yaml.safe_dump({"flow_table_size": 4096, "services": [
+        {"name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
+         "backends": [{"ip": ip, "port": 8080} for ip in STABLE]}]}))
+    sock = str(tmp_path / "rplb.sock")
+    prefix = file_prefix()
+    live = LiveRplb([*eal_args(prefix, [f"net_pcap0,rx_pcap={source},infinite_rx=1",
+                                        "net_null0,no-rx=1"]),
+                     "--", "--config", str(config), "--control-socket", sock,
+                     "--stats-json", str(tmp_path / "stats.json")], prefix, cwd=tmp_path)
+
+    def counters():
+        return request(sock, {"cmd": "stats"})["stats"]
+
+    try:
+        live.wait_for_stderr("forwarding with")
+        time.sleep(0.5)
+        for ip in STABLE:
+            assert request(sock, {"cmd": "backend.del", "service": "web", "ip": ip,
+                                  "port": 8080})["ok"]
+        first = counters()["drops"]["no_backend"]
+        time.sleep(0.5)
+        assert counters()["drops"]["no_backend"] > first            # dropped, counted
+        assert request(sock, {"cmd": "backend.add", "service": "web", "ip": STABLE[0],
+                              "port": 8080})["ok"]
+        sent = counters()["events"]["to_backend"]
+        time.sleep(0.5)
+        assert counters()["events"]["to_backend"] > sent            # flowing again
+        assert live.proc.poll() is None
+    finally:
+        rc, _ = live.stop()
+    assert rc == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["mbufs_in_use_at_exit"] == 0
     assert stats["events"]["flows_moved"] > 0

@@ -306,8 +306,10 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
     parser = StatsParser()
     lines: List[str] = []
     started = time.monotonic()
+    # cwd: away from a source checkout, whose rplb/ would shadow the install.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace")
+                            stdin=subprocess.DEVNULL, text=True, errors="replace",
+                            cwd=Path(capture).parent)
     err_chunks: List[str] = []
     err_thread = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()),
                                   daemon=True)
@@ -538,7 +540,7 @@ def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:
                 "--", "--config", str(services), "--duration", "30"]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, cwd=Path(out).parent)
         first = logged = None
         err_lines: List[str] = []
 

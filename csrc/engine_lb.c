@@ -278,7 +278,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 }
 
 static inline void
-resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_worker *lw,
+resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
 		    void *data, int hit, struct changed *flows_changed, uint64_t now)
 {
@@ -288,7 +288,6 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb *lb, struct rplb_lb_wo
 	struct rplb_flow *flow;
 	uint32_t index, b;
 
-	RTE_SET_USED(lb);
 	if (unlikely(maybe_changed(flows_changed, flow_hash))) {
 		/* An earlier packet of this burst with this key's hash created,
 		 * moved or removed its flow: the bulk lookup's answer for this one
@@ -417,7 +416,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		int hit = (hit_mask >> i) & 1;
 
 		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lb, lw, t, &lookups[i], hashes[i], data[i], hit,
+			resolve_from_client(w, lw, t, &lookups[i], hashes[i], data[i], hit,
 					    &flows_changed, now);
 		else
 			resolve_from_backend(w, lw, t, &lookups[i], data[i], hit, now);

@@ -10,11 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,36 +106,49 @@ def run_cli(args: Sequence[str], timeout: float = 60, cwd=None) -> subprocess.Co
 
 
 class LiveRplb:
-    """rplb-dpdk running in the background (for signals mid-run)."""
+    """rplb-dpdk running in the background (for signals mid-run).
+
+    Two threads drain its stdout and stderr all the time: a pipe nobody
+    reads fills up after 64 KiB and blocks the writer (rplb logs every
+    control change)."""
 
     def __init__(self, argv: Sequence[str], prefix: str, cwd=None):
         self.prefix = prefix
         self.proc = subprocess.Popen([*RPLB, *argv], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, cwd=cwd)
         self.stderr_lines: List[str] = []
-        self._partial = b""
+        self._stdout: List[str] = []
+        self._cursor = 0                     # stderr lines already matched past
+        self._arrived = threading.Condition()
+        self._readers = [threading.Thread(target=self._drain, args=(self.proc.stderr, True),
+                                          daemon=True),
+                         threading.Thread(target=self._drain, args=(self.proc.stdout, False),
+                                          daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, stream, is_stderr: bool) -> None:
+        for line in stream:
+            with self._arrived:
+                (self.stderr_lines if is_stderr else self._stdout).append(line.rstrip("\n"))
+                self._arrived.notify_all()
+        with self._arrived:
+            self._arrived.notify_all()
 
     def wait_for_stderr(self, needle: str, timeout: float = 30) -> str:
-        """Read stderr lines until one contains needle (select() on the raw
-        descriptor: a non-blocking text pipe raises instead of returning)."""
-        fd = self.proc.stderr.fileno()
+        """The next stderr line (after the last one matched) containing needle."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.05)[0]:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break                                   # EOF: the process ended
-                self._partial += chunk
-                *raw_lines, self._partial = self._partial.split(b"\n")
-                lines = [raw.decode(errors="replace") for raw in raw_lines]
-                self.stderr_lines.extend(lines)
-                for line in lines:
-                    if needle in line:
-                        return line
-            elif self.proc.poll() is not None:
-                break
-        raise AssertionError(f"{needle!r} not seen on stderr: {self.stderr_lines} "
-                             f"{self._partial!r}")
+        with self._arrived:
+            while True:
+                for i in range(self._cursor, len(self.stderr_lines)):
+                    if needle in self.stderr_lines[i]:
+                        self._cursor = i + 1
+                        return self.stderr_lines[i]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None
+                                 and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(f"{needle!r} not seen on stderr: {self.stderr_lines}")
+                self._arrived.wait(min(left, 0.1))
 
     def signal(self, signo: int) -> None:
         self.proc.send_signal(signo)
@@ -144,9 +157,9 @@ class LiveRplb:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
+            for reader in self._readers:
+                reader.join(timeout)
         finally:
             remove_runtime_dir(self.prefix)
-        self.stderr_lines.extend((self._partial.decode(errors="replace") + err).splitlines())
-        self._partial = b""
-        return self.proc.returncode, out
+        return self.proc.returncode, "\n".join(self._stdout) + "\n"

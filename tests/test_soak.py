@@ -35,20 +35,27 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_backend_changes_every_second_at_full_speed(tmp_path):
-    frames = [Ether() / IP(src=f"198.18.{i // 250}.{i % 250 + 1}", dst="10.0.0.100")
-              / TCP(sport=1024 + i, dport=80, flags="A") for i in range(FLOWS)]
+def start_at_full_speed(tmp_path, frames, backends, flow_table_size):
+    """rplb replaying frames forever (net_pcap infinite_rx) into net_null,
+    with service web on 10.0.0.100:80 over backends (port 8080)."""
     source = write_pcap(tmp_path / "flows.pcap", frames)
     config = tmp_path / "services.yaml"
-    config.write_text(yaml.safe_dump({"flow_table_size": 8192, "services": [
+    config.write_text(yaml.safe_dump({"flow_table_size": flow_table_size, "services": [
         {"name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
-         "backends": [{"ip": ip, "port": 8080} for ip in STABLE + [TOGGLED]]}]}))
+         "backends": [{"ip": ip, "port": 8080} for ip in backends]}]}))
     sock = str(tmp_path / "rplb.sock")
     prefix = file_prefix()
     live = LiveRplb([*eal_args(prefix, [f"net_pcap0,rx_pcap={source},infinite_rx=1",
                                         "net_null0,no-rx=1"]),
                      "--", "--config", str(config), "--control-socket", sock,
                      "--stats-json", str(tmp_path / "stats.json")], prefix, cwd=tmp_path)
+    return live, sock
+
+
+def test_backend_changes_every_second_at_full_speed(tmp_path):
+    frames = [Ether() / IP(src=f"198.18.{i // 250}.{i % 250 + 1}", dst="10.0.0.100")
+              / TCP(sport=1024 + i, dport=80, flags="A") for i in range(FLOWS)]
+    live, sock = start_at_full_speed(tmp_path, frames, STABLE + [TOGGLED], 8192)
     changes = 0
     try:
         live.wait_for_stderr("forwarding with")
@@ -98,17 +105,7 @@ def test_all_backends_removed_under_load(tmp_path):
     back makes traffic flow again."""
     frames = [Ether() / IP(src=f"198.19.0.{i + 1}", dst="10.0.0.100")
               / TCP(sport=2000 + i, dport=80, flags="A") for i in range(200)]
-    source = write_pcap(tmp_path / "flows.pcap", frames)
-    config = tmp_path / "services.yaml"
-    config.write_text(yaml.safe_dump({"flow_table_size": 4096, "services": [
-        {"name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
-         "backends": [{"ip": ip, "port": 8080} for ip in STABLE]}]}))
-    sock = str(tmp_path / "rplb.sock")
-    prefix = file_prefix()
-    live = LiveRplb([*eal_args(prefix, [f"net_pcap0,rx_pcap={source},infinite_rx=1",
-                                        "net_null0,no-rx=1"]),
-                     "--", "--config", str(config), "--control-socket", sock,
-                     "--stats-json", str(tmp_path / "stats.json")], prefix, cwd=tmp_path)
+    live, sock = start_at_full_speed(tmp_path, frames, STABLE, 4096)
 
     def counters():
         return request(sock, {"cmd": "stats"})["stats"]

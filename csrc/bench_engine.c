@@ -52,7 +52,6 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
-#include <rte_hash.h>
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
@@ -225,8 +224,8 @@ heap_allocated(void)
 }
 
 /* What one stored flow costs in memory: the DPDK heap the flow table of
- * o->flow_table flows takes (record array, free stack, rte_hash with its
- * key store, buckets, extendable buckets and free-slot rings), per flow. */
+ * o->flow_table flows takes (record array, free stack and cuckoo buckets),
+ * per flow. */
 static int
 report_memory(const struct options *o)
 {
@@ -262,15 +261,7 @@ report_memory(const struct options *o)
 static void
 reset_flows(struct rplb_lb *lb)
 {
-	struct rplb_flow_table *ft = lb->workers[0].flows;
-	uint32_t i;
-
-	rte_hash_reset(ft->keys);
-	memset(ft->flows, 0, (size_t)ft->capacity * sizeof(*ft->flows));
-	for (i = 0; i < ft->capacity; i++)
-		ft->free_stack[i] = ft->capacity - 1 - i;
-	ft->free_count = ft->capacity;
-	ft->aging_cursor = 0;
+	rplb_flow_table_reset(lb->workers[0].flows);
 }
 
 /* The timed part: what rplb_worker_main does with one received burst. */

@@ -25,7 +25,7 @@
 #define PREFETCH_AHEAD 4
 #define AGING_BUDGET_BUSY 16
 #define AGING_BUDGET_IDLE 512
-#define SAMPLE_SCAN_LIMIT 65536     /* records looked at per flow-sample request */
+#define SAMPLE_SCAN_LIMIT 65536u    /* records looked at per flow-sample request */
 
 struct lookup {
 	struct rte_mbuf *m;
@@ -100,40 +100,30 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 		 uint8_t direction)
 {
 	const struct rte_ipv4_hdr *ip = lk->parsed.ip;
-	const struct rplb_l4_ports *ports = lk->parsed.l4;
 
 	if (unlikely(rplb_rx_cksum_bad(m))) {
 		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
 		return 0;
 	}
 	lk->m = m;
-	lk->key = (struct rplb_flow_key){
-		.src_ip = ip->src_addr, .dst_ip = ip->dst_addr,
-		.src_port = ports->src_port, .dst_port = ports->dst_port,
-		.proto = ip->next_proto_id, .direction = direction,
-	};
+	/* The addresses and the ports are adjacent on the wire, in the key's
+	 * order: two loads. */
+	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
+	memcpy(&lk->key.src_port, lk->parsed.l4, 2 * sizeof(uint16_t));
+	lk->key.proto = ip->next_proto_id;
+	lk->key.direction = direction;
+	lk->key.zero = 0;
 	return 1;
 }
 
-/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup. */
+/* A frame from the clients to a VIP that is not TCP/UDP to a service. */
 static inline int
-classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
-		     struct rte_mbuf *m, struct lookup *lk)
+classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
+		   enum rplb_parse verdict)
 {
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
-	const struct rplb_l4_ports *ports;
 
-	if (ip == NULL)
-		goto pass;
-	if (!rplb_is_vip(t, ip->dst_addr)) {
-		if (unlikely(t->strict) && rplb_is_backend_ip(t, ip->dst_addr)) {
-			rplb_worker_drop(w, RPLB_DROP_STRICT, m);
-			return 0;
-		}
-		goto pass;
-	}
-
-	switch (rplb_parse_ipv4(m, ip, &lk->parsed)) {
+	switch (verdict) {
 	case RPLB_PARSE_IPV4_BAD:
 	case RPLB_PARSE_L4_BAD:
 		rplb_worker_drop(w, RPLB_DROP_MALFORMED, m);
@@ -144,12 +134,12 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 			rplb_worker_drop(w, RPLB_DROP_FRAGMENT, m);
 			return 0;
 		}
-		goto pass;
+		break;
 	case RPLB_PARSE_ICMP: {
 		struct rte_icmp_hdr *icmp = lk->parsed.l4;
 
 		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
-			goto pass;
+			break;
 		if (unlikely(rplb_rx_cksum_bad(m))) {
 			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
 			return 0;
@@ -159,17 +149,45 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		rplb_worker_send(w, RPLB_FRONTEND, m);
 		return 0;
 	}
-	case RPLB_PARSE_TCP_UDP:
-		break;
 	default:
-		goto pass;
+		break;
 	}
+	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
+	rplb_worker_send(w, RPLB_BACKEND, m);
+	return 0;
+}
 
-	ports = lk->parsed.l4;
-	lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port, ip->next_proto_id);
-	if (lk->service == NULL)
+/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup.
+ * The common case (TCP/UDP to a service) parses once and finds its
+ * service in one probe; only other frames ask whether they are for a VIP. */
+static inline int
+classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
+		     struct rte_mbuf *m, struct lookup *lk)
+{
+	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
+	enum rplb_parse verdict;
+
+	if (ip == NULL)
 		goto pass;
-	return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT);
+	verdict = rplb_parse_ipv4(m, ip, &lk->parsed);
+	if (likely(verdict == RPLB_PARSE_TCP_UDP)) {
+		const struct rplb_l4_ports *ports = lk->parsed.l4;
+
+		lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port,
+						ip->next_proto_id);
+		if (likely(lk->service != NULL))
+			return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT);
+		if (rplb_is_vip(t, ip->dst_addr))
+			goto pass;      /* another port of a VIP */
+	} else if (rplb_is_vip(t, ip->dst_addr)) {
+		return classify_vip_other(w, m, lk, verdict);
+	}
+	/* Not for a VIP: a bump in the wire, unless strict keeps clients
+	 * from reaching the backends directly. */
+	if (unlikely(t->strict) && rplb_is_backend_ip(t, ip->dst_addr)) {
+		rplb_worker_drop(w, RPLB_DROP_STRICT, m);
+		return 0;
+	}
 
 pass:
 	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
@@ -201,25 +219,29 @@ pass:
 
 static inline void
 send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		uint32_t backend_ip, uint16_t backend_port, uint16_t service_id,
-		uint32_t backend_id)
+		const struct rplb_lb_backend *backend, uint16_t service_id)
 {
 	struct rplb_l4_ports *ports = lk->parsed.l4;
 
 	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->dst_addr, &ports->dst_port,
-			       backend_ip, backend_port, w->tx_cksum_offload[RPLB_BACKEND]);
-	count_packet(lw, service_id, backend_id, lk->m->pkt_len);
+			       backend->ip, backend->port, backend->to_backend,
+			       w->tx_cksum_offload[RPLB_BACKEND]);
+	count_packet(lw, service_id, backend->backend_id, lk->m->pkt_len);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
 	rplb_worker_send(w, RPLB_BACKEND, lk->m);
 }
 
+/* The packet's source is (old_ip, old_port), a backend's: it leaves as
+ * (vip, port). */
 static inline void
-send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t vip, uint16_t port)
+send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
+	       uint32_t vip, uint16_t port)
 {
 	struct rplb_l4_ports *ports = lk->parsed.l4;
 
 	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->src_addr, &ports->src_port,
-			       vip, port, w->tx_cksum_offload[RPLB_FRONTEND]);
+			       vip, port, rplb_cksum_deltas(old_ip, old_port, vip, port),
+			       w->tx_cksum_offload[RPLB_FRONTEND]);
 	rplb_worker_send(w, RPLB_FRONTEND, lk->m);
 }
 
@@ -227,25 +249,28 @@ send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t vip, uint16_t 
  * as a 256-bit filter of their top bits: a packet whose bit is clear has
  * an up-to-date bulk lookup answer. */
 struct changed {
+	uint64_t any;
 	uint64_t bits[4];
 };
 
 static inline int
 maybe_changed(const struct changed *c, uint32_t hash)
 {
-	return (c->bits[hash >> 30] >> ((hash >> 24) & 63)) & 1;
+	return c->any && ((c->bits[hash >> 30] >> ((hash >> 24) & 63)) & 1);
 }
 
 static inline void
 mark_changed(struct changed *c, uint32_t hash)
 {
+	c->any = 1;
 	c->bits[hash >> 30] |= 1ull << ((hash >> 24) & 63);
 }
 
-/* The flow's backend is still configured (weight 0 included)?  Otherwise
- * move it to the current Maglev choice.  Returns 0 when the packet must be
- * dropped because the service has no backend left. */
-static inline int
+/* The flow's backend, if it is still configured (weight 0 included);
+ * otherwise the flow moves to the current Maglev choice.  NULL when the
+ * packet must be dropped because the service has no backend left.  The
+ * flow may have been removed (no room for its new key): state FREE. */
+static inline const struct rplb_lb_backend *
 ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	       const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
 	       uint32_t flow_index, uint32_t flow_hash, struct changed *flows_changed)
@@ -255,11 +280,11 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	const struct rplb_lb_backend *backend;
 
 	if (likely(b != RPLB_NO_BACKEND && t->backends[b].backend_id == flow->backend_id))
-		return 1;
+		return &t->backends[b];
 
 	b = rplb_maglev_pick(t, svc, flow_hash);
 	if (b == RPLB_NO_BACKEND)
-		return 0;
+		return NULL;
 	backend = &t->backends[b];
 	count_flow_end(lw, flow);
 	mark_changed(flows_changed, flow_hash);
@@ -268,25 +293,25 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * path still rewrites replies of a backend owned by one service. */
 		rplb_flow_remove(lw->flows, flow_index);
 		w->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
-		return 1;
+		return backend;
 	}
 	flow->backend_id = backend->backend_id;
 	lw->backend_counters[backend->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows++;
 	lw->service_counters[flow->service_id].active_flows++;
 	w->counters.events[RPLB_EV_FLOWS_MOVED]++;
-	return 1;
+	return backend;
 }
 
 static inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    void *data, int hit, struct changed *flows_changed, uint64_t now)
+		    uint32_t index, struct changed *flows_changed, uint32_t now)
 {
 	const struct rplb_lb_service *svc = lk->service;
 	struct rplb_flow_table *ft = lw->flows;
 	const struct rplb_lb_backend *backend;
 	struct rplb_flow *flow;
-	uint32_t index, b;
+	uint32_t b;
 
 	if (unlikely(maybe_changed(flows_changed, flow_hash))) {
 		/* An earlier packet of this burst with this key's hash created,
@@ -294,22 +319,20 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * may be stale (a removed record must never be removed twice).
 		 * Only a packet with the same client key can see a changed
 		 * record, and it has the same hash. */
-		hit = rte_hash_lookup_with_hash_data(ft->keys, &lk->key, flow_hash, &data) >= 0;
+		index = rplb_flow_lookup(ft, &lk->key, flow_hash);
 	}
-	if (hit) {
-		index = (uint32_t)(uintptr_t)data;
+	if (index != RPLB_NO_FLOW) {
 		flow = &ft->flows[index];
 		if (likely(flow->service_id == svc->service_id)) {
-			if (unlikely(!ensure_backend(w, lw, t, svc, index, flow_hash,
-						     flows_changed))) {
+			backend = ensure_backend(w, lw, t, svc, index, flow_hash, flows_changed);
+			if (unlikely(backend == NULL)) {
 				rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
 				return;
 			}
-			if (likely(flow->in_use)) {
-				flow->last_seen_tsc = now;
+			if (likely(flow->state != RPLB_FLOW_FREE)) {
+				flow->last_seen = now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(w, lw, lk, flow->backend_ip, flow->backend_port,
-						flow->service_id, flow->backend_id);
+				send_to_backend(w, lw, lk, backend, flow->service_id);
 				return;
 			}
 		} else {
@@ -334,30 +357,30 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		flow->service_id = svc->service_id;
 		flow->backend_id = backend->backend_id;
 		flow->state = initial_state(&lk->key, lk->parsed.tcp_flags);
-		flow->last_seen_tsc = now;
+		flow->last_seen = now;
 		count_flow_start(lw, svc->service_id, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
 		mark_changed(flows_changed, flow_hash);
 	}
-	send_to_backend(w, lw, lk, backend->ip, backend->port, svc->service_id,
-			backend->backend_id);
+	send_to_backend(w, lw, lk, backend, svc->service_id);
 }
 
 static inline void
 resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
-		     const struct rplb_lb_tables *t, struct lookup *lk, void *data, int hit,
-		     uint64_t now)
+		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
+		     uint32_t now)
 {
 	const struct rplb_lb_service *svc;
 
-	if (hit) {
-		struct rplb_flow *flow = &lw->flows->flows[(uint32_t)(uintptr_t)data];
+	if (index != RPLB_NO_FLOW) {
+		struct rplb_flow *flow = &lw->flows->flows[index];
 
-		flow->last_seen_tsc = now;
+		flow->last_seen = now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
 		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
-		send_to_client(w, lk, flow->client_key.dst_ip, flow->client_key.dst_port);
+		send_to_client(w, lk, flow->backend_ip, flow->backend_port, flow->vip,
+			       flow->vport);
 		return;
 	}
 	if (lk->owner->service_index == RPLB_SERVICE_SHARED) {
@@ -369,7 +392,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	lw->service_counters[svc->service_id].packets++;
 	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
 	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
-	send_to_client(w, lk, svc->vip, svc->port);
+	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
 }
 
 static void
@@ -379,12 +402,12 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	struct rplb_lb *lb = w->engine_state;
 	struct rplb_lb_worker *lw = w->engine_local;
 	const struct rplb_lb_tables *t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+	struct rplb_flow_table *ft = lw->flows;
 	struct lookup lookups[RPLB_BURST];
-	const void *keys[RPLB_BURST];
-	hash_sig_t hashes[RPLB_BURST];
-	void *data[RPLB_BURST];
-	uint64_t hit_mask = 0, now;
+	uint32_t hashes[RPLB_BURST];
+	uint32_t indices[RPLB_BURST];
 	struct changed flows_changed;
+	uint32_t now;
 	uint16_t i, n_lookups = 0;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
@@ -400,8 +423,8 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		else
 			needs_lookup = classify_from_backend(w, t, pkts[i], lk);
 		if (needs_lookup) {
-			keys[n_lookups] = &lk->key;
 			hashes[n_lookups] = rplb_flow_key_hash(&lk->key);
+			rplb_flow_prefetch(ft, hashes[n_lookups]);
 			n_lookups++;
 		}
 	}
@@ -409,44 +432,42 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		return;
 
 	memset(&flows_changed, 0, sizeof(flows_changed));
-	rte_hash_lookup_with_hash_bulk_data(lw->flows->keys, keys, hashes, n_lookups,
-					    &hit_mask, data);
-	now = rte_rdtsc();
+	rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
+			      indices);
+	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (i = 0; i < n_lookups; i++) {
-		int hit = (hit_mask >> i) & 1;
-
 		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, t, &lookups[i], hashes[i], data[i], hit,
+			resolve_from_client(w, lw, t, &lookups[i], hashes[i], indices[i],
 					    &flows_changed, now);
 		else
-			resolve_from_backend(w, lw, t, &lookups[i], data[i], hit, now);
+			resolve_from_backend(w, lw, t, &lookups[i], indices[i], now);
 	}
 }
 
 /* Answer the control plane's request for a sample of flows (between
  * bursts: only this lcore reads its flow table). */
 static void
-copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now)
+copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now_tsc)
 {
 	struct rplb_flow_sample_slot *slot = lw->sample;
 	struct rplb_flow_table *ft = lw->flows;
-	uint64_t ms_tsc = rte_get_tsc_hz() / 1000;
+	uint32_t now = rplb_flow_clock(ft, now_tsc);
+	double ms_per_tick = 1e3 * (double)(1ull << ft->clock_shift) / (double)rte_get_tsc_hz();
 	uint32_t i, count = 0, scan = RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT);
 
 	for (i = 0; i < scan && count < slot->max; i++) {
 		const struct rplb_flow *flow = &ft->flows[i];
 		struct rplb_flow_sample *s = &slot->buffer[count];
 
-		if (!flow->in_use)
+		if (flow->state == RPLB_FLOW_FREE)
 			continue;
 		*s = (struct rplb_flow_sample){
-			.client_ip = flow->client_key.src_ip, .vip = flow->client_key.dst_ip,
-			.backend_ip = flow->backend_ip, .client_port = flow->client_key.src_port,
-			.vport = flow->client_key.dst_port, .backend_port = flow->backend_port,
+			.client_ip = flow->client_ip, .vip = flow->vip,
+			.backend_ip = flow->backend_ip, .client_port = flow->client_port,
+			.vport = flow->vport, .backend_port = flow->backend_port,
 			.service_id = flow->service_id, .backend_id = flow->backend_id,
-			.proto = flow->client_key.proto, .state = flow->state,
-			.idle_ms = (uint32_t)RTE_MIN((now - flow->last_seen_tsc) / ms_tsc,
-						     (uint64_t)UINT32_MAX),
+			.proto = flow->proto, .state = flow->state,
+			.idle_ms = (uint32_t)((uint32_t)(now - flow->last_seen) * ms_per_tick),
 		};
 		count++;
 	}
@@ -457,13 +478,14 @@ copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now)
 /* Incremental aging: a few records per loop iteration, many when idle, so
  * there is never a stop-the-world sweep. */
 static void
-lb_housekeeping(struct rplb_worker *w, uint64_t now, int idle)
+lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 {
 	struct rplb_lb *lb = w->engine_state;
 	struct rplb_lb_worker *lw = w->engine_local;
 	struct rplb_flow_table *ft = lw->flows;
 	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
 	uint32_t cursor = ft->aging_cursor;
+	uint32_t now = rplb_flow_clock(ft, now_tsc);
 	const struct rplb_lb_tables *t;
 
 	/* Between bursts this worker holds no table reference: tell the RCU. */
@@ -475,14 +497,15 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now, int idle)
 		w->counters.events[RPLB_EV_TABLES_SEEN]++;
 	}
 	if (unlikely(__atomic_load_n(&lw->sample->state, __ATOMIC_ACQUIRE) == RPLB_SAMPLE_WANTED))
-		copy_flow_sample(lw, now);
+		copy_flow_sample(lw, now_tsc);
 
 	while (budget-- > 0) {
 		struct rplb_flow *flow = &ft->flows[cursor];
 
-		if (flow->in_use &&
-		    now - flow->last_seen_tsc >
-		    __atomic_load_n(&lb->timeout_tsc[flow->state], __ATOMIC_RELAXED)) {
+		/* The flow clock wraps: idle time is a difference modulo 2^32. */
+		if (flow->state != RPLB_FLOW_FREE &&
+		    (uint32_t)(now - flow->last_seen) >
+		    __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)) {
 			count_flow_end(lw, flow);
 			rplb_flow_remove(ft, cursor);
 			w->counters.events[RPLB_EV_FLOWS_EXPIRED]++;

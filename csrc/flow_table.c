@@ -1,4 +1,9 @@
-/* SPDX-License-Identifier: BSD-3-Clause */
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * flow_table.c: creation of a worker's flow table, and the cuckoo moves
+ * that free a slot when both buckets of a new key are full (the rare path;
+ * lookups, inserts and removals are inline in flow_table.h).
+ */
 #include <errno.h>
 #include <stdio.h>
 
@@ -7,50 +12,83 @@
 
 #include "flow_table.h"
 
-struct rplb_flow_table *
-rplb_flow_table_create(const char *name, uint32_t capacity, int socket_id)
-{
-	struct rte_hash_parameters params = {
-		.name = name,
-		/* Two keys per flow; rte_hash needs at least 8 entries. */
-		.entries = RTE_MAX(2 * capacity, 8u),
-		.key_len = sizeof(struct rplb_flow_key),
-		.hash_func = rte_hash_crc,
-		.hash_func_init_val = 0,
-		.socket_id = socket_id,
-		/* Extendable buckets: the table holds all its entries instead of
-		 * failing inserts early on cuckoo-path exhaustion. */
-		.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE,
-	};
-	struct rplb_flow_table *ft;
-	uint32_t i;
+/* Buckets are sized for both keys of every record at most this full: a
+ * two-choice, 8-way cuckoo table inserts reliably well beyond it. */
+#define MAX_LOAD_PERCENT 85
+#define MIN_BUCKETS 8
+/* Breadth-first search for a path of moves: up to three levels. */
+#define BFS_NODES 128
+/* Four days between wraps of the 32-bit flow clock (timeouts <= 1 day). */
+#define CLOCK_WRAP_SECONDS (4 * 86400ull)
 
-	if (capacity == 0) {
+static uint32_t
+bucket_count(uint32_t capacity)
+{
+	uint64_t keys = 2ull * capacity;
+	uint64_t need = (keys * 100 + RPLB_FT_SLOTS * MAX_LOAD_PERCENT - 1) /
+			(RPLB_FT_SLOTS * MAX_LOAD_PERCENT);
+
+	return (uint32_t)rte_align64pow2(RTE_MAX(need, (uint64_t)MIN_BUCKETS));
+}
+
+uint32_t
+rplb_flow_clock_shift(uint64_t tsc_hz)
+{
+	uint32_t shift = 0;
+
+	while ((1ull << (32 + shift)) / RTE_MAX(tsc_hz, 1ull) < CLOCK_WRAP_SECONDS)
+		shift++;
+	return shift;
+}
+
+void
+rplb_flow_table_reset(struct rplb_flow_table *ft)
+{
+	uint32_t i, j;
+
+	for (i = 0; i <= ft->bucket_mask; i++) {
+		for (j = 0; j < RPLB_FT_SLOTS; j++) {
+			ft->buckets[i].sig[j] = 0;
+			ft->buckets[i].ref[j] = RPLB_FT_EMPTY;
+		}
+	}
+	for (i = 0; i < ft->capacity; i++) {
+		ft->flows[i].state = RPLB_FLOW_FREE;
+		/* Hand out low indices first: they are the warm part of the array. */
+		ft->free_stack[i] = ft->capacity - 1 - i;
+	}
+	ft->free_count = ft->capacity;
+	ft->aging_cursor = 0;
+}
+
+struct rplb_flow_table *
+rplb_flow_table_create(uint32_t capacity, int socket_id)
+{
+	struct rplb_flow_table *ft;
+	uint32_t buckets;
+
+	if (capacity == 0 || capacity > (UINT32_MAX >> 1)) {
 		rte_errno = EINVAL;
 		return NULL;
 	}
+	buckets = bucket_count(capacity);
 	ft = rte_zmalloc_socket("rplb_flow_table", sizeof(*ft), RTE_CACHE_LINE_SIZE, socket_id);
 	if (ft == NULL)
 		goto nomem;
 	ft->capacity = capacity;
+	ft->bucket_mask = buckets - 1;
+	ft->alt_shift = 32 - rte_log2_u32(buckets);
+	ft->clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
+	ft->buckets = rte_malloc_socket("rplb_flow_buckets",
+					(size_t)buckets * sizeof(struct rplb_flow_bucket),
+					RTE_CACHE_LINE_SIZE, socket_id);
 	ft->flows = rte_zmalloc_socket("rplb_flows", (size_t)capacity * sizeof(struct rplb_flow),
 				       RTE_CACHE_LINE_SIZE, socket_id);
 	ft->free_stack = rte_malloc_socket("rplb_flow_free", (size_t)capacity * sizeof(uint32_t),
 					   RTE_CACHE_LINE_SIZE, socket_id);
-	if (ft->flows == NULL || ft->free_stack == NULL)
+	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL)
 		goto nomem;
-	ft->keys = rte_hash_create(&params);
-	if (ft->keys == NULL) {
-		int err = rte_errno;
-
-		rplb_flow_table_free(ft);
-		rte_errno = err;
-		return NULL;
-	}
-	/* Hand out low indices first: they are the warm part of the array. */
-	for (i = 0; i < capacity; i++)
-		ft->free_stack[i] = capacity - 1 - i;
-	ft->free_count = capacity;
+	rplb_flow_table_reset(ft);
 	return ft;
 
 nomem:
@@ -64,18 +102,101 @@ rplb_flow_table_free(struct rplb_flow_table *ft)
 {
 	if (ft == NULL)
 		return;
-	rte_hash_free(ft->keys);
+	rte_free(ft->buckets);
 	rte_free(ft->flows);
 	rte_free(ft->free_stack);
 	rte_free(ft);
 }
 
 size_t
-rplb_flow_table_bytes_per_flow(void)
+rplb_flow_table_bytes_per_flow(uint32_t capacity)
 {
-	/* rte_hash stores per entry the key, a data pointer, and in its buckets
-	 * a 16-bit signature and a 32-bit key index; ext buckets double that. */
-	size_t per_key = sizeof(struct rplb_flow_key) + sizeof(void *) + 2 * (2 + 4);
+	size_t buckets = (size_t)bucket_count(RTE_MAX(capacity, 1u)) *
+			 sizeof(struct rplb_flow_bucket);
 
-	return sizeof(struct rplb_flow) + sizeof(uint32_t) + 2 * per_key;
+	return sizeof(struct rplb_flow) + sizeof(uint32_t) +
+	       (buckets + RTE_MAX(capacity, 1u) - 1) / RTE_MAX(capacity, 1u);
+}
+
+/* A node of the search: a bucket, reached by moving the entry in slot
+ * `slot` of its parent's bucket here (roots: the new key's own buckets). */
+struct bfs_node {
+	uint32_t bucket;
+	int32_t parent;
+	uint32_t slot;
+};
+
+static int
+queued(const struct bfs_node *queue, unsigned int tail, uint32_t bucket)
+{
+	unsigned int i;
+
+	for (i = 0; i < tail; i++)
+		if (queue[i].bucket == bucket)
+			return 1;
+	return 0;
+}
+
+static void
+move_entry(struct rplb_flow_table *ft, uint32_t from_bucket, uint32_t from_slot,
+	   uint32_t to_bucket, uint32_t to_slot)
+{
+	struct rplb_flow_bucket *from = &ft->buckets[from_bucket];
+	struct rplb_flow_bucket *to = &ft->buckets[to_bucket];
+
+	to->sig[to_slot] = from->sig[from_slot];
+	to->ref[to_slot] = from->ref[from_slot];
+	from->sig[from_slot] = 0;
+	from->ref[from_slot] = RPLB_FT_EMPTY;
+}
+
+/* Breadth-first over buckets, so the path of moves is the shortest; no
+ * bucket is visited twice, so a path never moves an entry it has already
+ * moved.  The moves run from the far end back to the new key's bucket:
+ * each entry moves into a slot just vacated, to its other bucket. */
+int64_t
+rplb_flow_make_room(struct rplb_flow_table *ft, uint32_t hash)
+{
+	struct bfs_node queue[BFS_NODES];
+	unsigned int head = 0, tail = 0;
+	uint32_t first = rplb_ft_primary(ft, hash), second = rplb_ft_secondary(ft, hash);
+
+	queue[tail++] = (struct bfs_node){first, -1, 0};
+	if (second != first)
+		queue[tail++] = (struct bfs_node){second, -1, 0};
+
+	for (; head < tail; head++) {
+		const struct rplb_flow_bucket *bucket = &ft->buckets[queue[head].bucket];
+		uint32_t slot;
+
+		for (slot = 0; slot < RPLB_FT_SLOTS; slot++) {
+			uint32_t sig = bucket->sig[slot];
+			uint32_t home = rplb_ft_primary(ft, sig);
+			uint32_t other = home == queue[head].bucket ? rplb_ft_secondary(ft, sig) : home;
+			uint32_t free_slots;
+			int32_t node;
+
+			if (other == queue[head].bucket)
+				continue;
+			free_slots = rplb_ft_match8(ft->buckets[other].ref, RPLB_FT_EMPTY);
+			if (free_slots != 0) {
+				uint32_t vacated = slot;
+
+				move_entry(ft, queue[head].bucket, slot, other,
+					   (uint32_t)__builtin_ctz(free_slots));
+				for (node = (int32_t)head; queue[node].parent >= 0;
+				     node = queue[node].parent) {
+					const struct bfs_node *n = &queue[node];
+
+					move_entry(ft, queue[n->parent].bucket, n->slot, n->bucket,
+						   vacated);
+					vacated = n->slot;
+				}
+				return queue[node].bucket;
+			}
+			if (tail < BFS_NODES && !queued(queue, tail, other))
+				queue[tail++] = (struct bfs_node){other, (int32_t)head, slot};
+		}
+	}
+	return -1;
 }

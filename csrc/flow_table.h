@@ -2,55 +2,99 @@
  *
  * flow_table.h: the flows of one worker lcore.
  *
- * One record per flow, reachable through two rte_hash keys: the client-side
+ * One 32-byte record per flow, reachable through two keys: the client-side
  * 5-tuple (client -> vip:port) and the backend-side one (backend -> client),
- * so both directions find it with one bulk lookup.  Only the owning worker
- * touches it: no locks, no RCU.  Records come from a preallocated stack:
- * nothing is allocated per packet.
+ * so both directions find it with one bulk lookup.
+ *
+ * The index is a bucketised cuckoo hash built for this one job (after
+ * Katran's and GLB's "flow table is the fast path" lesson): a bucket is one
+ * cache line of 8 (32-bit signature, 32-bit reference) pairs, a reference
+ * is record index << 1 | direction, and keys are not stored at all: a
+ * signature match is confirmed against the record, which the packet needs
+ * next anyway.  A lookup therefore touches one bucket line and one record,
+ * both prefetched a burst ahead.
+ *
+ * Only the owning worker touches it: no locks, no RCU, no atomics.  Records
+ * come from a preallocated stack and the buckets are sized for the record
+ * count at most 85% full: nothing is allocated per packet.
  */
 #ifndef RPLB_FLOW_TABLE_H
 #define RPLB_FLOW_TABLE_H
 
 #include <stdint.h>
+#include <string.h>
 
+#include <rte_common.h>
 #include <rte_debug.h>
-#include <rte_hash.h>
 #include <rte_hash_crc.h>
+#include <rte_prefetch.h>
 #if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
 #include <nmmintrin.h>
 #endif
-#include <string.h>
 
 #include "packet.h"
 
 #define RPLB_NO_FLOW UINT32_MAX
+#define RPLB_FLOW_FREE 0xff              /* rplb_flow.state of an unused record */
+#define RPLB_FT_SLOTS 8                  /* per bucket */
+#define RPLB_FT_EMPTY UINT32_MAX         /* reference of an empty slot */
 
 struct rplb_flow {
-	struct rplb_flow_key client_key;
+	/* The client-side 5-tuple: client_ip..vport in the order of
+	 * struct rplb_flow_key's first 12 bytes, so one key compares in two
+	 * loads. */
+	uint32_t client_ip;
+	uint32_t vip;
+	uint16_t client_port;
+	uint16_t vport;
 	uint32_t backend_ip;
 	uint16_t backend_port;
 	uint16_t service_id;
 	uint32_t backend_id;
-	uint8_t state;              /* enum rplb_flow_state */
-	uint8_t in_use;
+	uint32_t last_seen;         /* rplb_flow_clock() ticks */
+	uint8_t proto;
+	uint8_t state;              /* enum rplb_flow_state, or RPLB_FLOW_FREE */
 	uint16_t reserved;
-	uint64_t last_seen_tsc;
 };
 
+struct rplb_flow_bucket {
+	uint32_t sig[RPLB_FT_SLOTS];     /* the key's full 32-bit hash */
+	uint32_t ref[RPLB_FT_SLOTS];     /* record << 1 | direction, or EMPTY */
+} __rte_cache_aligned;
+
 struct rplb_flow_table {
-	struct rte_hash *keys;      /* key -> (void *)(uintptr_t)record index */
+	struct rplb_flow_bucket *buckets;
 	struct rplb_flow *flows;
 	uint32_t *free_stack;
+	uint32_t bucket_mask;
+	uint32_t alt_shift;              /* 32 - log2(bucket count) */
 	uint32_t free_count;
 	uint32_t capacity;
 	uint32_t aging_cursor;
+	uint32_t clock_shift;            /* tsc >> clock_shift = flow clock tick */
 };
 
-struct rplb_flow_table *rplb_flow_table_create(const char *name, uint32_t capacity,
-					       int socket_id);
+struct rplb_flow_table *rplb_flow_table_create(uint32_t capacity, int socket_id);
 void rplb_flow_table_free(struct rplb_flow_table *ft);
-/* Bytes one stored flow costs: its record plus two keys in the hash. */
-size_t rplb_flow_table_bytes_per_flow(void);
+/* Forget every flow (the benchmark's "new flows" case refills it). */
+void rplb_flow_table_reset(struct rplb_flow_table *ft);
+/* Bytes one stored flow costs in a table of this capacity: its record, its
+ * free-stack entry and its share of the buckets. */
+size_t rplb_flow_table_bytes_per_flow(uint32_t capacity);
+/* The flow clock: tsc >> shift, with a 32-bit tick that wraps after no less
+ * than four days (twice the longest timeout), so idle times compare
+ * modulo 2^32 and a record stays 32 bytes. */
+uint32_t rplb_flow_clock_shift(uint64_t tsc_hz);
+
+/* Free a slot in one of the two buckets of hash (cuckoo moves); returns
+ * the bucket index, or -1 when no path of moves was found. */
+int64_t rplb_flow_make_room(struct rplb_flow_table *ft, uint32_t hash);
+
+static inline uint32_t
+rplb_flow_clock(const struct rplb_flow_table *ft, uint64_t tsc)
+{
+	return (uint32_t)(tsc >> ft->clock_shift);
+}
 
 /* rte_hash_crc(key, 16, 0), without its loop and its run-time check of
  * the CRC32 instruction (the build's -march has SSE4.2). */
@@ -67,25 +111,222 @@ rplb_flow_key_hash(const struct rplb_flow_key *key)
 #endif
 }
 
+/* A key's two buckets: the low bits of its hash, and the high bits of the
+ * hash times the golden ratio (independent enough of the low bits). */
+static inline uint32_t
+rplb_ft_primary(const struct rplb_flow_table *ft, uint32_t hash)
+{
+	return hash & ft->bucket_mask;
+}
+
+static inline uint32_t
+rplb_ft_secondary(const struct rplb_flow_table *ft, uint32_t hash)
+{
+	return (uint32_t)((hash * 0x9e3779b1u) >> ft->alt_shift) & ft->bucket_mask;
+}
+
+/* Bit i set where word i of the bucket's 8 equals value. */
+static inline uint32_t
+rplb_ft_match8(const uint32_t words[RPLB_FT_SLOTS], uint32_t value)
+{
+#if defined(RTE_ARCH_X86_64)
+	__m128i v = _mm_set1_epi32((int)value);
+	__m128i lo = _mm_cmpeq_epi32(_mm_load_si128((const __m128i *)words), v);
+	__m128i hi = _mm_cmpeq_epi32(_mm_load_si128((const __m128i *)words + 1), v);
+
+	return (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(lo)) |
+	       (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(hi)) << 4;
+#else
+	uint32_t mask = 0, i;
+
+	for (i = 0; i < RPLB_FT_SLOTS; i++)
+		mask |= (uint32_t)(words[i] == value) << i;
+	return mask;
+#endif
+}
+
+/* Start loading the bucket a lookup of hash reads first. */
+static inline void
+rplb_flow_prefetch(const struct rplb_flow_table *ft, uint32_t hash)
+{
+	rte_prefetch0(&ft->buckets[rplb_ft_primary(ft, hash)]);
+}
+
 static inline void
 rplb_backend_key(const struct rplb_flow *flow, struct rplb_flow_key *key)
 {
-	key->src_ip = flow->backend_ip;
-	key->dst_ip = flow->client_key.src_ip;
-	key->src_port = flow->backend_port;
-	key->dst_port = flow->client_key.src_port;
-	key->proto = flow->client_key.proto;
-	key->direction = RPLB_DIR_BACKEND;
-	key->zero = 0;
+	*key = (struct rplb_flow_key){
+		.src_ip = flow->backend_ip, .dst_ip = flow->client_ip,
+		.src_port = flow->backend_port, .dst_port = flow->client_port,
+		.proto = flow->proto, .direction = RPLB_DIR_BACKEND,
+	};
 }
 
-/* Store a new flow under both keys.  Returns its record index, or
- * RPLB_NO_FLOW when the table is full (nothing is left half-inserted). */
+static inline void
+rplb_client_key(const struct rplb_flow *flow, struct rplb_flow_key *key)
+{
+	*key = (struct rplb_flow_key){
+		.src_ip = flow->client_ip, .dst_ip = flow->vip,
+		.src_port = flow->client_port, .dst_port = flow->vport,
+		.proto = flow->proto, .direction = RPLB_DIR_CLIENT,
+	};
+}
+
+/* Does the record hold this key (in the key's direction)? */
+static inline int
+rplb_flow_has_key(const struct rplb_flow *flow, const struct rplb_flow_key *key)
+{
+	uint64_t key_addrs, flow_addrs;
+	uint32_t key_ports, flow_ports;
+
+	if (key->direction == RPLB_DIR_CLIENT) {
+		/* client_ip, vip, client_port, vport line up with the key. */
+		memcpy(&key_addrs, key, sizeof(key_addrs));
+		memcpy(&flow_addrs, &flow->client_ip, sizeof(flow_addrs));
+		memcpy(&key_ports, &key->src_port, sizeof(key_ports));
+		memcpy(&flow_ports, &flow->client_port, sizeof(flow_ports));
+		return key_addrs == flow_addrs && key_ports == flow_ports &&
+		       key->proto == flow->proto;
+	}
+	return key->src_ip == flow->backend_ip && key->dst_ip == flow->client_ip &&
+	       key->src_port == flow->backend_port && key->dst_port == flow->client_port &&
+	       key->proto == flow->proto;
+}
+
+/* The record of key among the signature matches of one bucket. */
+static inline uint32_t
+rplb_ft_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_bucket *bucket,
+		uint32_t matches, const struct rplb_flow_key *key)
+{
+	while (matches != 0) {
+		uint32_t ref = bucket->ref[__builtin_ctz(matches)];
+
+		if (ref != RPLB_FT_EMPTY && (ref & 1) == key->direction &&
+		    rplb_flow_has_key(&ft->flows[ref >> 1], key))
+			return ref >> 1;
+		matches &= matches - 1;
+	}
+	return RPLB_NO_FLOW;
+}
+
+/* The record index of key, or RPLB_NO_FLOW. */
+static inline uint32_t
+rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+		 uint32_t hash)
+{
+	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+	uint32_t index = rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
+
+	if (index != RPLB_NO_FLOW)
+		return index;
+	bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
+}
+
+/* Look up n keys (n <= 64), in two passes so the loads overlap: first the
+ * signatures of every primary bucket (prefetched by rplb_flow_prefetch
+ * while the burst was classified), prefetching each candidate record, or
+ * the secondary bucket where nothing matched; then the confirmations. */
+static inline void
+rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
+		      size_t key_stride, const uint32_t *hashes, unsigned int n,
+		      uint32_t *index_out)
+{
+	uint32_t matches[64];
+	unsigned int i;
+
+	for (i = 0; i < n; i++) {
+		const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
+		uint32_t m = rplb_ft_match8(bucket->sig, hashes[i]);
+
+		matches[i] = m;
+		if (likely(m != 0)) {
+			uint32_t ref = bucket->ref[__builtin_ctz(m)];
+
+			if (likely(ref != RPLB_FT_EMPTY))
+				rte_prefetch0(&ft->flows[ref >> 1]);
+		} else {
+			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
+		}
+	}
+	for (i = 0; i < n; i++) {
+		const struct rplb_flow_key *key =
+			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);
+		const struct rplb_flow_bucket *bucket;
+		uint32_t index = RPLB_NO_FLOW;
+
+		if (matches[i] != 0) {
+			bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
+			index = rplb_ft_confirm(ft, bucket, matches[i], key);
+		}
+		if (index == RPLB_NO_FLOW) {
+			bucket = &ft->buckets[rplb_ft_secondary(ft, hashes[i])];
+			index = rplb_ft_confirm(ft, bucket,
+						rplb_ft_match8(bucket->sig, hashes[i]), key);
+		}
+		index_out[i] = index;
+	}
+}
+
+/* Put ref under hash; 0, or -1 when both buckets are full and no cuckoo
+ * path frees one. */
+static inline int
+rplb_ft_link(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
+{
+	struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+	uint32_t free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
+
+	if (free_slots == 0) {
+		bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+		free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
+		if (free_slots == 0) {
+			int64_t b = rplb_flow_make_room(ft, hash);
+
+			if (b < 0)
+				return -1;
+			bucket = &ft->buckets[b];
+			free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
+			RTE_ASSERT(free_slots != 0);
+		}
+	}
+	bucket->sig[__builtin_ctz(free_slots)] = hash;
+	bucket->ref[__builtin_ctz(free_slots)] = ref;
+	return 0;
+}
+
+/* Remove ref from hash's buckets (no-op when it is not there). */
+static inline void
+rplb_ft_unlink(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
+{
+	struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+	uint32_t slots = rplb_ft_match8(bucket->ref, ref);
+
+	if (slots == 0) {
+		bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+		slots = rplb_ft_match8(bucket->ref, ref);
+		if (slots == 0)
+			return;
+	}
+	bucket->sig[__builtin_ctz(slots)] = 0;
+	bucket->ref[__builtin_ctz(slots)] = RPLB_FT_EMPTY;
+}
+
+static inline uint32_t
+rplb_flow_backend_hash(const struct rplb_flow *flow)
+{
+	struct rplb_flow_key key;
+
+	rplb_backend_key(flow, &key);
+	return rplb_flow_key_hash(&key);
+}
+
+/* Store a new flow under both keys.  Returns its record index (the caller
+ * fills service_id, backend_id, state and last_seen), or RPLB_NO_FLOW when
+ * the table is full (nothing is left half-inserted). */
 static inline uint32_t
 rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_key,
 		 uint32_t client_hash, uint32_t backend_ip, uint16_t backend_port)
 {
-	struct rplb_flow_key backend_key;
 	struct rplb_flow *flow;
 	uint32_t index;
 
@@ -93,55 +334,51 @@ rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_
 		return RPLB_NO_FLOW;
 	index = ft->free_stack[ft->free_count - 1];
 	flow = &ft->flows[index];
-	flow->client_key = *client_key;
+	flow->client_ip = client_key->src_ip;
+	flow->vip = client_key->dst_ip;
+	flow->client_port = client_key->src_port;
+	flow->vport = client_key->dst_port;
+	flow->proto = client_key->proto;
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
-	rplb_backend_key(flow, &backend_key);
 
-	if (unlikely(rte_hash_add_key_with_hash_data(ft->keys, client_key, client_hash,
-						     (void *)(uintptr_t)index) < 0))
+	if (unlikely(rplb_ft_link(ft, client_hash, index << 1 | RPLB_DIR_CLIENT) < 0))
 		return RPLB_NO_FLOW;
-	if (unlikely(rte_hash_add_key_with_hash_data(ft->keys, &backend_key,
-						     rplb_flow_key_hash(&backend_key),
-						     (void *)(uintptr_t)index) < 0)) {
-		rte_hash_del_key_with_hash(ft->keys, client_key, client_hash);
+	if (unlikely(rplb_ft_link(ft, rplb_flow_backend_hash(flow),
+				  index << 1 | RPLB_DIR_BACKEND) < 0)) {
+		rplb_ft_unlink(ft, client_hash, index << 1 | RPLB_DIR_CLIENT);
 		return RPLB_NO_FLOW;
 	}
 	ft->free_count--;
-	flow->in_use = 1;
 	return index;
 }
 
-/* Point an existing flow at another backend (its old one was removed). */
+/* Point an existing flow at another backend (its old one was removed).
+ * On failure (-1: no room for the new backend key) the flow has no backend
+ * key and must be removed. */
 static inline int
 rplb_flow_move(struct rplb_flow_table *ft, uint32_t index, uint32_t backend_ip,
 	       uint16_t backend_port)
 {
 	struct rplb_flow *flow = &ft->flows[index];
-	struct rplb_flow_key backend_key;
 
-	rplb_backend_key(flow, &backend_key);
-	rte_hash_del_key_with_hash(ft->keys, &backend_key, rplb_flow_key_hash(&backend_key));
+	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
-	rplb_backend_key(flow, &backend_key);
-	return rte_hash_add_key_with_hash_data(ft->keys, &backend_key,
-					       rplb_flow_key_hash(&backend_key),
-					       (void *)(uintptr_t)index);
+	return rplb_ft_link(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
 }
 
 static inline void
 rplb_flow_remove(struct rplb_flow_table *ft, uint32_t index)
 {
 	struct rplb_flow *flow = &ft->flows[index];
-	struct rplb_flow_key backend_key;
+	struct rplb_flow_key client_key;
 
-	RTE_ASSERT(flow->in_use && ft->free_count < ft->capacity);
-	rplb_backend_key(flow, &backend_key);
-	rte_hash_del_key_with_hash(ft->keys, &flow->client_key,
-				   rplb_flow_key_hash(&flow->client_key));
-	rte_hash_del_key_with_hash(ft->keys, &backend_key, rplb_flow_key_hash(&backend_key));
-	flow->in_use = 0;
+	RTE_ASSERT(flow->state != RPLB_FLOW_FREE && ft->free_count < ft->capacity);
+	rplb_client_key(flow, &client_key);
+	rplb_ft_unlink(ft, rplb_flow_key_hash(&client_key), index << 1 | RPLB_DIR_CLIENT);
+	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
+	flow->state = RPLB_FLOW_FREE;
 	ft->free_stack[ft->free_count++] = index;
 }
 

@@ -10,6 +10,7 @@
 #define RPLB_LB_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
@@ -35,9 +36,12 @@ struct rplb_lb_backend {
 	uint16_t port;
 	uint16_t service_index;
 	uint32_t backend_id;
+	/* Checksum changes of rewriting the service's vip:port to ip:port. */
+	struct rplb_cksum_deltas to_backend;
 };
 
-/* Open-addressing slot: (vip, port, proto) -> service index + 1. */
+/* Open-addressing slot: (vip, port, proto) -> service index.  The first
+ * 8 bytes compare as one word (rplb_slot_word). */
 struct rplb_service_slot {
 	uint32_t vip;
 	uint16_t port;
@@ -46,7 +50,8 @@ struct rplb_service_slot {
 	uint16_t service_index;
 };
 
-/* Open-addressing slot: backend (ip, port, proto) -> owning service. */
+/* Open-addressing slot: backend (ip, port, proto) -> owning service; same
+ * first 8 bytes as rplb_service_slot. */
 struct rplb_owner_slot {
 	uint32_t ip;
 	uint16_t port;
@@ -100,7 +105,7 @@ struct rplb_lb {
 	struct rplb_lb_tables *tables;          /* the published generation */
 	struct rte_rcu_qsbr *qsbr;
 	uint32_t flow_table_size;
-	uint64_t timeout_tsc[RPLB_FLOW_STATES];
+	uint32_t timeout_ticks[RPLB_FLOW_STATES];   /* in flow clock ticks */
 	int socket_id;
 	unsigned int max_workers;
 	unsigned int n_workers;
@@ -124,26 +129,53 @@ rplb_lookup_hash(uint32_t addr, uint16_t port, uint8_t proto)
 	return rplb_crc32_4byte(addr, ((uint32_t)port << 8) | proto);
 }
 
+/* The (addr, port, proto, used) head of a slot as one 64-bit word: a probe
+ * is one compare, and an empty slot (used 0) never equals a wanted word. */
+static inline uint64_t
+rplb_slot_word(uint32_t addr, uint16_t port, uint8_t proto)
+{
+	struct rplb_service_slot head = {.vip = addr, .port = port, .proto = proto, .used = 1};
+	uint64_t word;
+
+	memcpy(&word, &head, sizeof(word));
+	return word;
+}
+
+/* Index of the slot whose head is want, or -1 (open addressing, linear
+ * probing; slots is an array of stride-byte slots). */
+static inline int64_t
+rplb_find_slot(const void *slots, size_t stride, uint32_t mask, uint32_t hash, uint64_t want)
+{
+	uint32_t i = hash & mask;
+
+	for (;; i = (i + 1) & mask) {
+		const struct rplb_service_slot *s =
+			(const struct rplb_service_slot *)((const char *)slots + i * stride);
+		uint64_t word;
+
+		memcpy(&word, s, sizeof(word));
+		if (word == want)
+			return i;
+		if (!s->used)
+			return -1;
+	}
+}
+
 static inline const struct rplb_lb_service *
 rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, uint8_t proto)
 {
-	uint32_t i = rplb_lookup_hash(vip, port, proto) & t->service_mask;
+	int64_t i = rplb_find_slot(t->service_slots, sizeof(*t->service_slots), t->service_mask,
+				   rplb_lookup_hash(vip, port, proto),
+				   rplb_slot_word(vip, port, proto));
 
-	for (;; i = (i + 1) & t->service_mask) {
-		const struct rplb_service_slot *s = &t->service_slots[i];
-
-		if (!s->used)
-			return NULL;
-		if (s->vip == vip && s->port == port && s->proto == proto)
-			return &t->services[s->service_index];
-	}
+	return i < 0 ? NULL : &t->services[t->service_slots[i].service_index];
 }
 
 /* Membership in an open-addressing set of addresses (0 marks empty). */
 static inline int
 rplb_address_in(const uint32_t *slots, uint32_t mask, uint32_t addr)
 {
-	uint32_t i = rte_hash_crc_4byte(addr, 0) & mask;
+	uint32_t i = rplb_crc32_4byte(addr, 0) & mask;
 
 	for (;; i = (i + 1) & mask) {
 		if (slots[i] == 0)
@@ -168,16 +200,11 @@ rplb_is_backend_ip(const struct rplb_lb_tables *t, uint32_t addr)
 static inline const struct rplb_owner_slot *
 rplb_find_owner(const struct rplb_lb_tables *t, uint32_t ip, uint16_t port, uint8_t proto)
 {
-	uint32_t i = rplb_lookup_hash(ip, port, proto) & t->owner_mask;
+	int64_t i = rplb_find_slot(t->owner_slots, sizeof(*t->owner_slots), t->owner_mask,
+				   rplb_lookup_hash(ip, port, proto),
+				   rplb_slot_word(ip, port, proto));
 
-	for (;; i = (i + 1) & t->owner_mask) {
-		const struct rplb_owner_slot *s = &t->owner_slots[i];
-
-		if (!s->used)
-			return NULL;
-		if (s->ip == ip && s->port == port && s->proto == proto)
-			return s;
-	}
+	return i < 0 ? NULL : &t->owner_slots[i];
 }
 
 /* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */

@@ -65,7 +65,7 @@ add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
 {
 	uint32_t i;
 
-	for (i = rte_hash_crc_4byte(addr, 0) & mask; slots[i] != 0 && slots[i] != addr;
+	for (i = rplb_crc32_4byte(addr, 0) & mask; slots[i] != 0 && slots[i] != addr;
 	     i = (i + 1) & mask)
 		;
 	slots[i] = addr;
@@ -108,6 +108,15 @@ validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
 		    sp->n_backends > n_backends - sp->first_backend) {
 			LOG(ERR, "tables: service spec %u is invalid", s);
 			return -EINVAL;
+		}
+		/* A backend belongs to the one service whose range holds it (its
+		 * checksum deltas and its owner slot depend on that service). */
+		for (b = sp->first_backend; b < sp->first_backend + sp->n_backends; b++) {
+			if (backends[b].service_index != s) {
+				LOG(ERR, "tables: backend spec %u is in the range of service %u "
+				    "but names service %u", b, s, backends[b].service_index);
+				return -EINVAL;
+			}
 		}
 		for (i = 0; i < maglev_size; i++) {
 			int32_t owner = maglev[(size_t)s * maglev_size + i];
@@ -230,7 +239,10 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 
 	for (b = 0; b < n_backends; b++) {
 		const struct rplb_backend_spec *bp = &backends[b];
-		uint8_t proto = services[bp->service_index].proto;
+		const struct rplb_service_spec *sp = &services[bp->service_index];
+		uint8_t proto = sp->proto;
+
+		t->backends[b].to_backend = rplb_cksum_deltas(sp->vip, sp->port, bp->ip, bp->port);
 
 		if (bp->ip != 0)
 			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);
@@ -336,12 +348,17 @@ rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STAT
 	unsigned int i;
 
 	for (i = 0; i < RPLB_FLOW_STATES; i++)
-		if (timeout_s[i] == 0)
+		/* The flow clock wraps after 4 days: longer timeouts are refused. */
+		if (timeout_s[i] == 0 || timeout_s[i] > RPLB_MAX_TIMEOUT_S)
 			return -EINVAL;
-	/* Each value is one aligned 64-bit store: a worker reads old or new. */
-	for (i = 0; i < RPLB_FLOW_STATES; i++)
-		__atomic_store_n(&lb->timeout_tsc[i], (uint64_t)timeout_s[i] * rte_get_tsc_hz(),
+	/* Each value is one aligned 32-bit store: a worker reads old or new. */
+	for (i = 0; i < RPLB_FLOW_STATES; i++) {
+		uint64_t ticks = ((uint64_t)timeout_s[i] * rte_get_tsc_hz()) >>
+				 rplb_flow_clock_shift(rte_get_tsc_hz());
+
+		__atomic_store_n(&lb->timeout_ticks[i], (uint32_t)RTE_MAX(ticks, 1ull),
 				 __ATOMIC_RELAXED);
+	}
 	return 0;
 }
 
@@ -349,7 +366,6 @@ int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
 	struct rplb_lb_worker *lw;
-	char name[RTE_HASH_NAMESIZE];
 	unsigned int index = lb->n_workers;
 	int rc;
 
@@ -358,8 +374,7 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 	lw = &lb->workers[index];
 	memset(lw, 0, sizeof(*lw));
 	lw->lcore_id = lcore_id;
-	snprintf(name, sizeof(name), "rplb_flows_%u", lcore_id);
-	lw->flows = rplb_flow_table_create(name, lb->flow_table_size, lb->socket_id);
+	lw->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
 	lw->service_counters = rte_zmalloc_socket("rplb_service_counters",
 		RPLB_MAX_SERVICES * sizeof(*lw->service_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
@@ -454,6 +469,5 @@ rplb_lb_worker_count(const struct rplb_lb *lb)
 size_t
 rplb_lb_flow_memory(const struct rplb_lb *lb)
 {
-	RTE_SET_USED(lb);
-	return rplb_flow_table_bytes_per_flow();
+	return rplb_flow_table_bytes_per_flow(lb->flow_table_size);
 }

@@ -63,20 +63,18 @@ rplb_ipv4_header(struct rte_mbuf *m)
 	return (struct rte_ipv4_hdr *)(eth + 1);
 }
 
-/* Validates everything a rewrite depends on: version, IHL, total length
- * against the frame, fragment bits, and that the L4 header lies within the
- * first segment and within the IPv4 total length. */
-static inline enum rplb_parse
-rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed *out)
+/* rplb_parse_ipv4 for a header length known here (ihl bytes); always
+ * inlined, so the common 20-byte header gets its checks constant-folded. */
+static __rte_always_inline enum rplb_parse
+rplb_parse_ipv4_ihl(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed *out,
+		    uint32_t ihl)
 {
 	uint32_t l3_room = m->data_len - sizeof(struct rte_ether_hdr);
-	uint32_t frame_l3 = m->pkt_len - sizeof(struct rte_ether_hdr);
-	uint32_t ihl = (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4;
 	uint32_t total = rte_be_to_cpu_16(ip->total_length);
 	uint32_t l4_need;
 
-	if (unlikely((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip) || ihl > l3_room ||
-		     total < ihl || total > frame_l3))
+	if (unlikely(ihl > l3_room || total < ihl ||
+		     total > m->pkt_len - sizeof(struct rte_ether_hdr)))
 		return RPLB_PARSE_IPV4_BAD;
 	if (unlikely(ip->fragment_offset &
 		     RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)))
@@ -85,10 +83,19 @@ rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed 
 	out->ip = ip;
 	out->l3_len = ihl;
 	out->l4 = (uint8_t *)ip + ihl;
+	if (likely(ip->next_proto_id == IPPROTO_TCP)) {
+		struct rte_tcp_hdr *tcp = out->l4;
+		uint32_t doff;
+
+		if (unlikely(ihl + sizeof(*tcp) > RTE_MIN(total, l3_room)))
+			return RPLB_PARSE_L4_BAD;
+		doff = (tcp->data_off >> 4) * 4;
+		if (unlikely(doff < sizeof(*tcp) || ihl + doff > total))
+			return RPLB_PARSE_L4_BAD;
+		out->tcp_flags = tcp->tcp_flags;
+		return RPLB_PARSE_TCP_UDP;
+	}
 	switch (ip->next_proto_id) {
-	case IPPROTO_TCP:
-		l4_need = sizeof(struct rte_tcp_hdr);
-		break;
 	case IPPROTO_UDP:
 		l4_need = sizeof(struct rte_udp_hdr);
 		break;
@@ -98,21 +105,25 @@ rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed 
 	default:
 		return RPLB_PARSE_IPV4_OTHER;
 	}
-	if (unlikely(ihl + l4_need > total || ihl + l4_need > l3_room))
+	if (unlikely(ihl + l4_need > RTE_MIN(total, l3_room)))
 		return RPLB_PARSE_L4_BAD;
-	if (ip->next_proto_id == IPPROTO_ICMP)
-		return RPLB_PARSE_ICMP;
-	if (ip->next_proto_id == IPPROTO_TCP) {
-		struct rte_tcp_hdr *tcp = out->l4;
-		uint32_t doff = (tcp->data_off >> 4) * 4;
+	out->tcp_flags = 0;
+	return ip->next_proto_id == IPPROTO_UDP ? RPLB_PARSE_TCP_UDP : RPLB_PARSE_ICMP;
+}
 
-		if (unlikely(doff < sizeof(*tcp) || ihl + doff > total))
-			return RPLB_PARSE_L4_BAD;
-		out->tcp_flags = tcp->tcp_flags;
-	} else {
-		out->tcp_flags = 0;
-	}
-	return RPLB_PARSE_TCP_UDP;
+/* Validates everything a rewrite depends on: version, IHL, total length
+ * against the frame, fragment bits, and that the L4 header lies within the
+ * first segment and within the IPv4 total length. */
+static inline enum rplb_parse
+rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed *out)
+{
+	uint32_t ihl = (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4;
+
+	if (likely(ip->version_ihl == RTE_IPV4_VHL_DEF))
+		return rplb_parse_ipv4_ihl(m, ip, out, sizeof(*ip));
+	if (unlikely((ip->version_ihl >> 4) != 4 || ihl < sizeof(*ip)))
+		return RPLB_PARSE_IPV4_BAD;
+	return rplb_parse_ipv4_ihl(m, ip, out, ihl);
 }
 
 /* The NIC verified a checksum and found it wrong.  Without RX checksum
@@ -122,6 +133,10 @@ rplb_parse_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_parsed 
 static inline int
 rplb_rx_cksum_bad(const struct rte_mbuf *m)
 {
+	/* BAD and NONE both have the BAD bit; neither set is the common case
+	 * (GOOD, or UNKNOWN without RX offload). */
+	if (likely(!(m->ol_flags & (RTE_MBUF_F_RX_IP_CKSUM_BAD | RTE_MBUF_F_RX_L4_CKSUM_BAD))))
+		return 0;
 	return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD ||
 	       (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD;
 }
@@ -131,14 +146,6 @@ struct rplb_l4_ports {
 	uint16_t src_port;
 	uint16_t dst_port;
 };
-
-static inline uint16_t *
-rplb_l4_cksum_field(struct rte_ipv4_hdr *ip, void *l4)
-{
-	if (ip->next_proto_id == IPPROTO_TCP)
-		return &((struct rte_tcp_hdr *)l4)->cksum;
-	return &((struct rte_udp_hdr *)l4)->dgram_cksum;
-}
 
 /* ---- RFC 1624 incremental checksum update: HC' = ~(~HC + ~m + m') ------- */
 
@@ -171,28 +178,57 @@ rplb_cksum_apply(uint16_t cksum, uint32_t delta)
 	return (uint16_t)~rplb_cksum_fold((uint32_t)(uint16_t)~cksum + delta);
 }
 
+/* One's complement sum of two 16-bit values, folded once (enough: the sum
+ * of two 16-bit values is at most 17 bits). */
+static inline uint16_t
+rplb_cksum_add16(uint16_t a, uint16_t b)
+{
+	uint32_t sum = (uint32_t)a + b;
+
+	return (uint16_t)((sum & 0xffff) + (sum >> 16));
+}
+
+/* The checksum changes of a rewrite from (old_addr, old_port) to
+ * (new_addr, new_port), folded to 16 bits: ip_delta for the IPv4 header,
+ * l4_delta for the TCP/UDP checksum (pseudo-header address plus port).
+ * Constant per (service, backend): the tables precompute them. */
+struct rplb_cksum_deltas {
+	uint16_t ip;
+	uint16_t l4;
+};
+
+static inline struct rplb_cksum_deltas
+rplb_cksum_deltas(uint32_t old_addr, uint16_t old_port, uint32_t new_addr, uint16_t new_port)
+{
+	uint32_t addr_delta = rplb_cksum_delta32(old_addr, new_addr);
+
+	return (struct rplb_cksum_deltas){
+		.ip = rplb_cksum_fold(addr_delta),
+		.l4 = rplb_cksum_fold(addr_delta + rplb_cksum_delta16(old_port, new_port)),
+	};
+}
+
 /* Replace one address and one port of a TCP/UDP packet.  Software path:
- * incremental update of both checksums, keeping a UDP checksum of 0 (none)
- * at 0 and never producing 0 for UDP.  Offload path: the NIC computes them
- * from the pseudo-header checksum we leave in the L4 field. */
+ * incremental update of both checksums with the precomputed deltas, keeping
+ * a UDP checksum of 0 (none) at 0 and never producing 0 for UDP.  Offload
+ * path: the NIC computes them from the pseudo-header checksum we leave in
+ * the L4 field. */
 static inline void
 rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_field,
 		       uint16_t *port_field, uint32_t new_addr, uint16_t new_port,
-		       int tx_offload)
+		       struct rplb_cksum_deltas deltas, int tx_offload)
 {
 	struct rte_ipv4_hdr *ip = p->ip;
-	uint16_t *l4_cksum = rplb_l4_cksum_field(ip, p->l4);
-	uint32_t old_addr;
-	uint16_t old_port = *port_field;
 	int is_udp = ip->next_proto_id == IPPROTO_UDP;
+	uint16_t *l4_cksum = is_udp ? &((struct rte_udp_hdr *)p->l4)->dgram_cksum
+				    : &((struct rte_tcp_hdr *)p->l4)->cksum;
 
 	/* IPv4 addresses sit 2 bytes off a 4-byte boundary behind Ethernet:
-	 * memcpy is the defined way to load them (one mov on x86). */
-	memcpy(&old_addr, addr_field, sizeof(old_addr));
+	 * memcpy is the defined way to store them (one mov on x86). */
 	memcpy(addr_field, &new_addr, sizeof(new_addr));
 	*port_field = new_port;
 
-	if (tx_offload) {
+	if (unlikely(tx_offload)) {
 		m->l2_len = sizeof(struct rte_ether_hdr);
 		m->l3_len = p->l3_len;
 		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
@@ -204,13 +240,11 @@ rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_fie
 		return;
 	}
 
-	uint32_t addr_delta = rplb_cksum_delta32(old_addr, new_addr);
-
-	ip->hdr_checksum = rplb_cksum_apply(ip->hdr_checksum, addr_delta);
+	/* RFC 1624 eqn. 3: HC' = ~(~HC + delta). */
+	ip->hdr_checksum = (uint16_t)~rplb_cksum_add16((uint16_t)~ip->hdr_checksum, deltas.ip);
 	if (is_udp && *l4_cksum == 0)
 		return;
-	*l4_cksum = rplb_cksum_apply(*l4_cksum,
-				     addr_delta + rplb_cksum_delta16(old_port, new_port));
+	*l4_cksum = (uint16_t)~rplb_cksum_add16((uint16_t)~*l4_cksum, deltas.l4);
 	if (is_udp && *l4_cksum == 0)
 		*l4_cksum = 0xffff;
 }

@@ -22,6 +22,7 @@
 #define RPLB_MAX_SERVICES 1024
 #define RPLB_BACKEND_SLOT_BITS 13
 #define RPLB_MAX_BACKENDS (1u << RPLB_BACKEND_SLOT_BITS)
+#define RPLB_MAX_TIMEOUT_S 86400 /* one day; config.py's MAX_TIMEOUT */
 
 /* Why a packet was dropped.  Keep in step with rplb_drop_names (stats.c). */
 enum rplb_drop_reason {

@@ -33,6 +33,7 @@ struct lookup {
 	const struct rplb_lb_service *service;      /* client side */
 	const struct rplb_owner_slot *owner;        /* backend side */
 	struct rplb_flow_key key;
+	uint32_t hash;                              /* of key */
 };
 
 static inline uint8_t
@@ -106,13 +107,28 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 		return 0;
 	}
 	lk->m = m;
-	/* The addresses and the ports are adjacent on the wire, in the key's
-	 * order: two loads. */
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	{
+		/* The key in two registers, hashed from them: addresses and ports
+		 * are adjacent on the wire in the key's order, and proto,
+		 * direction, zero fill its last 4 bytes. */
+		uint64_t words[2];
+		uint32_t ports;
+
+		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
+		memcpy(&ports, lk->parsed.l4, sizeof(ports));
+		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
+		memcpy(&lk->key, words, sizeof(words));
+		lk->hash = rplb_flow_words_hash(words[0], words[1]);
+	}
+#else
 	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
 	memcpy(&lk->key.src_port, lk->parsed.l4, 2 * sizeof(uint16_t));
 	lk->key.proto = ip->next_proto_id;
 	lk->key.direction = direction;
 	lk->key.zero = 0;
+	lk->hash = rplb_flow_key_hash(&lk->key);
+#endif
 	return 1;
 }
 
@@ -395,6 +411,38 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
 }
 
+/* A new flow writes a free record and the bucket of its backend-side key,
+ * both cold in a large table: start loading them for every miss of the
+ * burst before the first insert (the client-side buckets were loaded by
+ * the lookup). */
+static inline void
+prefetch_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
+		   const struct lookup *lookups, const uint32_t *hashes,
+		   const uint32_t *indices, uint16_t n)
+{
+	uint32_t free_top = ft->free_count;
+	uint16_t i;
+
+	for (i = 0; i < n; i++) {
+		const struct lookup *lk = &lookups[i];
+		struct rplb_flow_key backend_key;
+		uint32_t b;
+
+		if (likely(indices[i] != RPLB_NO_FLOW))
+			continue;
+		b = rplb_maglev_pick(t, lk->service, hashes[i]);
+		if (b == RPLB_NO_BACKEND || free_top == 0)
+			continue;
+		rte_prefetch0(&ft->flows[ft->free_stack[--free_top]]);
+		backend_key = (struct rplb_flow_key){
+			.src_ip = t->backends[b].ip, .dst_ip = lk->key.src_ip,
+			.src_port = t->backends[b].port, .dst_port = lk->key.src_port,
+			.proto = lk->key.proto, .direction = RPLB_DIR_BACKEND,
+		};
+		rplb_flow_prefetch(ft, rplb_flow_key_hash(&backend_key));
+	}
+}
+
 static void
 lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **pkts,
 		 uint16_t n)
@@ -423,7 +471,7 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		else
 			needs_lookup = classify_from_backend(w, t, pkts[i], lk);
 		if (needs_lookup) {
-			hashes[n_lookups] = rplb_flow_key_hash(&lk->key);
+			hashes[n_lookups] = lk->hash;
 			rplb_flow_prefetch(ft, hashes[n_lookups]);
 			n_lookups++;
 		}
@@ -434,6 +482,8 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 	memset(&flows_changed, 0, sizeof(flows_changed));
 	rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
 			      indices);
+	if (in_side == RPLB_FRONTEND)
+		prefetch_new_flows(ft, t, lookups, hashes, indices, n_lookups);
 	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (i = 0; i < n_lookups; i++) {
 		if (in_side == RPLB_FRONTEND)

@@ -96,19 +96,26 @@ rplb_flow_clock(const struct rplb_flow_table *ft, uint64_t tsc)
 	return (uint32_t)(tsc >> ft->clock_shift);
 }
 
-/* rte_hash_crc(key, 16, 0), without its loop and its run-time check of
- * the CRC32 instruction (the build's -march has SSE4.2). */
+/* rte_hash_crc(key, 16, 0) of a key given as its two 64-bit words,
+ * without the loop and the run-time check of the CRC32 instruction (the
+ * build's -march has SSE4.2). */
+static inline uint32_t
+rplb_flow_words_hash(uint64_t w0, uint64_t w1)
+{
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+	return (uint32_t)_mm_crc32_u64(_mm_crc32_u64(0, w0), w1);
+#else
+	return rte_hash_crc_8byte(w1, rte_hash_crc_8byte(w0, 0));
+#endif
+}
+
 static inline uint32_t
 rplb_flow_key_hash(const struct rplb_flow_key *key)
 {
-#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
 	uint64_t w[2];
 
 	memcpy(w, key, sizeof(w));
-	return (uint32_t)_mm_crc32_u64(_mm_crc32_u64(0, w[0]), w[1]);
-#else
-	return rte_hash_crc(key, sizeof(*key), 0);
-#endif
+	return rplb_flow_words_hash(w[0], w[1]);
 }
 
 /* A key's two buckets: the low bits of its hash, and the high bits of the

@@ -48,6 +48,7 @@ struct rplb_service_slot {
 	uint8_t proto;
 	uint8_t used;
 	uint16_t service_index;
+	const struct rplb_lb_service *service;      /* &services[service_index] */
 };
 
 /* Open-addressing slot: backend (ip, port, proto) -> owning service; same
@@ -168,7 +169,7 @@ rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, u
 				   rplb_lookup_hash(vip, port, proto),
 				   rplb_slot_word(vip, port, proto));
 
-	return i < 0 ? NULL : &t->services[t->service_slots[i].service_index];
+	return i < 0 ? NULL : t->service_slots[i].service;
 }
 
 /* Membership in an open-addressing set of addresses (0 marks empty). */

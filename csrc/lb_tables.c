@@ -231,7 +231,7 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		}
 		t->service_slots[i] = (struct rplb_service_slot){
 			.vip = sp->vip, .port = sp->port, .proto = sp->proto, .used = 1,
-			.service_index = (uint16_t)s,
+			.service_index = (uint16_t)s, .service = svc,
 		};
 
 		add_address(t->vip_slots, t->vip_mask, sp->vip);

@@ -10,6 +10,7 @@
 #define RPLB_LB_H
 
 #include <stdint.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <rte_hash_crc.h>
@@ -149,15 +150,18 @@ rplb_find_slot(const void *slots, size_t stride, uint32_t mask, uint32_t hash, u
 {
 	uint32_t i = hash & mask;
 
+	/* Service and owner slots share the head's layout, not alignment:
+	 * bytes, not a struct pointer. */
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_service_slot, used) !=
+			 offsetof(struct rplb_owner_slot, used));
 	for (;; i = (i + 1) & mask) {
-		const struct rplb_service_slot *s =
-			(const struct rplb_service_slot *)((const char *)slots + i * stride);
+		const uint8_t *slot = (const uint8_t *)slots + (size_t)i * stride;
 		uint64_t word;
 
-		memcpy(&word, s, sizeof(word));
+		memcpy(&word, slot, sizeof(word));
 		if (word == want)
 			return i;
-		if (!s->used)
+		if (!slot[offsetof(struct rplb_service_slot, used)])
 			return -1;
 	}
 }

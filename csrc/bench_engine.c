@@ -224,8 +224,8 @@ heap_allocated(void)
 }
 
 /* What one stored flow costs in memory: the DPDK heap the flow table of
- * o->flow_table flows takes (record array, free stack and cuckoo buckets),
- * per flow. */
+ * o->flow_table flows takes (record array, free stack and cuckoo buckets,
+ * from the DPDK heap or, without hugepages, anonymous memory), per flow. */
 static int
 report_memory(const struct options *o)
 {
@@ -244,6 +244,9 @@ report_memory(const struct options *o)
 	if (rc < 0)
 		die("rplb_lb_add_worker (raise -m?)", -rc);
 	after = heap_allocated();
+	/* Without hugepages the table's arrays are anonymous memory, not heap. */
+	if (lb->workers[0].flows->from_mmap)
+		after += rplb_flow_table_bytes(lb->workers[0].flows);
 	counters = RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
 		   RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters);
 	printf("{\"mode\": \"memory\", \"flow_table_size\": %u, \"heap_bytes\": %zu, "

@@ -6,7 +6,9 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
+#include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_malloc.h>
 
@@ -39,6 +41,46 @@ rplb_flow_clock_shift(uint64_t tsc_hz)
 	while ((1ull << (32 + shift)) / RTE_MAX(tsc_hz, 1ull) < CLOCK_WRAP_SECONDS)
 		shift++;
 	return shift;
+}
+
+/* The flow table's arrays are touched by the CPU only (never by a NIC), so
+ * they need not come from DPDK's heap.  With hugepages they do.  Without
+ * (--no-huge: VMs, containers, CI) that heap is 4 KB pages of a shared
+ * memfd, which transparent huge pages do not cover, and a table of a
+ * million flows then costs a TLB miss on nearly every lookup; anonymous
+ * memory marked MADV_HUGEPAGE gets 2 MB pages wherever THP is "always"
+ * or "madvise". */
+static void *
+table_alloc(struct rplb_flow_table *ft, size_t size, int socket_id)
+{
+	void *p;
+
+	if (!ft->from_mmap)
+		return rte_malloc_socket("rplb_flow_table", size, RTE_CACHE_LINE_SIZE, socket_id);
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	/* Advice only: without THP the table still works, on 4 KB pages. */
+	(void)madvise(p, size, MADV_HUGEPAGE);
+	return p;
+}
+
+static void
+table_free(const struct rplb_flow_table *ft, void *p, size_t size)
+{
+	if (p == NULL)
+		return;
+	if (ft->from_mmap)
+		munmap(p, size);
+	else
+		rte_free(p);
+}
+
+size_t
+rplb_flow_table_bytes(const struct rplb_flow_table *ft)
+{
+	return (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket) +
+	       (size_t)ft->capacity * (sizeof(struct rplb_flow) + sizeof(uint32_t));
 }
 
 void
@@ -79,13 +121,11 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 	ft->bucket_mask = buckets - 1;
 	ft->alt_shift = 32 - rte_log2_u32(buckets);
 	ft->clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
-	ft->buckets = rte_malloc_socket("rplb_flow_buckets",
-					(size_t)buckets * sizeof(struct rplb_flow_bucket),
-					RTE_CACHE_LINE_SIZE, socket_id);
-	ft->flows = rte_zmalloc_socket("rplb_flows", (size_t)capacity * sizeof(struct rplb_flow),
-				       RTE_CACHE_LINE_SIZE, socket_id);
-	ft->free_stack = rte_malloc_socket("rplb_flow_free", (size_t)capacity * sizeof(uint32_t),
-					   RTE_CACHE_LINE_SIZE, socket_id);
+	ft->from_mmap = !rte_eal_has_hugepages();
+	ft->buckets = table_alloc(ft, (size_t)buckets * sizeof(struct rplb_flow_bucket),
+				  socket_id);
+	ft->flows = table_alloc(ft, (size_t)capacity * sizeof(struct rplb_flow), socket_id);
+	ft->free_stack = table_alloc(ft, (size_t)capacity * sizeof(uint32_t), socket_id);
 	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL)
 		goto nomem;
 	rplb_flow_table_reset(ft);
@@ -102,9 +142,9 @@ rplb_flow_table_free(struct rplb_flow_table *ft)
 {
 	if (ft == NULL)
 		return;
-	rte_free(ft->buckets);
-	rte_free(ft->flows);
-	rte_free(ft->free_stack);
+	table_free(ft, ft->buckets, (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
+	table_free(ft, ft->flows, (size_t)ft->capacity * sizeof(struct rplb_flow));
+	table_free(ft, ft->free_stack, (size_t)ft->capacity * sizeof(uint32_t));
 	rte_free(ft);
 }
 

@@ -72,10 +72,13 @@ struct rplb_flow_table {
 	uint32_t capacity;
 	uint32_t aging_cursor;
 	uint32_t clock_shift;            /* tsc >> clock_shift = flow clock tick */
+	int from_mmap;                   /* arrays from mmap, not the DPDK heap */
 };
 
 struct rplb_flow_table *rplb_flow_table_create(uint32_t capacity, int socket_id);
 void rplb_flow_table_free(struct rplb_flow_table *ft);
+/* Bytes the table's arrays take (DPDK heap or anonymous memory). */
+size_t rplb_flow_table_bytes(const struct rplb_flow_table *ft);
 /* Forget every flow (the benchmark's "new flows" case refills it). */
 void rplb_flow_table_reset(struct rplb_flow_table *ft);
 /* Bytes one stored flow costs in a table of this capacity: its record, its
@@ -232,46 +235,43 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 
 /* Look up n keys (n <= 64), in two passes so the loads overlap: first the
  * signatures of every primary bucket (prefetched by rplb_flow_prefetch
- * while the burst was classified), prefetching each candidate record, or
- * the secondary bucket where nothing matched; then the confirmations. */
+ * while the burst was classified), prefetching the record of each first
+ * match, or the secondary bucket where nothing matched; then the records.
+ * The first match is nearly always the flow (a false match needs two
+ * equal 32-bit hashes in one bucket): anything else takes the full path. */
 static inline void
 rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
 		      size_t key_stride, const uint32_t *hashes, unsigned int n,
 		      uint32_t *index_out)
 {
-	uint32_t matches[64];
+	uint32_t first_ref[64];
 	unsigned int i;
 
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
 		uint32_t m = rplb_ft_match8(bucket->sig, hashes[i]);
+		uint32_t ref = RPLB_FT_EMPTY;
 
-		matches[i] = m;
 		if (likely(m != 0)) {
-			uint32_t ref = bucket->ref[__builtin_ctz(m)];
-
-			if (likely(ref != RPLB_FT_EMPTY))
-				rte_prefetch0(&ft->flows[ref >> 1]);
+			ref = bucket->ref[__builtin_ctz(m)];
+			rte_prefetch0(&ft->flows[(ref >> 1) < ft->capacity ? ref >> 1 : 0]);
 		} else {
 			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
 		}
+		first_ref[i] = ref;
 	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
 			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);
-		const struct rplb_flow_bucket *bucket;
-		uint32_t index = RPLB_NO_FLOW;
+		uint32_t ref = first_ref[i];
 
-		if (matches[i] != 0) {
-			bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
-			index = rplb_ft_confirm(ft, bucket, matches[i], key);
-		}
-		if (index == RPLB_NO_FLOW) {
-			bucket = &ft->buckets[rplb_ft_secondary(ft, hashes[i])];
-			index = rplb_ft_confirm(ft, bucket,
-						rplb_ft_match8(bucket->sig, hashes[i]), key);
-		}
-		index_out[i] = index;
+		/* EMPTY fails the direction test of client keys, and the range
+		 * test of backend keys. */
+		if (likely((ref & 1) == key->direction && (ref >> 1) < ft->capacity &&
+			   rplb_flow_has_key(&ft->flows[ref >> 1], key)))
+			index_out[i] = ref >> 1;
+		else
+			index_out[i] = rplb_flow_lookup(ft, key, hashes[i]);
 	}
 }
 

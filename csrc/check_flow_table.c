@@ -89,7 +89,8 @@ check_all(const struct rplb_flow_table *ft, const struct model_flow *model, uint
 		hashes[batch] = hash;
 		owner[batch] = i;
 		if (++batch == 32 || i + 1 == n) {
-			rplb_flow_lookup_bulk(ft, keys, sizeof(keys[0]), hashes, batch, found);
+			rplb_flow_lookup_bulk(ft, keys, sizeof(keys[0]), hashes, batch, RPLB_DIR_CLIENT,
+					      found);
 			for (j = 0; j < batch; j++)
 				if (found[j] != model[owner[j]].index)
 					fail("bulk lookup disagrees with the model", owner[j]);
@@ -120,7 +121,9 @@ static int
 insert(struct rplb_flow_table *ft, struct model_flow *mf)
 {
 	uint32_t index = rplb_flow_insert(ft, &mf->client_key, rplb_flow_key_hash(&mf->client_key),
-					  mf->backend_ip, mf->backend_port);
+					  mf->backend_ip, mf->backend_port,
+					  rplb_flow_backend_key_hash(&mf->client_key, mf->backend_ip,
+								     mf->backend_port));
 
 	if (index == RPLB_NO_FLOW)
 		return -1;

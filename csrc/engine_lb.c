@@ -34,6 +34,10 @@ struct lookup {
 	const struct rplb_owner_slot *owner;        /* backend side */
 	struct rplb_flow_key key;
 	uint32_t hash;                              /* of key */
+	/* Client side, when the bulk lookup missed: the Maglev choice and
+	 * the hash of the backend-side key the new flow will have. */
+	uint32_t new_backend;
+	uint32_t new_backend_hash;
 };
 
 static inline uint8_t
@@ -50,7 +54,10 @@ initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 static inline void
 track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
-	if (flow->state == RPLB_FLOW_UDP)
+	/* Most packets: an ACK of an established flow, or UDP. */
+	if (likely((flow->state == RPLB_FLOW_TCP_ESTABLISHED &&
+		    !(tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))) ||
+		   flow->state == RPLB_FLOW_UDP))
 		return;
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
 		flow->state = RPLB_FLOW_TCP_CLOSING;
@@ -133,7 +140,7 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 }
 
 /* A frame from the clients to a VIP that is not TCP/UDP to a service. */
-static inline int
+static __rte_noinline int
 classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 		   enum rplb_parse verdict)
 {
@@ -176,7 +183,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 /* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup.
  * The common case (TCP/UDP to a service) parses once and finds its
  * service in one probe; only other frames ask whether they are for a VIP. */
-static inline int
+static __rte_always_inline int
 classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		     struct rte_mbuf *m, struct lookup *lk)
 {
@@ -212,7 +219,7 @@ pass:
 }
 
 /* Pass 1 for a frame from the backends. */
-static inline int
+static __rte_always_inline int
 classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		      struct rte_mbuf *m, struct lookup *lk)
 {
@@ -318,11 +325,12 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	return backend;
 }
 
-static inline void
+static __rte_always_inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    uint32_t index, struct changed *flows_changed, uint32_t now)
+		    const uint32_t bulk_index, struct changed *flows_changed, uint32_t now)
 {
+	uint32_t index = bulk_index, backend_hash;
 	const struct rplb_lb_service *svc = lk->service;
 	struct rplb_flow_table *ft = lw->flows;
 	const struct rplb_lb_backend *backend;
@@ -359,13 +367,17 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		}
 	}
 
-	b = rplb_maglev_pick(t, svc, flow_hash);
+	/* A miss of the bulk lookup has its backend chosen already. */
+	b = bulk_index == RPLB_NO_FLOW ? lk->new_backend : rplb_maglev_pick(t, svc, flow_hash);
 	if (unlikely(b == RPLB_NO_BACKEND)) {
 		rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
 		return;
 	}
 	backend = &t->backends[b];
-	index = rplb_flow_insert(ft, &lk->key, flow_hash, backend->ip, backend->port);
+	backend_hash = bulk_index == RPLB_NO_FLOW ? lk->new_backend_hash :
+		rplb_flow_backend_key_hash(&lk->key, backend->ip, backend->port);
+	index = rplb_flow_insert(ft, &lk->key, flow_hash, backend->ip, backend->port,
+				 backend_hash);
 	if (unlikely(index == RPLB_NO_FLOW)) {
 		w->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
 	} else {
@@ -381,7 +393,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	send_to_backend(w, lw, lk, backend, svc->service_id);
 }
 
-static inline void
+static __rte_always_inline void
 resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
 		     uint32_t now)
@@ -417,35 +429,35 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
  * the lookup). */
 static inline void
 prefetch_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
-		   const struct lookup *lookups, const uint32_t *hashes,
+		   struct lookup *lookups, const uint32_t *hashes,
 		   const uint32_t *indices, uint16_t n)
 {
 	uint32_t free_top = ft->free_count;
 	uint16_t i;
 
 	for (i = 0; i < n; i++) {
-		const struct lookup *lk = &lookups[i];
-		struct rplb_flow_key backend_key;
+		struct lookup *lk = &lookups[i];
 		uint32_t b;
 
 		if (likely(indices[i] != RPLB_NO_FLOW))
 			continue;
 		b = rplb_maglev_pick(t, lk->service, hashes[i]);
-		if (b == RPLB_NO_BACKEND || free_top == 0)
+		lk->new_backend = b;
+		if (b == RPLB_NO_BACKEND)
 			continue;
-		rte_prefetch0(&ft->flows[ft->free_stack[--free_top]]);
-		backend_key = (struct rplb_flow_key){
-			.src_ip = t->backends[b].ip, .dst_ip = lk->key.src_ip,
-			.src_port = t->backends[b].port, .dst_port = lk->key.src_port,
-			.proto = lk->key.proto, .direction = RPLB_DIR_BACKEND,
-		};
-		rplb_flow_prefetch(ft, rplb_flow_key_hash(&backend_key));
+		lk->new_backend_hash = rplb_flow_backend_key_hash(&lk->key, t->backends[b].ip,
+								  t->backends[b].port);
+		rplb_flow_prefetch(ft, lk->new_backend_hash);
+		if (free_top > 0)
+			rte_prefetch0(&ft->flows[ft->free_stack[--free_top]]);
 	}
 }
 
-static void
-lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **pkts,
-		 uint16_t n)
+/* One burst from one side; inlined into lb_process_burst once per side,
+ * so neither copy tests the side per packet. */
+static __rte_always_inline void
+process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte_mbuf **pkts,
+		   uint16_t n)
 {
 	struct rplb_lb *lb = w->engine_state;
 	struct rplb_lb_worker *lw = w->engine_local;
@@ -480,9 +492,9 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		return;
 
 	memset(&flows_changed, 0, sizeof(flows_changed));
-	rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
-			      indices);
-	if (in_side == RPLB_FRONTEND)
+	if (rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
+				  in_side == RPLB_FRONTEND ? RPLB_DIR_CLIENT : RPLB_DIR_BACKEND,
+				  indices) != 0 && in_side == RPLB_FRONTEND)
 		prefetch_new_flows(ft, t, lookups, hashes, indices, n_lookups);
 	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (i = 0; i < n_lookups; i++) {
@@ -492,6 +504,16 @@ lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **
 		else
 			resolve_from_backend(w, lw, t, &lookups[i], indices[i], now);
 	}
+}
+
+static void
+lb_process_burst(struct rplb_worker *w, unsigned int in_side, struct rte_mbuf **pkts,
+		 uint16_t n)
+{
+	if (in_side == RPLB_FRONTEND)
+		process_burst_from(w, RPLB_FRONTEND, pkts, n);
+	else
+		process_burst_from(w, RPLB_BACKEND, pkts, n);
 }
 
 /* Answer the control plane's request for a sample of flows (between

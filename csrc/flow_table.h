@@ -182,14 +182,15 @@ rplb_client_key(const struct rplb_flow *flow, struct rplb_flow_key *key)
 	};
 }
 
-/* Does the record hold this key (in the key's direction)? */
-static inline int
-rplb_flow_has_key(const struct rplb_flow *flow, const struct rplb_flow_key *key)
+/* Does the record hold this key, a key of that direction? */
+static __rte_always_inline int
+rplb_flow_has_key_in(const struct rplb_flow *flow, const struct rplb_flow_key *key,
+		     const uint8_t direction)
 {
 	uint64_t key_addrs, flow_addrs;
 	uint32_t key_ports, flow_ports;
 
-	if (key->direction == RPLB_DIR_CLIENT) {
+	if (direction == RPLB_DIR_CLIENT) {
 		/* client_ip, vip, client_port, vport line up with the key. */
 		memcpy(&key_addrs, key, sizeof(key_addrs));
 		memcpy(&flow_addrs, &flow->client_ip, sizeof(flow_addrs));
@@ -201,6 +202,12 @@ rplb_flow_has_key(const struct rplb_flow *flow, const struct rplb_flow_key *key)
 	return key->src_ip == flow->backend_ip && key->dst_ip == flow->client_ip &&
 	       key->src_port == flow->backend_port && key->dst_port == flow->client_port &&
 	       key->proto == flow->proto;
+}
+
+static inline int
+rplb_flow_has_key(const struct rplb_flow *flow, const struct rplb_flow_key *key)
+{
+	return rplb_flow_has_key_in(flow, key, key->direction);
 }
 
 /* The record of key among the signature matches of one bucket. */
@@ -238,14 +245,15 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
  * while the burst was classified), prefetching the record of each first
  * match, or the secondary bucket where nothing matched; then the records.
  * The first match is nearly always the flow (a false match needs two
- * equal 32-bit hashes in one bucket): anything else takes the full path. */
-static inline void
+ * equal 32-bit hashes in one bucket): anything else takes the full path.
+ * Returns how many keys were not found. */
+static __rte_always_inline unsigned int
 rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
 		      size_t key_stride, const uint32_t *hashes, unsigned int n,
-		      uint32_t *index_out)
+		      const uint8_t direction, uint32_t *index_out)
 {
-	uint32_t first_ref[64];
-	unsigned int i;
+	uint32_t first_ref[64], primary_matches[64];
+	unsigned int i, missing = 0;
 
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
@@ -259,20 +267,32 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
 		}
 		first_ref[i] = ref;
+		primary_matches[i] = m;
 	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
 			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);
-		uint32_t ref = first_ref[i];
+		uint32_t ref = first_ref[i], index;
 
 		/* EMPTY fails the direction test of client keys, and the range
 		 * test of backend keys. */
-		if (likely((ref & 1) == key->direction && (ref >> 1) < ft->capacity &&
-			   rplb_flow_has_key(&ft->flows[ref >> 1], key)))
-			index_out[i] = ref >> 1;
-		else
-			index_out[i] = rplb_flow_lookup(ft, key, hashes[i]);
+		RTE_ASSERT(key->direction == direction);
+		if (likely((ref & 1) == direction && (ref >> 1) < ft->capacity &&
+			   rplb_flow_has_key_in(&ft->flows[ref >> 1], key, direction))) {
+			index = ref >> 1;
+		} else if (primary_matches[i] == 0) {
+			const struct rplb_flow_bucket *bucket =
+				&ft->buckets[rplb_ft_secondary(ft, hashes[i])];
+
+			index = rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hashes[i]),
+						key);
+		} else {
+			index = rplb_flow_lookup(ft, key, hashes[i]);
+		}
+		index_out[i] = index;
+		missing += index == RPLB_NO_FLOW;
 	}
+	return missing;
 }
 
 /* Put ref under hash; 0, or -1 when both buckets are full and no cuckoo
@@ -327,12 +347,28 @@ rplb_flow_backend_hash(const struct rplb_flow *flow)
 	return rplb_flow_key_hash(&key);
 }
 
-/* Store a new flow under both keys.  Returns its record index (the caller
- * fills service_id, backend_id, state and last_seen), or RPLB_NO_FLOW when
- * the table is full (nothing is left half-inserted). */
+/* The hash of the backend-side key a new flow will have. */
+static inline uint32_t
+rplb_flow_backend_key_hash(const struct rplb_flow_key *client_key, uint32_t backend_ip,
+			   uint16_t backend_port)
+{
+	struct rplb_flow_key key = {
+		.src_ip = backend_ip, .dst_ip = client_key->src_ip,
+		.src_port = backend_port, .dst_port = client_key->src_port,
+		.proto = client_key->proto, .direction = RPLB_DIR_BACKEND,
+	};
+
+	return rplb_flow_key_hash(&key);
+}
+
+/* Store a new flow under both keys (backend_hash: of its backend-side
+ * key).  Returns its record index (the caller fills service_id,
+ * backend_id, state and last_seen), or RPLB_NO_FLOW when the table is full
+ * (nothing is left half-inserted). */
 static inline uint32_t
 rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_key,
-		 uint32_t client_hash, uint32_t backend_ip, uint16_t backend_port)
+		 uint32_t client_hash, uint32_t backend_ip, uint16_t backend_port,
+		 uint32_t backend_hash)
 {
 	struct rplb_flow *flow;
 	uint32_t index;
@@ -351,8 +387,8 @@ rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_
 
 	if (unlikely(rplb_ft_link(ft, client_hash, index << 1 | RPLB_DIR_CLIENT) < 0))
 		return RPLB_NO_FLOW;
-	if (unlikely(rplb_ft_link(ft, rplb_flow_backend_hash(flow),
-				  index << 1 | RPLB_DIR_BACKEND) < 0)) {
+	RTE_ASSERT(backend_hash == rplb_flow_backend_hash(flow));
+	if (unlikely(rplb_ft_link(ft, backend_hash, index << 1 | RPLB_DIR_BACKEND) < 0)) {
 		rplb_ft_unlink(ft, client_hash, index << 1 | RPLB_DIR_CLIENT);
 		return RPLB_NO_FLOW;
 	}

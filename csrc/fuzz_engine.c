@@ -132,7 +132,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 			     "--no-shconf", "--log-level=*:error",
 			     "--vdev", "net_null0,no-rx=1", "--vdev", "net_null1,no-rx=1", NULL };
 	struct rplb_lb_params lb_params = {
-		.flow_table_size = 64, .max_workers = 1,
+		/* 108 flows: 32 buckets 84% full when the table is, so inserts
+		 * take cuckoo moves and the table fills (flow_table_full). */
+		.flow_table_size = 108, .max_workers = 1,
 		.timeout_s = { 60, 10, 300, 10 }, .socket_id = SOCKET_ID_ANY,
 	};
 	struct rplb_worker_params params = {

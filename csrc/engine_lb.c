@@ -139,6 +139,16 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 	return 1;
 }
 
+/* Not for the load balancer: out the other side unchanged.  Returns 0
+ * (no lookup), for the classify functions. */
+static inline int
+pass_through(struct rplb_worker *w, struct rte_mbuf *m, unsigned int out_side)
+{
+	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
+	rplb_worker_send(w, out_side, m);
+	return 0;
+}
+
 /* A frame from the clients to a VIP that is not TCP/UDP to a service. */
 static __rte_noinline int
 classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
@@ -175,9 +185,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 	default:
 		break;
 	}
-	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
-	rplb_worker_send(w, RPLB_BACKEND, m);
-	return 0;
+	return pass_through(w, m, RPLB_BACKEND);
 }
 
 /* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup.
@@ -213,9 +221,7 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	}
 
 pass:
-	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
-	rplb_worker_send(w, RPLB_BACKEND, m);
-	return 0;
+	return pass_through(w, m, RPLB_BACKEND);
 }
 
 /* Pass 1 for a frame from the backends. */
@@ -235,9 +241,7 @@ classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	return admit_for_lookup(w, m, lk, RPLB_DIR_BACKEND);
 
 pass:
-	w->counters.events[RPLB_EV_PASSED_THROUGH]++;
-	rplb_worker_send(w, RPLB_FRONTEND, m);
-	return 0;
+	return pass_through(w, m, RPLB_FRONTEND);
 }
 
 static inline void

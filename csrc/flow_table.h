@@ -295,26 +295,40 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 	return missing;
 }
 
+/* The first of hash's two buckets with slots whose reference is ref
+ * (EMPTY: free slots), and those slots as a bit mask; NULL when neither
+ * bucket has one. */
+static inline struct rplb_flow_bucket *
+rplb_ft_slots_holding(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref,
+		      uint32_t *slots)
+{
+	struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+
+	*slots = rplb_ft_match8(bucket->ref, ref);
+	if (*slots != 0)
+		return bucket;
+	bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+	*slots = rplb_ft_match8(bucket->ref, ref);
+	return *slots != 0 ? bucket : NULL;
+}
+
 /* Put ref under hash; 0, or -1 when both buckets are full and no cuckoo
  * path frees one. */
 static inline int
 rplb_ft_link(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 {
-	struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
-	uint32_t free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
+	uint32_t free_slots;
+	struct rplb_flow_bucket *bucket = rplb_ft_slots_holding(ft, hash, RPLB_FT_EMPTY,
+								&free_slots);
 
-	if (free_slots == 0) {
-		bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+	if (bucket == NULL) {
+		int64_t b = rplb_flow_make_room(ft, hash);
+
+		if (b < 0)
+			return -1;
+		bucket = &ft->buckets[b];
 		free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
-		if (free_slots == 0) {
-			int64_t b = rplb_flow_make_room(ft, hash);
-
-			if (b < 0)
-				return -1;
-			bucket = &ft->buckets[b];
-			free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
-			RTE_ASSERT(free_slots != 0);
-		}
+		RTE_ASSERT(free_slots != 0);
 	}
 	bucket->sig[__builtin_ctz(free_slots)] = hash;
 	bucket->ref[__builtin_ctz(free_slots)] = ref;
@@ -325,15 +339,11 @@ rplb_ft_link(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 static inline void
 rplb_ft_unlink(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 {
-	struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
-	uint32_t slots = rplb_ft_match8(bucket->ref, ref);
+	uint32_t slots;
+	struct rplb_flow_bucket *bucket = rplb_ft_slots_holding(ft, hash, ref, &slots);
 
-	if (slots == 0) {
-		bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
-		slots = rplb_ft_match8(bucket->ref, ref);
-		if (slots == 0)
-			return;
-	}
+	if (bucket == NULL)
+		return;
 	bucket->sig[__builtin_ctz(slots)] = 0;
 	bucket->ref[__builtin_ctz(slots)] = RPLB_FT_EMPTY;
 }

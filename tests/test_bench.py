@@ -101,3 +101,21 @@ def test_stats_parser_and_warm_up():
     # capture of 1000 frames: the block after 500 received is still warm-up
     assert bench.steady_samples(parser.blocks, 1000) == [3, 4]
     assert bench.first_pass_samples(parser.blocks, 9000) == [2, 3]
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_engine_instructions_without_io():
+    """The goal's measure: callgrind's count minus net_null's tx burst.  The
+    tx part must be found, be the same for every engine (the same frames
+    reach the same sink), and be most of the pass-through engine."""
+    binary = bench.find_engine_binary()
+    assert binary is not None
+    runs = {mode: bench.run_engine(binary, ["--mode", mode, "--bursts", "300"], valgrind=True)
+            for mode in ("established", "fwd")}
+    for mode, run in runs.items():
+        assert 0 < run["instructions_per_packet_no_io"] < run["instructions_per_packet"], mode
+        assert run["tx_instructions_per_packet"] == pytest.approx(
+            run["instructions_per_packet"] - run["instructions_per_packet_no_io"], abs=0.2)
+    assert runs["established"]["tx_instructions_per_packet"] == pytest.approx(
+        runs["fwd"]["tx_instructions_per_packet"], rel=0.05)
+    assert runs["fwd"]["instructions_per_packet_no_io"] < 40

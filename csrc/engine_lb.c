@@ -33,7 +33,6 @@ struct lookup {
 	const struct rplb_lb_service *service;      /* client side */
 	const struct rplb_owner_slot *owner;        /* backend side */
 	struct rplb_flow_key key;
-	uint32_t hash;                              /* of key */
 	/* Client side, when the bulk lookup missed: the Maglev choice and
 	 * the hash of the backend-side key the new flow will have. */
 	uint32_t new_backend;
@@ -102,10 +101,11 @@ count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 }
 
 /* A TCP/UDP frame of a service (either direction) goes on to the flow
- * lookup, unless the NIC found its checksum bad.  Returns 1 when admitted. */
+ * lookup, unless the NIC found its checksum bad.  Returns 1 when admitted,
+ * with lk->key and its hash filled in. */
 static inline int
 admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
-		 uint8_t direction)
+		 uint8_t direction, uint32_t *hash)
 {
 	const struct rte_ipv4_hdr *ip = lk->parsed.ip;
 
@@ -126,7 +126,7 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 		memcpy(&ports, lk->parsed.l4, sizeof(ports));
 		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
 		memcpy(&lk->key, words, sizeof(words));
-		lk->hash = rplb_flow_words_hash(words[0], words[1]);
+		*hash = rplb_flow_words_hash(words[0], words[1]);
 	}
 #else
 	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
@@ -134,7 +134,7 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 	lk->key.proto = ip->next_proto_id;
 	lk->key.direction = direction;
 	lk->key.zero = 0;
-	lk->hash = rplb_flow_key_hash(&lk->key);
+	*hash = rplb_flow_key_hash(&lk->key);
 #endif
 	return 1;
 }
@@ -151,11 +151,9 @@ pass_through(struct rplb_worker *w, struct rte_mbuf *m, unsigned int out_side)
 
 /* A frame from the clients to a VIP that is not TCP/UDP to a service. */
 static __rte_noinline int
-classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
-		   enum rplb_parse verdict)
+classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
+		   struct lookup *lk, enum rplb_parse verdict)
 {
-	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
-
 	switch (verdict) {
 	case RPLB_PARSE_IPV4_BAD:
 	case RPLB_PARSE_L4_BAD:
@@ -193,7 +191,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
  * service in one probe; only other frames ask whether they are for a VIP. */
 static __rte_always_inline int
 classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
-		     struct rte_mbuf *m, struct lookup *lk)
+		     struct rte_mbuf *m, struct lookup *lk, uint32_t *hash)
 {
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
 	enum rplb_parse verdict;
@@ -207,11 +205,11 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port,
 						ip->next_proto_id);
 		if (likely(lk->service != NULL))
-			return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT);
+			return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT, hash);
 		if (rplb_is_vip(t, ip->dst_addr))
 			goto pass;      /* another port of a VIP */
 	} else if (rplb_is_vip(t, ip->dst_addr)) {
-		return classify_vip_other(w, m, lk, verdict);
+		return classify_vip_other(w, m, ip, lk, verdict);
 	}
 	/* Not for a VIP: a bump in the wire, unless strict keeps clients
 	 * from reaching the backends directly. */
@@ -227,7 +225,7 @@ pass:
 /* Pass 1 for a frame from the backends. */
 static __rte_always_inline int
 classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
-		      struct rte_mbuf *m, struct lookup *lk)
+		      struct rte_mbuf *m, struct lookup *lk, uint32_t *hash)
 {
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
 	const struct rplb_l4_ports *ports;
@@ -238,7 +236,7 @@ classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
 	lk->owner = rplb_find_owner(t, ip->src_addr, ports->src_port, ip->next_proto_id);
 	if (lk->owner == NULL)
 		goto pass;
-	return admit_for_lookup(w, m, lk, RPLB_DIR_BACKEND);
+	return admit_for_lookup(w, m, lk, RPLB_DIR_BACKEND, hash);
 
 pass:
 	return pass_through(w, m, RPLB_FRONTEND);
@@ -483,11 +481,10 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 		if (i + PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
 		if (in_side == RPLB_FRONTEND)
-			needs_lookup = classify_from_client(w, t, pkts[i], lk);
+			needs_lookup = classify_from_client(w, t, pkts[i], lk, &hashes[n_lookups]);
 		else
-			needs_lookup = classify_from_backend(w, t, pkts[i], lk);
+			needs_lookup = classify_from_backend(w, t, pkts[i], lk, &hashes[n_lookups]);
 		if (needs_lookup) {
-			hashes[n_lookups] = lk->hash;
 			rplb_flow_prefetch(ft, hashes[n_lookups]);
 			n_lookups++;
 		}

@@ -76,11 +76,18 @@ table_free(const struct rplb_flow_table *ft, void *p, size_t size)
 		rte_free(p);
 }
 
+/* Buckets, records and free stack of a table. */
+static size_t
+table_bytes(uint32_t buckets, uint32_t capacity)
+{
+	return (size_t)buckets * sizeof(struct rplb_flow_bucket) +
+	       (size_t)capacity * (sizeof(struct rplb_flow) + sizeof(uint32_t));
+}
+
 size_t
 rplb_flow_table_bytes(const struct rplb_flow_table *ft)
 {
-	return (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket) +
-	       (size_t)ft->capacity * (sizeof(struct rplb_flow) + sizeof(uint32_t));
+	return table_bytes(ft->bucket_mask + 1, ft->capacity);
 }
 
 void
@@ -151,11 +158,8 @@ rplb_flow_table_free(struct rplb_flow_table *ft)
 size_t
 rplb_flow_table_bytes_per_flow(uint32_t capacity)
 {
-	size_t buckets = (size_t)bucket_count(RTE_MAX(capacity, 1u)) *
-			 sizeof(struct rplb_flow_bucket);
-
-	return sizeof(struct rplb_flow) + sizeof(uint32_t) +
-	       (buckets + RTE_MAX(capacity, 1u) - 1) / RTE_MAX(capacity, 1u);
+	capacity = RTE_MAX(capacity, 1u);
+	return (table_bytes(bucket_count(capacity), capacity) + capacity - 1) / capacity;
 }
 
 /* A node of the search: a bucket, reached by moving the entry in slot

@@ -163,16 +163,6 @@ rplb_flow_prefetch(const struct rplb_flow_table *ft, uint32_t hash)
 }
 
 static inline void
-rplb_backend_key(const struct rplb_flow *flow, struct rplb_flow_key *key)
-{
-	*key = (struct rplb_flow_key){
-		.src_ip = flow->backend_ip, .dst_ip = flow->client_ip,
-		.src_port = flow->backend_port, .dst_port = flow->client_port,
-		.proto = flow->proto, .direction = RPLB_DIR_BACKEND,
-	};
-}
-
-static inline void
 rplb_client_key(const struct rplb_flow *flow, struct rplb_flow_key *key)
 {
 	*key = (struct rplb_flow_key){
@@ -348,27 +338,35 @@ rplb_ft_unlink(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 	bucket->ref[__builtin_ctz(slots)] = RPLB_FT_EMPTY;
 }
 
+/* The hash of a backend-side key: the backend's reply to the client. */
 static inline uint32_t
-rplb_flow_backend_hash(const struct rplb_flow *flow)
+rplb_backend_side_hash(uint32_t backend_ip, uint16_t backend_port, uint32_t client_ip,
+		       uint16_t client_port, uint8_t proto)
 {
-	struct rplb_flow_key key;
+	struct rplb_flow_key key = {
+		.src_ip = backend_ip, .dst_ip = client_ip,
+		.src_port = backend_port, .dst_port = client_port,
+		.proto = proto, .direction = RPLB_DIR_BACKEND,
+	};
 
-	rplb_backend_key(flow, &key);
 	return rplb_flow_key_hash(&key);
 }
 
-/* The hash of the backend-side key a new flow will have. */
+/* The backend-side hash of a stored flow. */
+static inline uint32_t
+rplb_flow_backend_hash(const struct rplb_flow *flow)
+{
+	return rplb_backend_side_hash(flow->backend_ip, flow->backend_port, flow->client_ip,
+				      flow->client_port, flow->proto);
+}
+
+/* The backend-side hash a new flow of client_key will have. */
 static inline uint32_t
 rplb_flow_backend_key_hash(const struct rplb_flow_key *client_key, uint32_t backend_ip,
 			   uint16_t backend_port)
 {
-	struct rplb_flow_key key = {
-		.src_ip = backend_ip, .dst_ip = client_key->src_ip,
-		.src_port = backend_port, .dst_port = client_key->src_port,
-		.proto = client_key->proto, .direction = RPLB_DIR_BACKEND,
-	};
-
-	return rplb_flow_key_hash(&key);
+	return rplb_backend_side_hash(backend_ip, backend_port, client_key->src_ip,
+				      client_key->src_port, client_key->proto);
 }
 
 /* Store a new flow under both keys (backend_hash: of its backend-side

@@ -345,6 +345,7 @@ rplb_lb_free(struct rplb_lb *lb)
 int
 rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES])
 {
+	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
 	unsigned int i;
 
 	for (i = 0; i < RPLB_FLOW_STATES; i++)
@@ -353,8 +354,7 @@ rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STAT
 			return -EINVAL;
 	/* Each value is one aligned 32-bit store: a worker reads old or new. */
 	for (i = 0; i < RPLB_FLOW_STATES; i++) {
-		uint64_t ticks = ((uint64_t)timeout_s[i] * rte_get_tsc_hz()) >>
-				 rplb_flow_clock_shift(rte_get_tsc_hz());
+		uint64_t ticks = ((uint64_t)timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
 
 		__atomic_store_n(&lb->timeout_ticks[i], (uint32_t)RTE_MAX(ticks, 1ull),
 				 __ATOMIC_RELAXED);

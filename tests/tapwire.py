@@ -16,11 +16,25 @@ import time
 from typing import Callable, List
 
 from scapy.config import conf
-from scapy.layers.inet import IP
+from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 from scapy.sendrecv import AsyncSniffer, sendp
 
 from harness import LiveRplb, eal_args, file_prefix
+
+
+def client_segments(flows, flags, vip="10.0.0.100"):
+    """One TCP segment with these flags from each (client ip, port) of
+    flows to vip:80, as the clients' side of the wire sends them."""
+    return [Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b")
+            / IP(src=ip, dst=vip) / TCP(sport=port, dport=80, flags=flags) / Raw(b"data")
+            for ip, port in flows]
+
+
+def from_test_clients(pkt) -> bool:
+    """A frame of the test clients (100.64.0.0/16), seen on the backend side."""
+    return IP in pkt and pkt[IP].src.startswith("100.64.")
 
 conf.verb = 0
 _names = itertools.count()

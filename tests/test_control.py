@@ -35,7 +35,7 @@ from lbcheck import by_flow
 from rplb import ctl
 from rplb.config import Backend, load_config
 from rplb.control import MAX_REQUEST, request
-from tapwire import TapWire
+from tapwire import TapWire, client_segments, from_test_clients
 
 VIP = "10.0.0.100"
 B1, B2, B3 = "192.168.1.10", "192.168.1.11", "192.168.1.12"
@@ -619,16 +619,6 @@ def test_rplbctl_without_a_running_rplb(tmp_path):
 
 # ---- live traffic during changes (net_tap) -----------------------------------------
 
-def segments(flows, flags):
-    return [Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b")
-            / IP(src=ip, dst=VIP) / TCP(sport=port, dport=80, flags=flags) / Raw(b"data")
-            for ip, port in flows]
-
-
-def from_clients(pkt):
-    return IP in pkt and pkt[IP].src.startswith("100.64.")
-
-
 def to_backends(wire: TapWire, frames, expect: int, timeout: float = 10.0) -> list:
     """Like TapWire.to_backends, but done as soon as `expect` frames are seen.
 
@@ -641,7 +631,7 @@ def to_backends(wire: TapWire, frames, expect: int, timeout: float = 10.0) -> li
         seen.append(pkt)
         if len(seen) >= expect:
             done.set()
-    sniffer = AsyncSniffer(iface=wire.backend_if, lfilter=from_clients, prn=keep, store=False)
+    sniffer = AsyncSniffer(iface=wire.backend_if, lfilter=from_test_clients, prn=keep, store=False)
     sniffer.start()
     time.sleep(0.3)                           # the capture socket must be open first
     sendp(list(frames), iface=wire.frontend_if)
@@ -662,7 +652,7 @@ def test_backend_changes_with_live_traffic(tmp_path):
         return proc
 
     def send(flows, flags):
-        return by_flow([bytes(p) for p in to_backends(wire, segments(flows, flags),
+        return by_flow([bytes(p) for p in to_backends(wire, client_segments(flows, flags),
                                                       len(flows))])
 
     try:

@@ -10,7 +10,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from lbcheck import assert_checksums_valid, by_flow
-from tapwire import TapWire
+from tapwire import TapWire, client_segments, from_test_clients
 
 VIP = "10.0.0.100"
 B1, B2, B3 = "192.168.1.10", "192.168.1.11", "192.168.1.12"
@@ -27,16 +27,6 @@ def config_text(backends):
          "backends": [{"ip": "192.168.2.20", "port": 5353}]}]})
 
 
-def segments(flows, flags):
-    return [Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b")
-            / IP(src=ip, dst=VIP) / TCP(sport=port, dport=80, flags=flags) / Raw(b"data")
-            for ip, port in flows]
-
-
-def from_client_range(pkt):
-    return IP in pkt and pkt[IP].src.startswith("100.64.")
-
-
 def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
     path = tmp_path / "services.yaml"
     path.write_text(config_text([(B1, 1), (B2, 1)]))
@@ -44,7 +34,7 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
     try:
         old_flows = [(f"100.64.{i // 200}.{i % 200 + 1}", 10000 + i) for i in range(300)]
         first = by_flow([bytes(p) for p in wire.to_backends(
-            segments(old_flows, "S"), 300, from_client_range)])
+            client_segments(old_flows, "S"), 300, from_test_clients)])
         assert len(first) == 300
         assert {next(iter(b)) for b in first.values()} == {(B1, 8080), (B2, 8080)}
 
@@ -53,7 +43,7 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
         assert "reloaded" in wire.reload()
         new_flows = [(f"100.64.9.{i % 200 + 1}", 20000 + i) for i in range(300)]
         second = by_flow([bytes(p) for p in wire.to_backends(
-            segments(old_flows, "A") + segments(new_flows, "S"), 600, from_client_range)])
+            client_segments(old_flows, "A") + client_segments(new_flows, "S"), 600, from_test_clients)])
         for flow in old_flows:
             assert second[flow] == first[flow], flow
         assert any(second[f] == {(B3, 8080)} for f in new_flows)   # the change took effect
@@ -62,7 +52,7 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
         path.write_text("services: [ {vip: 10.0.0.100, proto: tcp, port: 99999} ]")
         assert "keeps serving" in wire.reload()
         again = by_flow([bytes(p) for p in wire.to_backends(
-            segments(old_flows, "A"), 300, from_client_range)])
+            client_segments(old_flows, "A"), 300, from_test_clients)])
         for flow in old_flows:
             assert again[flow] == first[flow]
 
@@ -70,7 +60,7 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
         path.write_text(config_text([(B1, 3), (B3, 5)]))
         assert "reloaded" in wire.reload()
         third = by_flow([bytes(p) for p in wire.to_backends(
-            segments(old_flows, "A"), 300, from_client_range)])
+            client_segments(old_flows, "A"), 300, from_test_clients)])
         assert len(third) == 300
         for flow in old_flows:
             if first[flow] == {(B1, 8080)}:
@@ -95,10 +85,10 @@ def test_checksums_with_and_without_tx_offload(tmp_path, software):
     try:
         offload_line = [l for l in wire.rplb.stderr_lines if "port 1" in l][0]
         assert ("offload on" in offload_line) != software, offload_line
-        frames = segments([(f"100.64.0.{i + 1}", 3000 + i) for i in range(20)], "S")
+        frames = client_segments([(f"100.64.0.{i + 1}", 3000 + i) for i in range(20)], "S")
         frames += [Ether() / IP(src=f"100.64.1.{i + 1}", dst=VIP) / UDP(sport=4000 + i, dport=53)
                    / Raw(b"query") for i in range(20)]
-        out = wire.to_backends(frames, 40, from_client_range)
+        out = wire.to_backends(frames, 40, from_test_clients)
         replies = [Ether() / IP(src=B1, dst="100.64.0.1") / TCP(sport=8080, dport=3000 + i,
                                                               flags="SA") / Raw(b"r")
                    for i in range(10)]
@@ -122,12 +112,12 @@ def test_bad_checksums_flagged_by_the_nic_are_dropped_and_counted(tmp_path):
     path.write_text(config_text([(B1, 1)]))
     wire = TapWire(tmp_path, ["--config", str(path)])
     try:
-        good = segments([("100.64.0.1", 5000)], "S")
-        bad = segments([("100.64.0.2", 5001)], "S")
+        good = client_segments([("100.64.0.1", 5000)], "S")
+        bad = client_segments([("100.64.0.2", 5001)], "S")
         bad[0][TCP].chksum = 0x1234
-        bad_ip = segments([("100.64.0.3", 5002)], "S")
+        bad_ip = client_segments([("100.64.0.3", 5002)], "S")
         bad_ip[0][IP].chksum = 0x4321
-        out = wire.to_backends(good + bad + bad_ip, 1, from_client_range, timeout=3)
+        out = wire.to_backends(good + bad + bad_ip, 1, from_test_clients, timeout=3)
     finally:
         rc, _ = wire.stop()
     assert rc == 0

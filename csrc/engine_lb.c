@@ -4,10 +4,18 @@
  *
  * Per burst, in passes (so the flow-table lookup is one bulk call):
  *   1. classify every packet: pass through, drop, answer (ICMP echo to a
- *      VIP), or look up (TCP/UDP to a service / from a backend);
- *   2. one bulk lookup of all flow keys of the burst;
- *   3. resolve each looked-up packet: known flow, new flow (Maglev), or
- *      stateless reply; rewrite and send.
+ *      VIP), or look up (every well-formed TCP/UDP frame);
+ *   2. one bulk lookup of all flow keys of the burst; the misses, and only
+ *      they, look up their service (client side) and pick a backend;
+ *   3. resolve each looked-up packet: known flow, new flow (Maglev),
+ *      stateless reply, or not for a service after all (pass through);
+ *      rewrite and send.
+ *
+ * The flow table comes first because it answers for nearly every packet:
+ * a flow whose backend is still configured under the flow's service is
+ * still valid (a backend id, with its generation, is never reused for
+ * another service's backend: rplb.h), so a known flow needs no service
+ * lookup at all.
  */
 #include <errno.h>
 #include <string.h>
@@ -30,8 +38,9 @@
 struct lookup {
 	struct rte_mbuf *m;
 	struct rplb_parsed parsed;
-	const struct rplb_lb_service *service;      /* client side */
-	const struct rplb_owner_slot *owner;        /* backend side */
+	/* Client side, when the bulk lookup missed: the packet's service, or
+	 * NULL when it is not for one. */
+	const struct rplb_lb_service *service;
 	struct rplb_flow_key key;
 	/* Client side, when the bulk lookup missed: the Maglev choice and
 	 * the hash of the backend-side key the new flow will have. */
@@ -100,20 +109,19 @@ count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 	lw->backend_counters[flow->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows--;
 }
 
-/* A TCP/UDP frame of a service (either direction) goes on to the flow
- * lookup, unless the NIC found its checksum bad.  Returns 1 when admitted,
- * with lk->key and its hash filled in. */
-static inline int
-admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
+/* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
+ * 1, with *lk and the key's hash filled in.  The classify functions work
+ * on locals and write the lookup record only here, once: stores through
+ * the record (and the packet's byte fields) would otherwise make the
+ * compiler reload everything after each one. */
+static __rte_always_inline int
+admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed *parsed,
 		 uint8_t direction, uint32_t *hash)
 {
-	const struct rte_ipv4_hdr *ip = lk->parsed.ip;
+	const struct rte_ipv4_hdr *ip = parsed->ip;
 
-	if (unlikely(rplb_rx_cksum_bad(m))) {
-		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
-		return 0;
-	}
 	lk->m = m;
+	lk->parsed = *parsed;
 #if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
 	{
 		/* The key in two registers, hashed from them: addresses and ports
@@ -123,14 +131,14 @@ admit_for_lookup(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
 		uint32_t ports;
 
 		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
-		memcpy(&ports, lk->parsed.l4, sizeof(ports));
+		memcpy(&ports, parsed->l4, sizeof(ports));
 		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
 		memcpy(&lk->key, words, sizeof(words));
 		*hash = rplb_flow_words_hash(words[0], words[1]);
 	}
 #else
 	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
-	memcpy(&lk->key.src_port, lk->parsed.l4, 2 * sizeof(uint16_t));
+	memcpy(&lk->key.src_port, parsed->l4, 2 * sizeof(uint16_t));
 	lk->key.proto = ip->next_proto_id;
 	lk->key.direction = direction;
 	lk->key.zero = 0;
@@ -149,10 +157,25 @@ pass_through(struct rplb_worker *w, struct rte_mbuf *m, unsigned int out_side)
 	return 0;
 }
 
-/* A frame from the clients to a VIP that is not TCP/UDP to a service. */
+/* A frame from the clients for no service (TCP/UDP to no vip:proto:port
+ * of one, or not TCP/UDP): another port of a VIP passes; so does anything
+ * else, unless strict keeps clients from reaching the backends directly. */
+static inline void
+pass_not_for_service(struct rplb_worker *w, const struct rplb_lb_tables *t,
+		     struct rte_mbuf *m, uint32_t dst_addr)
+{
+	if (unlikely(t->strict) && !rplb_is_vip(t, dst_addr) &&
+	    rplb_is_backend_ip(t, dst_addr)) {
+		rplb_worker_drop(w, RPLB_DROP_STRICT, m);
+		return;
+	}
+	pass_through(w, m, RPLB_BACKEND);
+}
+
+/* A frame from the clients to a VIP that is not TCP/UDP. */
 static __rte_noinline int
 classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
-		   struct lookup *lk, enum rplb_parse verdict)
+		   struct rplb_parsed parsed, enum rplb_parse verdict)
 {
 	switch (verdict) {
 	case RPLB_PARSE_IPV4_BAD:
@@ -167,7 +190,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_i
 		}
 		break;
 	case RPLB_PARSE_ICMP: {
-		struct rte_icmp_hdr *icmp = lk->parsed.l4;
+		struct rte_icmp_hdr *icmp = parsed.l4;
 
 		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 			break;
@@ -175,7 +198,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_i
 			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
 			return 0;
 		}
-		rplb_icmp_echo_to_reply(m, &lk->parsed);
+		rplb_icmp_echo_to_reply(m, &parsed);
 		w->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
 		rplb_worker_send(w, RPLB_FRONTEND, m);
 		return 0;
@@ -186,37 +209,30 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_i
 	return pass_through(w, m, RPLB_BACKEND);
 }
 
-/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup.
- * The common case (TCP/UDP to a service) parses once and finds its
- * service in one probe; only other frames ask whether they are for a VIP. */
+/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup
+ * (TCP/UDP); only other frames ask whether they are for a VIP. */
 static __rte_always_inline int
 classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		     struct rte_mbuf *m, struct lookup *lk, uint32_t *hash)
 {
-	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
-	enum rplb_parse verdict;
+	struct rplb_parsed parsed;
+	struct rte_ipv4_hdr *ip;
+	enum rplb_parse verdict = RPLB_PARSE_TCP_UDP;
 
-	if (ip == NULL)
-		goto pass;
-	verdict = rplb_parse_ipv4(m, ip, &lk->parsed);
-	if (likely(verdict == RPLB_PARSE_TCP_UDP)) {
-		const struct rplb_l4_ports *ports = lk->parsed.l4;
-
-		lk->service = rplb_find_service(t, ip->dst_addr, ports->dst_port,
-						ip->next_proto_id);
-		if (likely(lk->service != NULL))
-			return admit_for_lookup(w, m, lk, RPLB_DIR_CLIENT, hash);
-		if (rplb_is_vip(t, ip->dst_addr))
-			goto pass;      /* another port of a VIP */
-	} else if (rplb_is_vip(t, ip->dst_addr)) {
-		return classify_vip_other(w, m, ip, lk, verdict);
+	if (likely(rplb_parse_common(m, &parsed))) {
+		ip = parsed.ip;
+	} else {
+		ip = rplb_ipv4_header(m);
+		if (ip == NULL)
+			goto pass;
+		verdict = rplb_parse_ipv4(m, ip, &parsed);
 	}
-	/* Not for a VIP: a bump in the wire, unless strict keeps clients
-	 * from reaching the backends directly. */
-	if (unlikely(t->strict) && rplb_is_backend_ip(t, ip->dst_addr)) {
-		rplb_worker_drop(w, RPLB_DROP_STRICT, m);
-		return 0;
-	}
+	if (likely(verdict == RPLB_PARSE_TCP_UDP))
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_CLIENT, hash);
+	if (rplb_is_vip(t, ip->dst_addr))
+		return classify_vip_other(w, m, ip, parsed, verdict);
+	pass_not_for_service(w, t, m, ip->dst_addr);
+	return 0;
 
 pass:
 	return pass_through(w, m, RPLB_BACKEND);
@@ -224,21 +240,17 @@ pass:
 
 /* Pass 1 for a frame from the backends. */
 static __rte_always_inline int
-classify_from_backend(struct rplb_worker *w, const struct rplb_lb_tables *t,
-		      struct rte_mbuf *m, struct lookup *lk, uint32_t *hash)
+classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
+		      uint32_t *hash)
 {
-	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
-	const struct rplb_l4_ports *ports;
+	struct rplb_parsed parsed;
+	struct rte_ipv4_hdr *ip;
 
-	if (ip == NULL || rplb_parse_ipv4(m, ip, &lk->parsed) != RPLB_PARSE_TCP_UDP)
-		goto pass;
-	ports = lk->parsed.l4;
-	lk->owner = rplb_find_owner(t, ip->src_addr, ports->src_port, ip->next_proto_id);
-	if (lk->owner == NULL)
-		goto pass;
-	return admit_for_lookup(w, m, lk, RPLB_DIR_BACKEND, hash);
-
-pass:
+	if (likely(rplb_parse_common(m, &parsed)))
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND, hash);
+	ip = rplb_ipv4_header(m);
+	if (ip != NULL && rplb_parse_ipv4(m, ip, &parsed) == RPLB_PARSE_TCP_UDP)
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND, hash);
 	return pass_through(w, m, RPLB_FRONTEND);
 }
 
@@ -291,21 +303,34 @@ mark_changed(struct changed *c, uint32_t hash)
 	c->bits[hash >> 30] |= 1ull << ((hash >> 24) & 63);
 }
 
-/* The flow's backend, if it is still configured (weight 0 included);
- * otherwise the flow moves to the current Maglev choice.  NULL when the
- * packet must be dropped because the service has no backend left.  The
- * flow may have been removed (no room for its new key): state FREE. */
+/* The flow's backend if it is still configured (weight 0 included), else
+ * NULL.  Backend ids carry a generation, so a stale id never names the
+ * backend that took over its slot. */
+static inline const struct rplb_lb_backend *
+configured_backend(const struct rplb_lb_tables *t, const struct rplb_flow *flow)
+{
+	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
+
+	if (likely(b != RPLB_NO_BACKEND && t->backends[b].backend_id == flow->backend_id))
+		return &t->backends[b];
+	return NULL;
+}
+
+/* The flow's backend, if it is still configured; otherwise the flow moves
+ * to the current Maglev choice.  NULL when the packet must be dropped
+ * because the service has no backend left.  The flow may have been
+ * removed (no room for its new key): state FREE. */
 static inline const struct rplb_lb_backend *
 ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	       const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
 	       uint32_t flow_index, uint32_t flow_hash, struct changed *flows_changed)
 {
 	struct rplb_flow *flow = &lw->flows->flows[flow_index];
-	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
-	const struct rplb_lb_backend *backend;
+	const struct rplb_lb_backend *backend = configured_backend(t, flow);
+	uint32_t b;
 
-	if (likely(b != RPLB_NO_BACKEND && t->backends[b].backend_id == flow->backend_id))
-		return &t->backends[b];
+	if (likely(backend != NULL))
+		return backend;
 
 	b = rplb_maglev_pick(t, svc, flow_hash);
 	if (b == RPLB_NO_BACKEND)
@@ -333,7 +358,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    const uint32_t bulk_index, struct changed *flows_changed, uint32_t now)
 {
 	uint32_t index = bulk_index, backend_hash;
-	const struct rplb_lb_service *svc = lk->service;
+	const struct rplb_lb_service *svc;
 	struct rplb_flow_table *ft = lw->flows;
 	const struct rplb_lb_backend *backend;
 	struct rplb_flow *flow;
@@ -346,6 +371,37 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * Only a packet with the same client key can see a changed
 		 * record, and it has the same hash. */
 		index = rplb_flow_lookup(ft, &lk->key, flow_hash);
+	}
+	if (likely(index != RPLB_NO_FLOW)) {
+		flow = &ft->flows[index];
+		backend = configured_backend(t, flow);
+		/* Its backend is configured under its service: that service is
+		 * the one at this vip:proto:port (a backend id is never reused for
+		 * another service's backend), so no service lookup is needed. */
+		if (likely(backend != NULL &&
+			   backend->service_id == flow->service_id)) {
+			if (unlikely(rplb_rx_cksum_bad(lk->m))) {
+				rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+				return;
+			}
+			flow->last_seen = now;
+			track_state(flow, lk->parsed.tcp_flags, 1);
+			send_to_backend(w, lw, lk, backend, flow->service_id);
+			return;
+		}
+	}
+
+	/* A new flow, a flow whose backend is gone, or no service at all (a
+	 * miss of the bulk lookup has its service found already). */
+	svc = bulk_index == RPLB_NO_FLOW ? lk->service :
+		rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
+	if (svc == NULL) {
+		pass_not_for_service(w, t, lk->m, lk->key.dst_ip);
+		return;
+	}
+	if (unlikely(rplb_rx_cksum_bad(lk->m))) {
+		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+		return;
 	}
 	if (index != RPLB_NO_FLOW) {
 		flow = &ft->flows[index];
@@ -400,11 +456,16 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
 		     uint32_t now)
 {
+	const struct rplb_owner_slot *owner;
 	const struct rplb_lb_service *svc;
 
-	if (index != RPLB_NO_FLOW) {
+	if (likely(index != RPLB_NO_FLOW)) {
 		struct rplb_flow *flow = &lw->flows->flows[index];
 
+		if (unlikely(rplb_rx_cksum_bad(lk->m))) {
+			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+			return;
+		}
 		flow->last_seen = now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
 		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
@@ -413,26 +474,38 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			       flow->vport);
 		return;
 	}
-	if (lk->owner->service_index == RPLB_SERVICE_SHARED) {
+	/* No flow: a reply from a backend is rewritten statelessly when the
+	 * backend serves one service; anything else passes. */
+	owner = rplb_find_owner(t, lk->key.src_ip, lk->key.src_port, lk->key.proto);
+	if (owner == NULL) {
+		pass_through(w, lk->m, RPLB_FRONTEND);
+		return;
+	}
+	if (unlikely(rplb_rx_cksum_bad(lk->m))) {
+		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+		return;
+	}
+	if (owner->service_index == RPLB_SERVICE_SHARED) {
 		w->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
 		rplb_worker_send(w, RPLB_FRONTEND, lk->m);
 		return;
 	}
-	svc = &t->services[lk->owner->service_index];
+	svc = &t->services[owner->service_index];
 	lw->service_counters[svc->service_id].packets++;
 	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
 	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
 	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
 }
 
-/* A new flow writes a free record and the bucket of its backend-side key,
- * both cold in a large table: start loading them for every miss of the
- * burst before the first insert (the client-side buckets were loaded by
- * the lookup). */
+/* The misses of the bulk lookup from the clients: find each one's service
+ * and pick its backend.  A new flow writes a free record and the bucket of
+ * its backend-side key, both cold in a large table: start loading them for
+ * every miss of the burst before the first insert (the client-side
+ * buckets were loaded by the lookup). */
 static inline void
-prefetch_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
-		   struct lookup *lookups, const uint32_t *hashes,
-		   const uint32_t *indices, uint16_t n)
+prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
+		  struct lookup *lookups, const uint32_t *hashes,
+		  const uint32_t *indices, uint16_t n)
 {
 	uint32_t free_top = ft->free_count;
 	uint16_t i;
@@ -442,6 +515,9 @@ prefetch_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables
 		uint32_t b;
 
 		if (likely(indices[i] != RPLB_NO_FLOW))
+			continue;
+		lk->service = rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
+		if (lk->service == NULL)
 			continue;
 		b = rplb_maglev_pick(t, lk->service, hashes[i]);
 		lk->new_backend = b;
@@ -483,7 +559,7 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 		if (in_side == RPLB_FRONTEND)
 			needs_lookup = classify_from_client(w, t, pkts[i], lk, &hashes[n_lookups]);
 		else
-			needs_lookup = classify_from_backend(w, t, pkts[i], lk, &hashes[n_lookups]);
+			needs_lookup = classify_from_backend(w, pkts[i], lk, &hashes[n_lookups]);
 		if (needs_lookup) {
 			rplb_flow_prefetch(ft, hashes[n_lookups]);
 			n_lookups++;
@@ -496,7 +572,7 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	if (rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
 				  in_side == RPLB_FRONTEND ? RPLB_DIR_CLIENT : RPLB_DIR_BACKEND,
 				  indices) != 0 && in_side == RPLB_FRONTEND)
-		prefetch_new_flows(ft, t, lookups, hashes, indices, n_lookups);
+		prepare_new_flows(ft, t, lookups, hashes, indices, n_lookups);
 	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (i = 0; i < n_lookups; i++) {
 		if (in_side == RPLB_FRONTEND)

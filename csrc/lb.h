@@ -35,7 +35,7 @@ struct rplb_lb_service {
 struct rplb_lb_backend {
 	uint32_t ip;
 	uint16_t port;
-	uint16_t service_index;
+	uint16_t service_id;        /* of its service */
 	uint32_t backend_id;
 	/* Checksum changes of rewriting the service's vip:port to ip:port. */
 	struct rplb_cksum_deltas to_backend;

@@ -197,7 +197,7 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		t->backends[b] = (struct rplb_lb_backend){
 			.ip = backends[b].ip,
 			.port = backends[b].port,
-			.service_index = (uint16_t)backends[b].service_index,
+			.service_id = (uint16_t)services[backends[b].service_index].service_id,
 			.backend_id = backends[b].backend_id,
 		};
 		t->backend_index_by_slot[backends[b].backend_id & (RPLB_MAX_BACKENDS - 1)] = b;

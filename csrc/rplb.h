@@ -77,7 +77,13 @@ struct rplb_backend_spec {
 	uint32_t ip;             /* network byte order */
 	uint16_t port;           /* network byte order */
 	uint16_t weight;
-	uint32_t backend_id;     /* counter slot | generation << RPLB_BACKEND_SLOT_BITS */
+	/* counter slot | generation << RPLB_BACKEND_SLOT_BITS.  Flows remember
+	 * it: an id must keep naming a backend of the same vip:proto:port
+	 * while flows may hold it (the control plane bumps the generation
+	 * whenever a slot changes hands), because a flow whose backend id is
+	 * still configured under the flow's service_id skips the service
+	 * lookup. */
+	uint32_t backend_id;
 	uint32_t service_index;  /* index of its service spec */
 };
 

@@ -31,7 +31,10 @@
 #include "worker.h"
 
 #define PREFETCH_AHEAD 4
-#define AGING_BUDGET_BUSY 16
+/* Records aged per loop iteration under load: at 300k iterations/s (10
+ * Mpps in full bursts) a million-flow table is swept every 0.4 s, far
+ * finer than any timeout. */
+#define AGING_BUDGET_BUSY 8
 #define AGING_BUDGET_IDLE 512
 #define SAMPLE_SCAN_LIMIT 65536u    /* records looked at per flow-sample request */
 
@@ -76,6 +79,20 @@ track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 		flow->state = RPLB_FLOW_TCP_SYN;  /* the client reuses the tuple */
 }
 
+/* Add to a counter only this lcore writes (the control plane reads it).
+ * On x86 one read-modify-write add: left to itself the compiler pairs
+ * adjacent counters into vector loads and stores, five instructions for
+ * what two adds do. */
+static inline void
+counter_add(uint64_t *counter, uint64_t value)
+{
+#if defined(RTE_ARCH_X86_64)
+	asm("addq %1, %0" : "+m" (*counter) : "er" (value));
+#else
+	*counter += value;
+#endif
+}
+
 static inline void
 count_packet(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id,
 	     uint32_t bytes)
@@ -84,10 +101,10 @@ count_packet(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id
 	struct rplb_backend_counters *bc =
 		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
 
-	sc->packets++;
-	sc->bytes += bytes;
-	bc->packets++;
-	bc->bytes += bytes;
+	counter_add(&sc->packets, 1);
+	counter_add(&sc->bytes, bytes);
+	counter_add(&bc->packets, 1);
+	counter_add(&bc->bytes, bytes);
 }
 
 static inline void

@@ -252,7 +252,12 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 
 		if (likely(m != 0)) {
 			ref = bucket->ref[__builtin_ctz(m)];
-			rte_prefetch0(&ft->flows[(ref >> 1) < ft->capacity ? ref >> 1 : 0]);
+			/* A prefetch never faults, so an EMPTY reference (a hash equal
+			 * to an empty slot's signature) needs no range test here; the
+			 * address is computed as an integer, not a pointer past the
+			 * array. */
+			rte_prefetch0((const void *)((uintptr_t)ft->flows +
+						     (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow)));
 		} else {
 			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
 		}
@@ -266,8 +271,10 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 
 		/* EMPTY fails the direction test of client keys, and the range
 		 * test of backend keys. */
+		RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
 		RTE_ASSERT(key->direction == direction);
-		if (likely((ref & 1) == direction && (ref >> 1) < ft->capacity &&
+		if (likely((ref & 1) == direction &&
+			   (direction == RPLB_DIR_CLIENT || (ref >> 1) < ft->capacity) &&
 			   rplb_flow_has_key_in(&ft->flows[ref >> 1], key, direction))) {
 			index = ref >> 1;
 		} else if (primary_matches[i] == 0) {

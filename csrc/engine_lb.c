@@ -62,21 +62,35 @@ initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 	return (tcp_flags & RTE_TCP_SYN_FLAG) ? RPLB_FLOW_TCP_SYN : RPLB_FLOW_TCP_ESTABLISHED;
 }
 
+/* Most packets: an ACK of an established flow, or UDP; the state stays. */
+static inline int
+state_stays(const struct rplb_flow *flow, uint8_t tcp_flags)
+{
+	return (flow->state == RPLB_FLOW_TCP_ESTABLISHED &&
+		!(tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))) ||
+	       flow->state == RPLB_FLOW_UDP;
+}
+
 static inline void
 track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
-	/* Most packets: an ACK of an established flow, or UDP. */
-	if (likely((flow->state == RPLB_FLOW_TCP_ESTABLISHED &&
-		    !(tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))) ||
-		   flow->state == RPLB_FLOW_UDP))
+	if (likely(state_stays(flow, tcp_flags)))
 		return;
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
 		flow->state = RPLB_FLOW_TCP_CLOSING;
 	else if (flow->state == RPLB_FLOW_TCP_SYN && from_client && !(tcp_flags & RTE_TCP_SYN_FLAG))
 		flow->state = RPLB_FLOW_TCP_ESTABLISHED;
-	else if (flow->state == RPLB_FLOW_TCP_CLOSING && from_client &&
-		 (tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG)
-		flow->state = RPLB_FLOW_TCP_SYN;  /* the client reuses the tuple */
+}
+
+/* A client's SYN (without ACK) on the tuple of a closing flow opens a new
+ * connection: it becomes a new flow with a fresh Maglev choice, so a
+ * drained backend (weight 0) gets no new connection through a reused
+ * client port. */
+static inline int
+reopens_tuple(const struct rplb_flow *flow, uint8_t tcp_flags)
+{
+	return flow->state == RPLB_FLOW_TCP_CLOSING &&
+	       (tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG;
 }
 
 /* Add to a counter only this lcore writes (the control plane reads it).
@@ -395,8 +409,9 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		/* Its backend is configured under its service: that service is
 		 * the one at this vip:proto:port (a backend id is never reused for
 		 * another service's backend), so no service lookup is needed. */
-		if (likely(backend != NULL &&
-			   backend->service_id == flow->service_id)) {
+		if (likely(backend != NULL && backend->service_id == flow->service_id &&
+			   (state_stays(flow, lk->parsed.tcp_flags) ||
+			    !reopens_tuple(flow, lk->parsed.tcp_flags)))) {
 			if (unlikely(rplb_rx_cksum_bad(lk->m))) {
 				rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
 				return;
@@ -408,8 +423,9 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		}
 	}
 
-	/* A new flow, a flow whose backend is gone, or no service at all (a
-	 * miss of the bulk lookup has its service found already). */
+	/* A new flow, a flow whose backend is gone, a reopened tuple, or no
+	 * service at all (a miss of the bulk lookup has its service found
+	 * already). */
 	svc = bulk_index == RPLB_NO_FLOW ? lk->service :
 		rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 	if (svc == NULL) {
@@ -422,7 +438,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	}
 	if (index != RPLB_NO_FLOW) {
 		flow = &ft->flows[index];
-		if (likely(flow->service_id == svc->service_id)) {
+		if (likely(flow->service_id == svc->service_id &&
+			   !reopens_tuple(flow, lk->parsed.tcp_flags))) {
 			backend = ensure_backend(w, lw, t, svc, index, flow_hash, flows_changed);
 			if (unlikely(backend == NULL)) {
 				rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
@@ -435,7 +452,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 				return;
 			}
 		} else {
-			/* The service was replaced under the same vip:proto:port. */
+			/* The service was replaced under the same vip:proto:port, or
+			 * the client reopens the tuple: start over. */
 			count_flow_end(lw, flow);
 			rplb_flow_remove(ft, index);
 			mark_changed(flows_changed, flow_hash);

@@ -77,6 +77,37 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
     assert stats["events"]["tables_seen"] >= 3
 
 
+def test_a_reused_client_port_after_close_is_a_new_connection(tmp_path):
+    """A SYN on the tuple of a closing flow is a new connection: it gets a
+    fresh Maglev choice, so a drained backend gets none of them."""
+    path = tmp_path / "services.yaml"
+    path.write_text(config_text([(B1, 1), (B2, 1)]))
+    wire = TapWire(tmp_path, ["--config", str(path)])
+    try:
+        flows = [(f"100.64.3.{i + 1}", 30000 + i) for i in range(100)]
+        first = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(flows, "S"), 100, from_test_clients)])
+        assert {next(iter(b)) for b in first.values()} == {(B1, 8080), (B2, 8080)}
+        wire.to_backends(client_segments(flows, "FA"), 100, from_test_clients)
+
+        path.write_text(config_text([(B1, 1), (B2, 0)]))      # B2 drained
+        assert "reloaded" in wire.reload()
+        # A FIN-ACK of a closing flow still goes where its flow is ...
+        late = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(flows, "A"), 100, from_test_clients)])
+        assert late == first
+        # ... but the same ports opening again are new connections.
+        again = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(flows, "S"), 100, from_test_clients)])
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert all(again[f] == {(B1, 8080)} for f in flows)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["events"]["flows_created"] == 200
+    assert stats["mbufs_in_use_at_exit"] == 0
+
+
 @pytest.mark.parametrize("software", [False, True], ids=["offload", "software"])
 def test_checksums_with_and_without_tx_offload(tmp_path, software):
     path = tmp_path / "services.yaml"

@@ -259,7 +259,7 @@ def test_other_traffic_passes_byte_identical(tmp_path):
     run = lb_run(tmp_path, frontend=frontend, backend=backend)
     # Byte-identical, each exactly once.  Within a burst, TCP/UDP frames
     # leave after the flow lookup and others at once, so the order between
-    # different flows may change (never within one flow).
+    # different flows may change (not within one flow).
     assert sorted(run.backend_out) == sorted(bytes(f) for f in frontend)
     assert sorted(run.frontend_out) == sorted(bytes(b) for b in backend)
     assert run.stats["events"]["passed_through"] == len(frontend) + len(backend)

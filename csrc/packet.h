@@ -224,14 +224,14 @@ rplb_cksum_apply(uint16_t cksum, uint32_t delta)
 	return (uint16_t)~rplb_cksum_fold((uint32_t)(uint16_t)~cksum + delta);
 }
 
-/* One's complement sum of two 16-bit values, folded once (enough: the sum
- * of two 16-bit values is at most 17 bits). */
+/* RFC 1624 eqn. 3, HC' = ~(~HC + delta), with ~HC written 0xffff - HC: one
+ * subtraction and one fold (the sum is at most 17 bits). */
 static inline uint16_t
-rplb_cksum_add16(uint16_t a, uint16_t b)
+rplb_cksum_update(uint16_t cksum, uint16_t delta)
 {
-	uint32_t sum = (uint32_t)a + b;
+	uint32_t sum = (uint32_t)delta + 0xffff - cksum;
 
-	return (uint16_t)((sum & 0xffff) + (sum >> 16));
+	return (uint16_t)~(sum + (sum >> 16));
 }
 
 /* The checksum changes of a rewrite from (old_addr, old_port) to
@@ -287,10 +287,10 @@ rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_fie
 	}
 
 	/* RFC 1624 eqn. 3: HC' = ~(~HC + delta). */
-	ip->hdr_checksum = (uint16_t)~rplb_cksum_add16((uint16_t)~ip->hdr_checksum, deltas.ip);
+	ip->hdr_checksum = rplb_cksum_update(ip->hdr_checksum, deltas.ip);
 	if (is_udp && *l4_cksum == 0)
 		return;
-	*l4_cksum = (uint16_t)~rplb_cksum_add16((uint16_t)~*l4_cksum, deltas.l4);
+	*l4_cksum = rplb_cksum_update(*l4_cksum, deltas.l4);
 	if (is_udp && *l4_cksum == 0)
 		*l4_cksum = 0xffff;
 }

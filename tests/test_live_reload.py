@@ -108,6 +108,43 @@ def test_a_reused_client_port_after_close_is_a_new_connection(tmp_path):
     assert stats["mbufs_in_use_at_exit"] == 0
 
 
+def test_replies_of_a_removed_backend_follow_their_flow_until_it_moves(tmp_path):
+    """A flow remembers its backend: replies from a backend removed from the
+    configuration still go back as the VIP until the client's next packet
+    moves the flow; after that they are nobody's and pass unchanged."""
+    path = tmp_path / "services.yaml"
+    path.write_text(config_text([(B1, 1), (B2, 1)]))
+    wire = TapWire(tmp_path, ["--config", str(path)])
+    try:
+        flows = [(f"100.64.4.{i + 1}", 31000 + i) for i in range(60)]
+        first = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(flows, "S"), 60, from_test_clients)])
+        on_b2 = [f for f in flows if first[f] == {(B2, 8080)}]
+        assert on_b2
+
+        def replies():
+            return [Ether() / IP(src=B2, dst=ip) / TCP(sport=8080, dport=port, flags="SA")
+                    / Raw(b"r") for ip, port in on_b2]
+
+        def to_test_clients(p):
+            return IP in p and p[IP].dst.startswith("100.64.4.")
+
+        path.write_text(config_text([(B1, 1)]))                # B2 removed
+        assert "reloaded" in wire.reload()
+        before_move = wire.to_clients(replies(), len(on_b2), to_test_clients)
+        moved = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(on_b2, "A"), len(on_b2), from_test_clients)])
+        after_move = wire.to_clients(replies(), len(on_b2), to_test_clients)
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert sorted((p[IP].src, p[TCP].sport) for p in before_move) == [(VIP, 80)] * len(on_b2)
+    assert all(moved[f] == {(B1, 8080)} for f in on_b2)
+    assert sorted((p[IP].src, p[TCP].sport) for p in after_move) == [(B2, 8080)] * len(on_b2)
+    for pkt in before_move + after_move:
+        assert_checksums_valid(bytes(pkt))
+
+
 @pytest.mark.parametrize("software", [False, True], ids=["offload", "software"])
 def test_checksums_with_and_without_tx_offload(tmp_path, software):
     path = tmp_path / "services.yaml"

@@ -383,12 +383,16 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	return backend;
 }
 
+/* A client-side packet: first_ref is its first signature match
+ * (rplb_flow_match_bulk), or EMPTY when prepare_new_flows found no flow
+ * and prepared a new one. */
 static __rte_always_inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    const uint32_t bulk_index, struct changed *flows_changed, uint32_t now)
+		    const uint32_t first_ref, struct changed *flows_changed, uint32_t now)
 {
-	uint32_t index = bulk_index, backend_hash;
+	const int prepared = first_ref == RPLB_FT_EMPTY;
+	uint32_t index, backend_hash;
 	const struct rplb_lb_service *svc;
 	struct rplb_flow_table *ft = lw->flows;
 	const struct rplb_lb_backend *backend;
@@ -402,6 +406,9 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * Only a packet with the same client key can see a changed
 		 * record, and it has the same hash. */
 		index = rplb_flow_lookup(ft, &lk->key, flow_hash);
+	} else {
+		index = prepared ? RPLB_NO_FLOW :
+			rplb_flow_confirm(ft, &lk->key, flow_hash, first_ref, RPLB_DIR_CLIENT);
 	}
 	if (likely(index != RPLB_NO_FLOW)) {
 		flow = &ft->flows[index];
@@ -426,7 +433,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	/* A new flow, a flow whose backend is gone, a reopened tuple, or no
 	 * service at all (a miss of the bulk lookup has its service found
 	 * already). */
-	svc = bulk_index == RPLB_NO_FLOW ? lk->service :
+	svc = prepared ? lk->service :
 		rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 	if (svc == NULL) {
 		pass_not_for_service(w, t, lk->m, lk->key.dst_ip);
@@ -460,14 +467,14 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		}
 	}
 
-	/* A miss of the bulk lookup has its backend chosen already. */
-	b = bulk_index == RPLB_NO_FLOW ? lk->new_backend : rplb_maglev_pick(t, svc, flow_hash);
+	/* A prepared miss has its backend chosen already. */
+	b = prepared ? lk->new_backend : rplb_maglev_pick(t, svc, flow_hash);
 	if (unlikely(b == RPLB_NO_BACKEND)) {
 		rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
 		return;
 	}
 	backend = &t->backends[b];
-	backend_hash = bulk_index == RPLB_NO_FLOW ? lk->new_backend_hash :
+	backend_hash = prepared ? lk->new_backend_hash :
 		rplb_flow_backend_key_hash(&lk->key, backend->ip, backend->port);
 	index = rplb_flow_insert(ft, &lk->key, flow_hash, backend->ip, backend->port,
 				 backend_hash);
@@ -532,25 +539,31 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
 }
 
-/* The misses of the bulk lookup from the clients: find each one's service
+/* The client-side packets without a primary-bucket match: look each one
+ * up in full (its secondary bucket was prefetched).  Found: its reference
+ * goes in first_ref.  Not found (first_ref stays EMPTY): find its service
  * and pick its backend.  A new flow writes a free record and the bucket of
  * its backend-side key, both cold in a large table: start loading them for
- * every miss of the burst before the first insert (the client-side
- * buckets were loaded by the lookup). */
+ * every miss of the burst before the first insert. */
 static inline void
 prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
-		  struct lookup *lookups, const uint32_t *hashes,
-		  const uint32_t *indices, uint16_t n)
+		  struct lookup *lookups, const uint32_t *hashes, uint32_t *first_ref,
+		  uint16_t n)
 {
 	uint32_t free_top = ft->free_count;
 	uint16_t i;
 
 	for (i = 0; i < n; i++) {
 		struct lookup *lk = &lookups[i];
-		uint32_t b;
+		uint32_t index, b;
 
-		if (likely(indices[i] != RPLB_NO_FLOW))
+		if (likely(first_ref[i] != RPLB_FT_EMPTY))
 			continue;
+		index = rplb_flow_lookup_unmatched(ft, &lk->key, hashes[i]);
+		if (index != RPLB_NO_FLOW) {
+			first_ref[i] = index << 1 | RPLB_DIR_CLIENT;
+			continue;
+		}
 		lk->service = rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 		if (lk->service == NULL)
 			continue;
@@ -578,7 +591,7 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	struct rplb_flow_table *ft = lw->flows;
 	struct lookup lookups[RPLB_BURST];
 	uint32_t hashes[RPLB_BURST];
-	uint32_t indices[RPLB_BURST];
+	uint32_t first_ref[RPLB_BURST];
 	struct changed flows_changed;
 	uint32_t now;
 	uint16_t i, n_lookups = 0;
@@ -604,17 +617,21 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 		return;
 
 	memset(&flows_changed, 0, sizeof(flows_changed));
-	if (rplb_flow_lookup_bulk(ft, &lookups[0].key, sizeof(lookups[0]), hashes, n_lookups,
-				  in_side == RPLB_FRONTEND ? RPLB_DIR_CLIENT : RPLB_DIR_BACKEND,
-				  indices) != 0 && in_side == RPLB_FRONTEND)
-		prepare_new_flows(ft, t, lookups, hashes, indices, n_lookups);
+	/* The bulk lookup's first pass; its second is in the resolve loop,
+	 * which reads each record anyway. */
+	if (rplb_flow_match_bulk(ft, hashes, n_lookups, first_ref) != 0 &&
+	    in_side == RPLB_FRONTEND)
+		prepare_new_flows(ft, t, lookups, hashes, first_ref, n_lookups);
 	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (i = 0; i < n_lookups; i++) {
 		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, t, &lookups[i], hashes[i], indices[i],
+			resolve_from_client(w, lw, t, &lookups[i], hashes[i], first_ref[i],
 					    &flows_changed, now);
 		else
-			resolve_from_backend(w, lw, t, &lookups[i], indices[i], now);
+			resolve_from_backend(w, lw, t, &lookups[i],
+					     rplb_flow_confirm(ft, &lookups[i].key, hashes[i],
+							       first_ref[i], RPLB_DIR_BACKEND),
+					     now);
 	}
 }
 

@@ -97,7 +97,7 @@ rplb_flow_table_reset(struct rplb_flow_table *ft)
 
 	for (i = 0; i <= ft->bucket_mask; i++) {
 		for (j = 0; j < RPLB_FT_SLOTS; j++) {
-			ft->buckets[i].sig[j] = 0;
+			ft->buckets[i].sig[j] = RPLB_FT_EMPTY_SIG;
 			ft->buckets[i].ref[j] = RPLB_FT_EMPTY;
 		}
 	}
@@ -190,7 +190,7 @@ move_entry(struct rplb_flow_table *ft, uint32_t from_bucket, uint32_t from_slot,
 
 	to->sig[to_slot] = from->sig[from_slot];
 	to->ref[to_slot] = from->ref[from_slot];
-	from->sig[from_slot] = 0;
+	from->sig[from_slot] = RPLB_FT_EMPTY_SIG;
 	from->ref[from_slot] = RPLB_FT_EMPTY;
 }
 

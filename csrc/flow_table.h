@@ -38,6 +38,7 @@
 #define RPLB_FLOW_FREE 0xff              /* rplb_flow.state of an unused record */
 #define RPLB_FT_SLOTS 8                  /* per bucket */
 #define RPLB_FT_EMPTY UINT32_MAX         /* reference of an empty slot */
+#define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
 
 struct rplb_flow {
 	/* The client-side 5-tuple: client_ip..vport in the order of
@@ -230,20 +231,19 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
-/* Look up n keys (n <= 64), in two passes so the loads overlap: first the
- * signatures of every primary bucket (prefetched by rplb_flow_prefetch
- * while the burst was classified), prefetching the record of each first
- * match, or the secondary bucket where nothing matched; then the records.
- * The first match is nearly always the flow (a false match needs two
- * equal 32-bit hashes in one bucket): anything else takes the full path.
- * Returns how many keys were not found. */
+/* First pass of a bulk lookup (the loads of a burst overlap): for each of
+ * n hashes, the reference in the first slot of its primary bucket (loaded
+ * by rplb_flow_prefetch while the burst was classified) whose signature
+ * matches, with that record prefetched; or RPLB_FT_EMPTY where nothing
+ * matched, with the secondary bucket prefetched.  The first match is
+ * nearly always the flow (a false match needs two equal 32-bit hashes in
+ * one bucket); rplb_flow_confirm settles it.  Returns how many are EMPTY
+ * (likely misses). */
 static __rte_always_inline unsigned int
-rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
-		      size_t key_stride, const uint32_t *hashes, unsigned int n,
-		      const uint8_t direction, uint32_t *index_out)
+rplb_flow_match_bulk(const struct rplb_flow_table *ft, const uint32_t *hashes, unsigned int n,
+		     uint32_t *first_ref)
 {
-	uint32_t first_ref[64], primary_matches[64];
-	unsigned int i, missing = 0;
+	unsigned int i, unmatched = 0;
 
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
@@ -262,32 +262,62 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
 		}
 		first_ref[i] = ref;
-		primary_matches[i] = m;
+		unmatched += ref == RPLB_FT_EMPTY;
 	}
+	return unmatched;
+}
+
+/* The record index of a key whose primary bucket had no signature match
+ * (rplb_flow_match_bulk gave EMPTY): only its secondary bucket can hold
+ * it, unless its hash equals an empty slot's signature, when EMPTY may
+ * have come from such a slot. */
+static inline uint32_t
+rplb_flow_lookup_unmatched(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+			   uint32_t hash)
+{
+	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+
+	if (unlikely(hash == RPLB_FT_EMPTY_SIG))
+		return rplb_flow_lookup(ft, key, hash);
+	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
+}
+
+/* Second pass, one key (of a direction known here): its record index
+ * from the first match, or by a fuller lookup where that was not it. */
+static __rte_always_inline uint32_t
+rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
+{
+	/* EMPTY fails the direction test of client keys, and the range test
+	 * of backend keys. */
+	RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
+	RTE_ASSERT(key->direction == direction);
+	if (likely((first_ref & 1) == direction &&
+		   (direction == RPLB_DIR_CLIENT || (first_ref >> 1) < ft->capacity) &&
+		   rplb_flow_has_key_in(&ft->flows[first_ref >> 1], key, direction)))
+		return first_ref >> 1;
+	if (first_ref == RPLB_FT_EMPTY)
+		return rplb_flow_lookup_unmatched(ft, key, hash);
+	return rplb_flow_lookup(ft, key, hash);
+}
+
+/* Look up n keys (n <= 64) of one direction with the two passes above.
+ * Returns how many keys were not found. */
+static __rte_always_inline unsigned int
+rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
+		      size_t key_stride, const uint32_t *hashes, unsigned int n,
+		      const uint8_t direction, uint32_t *index_out)
+{
+	uint32_t first_ref[64];
+	unsigned int i, missing = 0;
+
+	rplb_flow_match_bulk(ft, hashes, n, first_ref);
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
 			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);
-		uint32_t ref = first_ref[i], index;
 
-		/* EMPTY fails the direction test of client keys, and the range
-		 * test of backend keys. */
-		RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
-		RTE_ASSERT(key->direction == direction);
-		if (likely((ref & 1) == direction &&
-			   (direction == RPLB_DIR_CLIENT || (ref >> 1) < ft->capacity) &&
-			   rplb_flow_has_key_in(&ft->flows[ref >> 1], key, direction))) {
-			index = ref >> 1;
-		} else if (primary_matches[i] == 0) {
-			const struct rplb_flow_bucket *bucket =
-				&ft->buckets[rplb_ft_secondary(ft, hashes[i])];
-
-			index = rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hashes[i]),
-						key);
-		} else {
-			index = rplb_flow_lookup(ft, key, hashes[i]);
-		}
-		index_out[i] = index;
-		missing += index == RPLB_NO_FLOW;
+		index_out[i] = rplb_flow_confirm(ft, key, hashes[i], first_ref[i], direction);
+		missing += index_out[i] == RPLB_NO_FLOW;
 	}
 	return missing;
 }
@@ -341,7 +371,7 @@ rplb_ft_unlink(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 
 	if (bucket == NULL)
 		return;
-	bucket->sig[__builtin_ctz(slots)] = 0;
+	bucket->sig[__builtin_ctz(slots)] = RPLB_FT_EMPTY_SIG;
 	bucket->ref[__builtin_ctz(slots)] = RPLB_FT_EMPTY;
 }
 

@@ -5,11 +5,13 @@
  * Per burst, in passes (so the flow-table lookup is one bulk call):
  *   1. classify every packet: pass through, drop, answer (ICMP echo to a
  *      VIP), or look up (every well-formed TCP/UDP frame);
- *   2. one bulk lookup of all flow keys of the burst; the misses, and only
- *      they, look up their service (client side) and pick a backend;
- *   3. resolve each looked-up packet: known flow, new flow (Maglev),
- *      stateless reply, or not for a service after all (pass through);
- *      rewrite and send.
+ *   2. the first pass of a bulk lookup of all flow keys of the burst (one
+ *      bucket each); keys with no match there are looked up in full, and
+ *      the misses, only they, look up their service (client side) and
+ *      pick a backend;
+ *   3. resolve each looked-up packet (confirming its match against the
+ *      record): known flow, new flow (Maglev), stateless reply, or not for
+ *      a service after all (pass through); rewrite and send.
  *
  * The flow table comes first because it answers for nearly every packet:
  * a flow whose backend is still configured under the flow's service is
@@ -41,12 +43,12 @@
 struct lookup {
 	struct rte_mbuf *m;
 	struct rplb_parsed parsed;
-	/* Client side, when the bulk lookup missed: the packet's service, or
-	 * NULL when it is not for one. */
+	/* Client side, when prepare_new_flows found no flow: the packet's
+	 * service, or NULL when it is not for one. */
 	const struct rplb_lb_service *service;
 	struct rplb_flow_key key;
-	/* Client side, when the bulk lookup missed: the Maglev choice and
-	 * the hash of the backend-side key the new flow will have. */
+	/* The same packets, with a service: the Maglev choice and the hash of
+	 * the backend-side key the new flow will have. */
 	uint32_t new_backend;
 	uint32_t new_backend_hash;
 };
@@ -431,8 +433,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	}
 
 	/* A new flow, a flow whose backend is gone, a reopened tuple, or no
-	 * service at all (a miss of the bulk lookup has its service found
-	 * already). */
+	 * service at all (a prepared miss has its service found already). */
 	svc = prepared ? lk->service :
 		rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 	if (svc == NULL) {

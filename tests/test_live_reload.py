@@ -27,10 +27,16 @@ def config_text(backends):
          "backends": [{"ip": "192.168.2.20", "port": 5353}]}]})
 
 
-def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
+def start(tmp_path, backends, args=()):
+    """rplb on two tap ports with a services file of these (ip, weight)
+    backends; returns the file (rewrite it and reload) and the wire."""
     path = tmp_path / "services.yaml"
-    path.write_text(config_text([(B1, 1), (B2, 1)]))
-    wire = TapWire(tmp_path, ["--config", str(path)])
+    path.write_text(config_text(backends))
+    return path, TapWire(tmp_path, ["--config", str(path), *args])
+
+
+def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
+    path, wire = start(tmp_path, [(B1, 1), (B2, 1)])
     try:
         old_flows = [(f"100.64.{i // 200}.{i % 200 + 1}", 10000 + i) for i in range(300)]
         first = by_flow([bytes(p) for p in wire.to_backends(
@@ -80,9 +86,7 @@ def test_sighup_changes_keep_every_existing_flow_on_its_backend(tmp_path):
 def test_a_reused_client_port_after_close_is_a_new_connection(tmp_path):
     """A SYN on the tuple of a closing flow is a new connection: it gets a
     fresh Maglev choice, so a drained backend gets none of them."""
-    path = tmp_path / "services.yaml"
-    path.write_text(config_text([(B1, 1), (B2, 1)]))
-    wire = TapWire(tmp_path, ["--config", str(path)])
+    path, wire = start(tmp_path, [(B1, 1), (B2, 1)])
     try:
         flows = [(f"100.64.3.{i + 1}", 30000 + i) for i in range(100)]
         first = by_flow([bytes(p) for p in wire.to_backends(
@@ -112,9 +116,7 @@ def test_replies_of_a_removed_backend_follow_their_flow_until_it_moves(tmp_path)
     """A flow remembers its backend: replies from a backend removed from the
     configuration still go back as the VIP until the client's next packet
     moves the flow; after that they are nobody's and pass unchanged."""
-    path = tmp_path / "services.yaml"
-    path.write_text(config_text([(B1, 1), (B2, 1)]))
-    wire = TapWire(tmp_path, ["--config", str(path)])
+    path, wire = start(tmp_path, [(B1, 1), (B2, 1)])
     try:
         flows = [(f"100.64.4.{i + 1}", 31000 + i) for i in range(60)]
         first = by_flow([bytes(p) for p in wire.to_backends(
@@ -147,9 +149,8 @@ def test_replies_of_a_removed_backend_follow_their_flow_until_it_moves(tmp_path)
 
 @pytest.mark.parametrize("software", [False, True], ids=["offload", "software"])
 def test_checksums_with_and_without_tx_offload(tmp_path, software):
-    path = tmp_path / "services.yaml"
-    path.write_text(config_text([(B1, 1), (B2, 1)]))
-    wire = TapWire(tmp_path, ["--config", str(path)] + (["--software-checksums"] if software else []))
+    _, wire = start(tmp_path, [(B1, 1), (B2, 1)],
+                    ["--software-checksums"] if software else [])
     try:
         offload_line = [l for l in wire.rplb.stderr_lines if "port 1" in l][0]
         assert ("offload on" in offload_line) != software, offload_line
@@ -176,9 +177,7 @@ def test_checksums_with_and_without_tx_offload(tmp_path, software):
 def test_bad_checksums_flagged_by_the_nic_are_dropped_and_counted(tmp_path):
     """net_tap verifies RX checksums (an RX offload): frames it flags bad are
     dropped before a TX offload could silently repair them."""
-    path = tmp_path / "services.yaml"
-    path.write_text(config_text([(B1, 1)]))
-    wire = TapWire(tmp_path, ["--config", str(path)])
+    _, wire = start(tmp_path, [(B1, 1)])
     try:
         good = client_segments([("100.64.0.1", 5000)], "S")
         bad = client_segments([("100.64.0.2", 5001)], "S")

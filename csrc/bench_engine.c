@@ -2,7 +2,7 @@
  *
  * bench_engine.c: the cost of an engine alone, without ports' rx.
  *
- *   rplb-bench-engine [EAL options --] [--mode established|new|fwd|memory]
+ *   rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]
  *                     [--flows F] [--backends B] [--bursts N] [--flow-table T]
  *
  * Initialises EAL (default: --no-huge -m 1024 --no-pci -l 0 and two
@@ -18,6 +18,9 @@
  *                flow table is emptied, untimed, whenever it is half full);
  *   fwd          the pass-through engine: what the worker's tx and the
  *                mbuf frees cost by themselves;
+ *   passthrough  the lb engine on F TCP flows to an address that is no VIP
+ *                (forwarded unchanged, after a flow-table miss and a
+ *                service lookup);
  *   memory       no packets: the bytes the flow table of --flow-table flows
  *                takes from the DPDK heap, per flow, next to the model of
  *                rplb_lb_flow_memory().
@@ -64,8 +67,14 @@
 #define VIP RTE_IPV4(10, 0, 0, 100)
 #define VIP_PORT 80
 #define CLIENT_NET RTE_IPV4(198, 18, 0, 0)
+#define NOT_A_VIP RTE_IPV4(10, 0, 0, 200)
 
-enum mode { MODE_ESTABLISHED, MODE_NEW, MODE_FWD, MODE_MEMORY };
+enum mode { MODE_ESTABLISHED, MODE_NEW, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY };
+
+static const char *const mode_names[] = {
+	[MODE_ESTABLISHED] = "established", [MODE_NEW] = "new", [MODE_FWD] = "fwd",
+	[MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory",
+};
 
 struct options {
 	enum mode mode;
@@ -100,7 +109,8 @@ cksum16(const void *data, size_t len, uint32_t sum)
 
 /* A valid 64-byte Ethernet/IPv4/TCP frame (10 bytes of payload). */
 static void
-make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint8_t tcp_flags)
+make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
+	   uint8_t tcp_flags)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
@@ -118,7 +128,7 @@ make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint8_t tcp_flags
 	ip->time_to_live = 64;
 	ip->next_proto_id = IPPROTO_TCP;
 	ip->src_addr = rte_cpu_to_be_32(src_ip);
-	ip->dst_addr = rte_cpu_to_be_32(VIP);
+	ip->dst_addr = rte_cpu_to_be_32(dst_ip);
 	ip->hdr_checksum = rte_cpu_to_be_16(cksum16(ip, sizeof(*ip), 0));
 	tcp->src_port = rte_cpu_to_be_16(src_port);
 	tcp->dst_port = rte_cpu_to_be_16(VIP_PORT);
@@ -297,7 +307,7 @@ prepare_burst(struct rte_mempool *pool, struct rte_mbuf **pkts, const uint8_t *f
 			uint16_t port;
 
 			client_of(*next, &ip, &port);
-			make_frame(data, ip, port, RTE_TCP_SYN_FLAG);
+			make_frame(data, ip, port, VIP, RTE_TCP_SYN_FLAG);
 		} else {
 			memcpy(data, frames + (size_t)(*next % n_frames) * FRAME_LEN, FRAME_LEN);
 		}
@@ -330,7 +340,7 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: rplb-bench-engine [EAL options --] [--mode established|new|fwd|memory]\n"
+		"usage: rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]\n"
 		"       [--flows F] [--backends B] [--bursts N] [--flow-table T]\n");
 	exit(2);
 }
@@ -363,6 +373,8 @@ parse_options(int argc, char **argv, struct options *o)
 				o->mode = MODE_NEW;
 			else if (strcmp(optarg, "fwd") == 0)
 				o->mode = MODE_FWD;
+			else if (strcmp(optarg, "passthrough") == 0)
+				o->mode = MODE_PASSTHROUGH;
 			else if (strcmp(optarg, "memory") == 0)
 				o->mode = MODE_MEMORY;
 			else
@@ -478,7 +490,8 @@ main(int argc, char **argv)
 		uint16_t port;
 
 		client_of((uint64_t)i, &ip, &port);
-		make_frame(frames + (size_t)i * FRAME_LEN, ip, port, RTE_TCP_ACK_FLAG);
+		make_frame(frames + (size_t)i * FRAME_LEN, ip, port,
+			   o.mode == MODE_PASSTHROUGH ? NOT_A_VIP : VIP, RTE_TCP_ACK_FLAG);
 	}
 
 	/* Warm-up (untimed): one pass creates every flow; the caches settle. */
@@ -542,7 +555,7 @@ main(int argc, char **argv)
 	       "\"tsc_hz\": %" PRIu64 ", \"flows_created\": %" PRIu64 ", \"to_backend\": %" PRIu64
 	       ", \"flow_table_resets\": %" PRIu64 ", \"passed_through\": %" PRIu64
 	       ", \"flow_table_full\": %" PRIu64 ", \"mbufs_in_use\": %u}\n",
-	       o.mode == MODE_ESTABLISHED ? "established" : o.mode == MODE_NEW ? "new" : "fwd",
+	       mode_names[o.mode],
 	       o.flows, o.backends, o.flow_table, timed_packets, ns,
 	       n_chunks ? chunk_ns[n_chunks / 2] : ns, n_chunks ? chunk_ns[0] : ns, n_chunks,
 	       (double)cycles / (double)timed_packets, rte_get_tsc_hz(),

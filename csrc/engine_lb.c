@@ -190,6 +190,17 @@ pass_through(struct rplb_worker *w, struct rte_mbuf *m, unsigned int out_side)
 	return 0;
 }
 
+/* Drops (and counts) a frame whose checksum the NIC found bad; 1 if so.
+ * Only frames that rplb would rewrite or answer are checked. */
+static inline int
+dropped_bad_checksum(struct rplb_worker *w, struct rte_mbuf *m)
+{
+	if (likely(!rplb_rx_cksum_bad(m)))
+		return 0;
+	rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+	return 1;
+}
+
 /* A frame from the clients for no service (TCP/UDP to no vip:proto:port
  * of one, or not TCP/UDP): another port of a VIP passes; so does anything
  * else, unless strict keeps clients from reaching the backends directly. */
@@ -227,10 +238,8 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_i
 
 		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 			break;
-		if (unlikely(rplb_rx_cksum_bad(m))) {
-			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
+		if (dropped_bad_checksum(w, m))
 			return 0;
-		}
 		rplb_icmp_echo_to_reply(m, &parsed);
 		w->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
 		rplb_worker_send(w, RPLB_FRONTEND, m);
@@ -421,10 +430,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		if (likely(backend != NULL && backend->service_id == flow->service_id &&
 			   (state_stays(flow, lk->parsed.tcp_flags) ||
 			    !reopens_tuple(flow, lk->parsed.tcp_flags)))) {
-			if (unlikely(rplb_rx_cksum_bad(lk->m))) {
-				rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+			if (dropped_bad_checksum(w, lk->m))
 				return;
-			}
 			flow->last_seen = now;
 			track_state(flow, lk->parsed.tcp_flags, 1);
 			send_to_backend(w, lw, lk, backend, flow->service_id);
@@ -440,10 +447,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		pass_not_for_service(w, t, lk->m, lk->key.dst_ip);
 		return;
 	}
-	if (unlikely(rplb_rx_cksum_bad(lk->m))) {
-		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+	if (dropped_bad_checksum(w, lk->m))
 		return;
-	}
 	if (index != RPLB_NO_FLOW) {
 		flow = &ft->flows[index];
 		if (likely(flow->service_id == svc->service_id &&
@@ -505,10 +510,8 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	if (likely(index != RPLB_NO_FLOW)) {
 		struct rplb_flow *flow = &lw->flows->flows[index];
 
-		if (unlikely(rplb_rx_cksum_bad(lk->m))) {
-			rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+		if (dropped_bad_checksum(w, lk->m))
 			return;
-		}
 		flow->last_seen = now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
 		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
@@ -524,10 +527,8 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		pass_through(w, lk->m, RPLB_FRONTEND);
 		return;
 	}
-	if (unlikely(rplb_rx_cksum_bad(lk->m))) {
-		rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, lk->m);
+	if (dropped_bad_checksum(w, lk->m))
 		return;
-	}
 	if (owner->service_index == RPLB_SERVICE_SHARED) {
 		w->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
 		rplb_worker_send(w, RPLB_FRONTEND, lk->m);

@@ -43,10 +43,12 @@
 struct lookup {
 	struct rte_mbuf *m;
 	struct rplb_parsed parsed;
+	struct rplb_flow_key key;
+	uint32_t hash;              /* of key */
+	uint32_t first_ref;         /* rplb_flow_match_first's answer */
 	/* Client side, when prepare_new_flows found no flow: the packet's
 	 * service, or NULL when it is not for one. */
 	const struct rplb_lb_service *service;
-	struct rplb_flow_key key;
 	/* The same packets, with a service: the Maglev choice and the hash of
 	 * the backend-side key the new flow will have. */
 	uint32_t new_backend;
@@ -64,19 +66,28 @@ initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 	return (tcp_flags & RTE_TCP_SYN_FLAG) ? RPLB_FLOW_TCP_SYN : RPLB_FLOW_TCP_ESTABLISHED;
 }
 
-/* Most packets: an ACK of an established flow, or UDP; the state stays. */
+/* The TCP flags that may change a flow's state, by state (or reopen its
+ * tuple: reopens_tuple): a packet with none of them leaves the flow as it
+ * is, and that is nearly every packet, so one test settles it.  UDP
+ * packets carry no flags.  A segment without any flag changes nothing
+ * (TCP discards a segment without ACK). */
+static const uint8_t state_change_flags[256] = {
+	[RPLB_FLOW_UDP] = 0,
+	[RPLB_FLOW_TCP_SYN] = 0xff,
+	[RPLB_FLOW_TCP_ESTABLISHED] = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG,
+	[RPLB_FLOW_TCP_CLOSING] = RTE_TCP_SYN_FLAG,
+};
+
 static inline int
-state_stays(const struct rplb_flow *flow, uint8_t tcp_flags)
+state_may_change(const struct rplb_flow *flow, uint8_t tcp_flags)
 {
-	return (flow->state == RPLB_FLOW_TCP_ESTABLISHED &&
-		!(tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))) ||
-	       flow->state == RPLB_FLOW_UDP;
+	return tcp_flags & state_change_flags[flow->state];
 }
 
 static inline void
 track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
-	if (likely(state_stays(flow, tcp_flags)))
+	if (likely(!state_may_change(flow, tcp_flags)))
 		return;
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
 		flow->state = RPLB_FLOW_TCP_CLOSING;
@@ -143,13 +154,13 @@ count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 }
 
 /* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
- * 1, with *lk and the key's hash filled in.  The classify functions work
+ * 1, with *lk (its key's hash included) filled in.  The classify functions work
  * on locals and write the lookup record only here, once: stores through
  * the record (and the packet's byte fields) would otherwise make the
  * compiler reload everything after each one. */
 static __rte_always_inline int
 admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed *parsed,
-		 uint8_t direction, uint32_t *hash)
+		 uint8_t direction)
 {
 	const struct rte_ipv4_hdr *ip = parsed->ip;
 
@@ -167,7 +178,7 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 		memcpy(&ports, parsed->l4, sizeof(ports));
 		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
 		memcpy(&lk->key, words, sizeof(words));
-		*hash = rplb_flow_words_hash(words[0], words[1]);
+		lk->hash = rplb_flow_words_hash(words[0], words[1]);
 	}
 #else
 	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
@@ -175,7 +186,7 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 	lk->key.proto = ip->next_proto_id;
 	lk->key.direction = direction;
 	lk->key.zero = 0;
-	*hash = rplb_flow_key_hash(&lk->key);
+	lk->hash = rplb_flow_key_hash(&lk->key);
 #endif
 	return 1;
 }
@@ -255,7 +266,7 @@ classify_vip_other(struct rplb_worker *w, struct rte_mbuf *m, const struct rte_i
  * (TCP/UDP); only other frames ask whether they are for a VIP. */
 static __rte_always_inline int
 classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
-		     struct rte_mbuf *m, struct lookup *lk, uint32_t *hash)
+		     struct rte_mbuf *m, struct lookup *lk)
 {
 	struct rplb_parsed parsed;
 	struct rte_ipv4_hdr *ip;
@@ -270,7 +281,7 @@ classify_from_client(struct rplb_worker *w, const struct rplb_lb_tables *t,
 		verdict = rplb_parse_ipv4(m, ip, &parsed);
 	}
 	if (likely(verdict == RPLB_PARSE_TCP_UDP))
-		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_CLIENT, hash);
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_CLIENT);
 	if (rplb_is_vip(t, ip->dst_addr))
 		return classify_vip_other(w, m, ip, parsed, verdict);
 	pass_not_for_service(w, t, m, ip->dst_addr);
@@ -282,17 +293,16 @@ pass:
 
 /* Pass 1 for a frame from the backends. */
 static __rte_always_inline int
-classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk,
-		      uint32_t *hash)
+classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *lk)
 {
 	struct rplb_parsed parsed;
 	struct rte_ipv4_hdr *ip;
 
 	if (likely(rplb_parse_common(m, &parsed)))
-		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND, hash);
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND);
 	ip = rplb_ipv4_header(m);
 	if (ip != NULL && rplb_parse_ipv4(m, ip, &parsed) == RPLB_PARSE_TCP_UDP)
-		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND, hash);
+		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND);
 	return pass_through(w, m, RPLB_FRONTEND);
 }
 
@@ -300,14 +310,17 @@ static inline void
 send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
 		const struct rplb_lb_backend *backend, uint16_t service_id)
 {
-	struct rplb_l4_ports *ports = lk->parsed.l4;
+	struct rte_mbuf *m = lk->m;
+	struct rplb_parsed parsed = lk->parsed;
+	struct rplb_l4_ports *ports = parsed.l4;
+	uint32_t bytes = m->pkt_len;
 
-	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->dst_addr, &ports->dst_port,
+	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
 			       backend->ip, backend->port, backend->to_backend,
 			       w->tx_cksum_offload[RPLB_BACKEND]);
-	count_packet(lw, service_id, backend->backend_id, lk->m->pkt_len);
+	count_packet(lw, service_id, backend->backend_id, bytes);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
-	rplb_worker_send(w, RPLB_BACKEND, lk->m);
+	rplb_worker_send(w, RPLB_BACKEND, m);
 }
 
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
@@ -345,17 +358,31 @@ mark_changed(struct changed *c, uint32_t hash)
 	c->bits[hash >> 30] |= 1ull << ((hash >> 24) & 63);
 }
 
-/* The flow's backend if it is still configured (weight 0 included), else
- * NULL.  Backend ids carry a generation, so a stale id never names the
- * backend that took over its slot. */
+/* The flow's backend if it is still configured under the flow's service
+ * (weight 0 included), else NULL.  Backend ids carry a generation, so a
+ * stale id never names the backend that took over its slot; and a backend
+ * id is never reused for another service's backend (rplb.h), so a backend
+ * configured under the flow's service makes that service the one at the
+ * flow's vip:proto:port.  Port, service id and backend id lie in the same
+ * order in both records: one 8-byte compare. */
 static inline const struct rplb_lb_backend *
 configured_backend(const struct rplb_lb_tables *t, const struct rplb_flow *flow)
 {
-	uint32_t b = t->backend_index_by_slot[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
+	const struct rplb_lb_backend *backend =
+		&t->backends[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
+	uint64_t flow_word, backend_word;
 
-	if (likely(b != RPLB_NO_BACKEND && t->backends[b].backend_id == flow->backend_id))
-		return &t->backends[b];
-	return NULL;
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, service_id) -
+			 offsetof(struct rplb_flow, backend_port) != 2 ||
+			 offsetof(struct rplb_flow, backend_id) -
+			 offsetof(struct rplb_flow, backend_port) != 4);
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_lb_backend, service_id) -
+			 offsetof(struct rplb_lb_backend, port) != 2 ||
+			 offsetof(struct rplb_lb_backend, backend_id) -
+			 offsetof(struct rplb_lb_backend, port) != 4);
+	memcpy(&flow_word, &flow->backend_port, sizeof(flow_word));
+	memcpy(&backend_word, &backend->port, sizeof(backend_word));
+	return likely(flow_word == backend_word) ? backend : NULL;
 }
 
 /* The flow's backend, if it is still configured; otherwise the flow moves
@@ -394,18 +421,18 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	return backend;
 }
 
-/* A client-side packet: first_ref is its first signature match
- * (rplb_flow_match_bulk), or EMPTY when prepare_new_flows found no flow
+/* A client-side packet: lk->first_ref is its first signature match
+ * (rplb_flow_match_first), or EMPTY when prepare_new_flows found no flow
  * and prepared a new one. */
 static __rte_always_inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
-		    const struct rplb_lb_tables *t, struct lookup *lk, uint32_t flow_hash,
-		    const uint32_t first_ref, struct changed *flows_changed, uint32_t now)
+		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
+		    struct changed *flows_changed, uint32_t now)
 {
+	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
 	const int prepared = first_ref == RPLB_FT_EMPTY;
 	uint32_t index, backend_hash;
 	const struct rplb_lb_service *svc;
-	struct rplb_flow_table *ft = lw->flows;
 	const struct rplb_lb_backend *backend;
 	struct rplb_flow *flow;
 	uint32_t b;
@@ -418,17 +445,18 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * record, and it has the same hash. */
 		index = rplb_flow_lookup(ft, &lk->key, flow_hash);
 	} else {
-		index = prepared ? RPLB_NO_FLOW :
-			rplb_flow_confirm(ft, &lk->key, flow_hash, first_ref, RPLB_DIR_CLIENT);
+		index = rplb_flow_first_match(ft, &lk->key, first_ref, RPLB_DIR_CLIENT);
+		/* Not the first match: look again, unless a prepared miss. */
+		if (unlikely(index == RPLB_NO_FLOW) && !prepared)
+			index = rplb_flow_lookup(ft, &lk->key, flow_hash);
 	}
 	if (likely(index != RPLB_NO_FLOW)) {
 		flow = &ft->flows[index];
 		backend = configured_backend(t, flow);
-		/* Its backend is configured under its service: that service is
-		 * the one at this vip:proto:port (a backend id is never reused for
-		 * another service's backend), so no service lookup is needed. */
-		if (likely(backend != NULL && backend->service_id == flow->service_id &&
-			   (state_stays(flow, lk->parsed.tcp_flags) ||
+		/* Its backend is configured under its service: no service
+		 * lookup is needed. */
+		if (likely(backend != NULL &&
+			   (!state_may_change(flow, lk->parsed.tcp_flags) ||
 			    !reopens_tuple(flow, lk->parsed.tcp_flags)))) {
 			if (dropped_bad_checksum(w, lk->m))
 				return;
@@ -549,27 +577,25 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
  * every miss of the burst before the first insert. */
 static inline void
 prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables *t,
-		  struct lookup *lookups, const uint32_t *hashes, uint32_t *first_ref,
-		  uint16_t n)
+		  struct lookup *lookups, const struct lookup *end)
 {
 	uint32_t free_top = ft->free_count;
-	uint16_t i;
+	struct lookup *lk;
 
-	for (i = 0; i < n; i++) {
-		struct lookup *lk = &lookups[i];
+	for (lk = lookups; lk < end; lk++) {
 		uint32_t index, b;
 
-		if (likely(first_ref[i] != RPLB_FT_EMPTY))
+		if (likely(lk->first_ref != RPLB_FT_EMPTY))
 			continue;
-		index = rplb_flow_lookup_unmatched(ft, &lk->key, hashes[i]);
+		index = rplb_flow_lookup_unmatched(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW) {
-			first_ref[i] = index << 1 | RPLB_DIR_CLIENT;
+			lk->first_ref = index << 1 | RPLB_DIR_CLIENT;
 			continue;
 		}
 		lk->service = rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 		if (lk->service == NULL)
 			continue;
-		b = rplb_maglev_pick(t, lk->service, hashes[i]);
+		b = rplb_maglev_pick(t, lk->service, lk->hash);
 		lk->new_backend = b;
 		if (b == RPLB_NO_BACKEND)
 			continue;
@@ -592,47 +618,50 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	const struct rplb_lb_tables *t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
 	struct rplb_flow_table *ft = lw->flows;
 	struct lookup lookups[RPLB_BURST];
-	uint32_t hashes[RPLB_BURST];
-	uint32_t first_ref[RPLB_BURST];
 	struct changed flows_changed;
+	struct lookup *lk = lookups, *end;
+	unsigned int i, unmatched = 0;
 	uint32_t now;
-	uint16_t i, n_lookups = 0;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	/* A pointer, not an index, into the lookups: the loop keeps its few
+	 * registers for the packet. */
 	for (i = 0; i < n; i++) {
-		struct lookup *lk = &lookups[n_lookups];
 		int needs_lookup;
 
 		if (i + PREFETCH_AHEAD < n)
 			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
 		if (in_side == RPLB_FRONTEND)
-			needs_lookup = classify_from_client(w, t, pkts[i], lk, &hashes[n_lookups]);
+			needs_lookup = classify_from_client(w, t, pkts[i], lk);
 		else
-			needs_lookup = classify_from_backend(w, pkts[i], lk, &hashes[n_lookups]);
+			needs_lookup = classify_from_backend(w, pkts[i], lk);
 		if (needs_lookup) {
-			rplb_flow_prefetch(ft, hashes[n_lookups]);
-			n_lookups++;
+			rplb_flow_prefetch(ft, lk->hash);
+			lk++;
 		}
 	}
-	if (n_lookups == 0)
+	end = lk;
+	if (end == lookups)
 		return;
 
-	memset(&flows_changed, 0, sizeof(flows_changed));
 	/* The bulk lookup's first pass; its second is in the resolve loop,
 	 * which reads each record anyway. */
-	if (rplb_flow_match_bulk(ft, hashes, n_lookups, first_ref) != 0 &&
-	    in_side == RPLB_FRONTEND)
-		prepare_new_flows(ft, t, lookups, hashes, first_ref, n_lookups);
+	for (lk = lookups; lk < end; lk++) {
+		lk->first_ref = rplb_flow_match_first(ft, lk->hash);
+		unmatched |= lk->first_ref == RPLB_FT_EMPTY;
+	}
+	if (unmatched && in_side == RPLB_FRONTEND)
+		prepare_new_flows(ft, t, lookups, end);
+	memset(&flows_changed, 0, sizeof(flows_changed));
 	now = rplb_flow_clock(ft, rte_rdtsc());
-	for (i = 0; i < n_lookups; i++) {
+	for (lk = lookups; lk < end; lk++) {
 		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, t, &lookups[i], hashes[i], first_ref[i],
-					    &flows_changed, now);
+			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now);
 		else
-			resolve_from_backend(w, lw, t, &lookups[i],
-					     rplb_flow_confirm(ft, &lookups[i].key, hashes[i],
-							       first_ref[i], RPLB_DIR_BACKEND),
+			resolve_from_backend(w, lw, t, lk,
+					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
+							       RPLB_DIR_BACKEND),
 					     now);
 	}
 }

@@ -231,44 +231,36 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
-/* First pass of a bulk lookup (the loads of a burst overlap): for each of
- * n hashes, the reference in the first slot of its primary bucket (loaded
- * by rplb_flow_prefetch while the burst was classified) whose signature
+/* First pass of a bulk lookup (the loads of a burst overlap), one key:
+ * the reference in the first slot of its primary bucket (loaded by
+ * rplb_flow_prefetch while the burst was classified) whose signature
  * matches, with that record prefetched; or RPLB_FT_EMPTY where nothing
- * matched, with the secondary bucket prefetched.  The first match is
- * nearly always the flow (a false match needs two equal 32-bit hashes in
- * one bucket); rplb_flow_confirm settles it.  Returns how many are EMPTY
- * (likely misses). */
-static __rte_always_inline unsigned int
-rplb_flow_match_bulk(const struct rplb_flow_table *ft, const uint32_t *hashes, unsigned int n,
-		     uint32_t *first_ref)
+ * matched (a likely miss), with the secondary bucket prefetched.  The
+ * first match is nearly always the flow (a false match needs two equal
+ * 32-bit hashes in one bucket); rplb_flow_confirm settles it. */
+static __rte_always_inline uint32_t
+rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash)
 {
-	unsigned int i, unmatched = 0;
+	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+	uint32_t m = rplb_ft_match8(bucket->sig, hash);
+	uint32_t ref;
 
-	for (i = 0; i < n; i++) {
-		const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hashes[i])];
-		uint32_t m = rplb_ft_match8(bucket->sig, hashes[i]);
-		uint32_t ref = RPLB_FT_EMPTY;
-
-		if (likely(m != 0)) {
-			ref = bucket->ref[__builtin_ctz(m)];
-			/* A prefetch never faults, so an EMPTY reference (a hash equal
-			 * to an empty slot's signature) needs no range test here; the
-			 * address is computed as an integer, not a pointer past the
-			 * array. */
-			rte_prefetch0((const void *)((uintptr_t)ft->flows +
-						     (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow)));
-		} else {
-			rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hashes[i])]);
-		}
-		first_ref[i] = ref;
-		unmatched += ref == RPLB_FT_EMPTY;
+	if (likely(m != 0)) {
+		ref = bucket->ref[__builtin_ctz(m)];
+		/* A prefetch never faults, so an EMPTY reference (a hash equal
+		 * to an empty slot's signature) needs no range test here; the
+		 * address is computed as an integer, not a pointer past the
+		 * array. */
+		rte_prefetch0((const void *)((uintptr_t)ft->flows +
+					     (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow)));
+		return ref;
 	}
-	return unmatched;
+	rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
+	return RPLB_FT_EMPTY;
 }
 
 /* The record index of a key whose primary bucket had no signature match
- * (rplb_flow_match_bulk gave EMPTY): only its secondary bucket can hold
+ * (rplb_flow_match_first gave EMPTY): only its secondary bucket can hold
  * it, unless its hash equals an empty slot's signature, when EMPTY may
  * have come from such a slot. */
 static inline uint32_t
@@ -282,11 +274,11 @@ rplb_flow_lookup_unmatched(const struct rplb_flow_table *ft, const struct rplb_f
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
-/* Second pass, one key (of a direction known here): its record index
- * from the first match, or by a fuller lookup where that was not it. */
+/* Second pass, one key (of a direction known here): its record index if
+ * the first match holds it (nearly always), else RPLB_NO_FLOW. */
 static __rte_always_inline uint32_t
-rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
-		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
+rplb_flow_first_match(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+		      uint32_t first_ref, const uint8_t direction)
 {
 	/* EMPTY fails the direction test of client keys, and the range test
 	 * of backend keys. */
@@ -296,6 +288,19 @@ rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *
 		   (direction == RPLB_DIR_CLIENT || (first_ref >> 1) < ft->capacity) &&
 		   rplb_flow_has_key_in(&ft->flows[first_ref >> 1], key, direction)))
 		return first_ref >> 1;
+	return RPLB_NO_FLOW;
+}
+
+/* Second pass, one key: its record index from the first match, or by a
+ * fuller lookup where that was not it. */
+static __rte_always_inline uint32_t
+rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
+{
+	uint32_t index = rplb_flow_first_match(ft, key, first_ref, direction);
+
+	if (likely(index != RPLB_NO_FLOW))
+		return index;
 	if (first_ref == RPLB_FT_EMPTY)
 		return rplb_flow_lookup_unmatched(ft, key, hash);
 	return rplb_flow_lookup(ft, key, hash);
@@ -311,7 +316,8 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 	uint32_t first_ref[64];
 	unsigned int i, missing = 0;
 
-	rplb_flow_match_bulk(ft, hashes, n, first_ref);
+	for (i = 0; i < n; i++)
+		first_ref[i] = rplb_flow_match_first(ft, hashes[i]);
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
 			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);

@@ -21,6 +21,7 @@
 
 #define RPLB_NO_BACKEND UINT32_MAX
 #define RPLB_SERVICE_SHARED UINT16_MAX  /* backend ip:port owned by several services */
+#define RPLB_NO_SERVICE UINT16_MAX      /* service_id of an unused backend slot */
 
 struct rplb_lb_service {
 	uint32_t vip;
@@ -29,13 +30,16 @@ struct rplb_lb_service {
 	uint8_t reserved;
 	uint16_t service_id;
 	uint16_t reserved2;
-	const uint32_t *maglev;     /* maglev_size backend indices or RPLB_NO_BACKEND */
+	const uint32_t *maglev;     /* maglev_size backend slots or RPLB_NO_BACKEND */
 };
 
+/* At its slot (backend_id's low bits) in rplb_lb_tables.backends.  port,
+ * service_id, backend_id: the order of the same fields of a flow record,
+ * so one 8-byte compare tells whether a flow's backend is configured. */
 struct rplb_lb_backend {
 	uint32_t ip;
 	uint16_t port;
-	uint16_t service_id;        /* of its service */
+	uint16_t service_id;        /* of its service; RPLB_NO_SERVICE: unused slot */
 	uint32_t backend_id;
 	/* Checksum changes of rewriting the service's vip:port to ip:port. */
 	struct rplb_cksum_deltas to_backend;
@@ -76,10 +80,10 @@ struct rplb_lb_tables {
 	uint32_t *backend_ip_slots; /* every backend address, same scheme */
 	struct rplb_owner_slot *owner_slots;
 	struct rplb_lb_service *services;
+	/* RPLB_MAX_BACKENDS, indexed by slot (backend_id's low bits): a flow
+	 * finds its backend without an index table. */
 	struct rplb_lb_backend *backends;
 	uint32_t *maglev;
-	/* backend slot -> its index in backends, or RPLB_NO_BACKEND */
-	uint32_t backend_index_by_slot[RPLB_MAX_BACKENDS];
 };
 
 /* Control plane -> worker request for a flow sample: the control plane

@@ -60,6 +60,12 @@ slots_for(uint32_t n)
 	return slots;
 }
 
+static inline uint32_t
+backend_slot(const struct rplb_backend_spec *bp)
+{
+	return bp->backend_id & (RPLB_MAX_BACKENDS - 1);
+}
+
 static void
 add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
 {
@@ -91,6 +97,7 @@ validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
 	       const struct rplb_backend_spec *backends, uint32_t n_backends,
 	       const int32_t *maglev, uint32_t maglev_size)
 {
+	uint64_t slot_used[RPLB_MAX_BACKENDS / 64] = {0};
 	uint32_t s, b, i;
 
 	if (n_services > RPLB_MAX_SERVICES || n_backends > RPLB_MAX_BACKENDS ||
@@ -136,6 +143,19 @@ validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
 			return -EINVAL;
 		}
 	}
+	/* Each backend has a slot of its own (the low bits of its id). */
+	for (b = 0; b < n_backends; b++) {
+		uint32_t slot = backend_slot(&backends[b]);
+
+		if (slot_used[slot / 64] & (1ull << (slot % 64))) {
+			for (i = 0; backend_slot(&backends[i]) != slot; i++)
+				;
+			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
+			    i, b, slot, backends[i].backend_id, backends[b].backend_id);
+			return -EINVAL;
+		}
+		slot_used[slot / 64] |= 1ull << (slot % 64);
+	}
 	return 0;
 }
 
@@ -180,9 +200,9 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	t->services = rte_zmalloc_socket("rplb_services",
 					 RTE_MAX(n_services, 1u) * sizeof(*t->services),
 					 RTE_CACHE_LINE_SIZE, socket_id);
-	t->backends = rte_zmalloc_socket("rplb_backends",
-					 RTE_MAX(n_backends, 1u) * sizeof(*t->backends),
-					 RTE_CACHE_LINE_SIZE, socket_id);
+	t->backends = rte_malloc_socket("rplb_backends",
+					RPLB_MAX_BACKENDS * sizeof(*t->backends),
+					RTE_CACHE_LINE_SIZE, socket_id);
 	t->maglev = rte_malloc_socket("rplb_maglev",
 				      RTE_MAX((size_t)n_services * maglev_size, (size_t)1) *
 				      sizeof(*t->maglev), RTE_CACHE_LINE_SIZE, socket_id);
@@ -192,15 +212,18 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		goto nomem;
 
 	for (i = 0; i < RPLB_MAX_BACKENDS; i++)
-		t->backend_index_by_slot[i] = RPLB_NO_BACKEND;
+		t->backends[i] = (struct rplb_lb_backend){.service_id = RPLB_NO_SERVICE};
 	for (b = 0; b < n_backends; b++) {
-		t->backends[b] = (struct rplb_lb_backend){
-			.ip = backends[b].ip,
-			.port = backends[b].port,
-			.service_id = (uint16_t)services[backends[b].service_index].service_id,
-			.backend_id = backends[b].backend_id,
+		const struct rplb_backend_spec *bp = &backends[b];
+		const struct rplb_service_spec *sp = &services[bp->service_index];
+
+		t->backends[backend_slot(bp)] = (struct rplb_lb_backend){
+			.ip = bp->ip,
+			.port = bp->port,
+			.service_id = (uint16_t)sp->service_id,
+			.backend_id = bp->backend_id,
+			.to_backend = rplb_cksum_deltas(sp->vip, sp->port, bp->ip, bp->port),
 		};
-		t->backend_index_by_slot[backends[b].backend_id & (RPLB_MAX_BACKENDS - 1)] = b;
 	}
 
 	for (s = 0; s < n_services; s++) {
@@ -215,7 +238,7 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		for (i = 0; i < maglev_size; i++) {
 			int32_t owner = maglev[(size_t)s * maglev_size + i];
 
-			table[i] = owner < 0 ? RPLB_NO_BACKEND : (uint32_t)owner;
+			table[i] = owner < 0 ? RPLB_NO_BACKEND : backend_slot(&backends[owner]);
 		}
 
 		for (i = rplb_lookup_hash(sp->vip, sp->port, sp->proto) & t->service_mask;
@@ -241,8 +264,6 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		const struct rplb_backend_spec *bp = &backends[b];
 		const struct rplb_service_spec *sp = &services[bp->service_index];
 		uint8_t proto = sp->proto;
-
-		t->backends[b].to_backend = rplb_cksum_deltas(sp->vip, sp->port, bp->ip, bp->port);
 
 		if (bp->ip != 0)
 			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);

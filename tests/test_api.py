@@ -83,3 +83,60 @@ def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_pa
         ["ntp", [["192.168.5.1:123", 1]]],
     ]
     assert result["mbufs_in_use_at_exit"] == 0
+
+
+SLOT_PROGRAM = r"""
+import json, sys
+import rplb
+from rplb import load_config
+from rplb.errors import RplbError
+from rplb.tables import MAX_BACKENDS, build_specs
+
+eal, config_path = json.loads(sys.argv[1]), sys.argv[2]
+app = rplb.Appliance(eal, rplb.Options(config=load_config(config_path)))
+result = {}
+try:
+    app.start()
+    bal = app.balancer
+    seen = lambda: app.counters()["events"]["tables_seen"]
+    specs = build_specs(bal.config, bal._ids.service_ids, bal._ids.backend_ids, bal._dtypes)
+    before = seen()
+    # Two backends in one slot (same low bits, another generation): the C
+    # tables refuse them, whatever the control plane above them does.
+    bad = specs.backends.copy()
+    bad["backend_id"][1] = bad["backend_id"][0] + MAX_BACKENDS
+    try:
+        bal._lb.publish(specs.services, bad, specs.maglev, specs.maglev_size)
+        result["error"] = None
+    except RplbError as err:
+        result["error"], result["errno"] = str(err), err.errno
+    result["published_after_error"] = seen() - before
+    bal._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size)
+    import time; time.sleep(0.2)
+    result["published_after_good"] = seen() - before
+finally:
+    app.close()
+print(json.dumps(result))
+"""
+
+
+def test_tables_refuse_two_backends_in_one_slot(tmp_path):
+    """Backends sit at their id's slot in the worker's tables, so the C
+    layer itself rejects a second backend for a slot, and nothing changes."""
+    prefix = file_prefix()
+    empty = write_pcap(tmp_path / "empty.pcap", [])
+    eal = eal_args(prefix, [f"net_pcap0,rx_pcap={empty},tx_pcap={tmp_path}/o0.pcap",
+                            f"net_pcap1,rx_pcap={empty},tx_pcap={tmp_path}/o1.pcap"])
+    try:
+        proc = subprocess.run([sys.executable, "-c", SLOT_PROGRAM, json.dumps(eal),
+                               str(EXAMPLE)], capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+    finally:
+        remove_runtime_dir(prefix)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errno"] == 22, result
+    assert "cannot build load-balancing tables" in result["error"]
+    assert "share slot" in proc.stderr      # the DPDK log names both specs
+    assert result["published_after_error"] == 0
+    assert result["published_after_good"] == 1

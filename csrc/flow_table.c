@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 
 #include <rte_eal.h>
@@ -76,11 +77,17 @@ table_free(const struct rplb_flow_table *ft, void *p, size_t size)
 		rte_free(p);
 }
 
-/* Buckets, records and free stack of a table. */
+static size_t
+overflow_bytes(uint32_t buckets)
+{
+	return (size_t)(buckets + 63) / 64 * sizeof(uint64_t);
+}
+
+/* Buckets, their overflow bits, records and free stack of a table. */
 static size_t
 table_bytes(uint32_t buckets, uint32_t capacity)
 {
-	return (size_t)buckets * sizeof(struct rplb_flow_bucket) +
+	return (size_t)buckets * sizeof(struct rplb_flow_bucket) + overflow_bytes(buckets) +
 	       (size_t)capacity * (sizeof(struct rplb_flow) + sizeof(uint32_t));
 }
 
@@ -101,6 +108,7 @@ rplb_flow_table_reset(struct rplb_flow_table *ft)
 			ft->buckets[i].ref[j] = RPLB_FT_EMPTY;
 		}
 	}
+	memset(ft->overflowed, 0, overflow_bytes(ft->bucket_mask + 1));
 	for (i = 0; i < ft->capacity; i++) {
 		ft->flows[i].state = RPLB_FLOW_FREE;
 		/* Hand out low indices first: they are the warm part of the array. */
@@ -133,7 +141,9 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 				  socket_id);
 	ft->flows = table_alloc(ft, (size_t)capacity * sizeof(struct rplb_flow), socket_id);
 	ft->free_stack = table_alloc(ft, (size_t)capacity * sizeof(uint32_t), socket_id);
-	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL)
+	ft->overflowed = table_alloc(ft, overflow_bytes(buckets), socket_id);
+	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL ||
+	    ft->overflowed == NULL)
 		goto nomem;
 	rplb_flow_table_reset(ft);
 	return ft;
@@ -152,6 +162,7 @@ rplb_flow_table_free(struct rplb_flow_table *ft)
 	table_free(ft, ft->buckets, (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
 	table_free(ft, ft->flows, (size_t)ft->capacity * sizeof(struct rplb_flow));
 	table_free(ft, ft->free_stack, (size_t)ft->capacity * sizeof(uint32_t));
+	table_free(ft, ft->overflowed, overflow_bytes(ft->bucket_mask + 1));
 	rte_free(ft);
 }
 
@@ -190,6 +201,8 @@ move_entry(struct rplb_flow_table *ft, uint32_t from_bucket, uint32_t from_slot,
 
 	to->sig[to_slot] = from->sig[from_slot];
 	to->ref[to_slot] = from->ref[from_slot];
+	/* The signature is the key's full hash. */
+	rplb_ft_placed(ft, rplb_ft_primary(ft, to->sig[to_slot]), to_bucket);
 	from->sig[from_slot] = RPLB_FT_EMPTY_SIG;
 	from->ref[from_slot] = RPLB_FT_EMPTY;
 }

@@ -67,6 +67,12 @@ struct rplb_flow_table {
 	struct rplb_flow_bucket *buckets;
 	struct rplb_flow *flows;
 	uint32_t *free_stack;
+	/* Bit b: some key whose primary bucket is b was placed in its
+	 * secondary bucket since the last reset.  Where it is clear, a key
+	 * missing from its primary bucket is missing: a new flow's lookup
+	 * never reads its secondary bucket, a cold line in a large table.
+	 * One bit per bucket stays in cache. */
+	uint64_t *overflowed;
 	uint32_t bucket_mask;
 	uint32_t alt_shift;              /* 32 - log2(bucket count) */
 	uint32_t free_count;
@@ -134,6 +140,20 @@ static inline uint32_t
 rplb_ft_secondary(const struct rplb_flow_table *ft, uint32_t hash)
 {
 	return (uint32_t)((hash * 0x9e3779b1u) >> ft->alt_shift) & ft->bucket_mask;
+}
+
+static inline int
+rplb_ft_overflowed(const struct rplb_flow_table *ft, uint32_t bucket)
+{
+	return (ft->overflowed[bucket / 64] >> (bucket % 64)) & 1;
+}
+
+/* A key of primary bucket `primary` now lies in bucket `bucket`. */
+static inline void
+rplb_ft_placed(struct rplb_flow_table *ft, uint32_t primary, uint32_t bucket)
+{
+	if (bucket != primary)
+		ft->overflowed[primary / 64] |= 1ull << (primary % 64);
 }
 
 /* Bit i set where word i of the bucket's 8 equals value. */
@@ -225,7 +245,7 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
 	uint32_t index = rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 
-	if (index != RPLB_NO_FLOW)
+	if (index != RPLB_NO_FLOW || !rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
 		return index;
 	bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
@@ -255,22 +275,27 @@ rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash)
 					     (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow)));
 		return ref;
 	}
-	rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
+	if (rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
+		rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
 	return RPLB_FT_EMPTY;
 }
 
 /* The record index of a key whose primary bucket had no signature match
  * (rplb_flow_match_first gave EMPTY): only its secondary bucket can hold
- * it, unless its hash equals an empty slot's signature, when EMPTY may
- * have come from such a slot. */
+ * it, and only if its primary bucket ever overflowed; unless its hash
+ * equals an empty slot's signature, when EMPTY may have come from such a
+ * slot. */
 static inline uint32_t
 rplb_flow_lookup_unmatched(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
 			   uint32_t hash)
 {
-	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
+	const struct rplb_flow_bucket *bucket;
 
 	if (unlikely(hash == RPLB_FT_EMPTY_SIG))
 		return rplb_flow_lookup(ft, key, hash);
+	if (!rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
+		return RPLB_NO_FLOW;
+	bucket = &ft->buckets[rplb_ft_secondary(ft, hash)];
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
@@ -347,7 +372,7 @@ rplb_ft_slots_holding(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref,
 
 /* Put ref under hash; 0, or -1 when both buckets are full and no cuckoo
  * path frees one. */
-static inline int
+static __rte_always_inline int
 rplb_ft_link(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 {
 	uint32_t free_slots;
@@ -363,6 +388,7 @@ rplb_ft_link(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 		free_slots = rplb_ft_match8(bucket->ref, RPLB_FT_EMPTY);
 		RTE_ASSERT(free_slots != 0);
 	}
+	rplb_ft_placed(ft, rplb_ft_primary(ft, hash), (uint32_t)(bucket - ft->buckets));
 	bucket->sig[__builtin_ctz(free_slots)] = hash;
 	bucket->ref[__builtin_ctz(free_slots)] = ref;
 	return 0;

@@ -84,15 +84,21 @@ state_may_change(const struct rplb_flow *flow, uint8_t tcp_flags)
 	return tcp_flags & state_change_flags[flow->state];
 }
 
-static inline void
-track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
+/* A packet whose flags may change its flow's state (state_may_change). */
+static void
+change_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
-	if (likely(!state_may_change(flow, tcp_flags)))
-		return;
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
 		flow->state = RPLB_FLOW_TCP_CLOSING;
 	else if (flow->state == RPLB_FLOW_TCP_SYN && from_client && !(tcp_flags & RTE_TCP_SYN_FLAG))
 		flow->state = RPLB_FLOW_TCP_ESTABLISHED;
+}
+
+static inline void
+track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
+{
+	if (unlikely(state_may_change(flow, tcp_flags)))
+		change_state(flow, tcp_flags, from_client);
 }
 
 /* A client's SYN (without ACK) on the tuple of a closing flow opens a new
@@ -455,15 +461,19 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		backend = configured_backend(t, flow);
 		/* Its backend is configured under its service: no service
 		 * lookup is needed. */
-		if (likely(backend != NULL &&
-			   (!state_may_change(flow, lk->parsed.tcp_flags) ||
-			    !reopens_tuple(flow, lk->parsed.tcp_flags)))) {
-			if (dropped_bad_checksum(w, lk->m))
+		if (likely(backend != NULL)) {
+			const uint8_t tcp_flags = lk->parsed.tcp_flags;
+			const int changes = state_may_change(flow, tcp_flags);
+
+			if (likely(!changes) || !reopens_tuple(flow, tcp_flags)) {
+				if (dropped_bad_checksum(w, lk->m))
+					return;
+				flow->last_seen = now;
+				if (unlikely(changes))
+					change_state(flow, tcp_flags, 1);
+				send_to_backend(w, lw, lk, backend, flow->service_id);
 				return;
-			flow->last_seen = now;
-			track_state(flow, lk->parsed.tcp_flags, 1);
-			send_to_backend(w, lw, lk, backend, flow->service_id);
-			return;
+			}
 		}
 	}
 
@@ -620,7 +630,8 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	struct lookup lookups[RPLB_BURST];
 	struct changed flows_changed;
 	struct lookup *lk = lookups, *end;
-	unsigned int i, unmatched = 0;
+	uint32_t max_ref = 0;
+	unsigned int i;
 	uint32_t now;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
@@ -649,9 +660,11 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	 * which reads each record anyway. */
 	for (lk = lookups; lk < end; lk++) {
 		lk->first_ref = rplb_flow_match_first(ft, lk->hash);
-		unmatched |= lk->first_ref == RPLB_FT_EMPTY;
+		/* EMPTY is the largest reference: the maximum tells whether
+		 * any key went unmatched. */
+		max_ref = RTE_MAX(max_ref, lk->first_ref);
 	}
-	if (unmatched && in_side == RPLB_FRONTEND)
+	if (max_ref == RPLB_FT_EMPTY && in_side == RPLB_FRONTEND)
 		prepare_new_flows(ft, t, lookups, end);
 	memset(&flows_changed, 0, sizeof(flows_changed));
 	now = rplb_flow_clock(ft, rte_rdtsc());

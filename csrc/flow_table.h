@@ -266,7 +266,7 @@ rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash)
 	uint32_t ref;
 
 	if (likely(m != 0)) {
-		ref = bucket->ref[__builtin_ctz(m)];
+		ref = bucket->ref[(uint32_t)__builtin_ctz(m)];
 		/* A prefetch never faults, so an EMPTY reference (a hash equal
 		 * to an empty slot's signature) needs no range test here; the
 		 * address is computed as an integer, not a pointer past the

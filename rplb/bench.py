@@ -273,8 +273,9 @@ def remove_runtime_dir(prefix: str) -> None:
     shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
 
 
-def eal_args(prefix: str, capture: Path, memory_mb: int) -> List[str]:
-    return ["--no-huge", "-m", str(memory_mb), "--no-pci", "-l", "0-1",
+def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool) -> List[str]:
+    memory = ["-m", str(memory_mb)] if hugepages else ["--no-huge", "-m", str(memory_mb)]
+    return [*memory, "--no-pci", "-l", "0-1",
             "--file-prefix", prefix, "--log-level=*:warning",
             "--vdev", f"net_pcap0,rx_pcap={capture},infinite_rx=1",
             "--vdev", "net_null0,no-rx=1"]
@@ -285,8 +286,9 @@ def rplb_command() -> List[str]:
 
 
 def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs: int,
-                 services: Optional[Path], stats_period: float) -> List[str]:
-    eal = eal_args(prefix, capture, memory_mb)
+                 services: Optional[Path], stats_period: float,
+                 hugepages: bool = False) -> List[str]:
+    eal = eal_args(prefix, capture, memory_mb, hugepages)
     if program in ("io", "5tswap"):
         testpmd = shutil.which("dpdk-testpmd")
         if testpmd is None:
@@ -302,11 +304,13 @@ def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs
 
 def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int,
                 mbufs: int, services: Optional[Path], samples_wanted: int,
-                first_pass: bool = False, timeout: float = 180.0) -> dict:
+                first_pass: bool = False, timeout: float = 180.0,
+                hugepages: bool = False) -> dict:
     """Run one program until it printed enough kept samples; SIGINT it."""
     prefix = file_prefix(program)
     period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
-    argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period)
+    argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
+                        hugepages)
     parser = StatsParser()
     lines: List[str] = []
     started = time.monotonic()
@@ -372,12 +376,47 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
 
 # ---- one throughput case ---------------------------------------------------------
 
-def memory_for(frames: int, flow_table: int) -> int:
+def memory_for(frames: int, flow_table: int, hugepages: bool = False) -> int:
     """-m in MB: the mbuf pool (4 KB an mbuf without hugepages: a 2,304-byte
-    mbuf may not cross a 4 KB page), the flow table (about 160 B a flow) and
-    512 MB for the rest."""
-    mb = (frames + EXTRA_MBUFS) * 4.1 / 1024 + flow_table * 160 / 2**20 + 512
+    mbuf may not cross a 4 KB page; 2.5 KB on 2 MB pages), the flow table
+    (about 160 B a flow) and 512 MB for the rest."""
+    per_mbuf_kb = 2.5 if hugepages else 4.1
+    mb = (frames + EXTRA_MBUFS) * per_mbuf_kb / 1024 + flow_table * 160 / 2**20 + 512
     return max(1024, int(-(-mb // 256) * 256))
+
+
+def hugepages_free_mb() -> Optional[int]:
+    """Free hugepage memory in MB, or None where the kernel reports none."""
+    info = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info[key] = value.split()
+    except OSError:
+        return None
+    if "HugePages_Free" not in info or "Hugepagesize" not in info:
+        return None
+    return int(info["HugePages_Free"][0]) * int(info["Hugepagesize"][0]) // 1024
+
+
+def check_hugepages(memory_mb: int) -> None:
+    """--hugepages needs a hugetlbfs mount and memory_mb of free hugepages:
+    say how to get them rather than let EAL fail in every run."""
+    try:
+        with open("/proc/mounts") as f:
+            mounted = any(line.split()[2] == "hugetlbfs" for line in f if line.strip())
+    except OSError:
+        mounted = False
+    free = hugepages_free_mb()
+    how = (f"reserve and mount them first, e.g. (2 MB pages) "
+           f"'echo {-(-memory_mb // 2) + 64} > /proc/sys/vm/nr_hugepages && "
+           f"mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages'")
+    if not mounted:
+        raise BenchError(f"--hugepages: no hugetlbfs is mounted; {how}")
+    if free is None or free < memory_mb:
+        raise BenchError(f"--hugepages: this case needs {memory_mb} MB of hugepages, "
+                         f"{free or 0} MB are free; {how}")
 
 
 def pow2_at_least(n: int) -> int:
@@ -388,7 +427,7 @@ def pow2_at_least(n: int) -> int:
 
 
 def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, seconds: int,
-             first_pass: bool = False) -> dict:
+             first_pass: bool = False, hugepages: bool = False) -> dict:
     capture = workdir / f"{name}.pcap"
     t = time.monotonic()
     frames = write_capture(capture, flows, syn)
@@ -397,7 +436,9 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
     services = workdir / f"{name}.yaml"
     services_yaml(services, flow_table)
     mbufs = frames + EXTRA_MBUFS
-    memory_mb = memory_for(frames, flow_table)
+    memory_mb = memory_for(frames, flow_table, hugepages)
+    if hugepages:
+        check_hugepages(memory_mb)
     case = {"case": name, "flows": flows, "kind": "all-new (SYN)" if syn else "established",
             "capture_frames": frames, "capture_seconds": round(gen_s, 2),
             "flow_table_size": flow_table, "mbufs": mbufs, "memory_mb": memory_mb,
@@ -410,7 +451,7 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
         for program in order:
             log(f"{name}: round {r + 1}/{rounds}: {program}")
             res = run_program(program, capture, frames, memory_mb, mbufs, services, seconds,
-                              first_pass=first_pass)
+                              first_pass=first_pass, hugepages=hugepages)
             log(f"{name}: {program}: {res['mpps']} Mpps "
                 f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
             case["runs"][program].append(res)
@@ -605,7 +646,7 @@ def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:
                    "to the first frame in port 1's tx pcap"}
 
 
-def machine_info() -> dict:
+def machine_info(hugepages: bool = False) -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
@@ -632,7 +673,7 @@ def machine_info() -> dict:
         load = None
     return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gb": mem_gb, "load_average": load,
             "kernel": platform.release(), "dpdk": dpdk,
-            "python": platform.python_version(), "hugepages": False}
+            "python": platform.python_version(), "hugepages": hugepages}
 
 
 # ---- targets and output -----------------------------------------------------------------
@@ -679,7 +720,8 @@ def format_table(result: dict) -> str:
     lines = []
     m = result["machine"]
     lines.append(f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GiB, "
-                 f"kernel {m['kernel']}, DPDK {m['dpdk']}, no hugepages, "
+                 f"kernel {m['kernel']}, DPDK {m['dpdk']}, "
+                 f"{'hugepages (throughput cases)' if m.get('hugepages') else 'no hugepages'}, "
                  f"load average at start {m.get('load_average')}")
     cfg = result["config"]
     lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
@@ -792,6 +834,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where captures go (default: a temporary directory, removed)")
     p.add_argument("--only", choices=["throughput", "other"],
                    help="only the throughput cases, or only the other measurements")
+    p.add_argument("--hugepages", action="store_true",
+                   help="run the throughput cases on hugepages (EAL without --no-huge; "
+                   "needs a hugetlbfs mount and enough free pages, about 5 GB for the "
+                   "million-frame captures), as an appliance runs; default: --no-huge")
     return p
 
 
@@ -799,7 +845,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.quick:
         args.flows, args.rounds, args.seconds, args.no_new = [1000], 1, 2, True
     callgrind = (not args.quick) if args.callgrind is None else args.callgrind
-    result: dict = {"machine": machine_info(),
+    result: dict = {"machine": machine_info(args.hugepages),
                     "config": {"rounds": args.rounds, "seconds": args.seconds,
                                "flows": args.flows, "new_flows": None if args.no_new
                                else args.new_flows, "quick": args.quick,
@@ -821,11 +867,11 @@ def run(args: argparse.Namespace) -> dict:
             for flows in args.flows:
                 result["throughput"].append(
                     run_case(workdir, f"{flows} flows", flows, False, args.rounds,
-                             args.seconds))
+                             args.seconds, hugepages=args.hugepages))
             if not args.no_new:
                 result["throughput"].append(
                     run_case(workdir, "all new", args.new_flows, True, args.rounds,
-                             args.seconds, first_pass=True))
+                             args.seconds, first_pass=True, hugepages=args.hugepages))
         if args.only != "throughput":
             log("Maglev build times")
             result["maglev_build"] = maglev_build_ms(repeat=1 if args.quick else 5)

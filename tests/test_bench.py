@@ -119,3 +119,15 @@ def test_engine_instructions_without_io():
     assert runs["established"]["tx_instructions_per_packet"] == pytest.approx(
         runs["fwd"]["tx_instructions_per_packet"], rel=0.05)
     assert runs["fwd"]["instructions_per_packet_no_io"] < 40
+
+
+def test_hugepages_option_says_what_is_missing():
+    """--hugepages checks the mount and the free pages before any run, and
+    the error says how to get them (this asks for a petabyte)."""
+    with pytest.raises(bench.BenchError) as err:
+        bench.check_hugepages(10**9)
+    text = str(err.value)
+    assert "--hugepages" in text and "nr_hugepages" in text and "hugetlbfs" in text
+    # the EAL arguments: --no-huge only without the option
+    assert "--no-huge" in bench.eal_args("p", "c.pcap", 1024, hugepages=False)
+    assert "--no-huge" not in bench.eal_args("p", "c.pcap", 1024, hugepages=True)

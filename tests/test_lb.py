@@ -358,6 +358,29 @@ def test_idle_flows_expire_by_their_state_timeout(tmp_path):
     assert active == {"web": 10, "dns": 0, "api": 0}
 
 
+def test_tcp_state_follows_the_flags_of_each_flow(tmp_path):
+    """The state decides the timeout (1 s for SYN and closing flows here), so
+    what expires shows each flow's state: SYN then ACK is established; SYN
+    then a retransmitted SYN, or a segment without flags (TCP discards it),
+    stays opening; FIN or RST after ACK is closing."""
+    web = service_named("web")
+
+    def flow(port, *flags):
+        return [client("203.0.113.75", port, web["vip"], 80, flags=f) for f in flags]
+
+    established = flow(7500, "S", "A") + flow(7501, "S", "PA")
+    opening = flow(7510, "S", "S") + flow(7511, "S", "")
+    closing = flow(7520, "A", "FA") + flow(7521, "S", "A", "R")
+    config = write_config(tmp_path, timeouts={"tcp": 300, "tcp_syn": 1, "tcp_fin": 1, "udp": 1})
+    run = run_rplb(tmp_path, [bytes(p) for p in established + opening + closing], [],
+                   rplb_args=["--config", str(config)], duration=3.5)
+    assert run.rc == 0, run.stderr
+    assert run.stats["events"]["flows_created"] == 6
+    assert run.stats["events"]["flows_expired"] == 4
+    active = {s["service"]: s["active_flows"] for s in run.stats["services"]}
+    assert active["web"] == 2
+
+
 def test_flows_do_not_expire_before_their_timeout(tmp_path):
     web = service_named("web")
     run = lb_run(tmp_path, frontend=[client("203.0.113.74", 7400 + i, web["vip"], 80)

@@ -10,14 +10,20 @@ from harness import eal_args, file_prefix, remove_runtime_dir, write_pcap
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "services.yaml"
 
-PROGRAM = r"""
+# Each program runs the example appliance and prints its `result` last.
+PREAMBLE = r"""
 import json, sys, time
 import rplb
 from rplb import Backend, ConfigError, Service, load_config
+from rplb.errors import RplbError
+from rplb.tables import MAX_BACKENDS, build_specs
 
 eal, config_path = json.loads(sys.argv[1]), sys.argv[2]
 app = rplb.Appliance(eal, rplb.Options(config=load_config(config_path)))
 result = {}
+"""
+
+PROGRAM = PREAMBLE + r"""
 try:
     app.start()
     bal = app.balancer
@@ -55,19 +61,23 @@ print(json.dumps(result))
 """
 
 
-def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_path):
+def run_program(tmp_path, program):
+    """Run one program on pcap ports without traffic; (its result, the process)."""
     prefix = file_prefix()
     empty = write_pcap(tmp_path / "empty.pcap", [])
     eal = eal_args(prefix, [f"net_pcap0,rx_pcap={empty},tx_pcap={tmp_path}/o0.pcap",
                             f"net_pcap1,rx_pcap={empty},tx_pcap={tmp_path}/o1.pcap"])
-    config = str(EXAMPLE)
     try:
-        proc = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(eal), config],
+        proc = subprocess.run([sys.executable, "-c", program, json.dumps(eal), str(EXAMPLE)],
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
     finally:
         remove_runtime_dir(prefix)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc
+
+
+def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_path):
+    result, _ = run_program(tmp_path, PROGRAM)
     # Each successful edit published one new table generation; the worker saw it.
     assert result["tables_seen_after_edits"] == result["tables_seen_start"] + 4
     assert len(result["errors"]) == 4
@@ -85,16 +95,7 @@ def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_pa
     assert result["mbufs_in_use_at_exit"] == 0
 
 
-SLOT_PROGRAM = r"""
-import json, sys
-import rplb
-from rplb import load_config
-from rplb.errors import RplbError
-from rplb.tables import MAX_BACKENDS, build_specs
-
-eal, config_path = json.loads(sys.argv[1]), sys.argv[2]
-app = rplb.Appliance(eal, rplb.Options(config=load_config(config_path)))
-result = {}
+SLOT_PROGRAM = PREAMBLE + r"""
 try:
     app.start()
     bal = app.balancer
@@ -112,7 +113,7 @@ try:
         result["error"], result["errno"] = str(err), err.errno
     result["published_after_error"] = seen() - before
     bal._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size)
-    import time; time.sleep(0.2)
+    time.sleep(0.2)
     result["published_after_good"] = seen() - before
 finally:
     app.close()
@@ -123,18 +124,7 @@ print(json.dumps(result))
 def test_tables_refuse_two_backends_in_one_slot(tmp_path):
     """Backends sit at their id's slot in the worker's tables, so the C
     layer itself rejects a second backend for a slot, and nothing changes."""
-    prefix = file_prefix()
-    empty = write_pcap(tmp_path / "empty.pcap", [])
-    eal = eal_args(prefix, [f"net_pcap0,rx_pcap={empty},tx_pcap={tmp_path}/o0.pcap",
-                            f"net_pcap1,rx_pcap={empty},tx_pcap={tmp_path}/o1.pcap"])
-    try:
-        proc = subprocess.run([sys.executable, "-c", SLOT_PROGRAM, json.dumps(eal),
-                               str(EXAMPLE)], capture_output=True, text=True, timeout=120,
-                              cwd=tmp_path)
-    finally:
-        remove_runtime_dir(prefix)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result, proc = run_program(tmp_path, SLOT_PROGRAM)
     assert result["errno"] == 22, result
     assert "cannot build load-balancing tables" in result["error"]
     assert "share slot" in proc.stderr      # the DPDK log names both specs

@@ -24,5 +24,14 @@ PYTHON=${PYTHON:-python3}
     "meson-python>=0.15" "meson>=1.1" ninja "cython>=3.0" "numpy>=1.24" \
     "pyelftools>=0.29" "PyYAML>=6" "pytest>=7" "scapy>=2.5" "hypothesis>=6"
 # --no-build-isolation: build with the tools just installed, no second download.
-"$PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation .
+# A developer's editable install of this very tree stays editable: a regular
+# install over it would leave every `python -m rplb` run outside the tree
+# (tests, benchmarks) on a frozen copy of the code.
+editable=$("$PYTHON" -m pip show rplb 2>/dev/null \
+           | sed -n 's/^Editable project location: //p')
+if [ -n "$editable" ] && [ "$(cd "$editable" && pwd -P)" = "$(pwd -P)" ]; then
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation -e .
+else
+    "$PYTHON" -m pip install -q --disable-pip-version-check --no-build-isolation .
+fi
 echo "bootstrap: rplb installed ($("$PYTHON" -c 'import rplb.dataplane, sys; print(sys.version.split()[0])'))"

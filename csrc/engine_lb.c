@@ -312,9 +312,12 @@ classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *
 	return pass_through(w, m, RPLB_FRONTEND);
 }
 
+/* The backend's service is the packet's: a flow's backend is configured
+ * under the flow's service (configured_backend), and a new flow's backend
+ * comes from its service's Maglev table. */
 static inline void
 send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		const struct rplb_lb_backend *backend, uint16_t service_id)
+		const struct rplb_lb_backend *backend)
 {
 	struct rte_mbuf *m = lk->m;
 	struct rplb_parsed parsed = lk->parsed;
@@ -324,7 +327,7 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
 			       backend->ip, backend->port, backend->to_backend,
 			       w->tx_cksum_offload[RPLB_BACKEND]);
-	count_packet(lw, service_id, backend->backend_id, bytes);
+	count_packet(lw, backend->service_id, backend->backend_id, bytes);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
 	rplb_worker_send(w, RPLB_BACKEND, m);
 }
@@ -471,7 +474,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 				flow->last_seen = now;
 				if (unlikely(changes))
 					change_state(flow, tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend, flow->service_id);
+				send_to_backend(w, lw, lk, backend);
 				return;
 			}
 		}
@@ -499,7 +502,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
 				flow->last_seen = now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend, flow->service_id);
+				send_to_backend(w, lw, lk, backend);
 				return;
 			}
 		} else {
@@ -534,7 +537,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
 		mark_changed(flows_changed, flow_hash);
 	}
-	send_to_backend(w, lw, lk, backend, svc->service_id);
+	RTE_ASSERT(backend->service_id == svc->service_id);
+	send_to_backend(w, lw, lk, backend);
 }
 
 static __rte_always_inline void

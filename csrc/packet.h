@@ -224,14 +224,23 @@ rplb_cksum_apply(uint16_t cksum, uint32_t delta)
 	return (uint16_t)~rplb_cksum_fold((uint32_t)(uint16_t)~cksum + delta);
 }
 
-/* RFC 1624 eqn. 3, HC' = ~(~HC + delta), with ~HC written 0xffff - HC: one
- * subtraction and one fold (the sum is at most 17 bits). */
+/* RFC 1624 eqn. 3, HC' = ~(~HC + delta).  On x86 the one's-complement add
+ * is a 16-bit add and an add of its carry (the sum of two 16-bit words
+ * carries at most once, and the carry cannot carry again); elsewhere ~HC
+ * is written 0xffff - HC and the 17-bit sum folded once. */
 static inline uint16_t
 rplb_cksum_update(uint16_t cksum, uint16_t delta)
 {
+#if defined(RTE_ARCH_X86)
+	uint16_t sum = (uint16_t)~cksum;
+
+	asm("addw %1, %0\n\tadcw $0, %0" : "+r" (sum) : "rm" (delta) : "cc");
+	return (uint16_t)~sum;
+#else
 	uint32_t sum = (uint32_t)delta + 0xffff - cksum;
 
 	return (uint16_t)~(sum + (sum >> 16));
+#endif
 }
 
 /* The checksum changes of a rewrite from (old_addr, old_port) to

@@ -317,7 +317,7 @@ classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *
  * comes from its service's Maglev table. */
 static inline void
 send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		const struct rplb_lb_backend *backend)
+		const struct rplb_lb_backend *backend, int tx_offload)
 {
 	struct rte_mbuf *m = lk->m;
 	struct rplb_parsed parsed = lk->parsed;
@@ -325,24 +325,23 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 	uint32_t bytes = m->pkt_len;
 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
-			       backend->ip, backend->port, backend->to_backend,
-			       w->tx_cksum_offload[RPLB_BACKEND]);
+			       backend->ip, backend->port, backend->to_backend, tx_offload);
 	count_packet(lw, backend->service_id, backend->backend_id, bytes);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
-	rplb_worker_send(w, RPLB_BACKEND, m);
+	rplb_worker_send_len(w, RPLB_BACKEND, m, bytes);
 }
 
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
  * (vip, port). */
 static inline void
 send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
-	       uint32_t vip, uint16_t port)
+	       uint32_t vip, uint16_t port, int tx_offload)
 {
 	struct rplb_l4_ports *ports = lk->parsed.l4;
 
 	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->src_addr, &ports->src_port,
 			       vip, port, rplb_cksum_deltas(old_ip, old_port, vip, port),
-			       w->tx_cksum_offload[RPLB_FRONTEND]);
+			       tx_offload);
 	rplb_worker_send(w, RPLB_FRONTEND, lk->m);
 }
 
@@ -436,7 +435,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 static __rte_always_inline void
 resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
-		    struct changed *flows_changed, uint32_t now)
+		    struct changed *flows_changed, uint32_t now, int tx_offload)
 {
 	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
 	const int prepared = first_ref == RPLB_FT_EMPTY;
@@ -474,7 +473,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 				flow->last_seen = now;
 				if (unlikely(changes))
 					change_state(flow, tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend);
+				send_to_backend(w, lw, lk, backend, tx_offload);
 				return;
 			}
 		}
@@ -502,7 +501,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
 				flow->last_seen = now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend);
+				send_to_backend(w, lw, lk, backend, tx_offload);
 				return;
 			}
 		} else {
@@ -538,13 +537,13 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == svc->service_id);
-	send_to_backend(w, lw, lk, backend);
+	send_to_backend(w, lw, lk, backend, tx_offload);
 }
 
 static __rte_always_inline void
 resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
-		     uint32_t now)
+		     uint32_t now, int tx_offload)
 {
 	const struct rplb_owner_slot *owner;
 	const struct rplb_lb_service *svc;
@@ -559,7 +558,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
 		send_to_client(w, lk, flow->backend_ip, flow->backend_port, flow->vip,
-			       flow->vport);
+			       flow->vport, tx_offload);
 		return;
 	}
 	/* No flow: a reply from a backend is rewritten statelessly when the
@@ -580,7 +579,8 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	lw->service_counters[svc->service_id].packets++;
 	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
 	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
-	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
+	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port,
+		       tx_offload);
 }
 
 /* The client-side packets without a primary-bucket match: look each one
@@ -636,6 +636,9 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	struct lookup *lk = lookups, *end;
 	uint32_t max_ref = 0;
 	unsigned int i;
+	/* Read once a burst: the port's offload does not change under it. */
+	const int tx_offload = w->tx_cksum_offload[in_side == RPLB_FRONTEND ? RPLB_BACKEND :
+									   RPLB_FRONTEND];
 	uint32_t now;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
@@ -674,12 +677,12 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	now = rplb_flow_clock(ft, rte_rdtsc());
 	for (lk = lookups; lk < end; lk++) {
 		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now);
+			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now, tx_offload);
 		else
 			resolve_from_backend(w, lw, t, lk,
 					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
 							       RPLB_DIR_BACKEND),
-					     now);
+					     now, tx_offload);
 	}
 }
 

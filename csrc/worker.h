@@ -78,15 +78,23 @@ rplb_worker_flush(struct rplb_worker *w, unsigned int side)
 	buf->count = 0;
 }
 
+/* Buffer m (of bytes bytes, m->pkt_len) for out_side's port. */
 static inline void
-rplb_worker_send(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m)
+rplb_worker_send_len(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m,
+		     uint32_t bytes)
 {
 	struct rplb_tx_buffer *buf = &w->tx[out_side];
 
-	w->counters.port[out_side].tx_bytes += m->pkt_len;
+	w->counters.port[out_side].tx_bytes += bytes;
 	buf->pkts[buf->count++] = m;
 	if (unlikely(buf->count == RPLB_BURST))
 		rplb_worker_flush(w, out_side);
+}
+
+static inline void
+rplb_worker_send(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m)
+{
+	rplb_worker_send_len(w, out_side, m, m->pkt_len);
 }
 
 static inline void

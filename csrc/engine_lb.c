@@ -331,6 +331,22 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 	rplb_worker_send_len(w, RPLB_BACKEND, m, bytes);
 }
 
+/* A packet of a known flow, to the flow's configured backend, unless the
+ * NIC found its checksum bad; state_changes: its flags may change the
+ * flow's state (state_may_change), a constant at each call. */
+static __rte_always_inline void
+to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
+		 struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t now,
+		 const int state_changes, int tx_offload)
+{
+	if (dropped_bad_checksum(w, lk->m))
+		return;
+	flow->last_seen = now;
+	if (state_changes)
+		change_state(flow, lk->parsed.tcp_flags, 1);
+	send_to_backend(w, lw, lk, backend, tx_offload);
+}
+
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
  * (vip, port). */
 static inline void
@@ -465,15 +481,16 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * lookup is needed. */
 		if (likely(backend != NULL)) {
 			const uint8_t tcp_flags = lk->parsed.tcp_flags;
-			const int changes = state_may_change(flow, tcp_flags);
 
-			if (likely(!changes) || !reopens_tuple(flow, tcp_flags)) {
-				if (dropped_bad_checksum(w, lk->m))
-					return;
-				flow->last_seen = now;
-				if (unlikely(changes))
-					change_state(flow, tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend, tx_offload);
+			/* Nearly every packet: its flags leave the state as it is
+			 * (a copy of the path of its own, so nothing is kept for
+			 * the state change). */
+			if (likely(!state_may_change(flow, tcp_flags))) {
+				to_known_backend(w, lw, lk, flow, backend, now, 0, tx_offload);
+				return;
+			}
+			if (!reopens_tuple(flow, tcp_flags)) {
+				to_known_backend(w, lw, lk, flow, backend, now, 1, tx_offload);
 				return;
 			}
 		}

@@ -783,6 +783,13 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 			cursor = 0;
 	}
 	ft->aging_cursor = cursor;
+	/* The records the next call ages are cold in a large table (the
+	 * loads above stalled on them): start loading them now, a burst
+	 * ahead.  A prefetch never faults, so none is range-checked; the
+	 * addresses are integers, not pointers past the array. */
+	for (budget = 0; budget < AGING_BUDGET_BUSY * sizeof(struct rplb_flow);
+	     budget += RTE_CACHE_LINE_SIZE)
+		rte_prefetch0((const void *)((uintptr_t)&ft->flows[cursor] + budget));
 }
 
 static int

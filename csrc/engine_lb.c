@@ -68,9 +68,10 @@ initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 
 /* The TCP flags that may change a flow's state, by state (or reopen its
  * tuple: reopens_tuple): a packet with none of them leaves the flow as it
- * is, and that is nearly every packet, so one test settles it.  UDP
- * packets carry no flags.  A segment without any flag changes nothing
- * (TCP discards a segment without ACK). */
+ * is, and that is nearly every packet.  Each record keeps its state's
+ * entry (set_state), so one test settles it.  UDP packets carry no flags.
+ * A segment without any flag changes nothing (TCP discards a segment
+ * without ACK). */
 static const uint8_t state_change_flags[256] = {
 	[RPLB_FLOW_UDP] = 0,
 	[RPLB_FLOW_TCP_SYN] = 0xff,
@@ -78,10 +79,17 @@ static const uint8_t state_change_flags[256] = {
 	[RPLB_FLOW_TCP_CLOSING] = RTE_TCP_SYN_FLAG,
 };
 
+static inline void
+set_state(struct rplb_flow *flow, uint8_t state)
+{
+	flow->state = state;
+	flow->state_change_flags = state_change_flags[state];
+}
+
 static inline int
 state_may_change(const struct rplb_flow *flow, uint8_t tcp_flags)
 {
-	return tcp_flags & state_change_flags[flow->state];
+	return tcp_flags & flow->state_change_flags;
 }
 
 /* A packet whose flags may change its flow's state (state_may_change). */
@@ -89,9 +97,9 @@ static void
 change_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
-		flow->state = RPLB_FLOW_TCP_CLOSING;
+		set_state(flow, RPLB_FLOW_TCP_CLOSING);
 	else if (flow->state == RPLB_FLOW_TCP_SYN && from_client && !(tcp_flags & RTE_TCP_SYN_FLAG))
-		flow->state = RPLB_FLOW_TCP_ESTABLISHED;
+		set_state(flow, RPLB_FLOW_TCP_ESTABLISHED);
 }
 
 static inline void
@@ -547,7 +555,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		flow = &ft->flows[index];
 		flow->service_id = svc->service_id;
 		flow->backend_id = backend->backend_id;
-		flow->state = initial_state(&lk->key, lk->parsed.tcp_flags);
+		set_state(flow, initial_state(&lk->key, lk->parsed.tcp_flags));
 		flow->last_seen = now;
 		count_flow_start(lw, svc->service_id, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;

@@ -31,6 +31,7 @@
 #if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
 #include <nmmintrin.h>
 #endif
+#include <stddef.h>
 
 #include "packet.h"
 
@@ -41,22 +42,25 @@
 #define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
 
 struct rplb_flow {
-	/* The client-side 5-tuple: client_ip..vport in the order of
-	 * struct rplb_flow_key's first 12 bytes, so one key compares in two
-	 * loads. */
+	/* The client-side 5-tuple: client_ip..proto in the order of struct
+	 * rplb_flow_key's first 13 bytes, so a client key compares in one
+	 * 16-byte load (rplb_flow_has_key_in). */
 	uint32_t client_ip;
 	uint32_t vip;
 	uint16_t client_port;
 	uint16_t vport;
+	uint8_t proto;
+	uint8_t state;              /* enum rplb_flow_state, or RPLB_FLOW_FREE */
+	/* The TCP flags that may move the flow out of its state (the engine
+	 * keeps it with the state): one test settles nearly every packet. */
+	uint8_t state_change_flags;
+	uint8_t reserved;
 	uint32_t backend_ip;
 	uint16_t backend_port;
 	uint16_t service_id;
 	uint32_t backend_id;
 	uint32_t last_seen;         /* rplb_flow_clock() ticks */
-	uint8_t proto;
-	uint8_t state;              /* enum rplb_flow_state, or RPLB_FLOW_FREE */
-	uint16_t reserved;
-};
+} __rte_aligned(32);
 
 struct rplb_flow_bucket {
 	uint32_t sig[RPLB_FT_SLOTS];     /* the key's full 32-bit hash */
@@ -198,17 +202,27 @@ static __rte_always_inline int
 rplb_flow_has_key_in(const struct rplb_flow *flow, const struct rplb_flow_key *key,
 		     const uint8_t direction)
 {
-	uint64_t key_addrs, flow_addrs;
-	uint32_t key_ports, flow_ports;
-
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, proto) != offsetof(struct rplb_flow_key, proto) ||
+			 offsetof(struct rplb_flow, vport) != offsetof(struct rplb_flow_key, dst_port));
 	if (direction == RPLB_DIR_CLIENT) {
-		/* client_ip, vip, client_port, vport line up with the key. */
+		/* client_ip..proto line up with the key's first 13 bytes. */
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_1__)
+		const __m128i first13 = _mm_set_epi32(0x000000ff, -1, -1, -1);
+		__m128i diff = _mm_xor_si128(_mm_loadu_si128((const __m128i *)key),
+					     _mm_load_si128((const __m128i *)flow));
+
+		return _mm_testz_si128(diff, first13);
+#else
+		uint64_t key_addrs, flow_addrs;
+		uint32_t key_ports, flow_ports;
+
 		memcpy(&key_addrs, key, sizeof(key_addrs));
 		memcpy(&flow_addrs, &flow->client_ip, sizeof(flow_addrs));
 		memcpy(&key_ports, &key->src_port, sizeof(key_ports));
 		memcpy(&flow_ports, &flow->client_port, sizeof(flow_ports));
 		return key_addrs == flow_addrs && key_ports == flow_ports &&
 		       key->proto == flow->proto;
+#endif
 	}
 	return key->src_ip == flow->backend_ip && key->dst_ip == flow->client_ip &&
 	       key->src_port == flow->backend_port && key->dst_port == flow->client_port &&

@@ -134,16 +134,14 @@ counter_add(uint64_t *counter, uint64_t value)
 #endif
 }
 
+/* A packet of a flow: its service's totals are summed from its backends'
+ * by the control plane (struct rplb_service_counters). */
 static inline void
-count_packet(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id,
-	     uint32_t bytes)
+count_packet(struct rplb_lb_worker *lw, uint32_t backend_id, uint32_t bytes)
 {
-	struct rplb_service_counters *sc = &lw->service_counters[service_id];
 	struct rplb_backend_counters *bc =
 		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
 
-	counter_add(&sc->packets, 1);
-	counter_add(&sc->bytes, bytes);
 	counter_add(&bc->packets, 1);
 	counter_add(&bc->bytes, bytes);
 }
@@ -334,7 +332,7 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
 			       backend->ip, backend->port, backend->to_backend, tx_offload);
-	count_packet(lw, backend->service_id, backend->backend_id, bytes);
+	count_packet(lw, backend->backend_id, bytes);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
 	rplb_worker_send_len(w, RPLB_BACKEND, m, bytes);
 }
@@ -580,7 +578,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			return;
 		flow->last_seen = now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
-		count_packet(lw, flow->service_id, flow->backend_id, lk->m->pkt_len);
+		count_packet(lw, flow->backend_id, lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
 		send_to_client(w, lk, flow->backend_ip, flow->backend_port, flow->vip,
 			       flow->vport, tx_offload);

@@ -124,30 +124,39 @@ rplb_parse_common(struct rte_mbuf *m, struct rplb_parsed *out)
 	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + sizeof(struct rte_ether_hdr));
 	uint8_t *l4 = (uint8_t *)(ip + 1);
-	uint32_t head, total;
+	uint32_t head, frag_proto, total_over;
+	uint16_t total_be;
 
 	if (unlikely(m->data_len < need))
 		return 0;
-	/* EtherType and version/IHL are adjacent: one load, one compare. */
+	/* EtherType and version/IHL are adjacent: one load, one compare (the
+	 * bytes in wire order, as a little-endian word: 08 00 45). */
 	memcpy(&head, frame + offsetof(struct rte_ether_hdr, ether_type), sizeof(head));
-	if (unlikely(rte_be_to_cpu_32(head) >> 8 !=
-		     ((uint32_t)RTE_ETHER_TYPE_IPV4 << 8 | RTE_IPV4_VHL_DEF)))
+	if (unlikely(rte_le_to_cpu_32(head) << 8 !=
+		     (uint32_t)(RTE_ETHER_TYPE_IPV4 >> 8 | RTE_IPV4_VHL_DEF << 16) << 8))
 		return 0;
-	total = rte_be_to_cpu_16(ip->total_length);
-	if (unlikely((ip->fragment_offset &
-		      RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) ||
-		     total > m->pkt_len - sizeof(struct rte_ether_hdr)))
+	/* 40 <= total length <= the frame's IPv4 room, in one unsigned
+	 * compare (pkt_len >= data_len >= need): room for the IPv4 and TCP
+	 * headers (UDP needs less, and datagrams this short take the full
+	 * parser). */
+	memcpy(&total_be, &ip->total_length, sizeof(total_be));
+	total_over = (uint32_t)__builtin_bswap16(total_be) - need + sizeof(struct rte_ether_hdr);
+	if (unlikely(total_over > m->pkt_len - need))
 		return 0;
-	if (likely(ip->next_proto_id == IPPROTO_TCP)) {
-		/* Data offset in the high nibble, in 32-bit words: its byte is
-		 * at least 0x50 (20 bytes), and >> 2 gives bytes. */
+	/* Fragment bits, TTL and protocol are adjacent: no fragment bit, and
+	 * the protocol, in one masked compare each way. */
+	memcpy(&frag_proto, &ip->fragment_offset, sizeof(frag_proto));
+	frag_proto = rte_le_to_cpu_32(frag_proto) & 0xff00ff3fu;
+	if (likely(frag_proto == (uint32_t)IPPROTO_TCP << 24)) {
+		/* Data offset in the high nibble, in 32-bit words: >> 2 gives
+		 * bytes.  20 <= header length <= total - 20, in one unsigned
+		 * compare (a length under 20 wraps). */
 		uint32_t data_off = ((struct rte_tcp_hdr *)l4)->data_off;
 
-		if (unlikely(data_off < 0x50 || sizeof(*ip) + ((data_off >> 2) & 0x3c) > total))
+		if (unlikely(((data_off >> 2) & 0x3c) - sizeof(struct rte_tcp_hdr) > total_over))
 			return 0;
 		out->tcp_flags = ((struct rte_tcp_hdr *)l4)->tcp_flags;
-	} else if (ip->next_proto_id == IPPROTO_UDP &&
-		   total >= sizeof(*ip) + sizeof(struct rte_udp_hdr)) {
+	} else if (frag_proto == (uint32_t)IPPROTO_UDP << 24) {
 		out->tcp_flags = 0;
 	} else {
 		return 0;

@@ -74,16 +74,21 @@ struct rplb_lcore_counters {
 	uint64_t events[RPLB_EVENTS];
 } __rte_cache_aligned;
 
-/* Indexed by service_id / backend slot; one array per worker. */
+/* Indexed by service_id / backend slot; one array per worker.  A packet
+ * of a flow is counted once, under its backend: a service's packets and
+ * bytes are its own counters (the replies rewritten without a flow, which
+ * have no backend) plus its backends' (the control plane adds them up,
+ * rplb/balancer.py), one counter update per packet fewer on the fast
+ * path. */
 struct rplb_service_counters {
-	uint64_t packets;          /* both directions */
+	uint64_t packets;          /* replies rewritten without a flow */
 	uint64_t bytes;
 	uint64_t new_flows;
 	int64_t active_flows;      /* a gauge: created - expired on this worker */
 };
 
 struct rplb_backend_counters {
-	uint64_t packets;
+	uint64_t packets;          /* both directions */
 	uint64_t bytes;
 	uint64_t new_flows;
 	int64_t active_flows;

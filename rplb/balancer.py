@@ -6,11 +6,11 @@ each change atomic, and read per-service and per-backend counters.
 from __future__ import annotations
 
 import threading
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from rplb.config import Backend, Config, ConfigError, Service
+from rplb.config import Backend, Config, ConfigError, Service, ServiceKey
 from rplb.tables import MAX_BACKENDS, IdAssigner, build_specs, spec_dtypes
 
 _PACKETS, _BYTES, _NEW_FLOWS, _ACTIVE_FLOWS = range(4)
@@ -32,6 +32,17 @@ class Balancer:
         self._config = Config()
         self._service_base = np.zeros((1024, 4), dtype=np.int64)
         self._backend_base = np.zeros((MAX_BACKENDS, 4), dtype=np.int64)
+        # The fast path counts a flow's packets under its backend only; a
+        # service's packets and bytes add up its backends' (_traffic).  A
+        # backend slot stays its service's after the backend is removed
+        # (replies of its flows may still be counted there) until the slot
+        # is reused; then what it counted moves into _retired.  Services
+        # are told apart by incarnation: a service removed and added again
+        # under the same key starts from zero.
+        self._incarnation: Dict[ServiceKey, int] = {}
+        self._next_incarnation = 0
+        self._slot_owner: Dict[int, int] = {}
+        self._retired: Dict[int, np.ndarray] = {}
         if config is not None:
             self.apply(config)
 
@@ -54,21 +65,58 @@ class Balancer:
             specs = build_specs(config, service_ids, backend_ids, self._dtypes)
             new_service_slots = [i for k, i in service_ids.items()
                                  if k not in self._ids.service_ids]
-            new_backend_slots = [i & (MAX_BACKENDS - 1) for k, i in backend_ids.items()
-                                 if k not in self._ids.backend_ids]
+            new_backends = {k: i & (MAX_BACKENDS - 1) for k, i in backend_ids.items()
+                            if k not in self._ids.backend_ids}
+            new_backend_slots = list(new_backends.values())
             self._lb.set_timeouts(config.timeouts)
             self._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size,
                              strict=config.strict)
             commit()
+            self._track_owners(config)
             # A reused counter slot starts from zero for its new owner.
             if new_service_slots:
                 self._service_base[new_service_slots] = self._lb.service_counters()[new_service_slots]
             if new_backend_slots:
-                self._backend_base[new_backend_slots] = self._lb.backend_counters()[new_backend_slots]
+                now = self._lb.backend_counters()
+                self._retire_slots(new_backend_slots, now)
+                self._backend_base[new_backend_slots] = now[new_backend_slots]
+                for key, slot in new_backends.items():
+                    self._slot_owner[slot] = self._incarnation[key[0]]
             self._service_base[:, _ACTIVE_FLOWS] = 0
             self._backend_base[:, _ACTIVE_FLOWS] = 0
             self._config = config
         return notes
+
+    def _track_owners(self, config: Config) -> None:
+        """Incarnations for new services; forget removed ones."""
+        keys = {svc.key for svc in config.services}
+        for key in list(self._incarnation):
+            if key not in keys:
+                self._retired.pop(self._incarnation.pop(key), None)
+        for key in keys:
+            if key not in self._incarnation:
+                self._incarnation[key] = self._next_incarnation
+                self._retired[self._next_incarnation] = np.zeros(2, dtype=np.int64)
+                self._next_incarnation += 1
+
+    def _retire_slots(self, slots, now) -> None:
+        """Slots about to be reused: what they counted since their base
+        stays with the service that owned them (if it is still there)."""
+        for slot in slots:
+            owner = self._slot_owner.pop(slot, None)
+            if owner in self._retired:
+                self._retired[owner] += (now[slot] - self._backend_base[slot])[[_PACKETS, _BYTES]]
+
+    def _traffic(self, services, backends) -> Dict[ServiceKey, np.ndarray]:
+        """Packets and bytes per service: its own counters (replies
+        rewritten without a flow), its slots' (current and removed
+        backends) and what its reused slots had counted."""
+        by_incarnation = {inc: retired.copy() for inc, retired in self._retired.items()}
+        for slot, owner in self._slot_owner.items():
+            if owner in by_incarnation:
+                by_incarnation[owner] += backends[slot][[_PACKETS, _BYTES]]
+        return {key: by_incarnation[inc] + services[self._ids.service_ids[key]][[_PACKETS, _BYTES]]
+                for key, inc in self._incarnation.items()}
 
     # ---- one-object edits (ConfigError when the edit is invalid) ----------
 
@@ -109,18 +157,23 @@ class Balancer:
 
     def service_stats(self) -> List[dict]:
         """Per service and backend: packets, bytes, new_flows, active_flows."""
-        services = self._lb.service_counters() - self._service_base
-        backends = self._lb.backend_counters() - self._backend_base
-        result = []
-        for svc in self._config.services:
-            row = services[self._ids.service_ids[svc.key]]
-            entry = {"service": svc.label, "key": str(svc.key),
-                     **_counter_dict(row), "backends": []}
-            for b in svc.backends:
-                slot = self._ids.backend_ids[(svc.key, str(b.ip), b.port)] & (MAX_BACKENDS - 1)
-                entry["backends"].append({"backend": f"{b.ip}:{b.port}", "weight": b.weight,
-                                          **_counter_dict(backends[slot])})
-            result.append(entry)
+        with self._lock:
+            services = self._lb.service_counters() - self._service_base
+            backends = self._lb.backend_counters() - self._backend_base
+            traffic = self._traffic(services, backends)
+            result = []
+            for svc in self._config.services:
+                row = services[self._ids.service_ids[svc.key]].copy()
+                row[[_PACKETS, _BYTES]] = traffic[svc.key]
+                entry = {"service": svc.label, "key": str(svc.key),
+                         **_counter_dict(row), "backends": []}
+                for b in svc.backends:
+                    slot = (self._ids.backend_ids[(svc.key, str(b.ip), b.port)]
+                            & (MAX_BACKENDS - 1))
+                    entry["backends"].append({"backend": f"{b.ip}:{b.port}",
+                                              "weight": b.weight,
+                                              **_counter_dict(backends[slot])})
+                result.append(entry)
         return result
 
 

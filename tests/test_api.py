@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
 from harness import eal_args, file_prefix, remove_runtime_dir, write_pcap
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "services.yaml"
@@ -61,11 +65,13 @@ print(json.dumps(result))
 """
 
 
-def run_program(tmp_path, program):
-    """Run one program on pcap ports without traffic; (its result, the process)."""
+def run_program(tmp_path, program, client_frames=()):
+    """Run one program on pcap ports (the clients' port reads client_frames
+    once); (its result, the process)."""
     prefix = file_prefix()
     empty = write_pcap(tmp_path / "empty.pcap", [])
-    eal = eal_args(prefix, [f"net_pcap0,rx_pcap={empty},tx_pcap={tmp_path}/o0.pcap",
+    clients = write_pcap(tmp_path / "clients.pcap", client_frames)
+    eal = eal_args(prefix, [f"net_pcap0,rx_pcap={clients},tx_pcap={tmp_path}/o0.pcap",
                             f"net_pcap1,rx_pcap={empty},tx_pcap={tmp_path}/o1.pcap"])
     try:
         proc = subprocess.run([sys.executable, "-c", program, json.dumps(eal), str(EXAMPLE)],
@@ -130,3 +136,65 @@ def test_tables_refuse_two_backends_in_one_slot(tmp_path):
     assert "share slot" in proc.stderr      # the DPDK log names both specs
     assert result["published_after_error"] == 0
     assert result["published_after_good"] == 1
+
+
+COUNTER_PROGRAM = PREAMBLE + r"""
+def web():
+    return next(s for s in bal.service_stats() if s["service"] == "web")
+
+try:
+    app.start()
+    bal = app.balancer
+    deadline = time.monotonic() + 20
+    while web()["packets"] < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    result["before"] = web()
+    # Every backend that took flows goes; a new one stays.
+    bal.add_backend("web", Backend(ip="192.168.1.19", port=8080))
+    for b in result["before"]["backends"]:
+        ip, port = b["backend"].split(":")
+        bal.remove_backend("web", ip, int(port))
+    result["after_removal"] = web()
+    # The removed backends' counter slots are taken next (the pool hands
+    # out the longest-free slot first: move them to its front).
+    pool = bal._ids._backend_slots
+    freed = [slot for slot in pool.free if slot < 3]
+    for slot in freed:
+        pool.free.remove(slot)
+    pool.free.extendleft(reversed(freed))
+    for i in range(3):
+        bal.add_backend("web", Backend(ip=f"192.168.1.{40 + i}", port=8080))
+    result["reused_slots"] = sorted(bal._ids.backend_ids[(bal.config.service("web").key,
+                                                          f"192.168.1.{40 + i}", 8080)]
+                                    & (MAX_BACKENDS - 1) for i in range(3))
+    result["after_reuse"] = web()
+    # The same vip:proto:port removed and added again is a new service.
+    service = bal.config.service("web")
+    bal.remove_service("web")
+    bal.add_service(service)
+    result["readded"] = web()
+finally:
+    app.close()
+print(json.dumps(result))
+"""
+
+
+def test_service_totals_keep_the_packets_of_removed_backends(tmp_path):
+    """The fast path counts a flow's packets under its backend only; the
+    control plane adds a service's up, and keeps what removed backends
+    counted, also once their counter slots serve new backends."""
+    frames = [Ether() / IP(src=f"100.64.0.{i + 1}", dst="10.0.0.100")
+              / TCP(sport=5000 + i, dport=80, flags="S") / Raw(b"x" * i) for i in range(30)]
+    result, _ = run_program(tmp_path, COUNTER_PROGRAM, frames)
+    before = result["before"]
+    assert before["packets"] == 30 and before["new_flows"] == 30
+    assert before["bytes"] == sum(len(f) for f in frames)
+    assert sum(b["packets"] for b in before["backends"]) == 30
+    for stage in ("after_removal", "after_reuse"):
+        svc = result[stage]
+        assert (svc["packets"], svc["bytes"]) == (30, before["bytes"]), stage
+        assert all(b["packets"] == 0 for b in svc["backends"]), stage
+    assert result["reused_slots"] == [0, 1, 2]
+    assert len(result["after_reuse"]["backends"]) == 4
+    readded = result["readded"]
+    assert (readded["packets"], readded["bytes"], readded["new_flows"]) == (0, 0, 0)

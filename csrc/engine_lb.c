@@ -46,6 +46,7 @@ struct lookup {
 	struct rplb_flow_key key;
 	uint32_t hash;              /* of key */
 	uint32_t first_ref;         /* rplb_flow_match_first's answer */
+	struct rplb_flow *first_flow;   /* its record (see rplb_ft_record) */
 	/* Client side, when prepare_new_flows found no flow: the packet's
 	 * service, or NULL when it is not for one. */
 	const struct rplb_lb_service *service;
@@ -134,13 +135,19 @@ counter_add(uint64_t *counter, uint64_t value)
 #endif
 }
 
-/* A packet of a flow: its service's totals are summed from its backends'
- * by the control plane (struct rplb_service_counters). */
-static inline void
-count_packet(struct rplb_lb_worker *lw, uint32_t backend_id, uint32_t bytes)
+static inline uint32_t
+backend_slot(uint32_t backend_id)
 {
-	struct rplb_backend_counters *bc =
-		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
+	return backend_id & (RPLB_MAX_BACKENDS - 1);
+}
+
+/* A packet of a flow, counted in its backend's slot: its service's totals
+ * are summed from its backends' by the control plane (struct
+ * rplb_service_counters). */
+static inline void
+count_packet(struct rplb_lb_worker *lw, uint32_t slot, uint32_t bytes)
+{
+	struct rplb_backend_counters *bc = &lw->backend_counters[slot];
 
 	counter_add(&bc->packets, 1);
 	counter_add(&bc->bytes, bytes);
@@ -150,7 +157,7 @@ static inline void
 count_flow_start(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id)
 {
 	struct rplb_backend_counters *bc =
-		&lw->backend_counters[backend_id & (RPLB_MAX_BACKENDS - 1)];
+		&lw->backend_counters[backend_slot(backend_id)];
 
 	lw->service_counters[service_id].new_flows++;
 	lw->service_counters[service_id].active_flows++;
@@ -162,7 +169,7 @@ static inline void
 count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 {
 	lw->service_counters[flow->service_id].active_flows--;
-	lw->backend_counters[flow->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows--;
+	lw->backend_counters[backend_slot(flow->backend_id)].active_flows--;
 }
 
 /* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
@@ -321,9 +328,9 @@ classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *
 /* The backend's service is the packet's: a flow's backend is configured
  * under the flow's service (configured_backend), and a new flow's backend
  * comes from its service's Maglev table. */
-static inline void
+static __rte_always_inline void
 send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		const struct rplb_lb_backend *backend, int tx_offload)
+		const struct rplb_lb_backend *backend, uint32_t slot, int tx_offload)
 {
 	struct rte_mbuf *m = lk->m;
 	struct rplb_parsed parsed = lk->parsed;
@@ -332,7 +339,7 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
 			       backend->ip, backend->port, backend->to_backend, tx_offload);
-	count_packet(lw, backend->backend_id, bytes);
+	count_packet(lw, slot, bytes);
 	w->counters.events[RPLB_EV_TO_BACKEND]++;
 	rplb_worker_send_len(w, RPLB_BACKEND, m, bytes);
 }
@@ -342,15 +349,15 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
  * flow's state (state_may_change), a constant at each call. */
 static __rte_always_inline void
 to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		 struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t now,
-		 const int state_changes, int tx_offload)
+		 struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
+		 uint32_t now, const int state_changes, int tx_offload)
 {
 	if (dropped_bad_checksum(w, lk->m))
 		return;
 	flow->last_seen = now;
 	if (state_changes)
 		change_state(flow, lk->parsed.tcp_flags, 1);
-	send_to_backend(w, lw, lk, backend, tx_offload);
+	send_to_backend(w, lw, lk, backend, slot, tx_offload);
 }
 
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
@@ -399,7 +406,7 @@ static inline const struct rplb_lb_backend *
 configured_backend(const struct rplb_lb_tables *t, const struct rplb_flow *flow)
 {
 	const struct rplb_lb_backend *backend =
-		&t->backends[flow->backend_id & (RPLB_MAX_BACKENDS - 1)];
+		&t->backends[backend_slot(flow->backend_id)];
 	uint64_t flow_word, backend_word;
 
 	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, service_id) -
@@ -445,65 +452,55 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		return backend;
 	}
 	flow->backend_id = backend->backend_id;
-	lw->backend_counters[backend->backend_id & (RPLB_MAX_BACKENDS - 1)].active_flows++;
+	lw->backend_counters[backend_slot(backend->backend_id)].active_flows++;
 	lw->service_counters[flow->service_id].active_flows++;
 	w->counters.events[RPLB_EV_FLOWS_MOVED]++;
 	return backend;
 }
 
-/* A client-side packet: lk->first_ref is its first signature match
- * (rplb_flow_match_first), or EMPTY when prepare_new_flows found no flow
- * and prepared a new one. */
-static __rte_always_inline void
-resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
-		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
-		    struct changed *flows_changed, uint32_t now, int tx_offload)
+/* A packet of a known flow whose backend is still configured under its
+ * service (so no service lookup is needed): sent, and 1; else 0. */
+static __rte_always_inline int
+to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t,
+	      struct lookup *lk, struct rplb_flow *flow, uint32_t now, int tx_offload)
 {
-	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
-	const int prepared = first_ref == RPLB_FT_EMPTY;
-	uint32_t index, backend_hash;
+	const struct rplb_lb_backend *backend = configured_backend(t, flow);
+	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
+	const uint8_t tcp_flags = lk->parsed.tcp_flags;
+
+	if (unlikely(backend == NULL))
+		return 0;
+	/* Nearly every packet: its flags leave the state as it is (a copy of
+	 * the path of its own, so nothing is kept for the state change). */
+	if (likely(!state_may_change(flow, tcp_flags))) {
+		to_known_backend(w, lw, lk, flow, backend, slot, now, 0, tx_offload);
+		return 1;
+	}
+	if (!reopens_tuple(flow, tcp_flags)) {
+		to_known_backend(w, lw, lk, flow, backend, slot, now, 1, tx_offload);
+		return 1;
+	}
+	return 0;
+}
+
+/* A client-side packet of a new flow, of a flow whose backend is gone, of
+ * a reopened tuple, or of no service at all; index: its flow, or
+ * RPLB_NO_FLOW.  Out of line: it is not the common case, and the resolve
+ * loop it would grow is inlined once per side and checksum path. */
+static __rte_always_inline void
+new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw,
+		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
+		    struct changed *flows_changed, uint32_t index, uint32_t now, int tx_offload)
+{
+	const uint32_t flow_hash = lk->hash;
+	/* No signature matched, and prepare_new_flows found no flow: it found
+	 * the service and chose the backend already. */
+	const int prepared = lk->first_flow == NULL;
 	const struct rplb_lb_service *svc;
 	const struct rplb_lb_backend *backend;
 	struct rplb_flow *flow;
-	uint32_t b;
+	uint32_t b, backend_hash;
 
-	if (unlikely(maybe_changed(flows_changed, flow_hash))) {
-		/* An earlier packet of this burst with this key's hash created,
-		 * moved or removed its flow: the bulk lookup's answer for this one
-		 * may be stale (a removed record must never be removed twice).
-		 * Only a packet with the same client key can see a changed
-		 * record, and it has the same hash. */
-		index = rplb_flow_lookup(ft, &lk->key, flow_hash);
-	} else {
-		index = rplb_flow_first_match(ft, &lk->key, first_ref, RPLB_DIR_CLIENT);
-		/* Not the first match: look again, unless a prepared miss. */
-		if (unlikely(index == RPLB_NO_FLOW) && !prepared)
-			index = rplb_flow_lookup(ft, &lk->key, flow_hash);
-	}
-	if (likely(index != RPLB_NO_FLOW)) {
-		flow = &ft->flows[index];
-		backend = configured_backend(t, flow);
-		/* Its backend is configured under its service: no service
-		 * lookup is needed. */
-		if (likely(backend != NULL)) {
-			const uint8_t tcp_flags = lk->parsed.tcp_flags;
-
-			/* Nearly every packet: its flags leave the state as it is
-			 * (a copy of the path of its own, so nothing is kept for
-			 * the state change). */
-			if (likely(!state_may_change(flow, tcp_flags))) {
-				to_known_backend(w, lw, lk, flow, backend, now, 0, tx_offload);
-				return;
-			}
-			if (!reopens_tuple(flow, tcp_flags)) {
-				to_known_backend(w, lw, lk, flow, backend, now, 1, tx_offload);
-				return;
-			}
-		}
-	}
-
-	/* A new flow, a flow whose backend is gone, a reopened tuple, or no
-	 * service at all (a prepared miss has its service found already). */
 	svc = prepared ? lk->service :
 		rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 	if (svc == NULL) {
@@ -524,7 +521,8 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
 				flow->last_seen = now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend, tx_offload);
+				send_to_backend(w, lw, lk, backend, backend_slot(backend->backend_id),
+						tx_offload);
 				return;
 			}
 		} else {
@@ -560,7 +558,45 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == svc->service_id);
-	send_to_backend(w, lw, lk, backend, tx_offload);
+	send_to_backend(w, lw, lk, backend, backend_slot(backend->backend_id), tx_offload);
+}
+
+/* A client-side packet: lk->first_ref is its first signature match
+ * (rplb_flow_match_first), with its record in lk->first_flow; or, where no
+ * signature matched (first_flow NULL), prepare_new_flows found no flow and
+ * prepared a new one. */
+static __rte_always_inline void
+resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
+		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
+		    struct changed *flows_changed, uint32_t now, int tx_offload)
+{
+	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
+	const int prepared = lk->first_flow == NULL;
+	uint32_t index;
+
+	if (likely(!maybe_changed(flows_changed, flow_hash)) &&
+	    likely(rplb_flow_is_first_match(ft, &lk->key, first_ref, lk->first_flow,
+					    RPLB_DIR_CLIENT))) {
+		/* Nearly every packet: its flow is the first match, whose record
+		 * is at hand. */
+		if (likely(to_known_flow(w, lw, t, lk, lk->first_flow, now, tx_offload)))
+			return;
+		index = first_ref >> 1;
+	} else {
+		/* An earlier packet of this burst with this key's hash created,
+		 * moved or removed its flow, and the bulk lookup's answer for this
+		 * one may be stale (a removed record must never be removed twice;
+		 * only a packet with the same client key can see a changed
+		 * record, and it has the same hash); or the flow is not the first
+		 * match.  Look again, unless a prepared miss of an unchanged key. */
+		index = prepared && !maybe_changed(flows_changed, flow_hash) ? RPLB_NO_FLOW :
+			rplb_flow_lookup(ft, &lk->key, flow_hash);
+		if (index != RPLB_NO_FLOW &&
+		    to_known_flow(w, lw, t, lk, &ft->flows[index], now, tx_offload))
+			return;
+	}
+
+	new_or_changed_flow(w, lw, ft, t, lk, flows_changed, index, now, tx_offload);
 }
 
 static __rte_always_inline void
@@ -578,7 +614,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			return;
 		flow->last_seen = now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
-		count_packet(lw, flow->backend_id, lk->m->pkt_len);
+		count_packet(lw, backend_slot(flow->backend_id), lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
 		send_to_client(w, lk, flow->backend_ip, flow->backend_port, flow->vip,
 			       flow->vport, tx_offload);
@@ -606,9 +642,10 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		       tx_offload);
 }
 
-/* The client-side packets without a primary-bucket match: look each one
- * up in full (its secondary bucket was prefetched).  Found: its reference
- * goes in first_ref.  Not found (first_ref stays EMPTY): find its service
+/* The client-side packets without a signature match in their primary
+ * bucket (first_flow NULL): look each one up in full (its secondary bucket
+ * was prefetched).  Found: its reference and record go in first_ref and
+ * first_flow.  Not found (first_flow stays NULL): find its service
  * and pick its backend.  A new flow writes a free record and the bucket of
  * its backend-side key, both cold in a large table: start loading them for
  * every miss of the burst before the first insert. */
@@ -622,11 +659,12 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 	for (lk = lookups; lk < end; lk++) {
 		uint32_t index, b;
 
-		if (likely(lk->first_ref != RPLB_FT_EMPTY))
+		if (likely(lk->first_flow != NULL))
 			continue;
 		index = rplb_flow_lookup_unmatched(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW) {
 			lk->first_ref = index << 1 | RPLB_DIR_CLIENT;
+			lk->first_flow = &ft->flows[index];
 			continue;
 		}
 		lk->service = rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
@@ -644,6 +682,31 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 	}
 }
 
+/* Pass 3: resolve, rewrite and send each looked-up packet of a burst
+ * from in_side; tx_offload, the out port's checksum path, is a constant
+ * at each call. */
+static __rte_always_inline void
+resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t,
+	      const unsigned int in_side, struct lookup *lookups, const struct lookup *end,
+	      const int tx_offload)
+{
+	struct rplb_flow_table *ft = lw->flows;
+	struct changed flows_changed;
+	uint32_t now = rplb_flow_clock(ft, rte_rdtsc());
+	struct lookup *lk;
+
+	memset(&flows_changed, 0, sizeof(flows_changed));
+	for (lk = lookups; lk < end; lk++) {
+		if (in_side == RPLB_FRONTEND)
+			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now, tx_offload);
+		else
+			resolve_from_backend(w, lw, t, lk,
+					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
+							       RPLB_DIR_BACKEND),
+					     now, tx_offload);
+	}
+}
+
 /* One burst from one side; inlined into lb_process_burst once per side,
  * so neither copy tests the side per packet. */
 static __rte_always_inline void
@@ -655,14 +718,12 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	const struct rplb_lb_tables *t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
 	struct rplb_flow_table *ft = lw->flows;
 	struct lookup lookups[RPLB_BURST];
-	struct changed flows_changed;
 	struct lookup *lk = lookups, *end;
-	uint32_t max_ref = 0;
+	int unmatched = 0;
 	unsigned int i;
 	/* Read once a burst: the port's offload does not change under it. */
 	const int tx_offload = w->tx_cksum_offload[in_side == RPLB_FRONTEND ? RPLB_BACKEND :
 									   RPLB_FRONTEND];
-	uint32_t now;
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -689,24 +750,19 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	/* The bulk lookup's first pass; its second is in the resolve loop,
 	 * which reads each record anyway. */
 	for (lk = lookups; lk < end; lk++) {
-		lk->first_ref = rplb_flow_match_first(ft, lk->hash);
-		/* EMPTY is the largest reference: the maximum tells whether
-		 * any key went unmatched. */
-		max_ref = RTE_MAX(max_ref, lk->first_ref);
+		lk->first_ref = rplb_flow_match_first(ft, lk->hash, &lk->first_flow);
+		/* Set on the miss path alone (no record: no signature matched). */
+		if (lk->first_flow == NULL)
+			unmatched = 1;
 	}
-	if (max_ref == RPLB_FT_EMPTY && in_side == RPLB_FRONTEND)
+	if (unmatched && in_side == RPLB_FRONTEND)
 		prepare_new_flows(ft, t, lookups, end);
-	memset(&flows_changed, 0, sizeof(flows_changed));
-	now = rplb_flow_clock(ft, rte_rdtsc());
-	for (lk = lookups; lk < end; lk++) {
-		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now, tx_offload);
-		else
-			resolve_from_backend(w, lw, t, lk,
-					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
-							       RPLB_DIR_BACKEND),
-					     now, tx_offload);
-	}
+	/* One copy of the resolve loop per checksum path: the port's offload
+	 * is a constant in each, not a register kept across the loop. */
+	if (unlikely(tx_offload))
+		resolve_burst(w, lw, t, in_side, lookups, end, 1);
+	else
+		resolve_burst(w, lw, t, in_side, lookups, end, 0);
 }
 
 static void
@@ -750,6 +806,14 @@ copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now_tsc)
 	__atomic_store_n(&slot->state, RPLB_SAMPLE_DONE, __ATOMIC_RELEASE);
 }
 
+static __rte_noinline void
+expire_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, uint32_t index)
+{
+	count_flow_end(lw, &lw->flows->flows[index]);
+	rplb_flow_remove(lw->flows, index);
+	w->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
+}
+
 /* Incremental aging: a few records per loop iteration, many when idle, so
  * there is never a stop-the-world sweep. */
 static void
@@ -759,7 +823,7 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 	struct rplb_lb_worker *lw = w->engine_local;
 	struct rplb_flow_table *ft = lw->flows;
 	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
-	uint32_t cursor = ft->aging_cursor;
+	uint32_t cursor = ft->aging_cursor, end;
 	uint32_t now = rplb_flow_clock(ft, now_tsc);
 	const struct rplb_lb_tables *t;
 
@@ -774,20 +838,20 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 	if (unlikely(__atomic_load_n(&lw->sample->state, __ATOMIC_ACQUIRE) == RPLB_SAMPLE_WANTED))
 		copy_flow_sample(lw, now_tsc);
 
-	while (budget-- > 0) {
-		struct rplb_flow *flow = &ft->flows[cursor];
+	/* The records from the cursor on, up to the budget or the table's end
+	 * (the next call starts over at 0): nearly always free or fresh. */
+	end = RTE_MIN(cursor + budget, ft->capacity);
+	for (; cursor < end; cursor++) {
+		const struct rplb_flow *flow = &ft->flows[cursor];
 
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
 		if (flow->state != RPLB_FLOW_FREE &&
-		    (uint32_t)(now - flow->last_seen) >
-		    __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)) {
-			count_flow_end(lw, flow);
-			rplb_flow_remove(ft, cursor);
-			w->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
-		}
-		if (++cursor == ft->capacity)
-			cursor = 0;
+		    unlikely((uint32_t)(now - flow->last_seen) >
+			     __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)))
+			expire_flow(w, lw, cursor);
 	}
+	if (cursor == ft->capacity)
+		cursor = 0;
 	ft->aging_cursor = cursor;
 	/* The records the next call ages are cold in a large table (the
 	 * loads above stalled on them): start loading them now, a burst

@@ -265,32 +265,41 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
+/* The record a reference names.  For EMPTY an address past the array,
+ * good only for a prefetch (which never faults): it is computed as an
+ * integer, not as a pointer past the array. */
+static __rte_always_inline struct rplb_flow *
+rplb_ft_record(const struct rplb_flow_table *ft, uint32_t ref)
+{
+	return (struct rplb_flow *)((uintptr_t)ft->flows +
+				    (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow));
+}
+
 /* First pass of a bulk lookup (the loads of a burst overlap), one key:
  * the reference in the first slot of its primary bucket (loaded by
  * rplb_flow_prefetch while the burst was classified) whose signature
- * matches, with that record prefetched; or RPLB_FT_EMPTY where nothing
- * matched (a likely miss), with the secondary bucket prefetched.  The
- * first match is nearly always the flow (a false match needs two equal
- * 32-bit hashes in one bucket); rplb_flow_confirm settles it. */
+ * matches, with that record (*first) prefetched; or RPLB_FT_EMPTY where
+ * nothing matched (a likely miss), with the secondary bucket prefetched.
+ * The first match is nearly always the flow (a false match needs two equal
+ * 32-bit hashes in one bucket); rplb_flow_first_match settles it. */
 static __rte_always_inline uint32_t
-rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash)
+rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash, struct rplb_flow **first)
 {
 	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
 	uint32_t m = rplb_ft_match8(bucket->sig, hash);
 	uint32_t ref;
 
 	if (likely(m != 0)) {
+		/* An EMPTY reference (a hash equal to an empty slot's signature)
+		 * needs no range test here: its record is only prefetched. */
 		ref = bucket->ref[(uint32_t)__builtin_ctz(m)];
-		/* A prefetch never faults, so an EMPTY reference (a hash equal
-		 * to an empty slot's signature) needs no range test here; the
-		 * address is computed as an integer, not a pointer past the
-		 * array. */
-		rte_prefetch0((const void *)((uintptr_t)ft->flows +
-					     (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow)));
+		*first = rplb_ft_record(ft, ref);
+		rte_prefetch0(*first);
 		return ref;
 	}
 	if (rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
 		rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
+	*first = NULL;
 	return RPLB_FT_EMPTY;
 }
 
@@ -313,21 +322,20 @@ rplb_flow_lookup_unmatched(const struct rplb_flow_table *ft, const struct rplb_f
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
-/* Second pass, one key (of a direction known here): its record index if
- * the first match holds it (nearly always), else RPLB_NO_FLOW. */
-static __rte_always_inline uint32_t
-rplb_flow_first_match(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
-		      uint32_t first_ref, const uint8_t direction)
+/* Second pass, one key (of a direction known here): does the first match
+ * (first_ref, whose record is first) hold it?  Nearly always. */
+static __rte_always_inline int
+rplb_flow_is_first_match(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
+			 uint32_t first_ref, const struct rplb_flow *first,
+			 const uint8_t direction)
 {
 	/* EMPTY fails the direction test of client keys, and the range test
 	 * of backend keys. */
 	RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
 	RTE_ASSERT(key->direction == direction);
-	if (likely((first_ref & 1) == direction &&
-		   (direction == RPLB_DIR_CLIENT || (first_ref >> 1) < ft->capacity) &&
-		   rplb_flow_has_key_in(&ft->flows[first_ref >> 1], key, direction)))
-		return first_ref >> 1;
-	return RPLB_NO_FLOW;
+	return (first_ref & 1) == direction &&
+	       (direction == RPLB_DIR_CLIENT || (first_ref >> 1) < ft->capacity) &&
+	       rplb_flow_has_key_in(first, key, direction);
 }
 
 /* Second pass, one key: its record index from the first match, or by a
@@ -336,10 +344,9 @@ static __rte_always_inline uint32_t
 rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
 		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
 {
-	uint32_t index = rplb_flow_first_match(ft, key, first_ref, direction);
-
-	if (likely(index != RPLB_NO_FLOW))
-		return index;
+	if (likely(rplb_flow_is_first_match(ft, key, first_ref, rplb_ft_record(ft, first_ref),
+					    direction)))
+		return first_ref >> 1;
 	if (first_ref == RPLB_FT_EMPTY)
 		return rplb_flow_lookup_unmatched(ft, key, hash);
 	return rplb_flow_lookup(ft, key, hash);
@@ -355,8 +362,11 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 	uint32_t first_ref[64];
 	unsigned int i, missing = 0;
 
-	for (i = 0; i < n; i++)
-		first_ref[i] = rplb_flow_match_first(ft, hashes[i]);
+	for (i = 0; i < n; i++) {
+		struct rplb_flow *first;
+
+		first_ref[i] = rplb_flow_match_first(ft, hashes[i], &first);
+	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
 			(const struct rplb_flow_key *)((const char *)keys + i * key_stride);
@@ -456,7 +466,7 @@ rplb_flow_backend_key_hash(const struct rplb_flow_key *client_key, uint32_t back
  * key).  Returns its record index (the caller fills service_id,
  * backend_id, state and last_seen), or RPLB_NO_FLOW when the table is full
  * (nothing is left half-inserted). */
-static inline uint32_t
+static __rte_always_inline uint32_t
 rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_key,
 		 uint32_t client_hash, uint32_t backend_ip, uint16_t backend_port,
 		 uint32_t backend_hash)

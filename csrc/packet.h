@@ -277,7 +277,7 @@ rplb_cksum_deltas(uint32_t old_addr, uint16_t old_port, uint32_t new_addr, uint1
  * a UDP checksum of 0 (none) at 0 and never producing 0 for UDP.  Offload
  * path: the NIC computes them from the pseudo-header checksum we leave in
  * the L4 field. */
-static inline void
+static __rte_always_inline void
 rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_field,
 		       uint16_t *port_field, uint32_t new_addr, uint16_t new_port,
 		       struct rplb_cksum_deltas deltas, int tx_offload)

@@ -45,6 +45,7 @@ struct lookup {
 	struct rplb_parsed parsed;
 	struct rplb_flow_key key;
 	uint32_t hash;              /* of key */
+	const struct rplb_flow_bucket *bucket;  /* the key's primary bucket */
 	uint32_t first_ref;         /* rplb_flow_match_first's answer */
 	struct rplb_flow *first_flow;   /* its record (see rplb_ft_record) */
 	/* Client side, when prepare_new_flows found no flow: the packet's
@@ -323,6 +324,25 @@ classify_from_backend(struct rplb_worker *w, struct rte_mbuf *m, struct lookup *
 	if (ip != NULL && rplb_parse_ipv4(m, ip, &parsed) == RPLB_PARSE_TCP_UDP)
 		return admit_for_lookup(m, lk, &parsed, RPLB_DIR_BACKEND);
 	return pass_through(w, m, RPLB_FRONTEND);
+}
+
+/* Pass 1 for one packet from in_side; returns where the next lookup
+ * record goes (past lk when this packet needs a lookup, with its bucket
+ * prefetched). */
+static __rte_always_inline struct lookup *
+classify(struct rplb_worker *w, const struct rplb_lb_tables *t, const struct rplb_flow_table *ft,
+	 const unsigned int in_side, struct rte_mbuf *m, struct lookup *lk)
+{
+	int needs_lookup;
+
+	if (in_side == RPLB_FRONTEND)
+		needs_lookup = classify_from_client(w, t, m, lk);
+	else
+		needs_lookup = classify_from_backend(w, m, lk);
+	if (!needs_lookup)
+		return lk;
+	lk->bucket = rplb_flow_prefetch(ft, lk->hash);
+	return lk + 1;
 }
 
 /* The backend's service is the packet's: a flow's backend is configured
@@ -728,21 +748,15 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	/* A pointer, not an index, into the lookups: the loop keeps its few
-	 * registers for the packet. */
-	for (i = 0; i < n; i++) {
-		int needs_lookup;
-
-		if (i + PREFETCH_AHEAD < n)
-			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
-		if (in_side == RPLB_FRONTEND)
-			needs_lookup = classify_from_client(w, t, pkts[i], lk);
-		else
-			needs_lookup = classify_from_backend(w, pkts[i], lk);
-		if (needs_lookup) {
-			rplb_flow_prefetch(ft, lk->hash);
-			lk++;
-		}
+	 * registers for the packet.  The last PREFETCH_AHEAD packets have
+	 * nothing left to prefetch: a loop of their own, so neither tests it
+	 * per packet. */
+	for (i = 0; i + PREFETCH_AHEAD < n; i++) {
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
+		lk = classify(w, t, ft, in_side, pkts[i], lk);
 	}
+	for (; i < n; i++)
+		lk = classify(w, t, ft, in_side, pkts[i], lk);
 	end = lk;
 	if (end == lookups)
 		return;
@@ -750,7 +764,7 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	/* The bulk lookup's first pass; its second is in the resolve loop,
 	 * which reads each record anyway. */
 	for (lk = lookups; lk < end; lk++) {
-		lk->first_ref = rplb_flow_match_first(ft, lk->hash, &lk->first_flow);
+		lk->first_ref = rplb_flow_match_first(ft, lk->bucket, lk->hash, &lk->first_flow);
 		/* Set on the miss path alone (no record: no signature matched). */
 		if (lk->first_flow == NULL)
 			unmatched = 1;

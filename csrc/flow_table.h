@@ -180,11 +180,15 @@ rplb_ft_match8(const uint32_t words[RPLB_FT_SLOTS], uint32_t value)
 #endif
 }
 
-/* Start loading the bucket a lookup of hash reads first. */
-static inline void
+/* Start loading the bucket a lookup of hash reads first; returns it, for
+ * rplb_flow_match_first. */
+static inline const struct rplb_flow_bucket *
 rplb_flow_prefetch(const struct rplb_flow_table *ft, uint32_t hash)
 {
-	rte_prefetch0(&ft->buckets[rplb_ft_primary(ft, hash)]);
+	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
+
+	rte_prefetch0(bucket);
+	return bucket;
 }
 
 static inline void
@@ -276,16 +280,16 @@ rplb_ft_record(const struct rplb_flow_table *ft, uint32_t ref)
 }
 
 /* First pass of a bulk lookup (the loads of a burst overlap), one key:
- * the reference in the first slot of its primary bucket (loaded by
+ * the reference in the first slot of its primary bucket (bucket, loaded by
  * rplb_flow_prefetch while the burst was classified) whose signature
  * matches, with that record (*first) prefetched; or RPLB_FT_EMPTY where
  * nothing matched (a likely miss), with the secondary bucket prefetched.
  * The first match is nearly always the flow (a false match needs two equal
  * 32-bit hashes in one bucket); rplb_flow_first_match settles it. */
 static __rte_always_inline uint32_t
-rplb_flow_match_first(const struct rplb_flow_table *ft, uint32_t hash, struct rplb_flow **first)
+rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_bucket *bucket,
+		      uint32_t hash, struct rplb_flow **first)
 {
-	const struct rplb_flow_bucket *bucket = &ft->buckets[rplb_ft_primary(ft, hash)];
 	uint32_t m = rplb_ft_match8(bucket->sig, hash);
 	uint32_t ref;
 
@@ -365,7 +369,8 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 	for (i = 0; i < n; i++) {
 		struct rplb_flow *first;
 
-		first_ref[i] = rplb_flow_match_first(ft, hashes[i], &first);
+		first_ref[i] = rplb_flow_match_first(ft, rplb_flow_prefetch(ft, hashes[i]),
+						     hashes[i], &first);
 	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =

@@ -356,21 +356,24 @@ rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *
 	return rplb_flow_lookup(ft, key, hash);
 }
 
-/* Look up n keys (n <= 64) of one direction with the two passes above.
+/* Look up n keys (n <= 64) of one direction: the buckets prefetched, then
+ * the two passes above (the engine does the same across its passes).
  * Returns how many keys were not found. */
 static __rte_always_inline unsigned int
 rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_key *keys,
 		      size_t key_stride, const uint32_t *hashes, unsigned int n,
 		      const uint8_t direction, uint32_t *index_out)
 {
+	const struct rplb_flow_bucket *buckets[64];
 	uint32_t first_ref[64];
 	unsigned int i, missing = 0;
 
+	for (i = 0; i < n; i++)
+		buckets[i] = rplb_flow_prefetch(ft, hashes[i]);
 	for (i = 0; i < n; i++) {
 		struct rplb_flow *first;
 
-		first_ref[i] = rplb_flow_match_first(ft, rplb_flow_prefetch(ft, hashes[i]),
-						     hashes[i], &first);
+		first_ref[i] = rplb_flow_match_first(ft, buckets[i], hashes[i], &first);
 	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =

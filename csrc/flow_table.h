@@ -285,7 +285,7 @@ rplb_ft_record(const struct rplb_flow_table *ft, uint32_t ref)
  * matches, with that record (*first) prefetched; or RPLB_FT_EMPTY where
  * nothing matched (a likely miss), with the secondary bucket prefetched.
  * The first match is nearly always the flow (a false match needs two equal
- * 32-bit hashes in one bucket); rplb_flow_first_match settles it. */
+ * 32-bit hashes in one bucket); rplb_flow_is_first_match settles it. */
 static __rte_always_inline uint32_t
 rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_bucket *bucket,
 		      uint32_t hash, struct rplb_flow **first)

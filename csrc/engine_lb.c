@@ -58,6 +58,25 @@ struct lookup {
 	uint32_t new_backend_hash;
 };
 
+/* What a resolve loop sends out the other side, collected in an array
+ * with its count and bytes in registers (the tx buffer's count is memory
+ * that every 16-bit store to a packet might alias: the compiler would
+ * reload it) and handed to the worker once a burst
+ * (rplb_worker_send_bulk).  The array is not in the struct, so the
+ * struct's fields can live in registers. */
+struct outbound {
+	struct rte_mbuf **pkts;     /* RPLB_BURST of them */
+	size_t count;               /* an index: no zero-extension per packet */
+	uint64_t bytes;
+};
+
+static inline void
+outbound_add(struct outbound *out, struct rte_mbuf *m, uint32_t bytes)
+{
+	out->pkts[out->count++] = m;
+	out->bytes += bytes;
+}
+
 static inline uint8_t
 initial_state(const struct rplb_flow_key *key, uint8_t tcp_flags)
 {
@@ -350,7 +369,7 @@ classify(struct rplb_worker *w, const struct rplb_lb_tables *t, const struct rpl
  * under the flow's service (configured_backend), and a new flow's backend
  * comes from its service's Maglev table. */
 static __rte_always_inline void
-send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
+send_to_backend(struct rplb_lb_worker *lw, struct outbound *out, struct lookup *lk,
 		const struct rplb_lb_backend *backend, uint32_t slot, int tx_offload)
 {
 	struct rte_mbuf *m = lk->m;
@@ -361,16 +380,15 @@ send_to_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
 			       backend->ip, backend->port, backend->to_backend, tx_offload);
 	count_packet(lw, slot, bytes);
-	w->counters.events[RPLB_EV_TO_BACKEND]++;
-	rplb_worker_send_len(w, RPLB_BACKEND, m, bytes);
+	outbound_add(out, m, bytes);
 }
 
 /* A packet of a known flow, to the flow's configured backend, unless the
  * NIC found its checksum bad; state_changes: its flags may change the
  * flow's state (state_may_change), a constant at each call. */
 static __rte_always_inline void
-to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup *lk,
-		 struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
+to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
+		 struct lookup *lk, struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
 		 uint32_t now, const int state_changes, int tx_offload)
 {
 	if (dropped_bad_checksum(w, lk->m))
@@ -378,13 +396,13 @@ to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct lookup
 	flow->last_seen = now;
 	if (state_changes)
 		change_state(flow, lk->parsed.tcp_flags, 1);
-	send_to_backend(w, lw, lk, backend, slot, tx_offload);
+	send_to_backend(lw, out, lk, backend, slot, tx_offload);
 }
 
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
  * (vip, port). */
-static inline void
-send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
+static __rte_always_inline void
+send_to_client(struct outbound *out, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
 	       uint32_t vip, uint16_t port, int tx_offload)
 {
 	struct rplb_l4_ports *ports = lk->parsed.l4;
@@ -392,7 +410,7 @@ send_to_client(struct rplb_worker *w, struct lookup *lk, uint32_t old_ip, uint16
 	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->src_addr, &ports->src_port,
 			       vip, port, rplb_cksum_deltas(old_ip, old_port, vip, port),
 			       tx_offload);
-	rplb_worker_send(w, RPLB_FRONTEND, lk->m);
+	outbound_add(out, lk->m, lk->m->pkt_len);
 }
 
 /* The client-key hashes of the flows this burst created, moved or removed,
@@ -482,8 +500,8 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 /* A packet of a known flow whose backend is still configured under its
  * service (so no service lookup is needed): sent, and 1; else 0. */
 static __rte_always_inline int
-to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t,
-	      struct lookup *lk, struct rplb_flow *flow, uint32_t now, int tx_offload)
+to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
+	      const struct rplb_lb_tables *t, struct lookup *lk, struct rplb_flow *flow, uint32_t now, int tx_offload)
 {
 	const struct rplb_lb_backend *backend = configured_backend(t, flow);
 	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
@@ -494,11 +512,11 @@ to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 	/* Nearly every packet: its flags leave the state as it is (a copy of
 	 * the path of its own, so nothing is kept for the state change). */
 	if (likely(!state_may_change(flow, tcp_flags))) {
-		to_known_backend(w, lw, lk, flow, backend, slot, now, 0, tx_offload);
+		to_known_backend(w, lw, out, lk, flow, backend, slot, now, 0, tx_offload);
 		return 1;
 	}
 	if (!reopens_tuple(flow, tcp_flags)) {
-		to_known_backend(w, lw, lk, flow, backend, slot, now, 1, tx_offload);
+		to_known_backend(w, lw, out, lk, flow, backend, slot, now, 1, tx_offload);
 		return 1;
 	}
 	return 0;
@@ -509,7 +527,7 @@ to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
  * RPLB_NO_FLOW.  Inlined: out of line, its call and spills cost new flows
  * about 45 instructions each (callgrind, --mode new). */
 static __rte_always_inline void
-new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw,
+new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
 		    struct changed *flows_changed, uint32_t index, uint32_t now, int tx_offload)
 {
@@ -542,7 +560,7 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw,
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
 				flow->last_seen = now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(w, lw, lk, backend, backend_slot(backend->backend_id),
+				send_to_backend(lw, out, lk, backend, backend_slot(backend->backend_id),
 						tx_offload);
 				return;
 			}
@@ -579,29 +597,32 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == svc->service_id);
-	send_to_backend(w, lw, lk, backend, backend_slot(backend->backend_id), tx_offload);
+	send_to_backend(lw, out, lk, backend, backend_slot(backend->backend_id), tx_offload);
 }
 
 /* A client-side packet: lk->first_ref is its first signature match
  * (rplb_flow_match_first), with its record in lk->first_flow; or, where no
  * signature matched (first_flow NULL), prepare_new_flows found no flow and
- * prepared a new one. */
-static __rte_always_inline void
-resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
+ * prepared a new one.  may_be_stale: some flow of this burst was created,
+ * moved or removed before this packet (flows_changed says which), a
+ * constant at each call.  Returns 0 when the packet changed no flow. */
+static __rte_always_inline int
+resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
-		    struct changed *flows_changed, uint32_t now, int tx_offload)
+		    struct changed *flows_changed, uint32_t now, const int may_be_stale,
+		    int tx_offload)
 {
 	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
 	const int prepared = lk->first_flow == NULL;
 	uint32_t index;
 
-	if (likely(!maybe_changed(flows_changed, flow_hash)) &&
+	if ((!may_be_stale || likely(!maybe_changed(flows_changed, flow_hash))) &&
 	    likely(rplb_flow_is_first_match(ft, &lk->key, first_ref, lk->first_flow,
 					    RPLB_DIR_CLIENT))) {
 		/* Nearly every packet: its flow is the first match, whose record
 		 * is at hand. */
-		if (likely(to_known_flow(w, lw, t, lk, lk->first_flow, now, tx_offload)))
-			return;
+		if (likely(to_known_flow(w, lw, out, t, lk, lk->first_flow, now, tx_offload)))
+			return 0;
 		index = first_ref >> 1;
 	} else {
 		/* An earlier packet of this burst with this key's hash created,
@@ -610,18 +631,19 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		 * only a packet with the same client key can see a changed
 		 * record, and it has the same hash); or the flow is not the first
 		 * match.  Look again, unless a prepared miss of an unchanged key. */
-		index = prepared && !maybe_changed(flows_changed, flow_hash) ? RPLB_NO_FLOW :
-			rplb_flow_lookup(ft, &lk->key, flow_hash);
+		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, flow_hash)) ?
+			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, flow_hash);
 		if (index != RPLB_NO_FLOW &&
-		    to_known_flow(w, lw, t, lk, &ft->flows[index], now, tx_offload))
-			return;
+		    to_known_flow(w, lw, out, t, lk, &ft->flows[index], now, tx_offload))
+			return 0;
 	}
 
-	new_or_changed_flow(w, lw, ft, t, lk, flows_changed, index, now, tx_offload);
+	new_or_changed_flow(w, lw, out, ft, t, lk, flows_changed, index, now, tx_offload);
+	return 1;
 }
 
 static __rte_always_inline void
-resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
+resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
 		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
 		     uint32_t now, int tx_offload)
 {
@@ -637,7 +659,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		track_state(flow, lk->parsed.tcp_flags, 0);
 		count_packet(lw, backend_slot(flow->backend_id), lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
-		send_to_client(w, lk, flow->backend_ip, flow->backend_port, flow->vip,
+		send_to_client(out, lk, flow->backend_ip, flow->backend_port, flow->vip,
 			       flow->vport, tx_offload);
 		return;
 	}
@@ -652,14 +674,14 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		return;
 	if (owner->service_index == RPLB_SERVICE_SHARED) {
 		w->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
-		rplb_worker_send(w, RPLB_FRONTEND, lk->m);
+		outbound_add(out, lk->m, lk->m->pkt_len);
 		return;
 	}
 	svc = &t->services[owner->service_index];
 	lw->service_counters[svc->service_id].packets++;
 	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
 	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
-	send_to_client(w, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port,
+	send_to_client(out, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port,
 		       tx_offload);
 }
 
@@ -713,19 +735,32 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 {
 	struct rplb_flow_table *ft = lw->flows;
 	struct changed flows_changed;
+	struct rte_mbuf *out_pkts[RPLB_BURST];
+	struct outbound out = {.pkts = out_pkts, .count = 0, .bytes = 0};
 	uint32_t now = rplb_flow_clock(ft, rte_rdtsc());
-	struct lookup *lk;
+	struct lookup *lk = lookups;
 
-	memset(&flows_changed, 0, sizeof(flows_changed));
-	for (lk = lookups; lk < end; lk++) {
-		if (in_side == RPLB_FRONTEND)
-			resolve_from_client(w, lw, ft, t, lk, &flows_changed, now, tx_offload);
-		else
-			resolve_from_backend(w, lw, t, lk,
+	if (in_side == RPLB_FRONTEND) {
+		/* Until a packet changes a flow, every bulk lookup answer is
+		 * current: a loop without the flows_changed test, then one with. */
+		memset(&flows_changed, 0, sizeof(flows_changed));
+		while (lk < end)
+			if (resolve_from_client(w, lw, &out, ft, t, lk++, &flows_changed, now, 0,
+						tx_offload))
+				break;
+		while (lk < end)
+			resolve_from_client(w, lw, &out, ft, t, lk++, &flows_changed, now, 1,
+					    tx_offload);
+		w->counters.events[RPLB_EV_TO_BACKEND] += out.count;
+	} else {
+		for (; lk < end; lk++)
+			resolve_from_backend(w, lw, &out, t, lk,
 					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
 							       RPLB_DIR_BACKEND),
 					     now, tx_offload);
 	}
+	rplb_worker_send_bulk(w, in_side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND,
+			      out.pkts, out.count, out.bytes);
 }
 
 /* One burst from one side; inlined into lb_process_burst once per side,

@@ -10,6 +10,7 @@
 #define RPLB_WORKER_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -95,6 +96,29 @@ static inline void
 rplb_worker_send(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m)
 {
 	rplb_worker_send_len(w, out_side, m, m->pkt_len);
+}
+
+/* Buffer n packets (of bytes bytes in all) for out_side's port: an engine
+ * that collects a burst's worth in an array of its own, its count in a
+ * register, hands them over once. */
+static inline void
+rplb_worker_send_bulk(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf **pkts,
+		      unsigned int n, uint64_t bytes)
+{
+	struct rplb_tx_buffer *buf = &w->tx[out_side];
+
+	w->counters.port[out_side].tx_bytes += bytes;
+	while (n > 0) {
+		unsigned int room = RPLB_BURST - buf->count;
+		unsigned int k = RTE_MIN(room, n);
+
+		memcpy(&buf->pkts[buf->count], pkts, k * sizeof(*pkts));
+		buf->count += k;
+		pkts += k;
+		n -= k;
+		if (buf->count == RPLB_BURST)
+			rplb_worker_flush(w, out_side);
+	}
 }
 
 static inline void

@@ -623,7 +623,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 		 * is at hand. */
 		if (likely(to_known_flow(w, lw, out, t, lk, lk->first_flow, now, tx_offload)))
 			return 0;
-		index = first_ref >> 1;
+		index = rplb_ft_index(first_ref);
 	} else {
 		/* An earlier packet of this burst with this key's hash created,
 		 * moved or removed its flow, and the bulk lookup's answer for this
@@ -706,7 +706,7 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 			continue;
 		index = rplb_flow_lookup_unmatched(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW) {
-			lk->first_ref = index << 1 | RPLB_DIR_CLIENT;
+			lk->first_ref = rplb_ft_ref(index, RPLB_DIR_CLIENT);
 			lk->first_flow = &ft->flows[index];
 			continue;
 		}
@@ -744,12 +744,15 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 		/* Until a packet changes a flow, every bulk lookup answer is
 		 * current: a loop without the flows_changed test, then one with. */
 		memset(&flows_changed, 0, sizeof(flows_changed));
-		while (lk < end)
-			if (resolve_from_client(w, lw, &out, ft, t, lk++, &flows_changed, now, 0,
-						tx_offload))
+		for (; lk < end; lk++) {
+			if (resolve_from_client(w, lw, &out, ft, t, lk, &flows_changed, now, 0,
+						tx_offload)) {
+				lk++;
 				break;
-		while (lk < end)
-			resolve_from_client(w, lw, &out, ft, t, lk++, &flows_changed, now, 1,
+			}
+		}
+		for (; lk < end; lk++)
+			resolve_from_client(w, lw, &out, ft, t, lk, &flows_changed, now, 1,
 					    tx_offload);
 		w->counters.events[RPLB_EV_TO_BACKEND] += out.count;
 	} else {
@@ -799,12 +802,11 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 
 	/* The bulk lookup's first pass; its second is in the resolve loop,
 	 * which reads each record anyway. */
-	for (lk = lookups; lk < end; lk++) {
-		lk->first_ref = rplb_flow_match_first(ft, lk->bucket, lk->hash, &lk->first_flow);
-		/* Set on the miss path alone (no record: no signature matched). */
-		if (lk->first_flow == NULL)
-			unmatched = 1;
-	}
+	for (lk = lookups; lk < end; lk++)
+		lk->first_ref = rplb_flow_match_first(ft, lk->bucket, lk->hash,
+						      in_side == RPLB_FRONTEND ? RPLB_DIR_CLIENT :
+										 RPLB_DIR_BACKEND,
+						      &lk->first_flow, &unmatched);
 	if (unmatched && in_side == RPLB_FRONTEND)
 		prepare_new_flows(ft, t, lookups, end);
 	/* One copy of the resolve loop per checksum path: the port's offload

@@ -124,7 +124,7 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 	struct rplb_flow_table *ft;
 	uint32_t buckets;
 
-	if (capacity == 0 || capacity > (UINT32_MAX >> 1)) {
+	if (capacity == 0 || capacity > RPLB_FT_MAX_CAPACITY) {
 		rte_errno = EINVAL;
 		return NULL;
 	}

@@ -9,7 +9,7 @@
  * The index is a bucketised cuckoo hash built for this one job (after
  * Katran's and GLB's "flow table is the fast path" lesson): a bucket is one
  * cache line of 8 (32-bit signature, 32-bit reference) pairs, a reference
- * is record index << 1 | direction, and keys are not stored at all: a
+ * is the record's byte offset | direction, and keys are not stored at all: a
  * signature match is confirmed against the record, which the packet needs
  * next anyway.  A lookup therefore touches one bucket line and one record,
  * both prefetched a burst ahead.
@@ -40,6 +40,13 @@
 #define RPLB_FT_SLOTS 8                  /* per bucket */
 #define RPLB_FT_EMPTY UINT32_MAX         /* reference of an empty slot */
 #define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
+/* A reference is a record's byte offset in the array, the key's direction
+ * in its bit 0 (records are 32 bytes: the low bits are free), so a record
+ * is one add from its reference (rplb_ft_record). */
+#define RPLB_FT_REF_SHIFT 5
+/* Records in a table at most: EMPTY's index part stays past every record,
+ * so range tests reject it. */
+#define RPLB_FT_MAX_CAPACITY ((RPLB_FT_EMPTY >> RPLB_FT_REF_SHIFT) - 1)
 
 struct rplb_flow {
 	/* The client-side 5-tuple: client_ip..proto in the order of struct
@@ -64,7 +71,7 @@ struct rplb_flow {
 
 struct rplb_flow_bucket {
 	uint32_t sig[RPLB_FT_SLOTS];     /* the key's full 32-bit hash */
-	uint32_t ref[RPLB_FT_SLOTS];     /* record << 1 | direction, or EMPTY */
+	uint32_t ref[RPLB_FT_SLOTS];     /* rplb_ft_ref(), or EMPTY */
 } __rte_cache_aligned;
 
 struct rplb_flow_table {
@@ -85,6 +92,29 @@ struct rplb_flow_table {
 	uint32_t clock_shift;            /* tsc >> clock_shift = flow clock tick */
 	int from_mmap;                   /* arrays from mmap, not the DPDK heap */
 };
+
+static inline uint32_t
+rplb_ft_ref(uint32_t index, uint8_t direction)
+{
+	RTE_BUILD_BUG_ON(sizeof(struct rplb_flow) != 1u << RPLB_FT_REF_SHIFT);
+	return index << RPLB_FT_REF_SHIFT | direction;
+}
+
+static inline uint32_t
+rplb_ft_index(uint32_t ref)
+{
+	return ref >> RPLB_FT_REF_SHIFT;
+}
+
+/* The record of a reference of this direction.  For another direction's
+ * reference, or EMPTY, an address good only for a prefetch (which never
+ * faults; it is computed as an integer, not as a pointer past the
+ * array). */
+static __rte_always_inline struct rplb_flow *
+rplb_ft_record(const struct rplb_flow_table *ft, uint32_t ref, const uint8_t direction)
+{
+	return (struct rplb_flow *)((uintptr_t)ft->flows + ref - direction);
+}
 
 struct rplb_flow_table *rplb_flow_table_create(uint32_t capacity, int socket_id);
 void rplb_flow_table_free(struct rplb_flow_table *ft);
@@ -180,6 +210,22 @@ rplb_ft_match8(const uint32_t words[RPLB_FT_SLOTS], uint32_t value)
 #endif
 }
 
+/* The lowest set bit of a non-zero mask of matches, as an index.  On
+ * x86-64 a 32-bit bsf, whose write zero-extends: the compiler's ctz
+ * returns an int, which costs a zero-extension before it can index. */
+static __rte_always_inline uint64_t
+rplb_ft_first_slot(uint32_t matches)
+{
+#if defined(RTE_ARCH_X86_64)
+	uint64_t slot;
+
+	asm("bsf %k1, %k0" : "=r" (slot) : "rm" (matches) : "cc");
+	return slot;
+#else
+	return (uint32_t)__builtin_ctz(matches);
+#endif
+}
+
 /* Start loading the bucket a lookup of hash reads first; returns it, for
  * rplb_flow_match_first. */
 static inline const struct rplb_flow_bucket *
@@ -248,8 +294,8 @@ rplb_ft_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_bucket 
 		uint32_t ref = bucket->ref[__builtin_ctz(matches)];
 
 		if (ref != RPLB_FT_EMPTY && (ref & 1) == key->direction &&
-		    rplb_flow_has_key(&ft->flows[ref >> 1], key))
-			return ref >> 1;
+		    rplb_flow_has_key(&ft->flows[rplb_ft_index(ref)], key))
+			return rplb_ft_index(ref);
 		matches &= matches - 1;
 	}
 	return RPLB_NO_FLOW;
@@ -269,26 +315,18 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
-/* The record a reference names.  For EMPTY an address past the array,
- * good only for a prefetch (which never faults): it is computed as an
- * integer, not as a pointer past the array. */
-static __rte_always_inline struct rplb_flow *
-rplb_ft_record(const struct rplb_flow_table *ft, uint32_t ref)
-{
-	return (struct rplb_flow *)((uintptr_t)ft->flows +
-				    (uintptr_t)(ref >> 1) * sizeof(struct rplb_flow));
-}
-
-/* First pass of a bulk lookup (the loads of a burst overlap), one key:
- * the reference in the first slot of its primary bucket (bucket, loaded by
- * rplb_flow_prefetch while the burst was classified) whose signature
- * matches, with that record (*first) prefetched; or RPLB_FT_EMPTY where
- * nothing matched (a likely miss), with the secondary bucket prefetched.
- * The first match is nearly always the flow (a false match needs two equal
+/* First pass of a bulk lookup (the loads of a burst overlap), one key of
+ * direction: the reference in the first slot of its primary bucket
+ * (bucket, loaded by rplb_flow_prefetch while the burst was classified)
+ * whose signature matches, with that record (*first, see rplb_ft_record)
+ * prefetched; or RPLB_FT_EMPTY where nothing matched (a likely miss), with
+ * *first NULL, *unmatched set and the secondary bucket prefetched.  The
+ * first match is nearly always the flow (a false match needs two equal
  * 32-bit hashes in one bucket); rplb_flow_is_first_match settles it. */
 static __rte_always_inline uint32_t
 rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_bucket *bucket,
-		      uint32_t hash, struct rplb_flow **first)
+		      uint32_t hash, const uint8_t direction, struct rplb_flow **first,
+		      int *unmatched)
 {
 	uint32_t m = rplb_ft_match8(bucket->sig, hash);
 	uint32_t ref;
@@ -296,14 +334,15 @@ rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_b
 	if (likely(m != 0)) {
 		/* An EMPTY reference (a hash equal to an empty slot's signature)
 		 * needs no range test here: its record is only prefetched. */
-		ref = bucket->ref[(uint32_t)__builtin_ctz(m)];
-		*first = rplb_ft_record(ft, ref);
+		ref = bucket->ref[rplb_ft_first_slot(m)];
+		*first = rplb_ft_record(ft, ref, direction);
 		rte_prefetch0(*first);
 		return ref;
 	}
 	if (rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
 		rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
 	*first = NULL;
+	*unmatched = 1;
 	return RPLB_FT_EMPTY;
 }
 
@@ -338,7 +377,7 @@ rplb_flow_is_first_match(const struct rplb_flow_table *ft, const struct rplb_flo
 	RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
 	RTE_ASSERT(key->direction == direction);
 	return (first_ref & 1) == direction &&
-	       (direction == RPLB_DIR_CLIENT || (first_ref >> 1) < ft->capacity) &&
+	       (direction == RPLB_DIR_CLIENT || rplb_ft_index(first_ref) < ft->capacity) &&
 	       rplb_flow_has_key_in(first, key, direction);
 }
 
@@ -348,9 +387,9 @@ static __rte_always_inline uint32_t
 rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
 		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
 {
-	if (likely(rplb_flow_is_first_match(ft, key, first_ref, rplb_ft_record(ft, first_ref),
-					    direction)))
-		return first_ref >> 1;
+	if (likely(rplb_flow_is_first_match(ft, key, first_ref,
+					    rplb_ft_record(ft, first_ref, direction), direction)))
+		return rplb_ft_index(first_ref);
 	if (first_ref == RPLB_FT_EMPTY)
 		return rplb_flow_lookup_unmatched(ft, key, hash);
 	return rplb_flow_lookup(ft, key, hash);
@@ -372,8 +411,10 @@ rplb_flow_lookup_bulk(const struct rplb_flow_table *ft, const struct rplb_flow_k
 		buckets[i] = rplb_flow_prefetch(ft, hashes[i]);
 	for (i = 0; i < n; i++) {
 		struct rplb_flow *first;
+		int unmatched;
 
-		first_ref[i] = rplb_flow_match_first(ft, buckets[i], hashes[i], &first);
+		first_ref[i] = rplb_flow_match_first(ft, buckets[i], hashes[i], direction, &first,
+						     &unmatched);
 	}
 	for (i = 0; i < n; i++) {
 		const struct rplb_flow_key *key =
@@ -494,11 +535,11 @@ rplb_flow_insert(struct rplb_flow_table *ft, const struct rplb_flow_key *client_
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
 
-	if (unlikely(rplb_ft_link(ft, client_hash, index << 1 | RPLB_DIR_CLIENT) < 0))
+	if (unlikely(rplb_ft_link(ft, client_hash, rplb_ft_ref(index, RPLB_DIR_CLIENT)) < 0))
 		return RPLB_NO_FLOW;
 	RTE_ASSERT(backend_hash == rplb_flow_backend_hash(flow));
-	if (unlikely(rplb_ft_link(ft, backend_hash, index << 1 | RPLB_DIR_BACKEND) < 0)) {
-		rplb_ft_unlink(ft, client_hash, index << 1 | RPLB_DIR_CLIENT);
+	if (unlikely(rplb_ft_link(ft, backend_hash, rplb_ft_ref(index, RPLB_DIR_BACKEND)) < 0)) {
+		rplb_ft_unlink(ft, client_hash, rplb_ft_ref(index, RPLB_DIR_CLIENT));
 		return RPLB_NO_FLOW;
 	}
 	ft->free_count--;
@@ -514,10 +555,10 @@ rplb_flow_move(struct rplb_flow_table *ft, uint32_t index, uint32_t backend_ip,
 {
 	struct rplb_flow *flow = &ft->flows[index];
 
-	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
+	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), rplb_ft_ref(index, RPLB_DIR_BACKEND));
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
-	return rplb_ft_link(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
+	return rplb_ft_link(ft, rplb_flow_backend_hash(flow), rplb_ft_ref(index, RPLB_DIR_BACKEND));
 }
 
 static inline void
@@ -528,8 +569,8 @@ rplb_flow_remove(struct rplb_flow_table *ft, uint32_t index)
 
 	RTE_ASSERT(flow->state != RPLB_FLOW_FREE && ft->free_count < ft->capacity);
 	rplb_client_key(flow, &client_key);
-	rplb_ft_unlink(ft, rplb_flow_key_hash(&client_key), index << 1 | RPLB_DIR_CLIENT);
-	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), index << 1 | RPLB_DIR_BACKEND);
+	rplb_ft_unlink(ft, rplb_flow_key_hash(&client_key), rplb_ft_ref(index, RPLB_DIR_CLIENT));
+	rplb_ft_unlink(ft, rplb_flow_backend_hash(flow), rplb_ft_ref(index, RPLB_DIR_BACKEND));
 	flow->state = RPLB_FLOW_FREE;
 	ft->free_stack[ft->free_count++] = index;
 }

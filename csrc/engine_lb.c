@@ -58,23 +58,35 @@ struct lookup {
 	uint32_t new_backend_hash;
 };
 
-/* What a resolve loop sends out the other side, collected in an array
- * with its count and bytes in registers (the tx buffer's count is memory
- * that every 16-bit store to a packet might alias: the compiler would
- * reload it) and handed to the worker once a burst
- * (rplb_worker_send_bulk).  The array is not in the struct, so the
- * struct's fields can live in registers. */
-struct outbound {
+/* What the resolve loop of a burst keeps in registers (or its own stack
+ * slots), not behind the pointers it was reached through: every store the
+ * loop makes to a packet or a counter might alias those, and the compiler
+ * would reload them per packet.  Its fields must stay scalars (the array
+ * lives outside), and the functions given it inlined, or it would live in
+ * memory.
+ *   - the arrays it indexes: the tables' backends, this lcore's backend
+ *     counters;
+ *   - what it sends out the other side: collected in an array, handed to
+ *     the worker's tx buffer once a burst (rplb_worker_send_bulk). */
+struct resolve_ctx {
+	/* Constants in each copy of the loop (resolve_burst): no per-packet
+	 * test of the ports' checksum offloads.  tx_offload: the out port
+	 * computes checksums; rx_checked: the in port flags bad ones. */
+	int tx_offload;
+	int rx_checked;
+	uint32_t now;               /* rplb_flow_clock() */
+	const struct rplb_lb_backend *backends;
+	struct rplb_backend_counters *backend_counters;
 	struct rte_mbuf **pkts;     /* RPLB_BURST of them */
 	size_t count;               /* an index: no zero-extension per packet */
 	uint64_t bytes;
 };
 
-static inline void
-outbound_add(struct outbound *out, struct rte_mbuf *m, uint32_t bytes)
+static __rte_always_inline void
+send_after_burst(struct resolve_ctx *rc, struct rte_mbuf *m, uint32_t bytes)
 {
-	out->pkts[out->count++] = m;
-	out->bytes += bytes;
+	rc->pkts[rc->count++] = m;
+	rc->bytes += bytes;
 }
 
 static inline uint8_t
@@ -166,9 +178,9 @@ backend_slot(uint32_t backend_id)
  * are summed from its backends' by the control plane (struct
  * rplb_service_counters). */
 static inline void
-count_packet(struct rplb_lb_worker *lw, uint32_t slot, uint32_t bytes)
+count_packet(struct resolve_ctx *rc, uint32_t slot, uint32_t bytes)
 {
-	struct rplb_backend_counters *bc = &lw->backend_counters[slot];
+	struct rplb_backend_counters *bc = &rc->backend_counters[slot];
 
 	counter_add(&bc->packets, 1);
 	counter_add(&bc->bytes, bytes);
@@ -193,6 +205,21 @@ count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
 	lw->backend_counters[backend_slot(flow->backend_id)].active_flows--;
 }
 
+/* Store 8 bytes as one plain store.  GCC's SLP vectorizer pairs two
+ * adjacent 8-byte stores of register values into one 16-byte store built
+ * with movq and pinsrq: three instructions for two. */
+static __rte_always_inline void
+store_word(void *dst, uint64_t value)
+{
+#if defined(RTE_ARCH_X86_64)
+	typedef uint64_t __attribute__((may_alias)) word;
+
+	asm("movq %1, %0" : "=m" (*(word *)dst) : "r" (value));
+#else
+	memcpy(dst, &value, sizeof(value));
+#endif
+}
+
 /* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
  * 1, with *lk (its key's hash included) filled in.  The classify functions work
  * on locals and write the lookup record only here, once: stores through
@@ -204,8 +231,10 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 {
 	const struct rte_ipv4_hdr *ip = parsed->ip;
 
-	lk->m = m;
-	lk->parsed = *parsed;
+	store_word(&lk->m, (uintptr_t)m);
+	store_word(&lk->parsed.ip, (uintptr_t)parsed->ip);
+	lk->parsed.l4 = parsed->l4;
+	lk->parsed.tcp_flags = parsed->tcp_flags;
 #if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
 	{
 		/* The key in two registers, hashed from them: addresses and ports
@@ -217,7 +246,8 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
 		memcpy(&ports, parsed->l4, sizeof(ports));
 		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
-		memcpy(&lk->key, words, sizeof(words));
+		store_word(&lk->key, words[0]);
+		store_word((uint8_t *)&lk->key + sizeof(words[0]), words[1]);
 		lk->hash = rplb_flow_words_hash(words[0], words[1]);
 	}
 #else
@@ -250,6 +280,14 @@ dropped_bad_checksum(struct rplb_worker *w, struct rte_mbuf *m)
 		return 0;
 	rplb_worker_drop(w, RPLB_DROP_BAD_CHECKSUM, m);
 	return 1;
+}
+
+/* dropped_bad_checksum in a resolve loop: only where the in port checks
+ * checksums (without RX offload the flags are never set). */
+static __rte_always_inline int
+dropped_bad_checksum_in(struct rplb_worker *w, const struct resolve_ctx *rc, struct rte_mbuf *m)
+{
+	return rc->rx_checked && dropped_bad_checksum(w, m);
 }
 
 /* A frame from the clients for no service (TCP/UDP to no vip:proto:port
@@ -369,8 +407,8 @@ classify(struct rplb_worker *w, const struct rplb_lb_tables *t, const struct rpl
  * under the flow's service (configured_backend), and a new flow's backend
  * comes from its service's Maglev table. */
 static __rte_always_inline void
-send_to_backend(struct rplb_lb_worker *lw, struct outbound *out, struct lookup *lk,
-		const struct rplb_lb_backend *backend, uint32_t slot, int tx_offload)
+send_to_backend(struct resolve_ctx *rc, struct lookup *lk,
+		const struct rplb_lb_backend *backend, uint32_t slot)
 {
 	struct rte_mbuf *m = lk->m;
 	struct rplb_parsed parsed = lk->parsed;
@@ -378,39 +416,39 @@ send_to_backend(struct rplb_lb_worker *lw, struct outbound *out, struct lookup *
 	uint32_t bytes = m->pkt_len;
 
 	rplb_rewrite_addr_port(m, &parsed, &parsed.ip->dst_addr, &ports->dst_port,
-			       backend->ip, backend->port, backend->to_backend, tx_offload);
-	count_packet(lw, slot, bytes);
-	outbound_add(out, m, bytes);
+			       backend->ip, backend->port, backend->to_backend, rc->tx_offload);
+	count_packet(rc, slot, bytes);
+	send_after_burst(rc, m, bytes);
 }
 
 /* A packet of a known flow, to the flow's configured backend, unless the
  * NIC found its checksum bad; state_changes: its flags may change the
  * flow's state (state_may_change), a constant at each call. */
 static __rte_always_inline void
-to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
+to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
 		 struct lookup *lk, struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
-		 uint32_t now, const int state_changes, int tx_offload)
+		 const int state_changes)
 {
-	if (dropped_bad_checksum(w, lk->m))
+	if (dropped_bad_checksum_in(w, rc, lk->m))
 		return;
-	flow->last_seen = now;
+	flow->last_seen = rc->now;
 	if (state_changes)
 		change_state(flow, lk->parsed.tcp_flags, 1);
-	send_to_backend(lw, out, lk, backend, slot, tx_offload);
+	send_to_backend(rc, lk, backend, slot);
 }
 
 /* The packet's source is (old_ip, old_port), a backend's: it leaves as
  * (vip, port). */
 static __rte_always_inline void
-send_to_client(struct outbound *out, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
-	       uint32_t vip, uint16_t port, int tx_offload)
+send_to_client(struct resolve_ctx *rc, struct lookup *lk, uint32_t old_ip, uint16_t old_port,
+	       uint32_t vip, uint16_t port)
 {
 	struct rplb_l4_ports *ports = lk->parsed.l4;
 
 	rplb_rewrite_addr_port(lk->m, &lk->parsed, &lk->parsed.ip->src_addr, &ports->src_port,
 			       vip, port, rplb_cksum_deltas(old_ip, old_port, vip, port),
-			       tx_offload);
-	outbound_add(out, lk->m, lk->m->pkt_len);
+			       rc->tx_offload);
+	send_after_burst(rc, lk->m, lk->m->pkt_len);
 }
 
 /* The client-key hashes of the flows this burst created, moved or removed,
@@ -442,10 +480,9 @@ mark_changed(struct changed *c, uint32_t hash)
  * flow's vip:proto:port.  Port, service id and backend id lie in the same
  * order in both records: one 8-byte compare. */
 static inline const struct rplb_lb_backend *
-configured_backend(const struct rplb_lb_tables *t, const struct rplb_flow *flow)
+configured_backend(const struct rplb_lb_backend *backends, const struct rplb_flow *flow)
 {
-	const struct rplb_lb_backend *backend =
-		&t->backends[backend_slot(flow->backend_id)];
+	const struct rplb_lb_backend *backend = &backends[backend_slot(flow->backend_id)];
 	uint64_t flow_word, backend_word;
 
 	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, service_id) -
@@ -471,7 +508,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	       uint32_t flow_index, uint32_t flow_hash, struct changed *flows_changed)
 {
 	struct rplb_flow *flow = &lw->flows->flows[flow_index];
-	const struct rplb_lb_backend *backend = configured_backend(t, flow);
+	const struct rplb_lb_backend *backend = configured_backend(t->backends, flow);
 	uint32_t b;
 
 	if (likely(backend != NULL))
@@ -500,10 +537,10 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 /* A packet of a known flow whose backend is still configured under its
  * service (so no service lookup is needed): sent, and 1; else 0. */
 static __rte_always_inline int
-to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
-	      const struct rplb_lb_tables *t, struct lookup *lk, struct rplb_flow *flow, uint32_t now, int tx_offload)
+to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
+	      const struct rplb_lb_tables *t, struct lookup *lk, struct rplb_flow *flow)
 {
-	const struct rplb_lb_backend *backend = configured_backend(t, flow);
+	const struct rplb_lb_backend *backend = configured_backend(rc->backends, flow);
 	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
 	const uint8_t tcp_flags = lk->parsed.tcp_flags;
 
@@ -512,11 +549,11 @@ to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound 
 	/* Nearly every packet: its flags leave the state as it is (a copy of
 	 * the path of its own, so nothing is kept for the state change). */
 	if (likely(!state_may_change(flow, tcp_flags))) {
-		to_known_backend(w, lw, out, lk, flow, backend, slot, now, 0, tx_offload);
+		to_known_backend(w, lw, rc, lk, flow, backend, slot, 0);
 		return 1;
 	}
 	if (!reopens_tuple(flow, tcp_flags)) {
-		to_known_backend(w, lw, out, lk, flow, backend, slot, now, 1, tx_offload);
+		to_known_backend(w, lw, rc, lk, flow, backend, slot, 1);
 		return 1;
 	}
 	return 0;
@@ -527,9 +564,9 @@ to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound 
  * RPLB_NO_FLOW.  Inlined: out of line, its call and spills cost new flows
  * about 45 instructions each (callgrind, --mode new). */
 static __rte_always_inline void
-new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
+new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
-		    struct changed *flows_changed, uint32_t index, uint32_t now, int tx_offload)
+		    struct changed *flows_changed, uint32_t index)
 {
 	const uint32_t flow_hash = lk->hash;
 	/* No signature matched, and prepare_new_flows found no flow: it found
@@ -546,7 +583,7 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 		pass_not_for_service(w, t, lk->m, lk->key.dst_ip);
 		return;
 	}
-	if (dropped_bad_checksum(w, lk->m))
+	if (dropped_bad_checksum_in(w, rc, lk->m))
 		return;
 	if (index != RPLB_NO_FLOW) {
 		flow = &ft->flows[index];
@@ -558,10 +595,9 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 				return;
 			}
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
-				flow->last_seen = now;
+				flow->last_seen = rc->now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(lw, out, lk, backend, backend_slot(backend->backend_id),
-						tx_offload);
+				send_to_backend(rc, lk, backend, backend_slot(backend->backend_id));
 				return;
 			}
 		} else {
@@ -591,13 +627,13 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 		flow->service_id = svc->service_id;
 		flow->backend_id = backend->backend_id;
 		set_state(flow, initial_state(&lk->key, lk->parsed.tcp_flags));
-		flow->last_seen = now;
+		flow->last_seen = rc->now;
 		count_flow_start(lw, svc->service_id, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == svc->service_id);
-	send_to_backend(lw, out, lk, backend, backend_slot(backend->backend_id), tx_offload);
+	send_to_backend(rc, lk, backend, backend_slot(backend->backend_id));
 }
 
 /* A client-side packet: lk->first_ref is its first signature match
@@ -607,10 +643,9 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
  * moved or removed before this packet (flows_changed says which), a
  * constant at each call.  Returns 0 when the packet changed no flow. */
 static __rte_always_inline int
-resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
+resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
-		    struct changed *flows_changed, uint32_t now, const int may_be_stale,
-		    int tx_offload)
+		    struct changed *flows_changed, const int may_be_stale)
 {
 	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
 	const int prepared = lk->first_flow == NULL;
@@ -621,7 +656,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 					    RPLB_DIR_CLIENT))) {
 		/* Nearly every packet: its flow is the first match, whose record
 		 * is at hand. */
-		if (likely(to_known_flow(w, lw, out, t, lk, lk->first_flow, now, tx_offload)))
+		if (likely(to_known_flow(w, lw, rc, t, lk, lk->first_flow)))
 			return 0;
 		index = rplb_ft_index(first_ref);
 	} else {
@@ -634,18 +669,17 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct out
 		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, flow_hash)) ?
 			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, flow_hash);
 		if (index != RPLB_NO_FLOW &&
-		    to_known_flow(w, lw, out, t, lk, &ft->flows[index], now, tx_offload))
+		    to_known_flow(w, lw, rc, t, lk, &ft->flows[index]))
 			return 0;
 	}
 
-	new_or_changed_flow(w, lw, out, ft, t, lk, flows_changed, index, now, tx_offload);
+	new_or_changed_flow(w, lw, rc, ft, t, lk, flows_changed, index);
 	return 1;
 }
 
 static __rte_always_inline void
-resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct outbound *out,
-		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index,
-		     uint32_t now, int tx_offload)
+resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
+		     const struct rplb_lb_tables *t, struct lookup *lk, uint32_t index)
 {
 	const struct rplb_owner_slot *owner;
 	const struct rplb_lb_service *svc;
@@ -653,14 +687,14 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct ou
 	if (likely(index != RPLB_NO_FLOW)) {
 		struct rplb_flow *flow = &lw->flows->flows[index];
 
-		if (dropped_bad_checksum(w, lk->m))
+		if (dropped_bad_checksum_in(w, rc, lk->m))
 			return;
-		flow->last_seen = now;
+		flow->last_seen = rc->now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
-		count_packet(lw, backend_slot(flow->backend_id), lk->m->pkt_len);
+		count_packet(rc, backend_slot(flow->backend_id), lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
-		send_to_client(out, lk, flow->backend_ip, flow->backend_port, flow->vip,
-			       flow->vport, tx_offload);
+		send_to_client(rc, lk, flow->backend_ip, flow->backend_port, flow->vip,
+			       flow->vport);
 		return;
 	}
 	/* No flow: a reply from a backend is rewritten statelessly when the
@@ -670,19 +704,18 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct ou
 		pass_through(w, lk->m, RPLB_FRONTEND);
 		return;
 	}
-	if (dropped_bad_checksum(w, lk->m))
+	if (dropped_bad_checksum_in(w, rc, lk->m))
 		return;
 	if (owner->service_index == RPLB_SERVICE_SHARED) {
 		w->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
-		outbound_add(out, lk->m, lk->m->pkt_len);
+		send_after_burst(rc, lk->m, lk->m->pkt_len);
 		return;
 	}
 	svc = &t->services[owner->service_index];
 	lw->service_counters[svc->service_id].packets++;
 	lw->service_counters[svc->service_id].bytes += lk->m->pkt_len;
 	w->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
-	send_to_client(out, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port,
-		       tx_offload);
+	send_to_client(rc, lk, lk->key.src_ip, lk->key.src_port, svc->vip, svc->port);
 }
 
 /* The client-side packets without a signature match in their primary
@@ -726,18 +759,22 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 }
 
 /* Pass 3: resolve, rewrite and send each looked-up packet of a burst
- * from in_side; tx_offload, the out port's checksum path, is a constant
- * at each call. */
+ * from in_side.  tx_offload and rx_checked (struct resolve_ctx) are
+ * constants at the calls that matter (see process_burst_from). */
 static __rte_always_inline void
 resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t,
 	      const unsigned int in_side, struct lookup *lookups, const struct lookup *end,
-	      const int tx_offload)
+	      const int tx_offload, const int rx_checked)
 {
 	struct rplb_flow_table *ft = lw->flows;
 	struct changed flows_changed;
 	struct rte_mbuf *out_pkts[RPLB_BURST];
-	struct outbound out = {.pkts = out_pkts, .count = 0, .bytes = 0};
-	uint32_t now = rplb_flow_clock(ft, rte_rdtsc());
+	struct resolve_ctx rc = {
+		.tx_offload = tx_offload, .rx_checked = rx_checked,
+		.now = rplb_flow_clock(ft, rte_rdtsc()),
+		.backends = t->backends, .backend_counters = lw->backend_counters,
+		.pkts = out_pkts, .count = 0, .bytes = 0,
+	};
 	struct lookup *lk = lookups;
 
 	if (in_side == RPLB_FRONTEND) {
@@ -745,25 +782,22 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 		 * current: a loop without the flows_changed test, then one with. */
 		memset(&flows_changed, 0, sizeof(flows_changed));
 		for (; lk < end; lk++) {
-			if (resolve_from_client(w, lw, &out, ft, t, lk, &flows_changed, now, 0,
-						tx_offload)) {
+			if (resolve_from_client(w, lw, &rc, ft, t, lk, &flows_changed, 0)) {
 				lk++;
 				break;
 			}
 		}
 		for (; lk < end; lk++)
-			resolve_from_client(w, lw, &out, ft, t, lk, &flows_changed, now, 1,
-					    tx_offload);
-		w->counters.events[RPLB_EV_TO_BACKEND] += out.count;
+			resolve_from_client(w, lw, &rc, ft, t, lk, &flows_changed, 1);
+		w->counters.events[RPLB_EV_TO_BACKEND] += rc.count;
 	} else {
 		for (; lk < end; lk++)
-			resolve_from_backend(w, lw, &out, t, lk,
+			resolve_from_backend(w, lw, &rc, t, lk,
 					     rplb_flow_confirm(ft, &lk->key, lk->hash, lk->first_ref,
-							       RPLB_DIR_BACKEND),
-					     now, tx_offload);
+							       RPLB_DIR_BACKEND));
 	}
 	rplb_worker_send_bulk(w, in_side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND,
-			      out.pkts, out.count, out.bytes);
+			      rc.pkts, rc.count, rc.bytes);
 }
 
 /* One burst from one side; inlined into lb_process_burst once per side,
@@ -780,9 +814,10 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	struct lookup *lk = lookups, *end;
 	int unmatched = 0;
 	unsigned int i;
-	/* Read once a burst: the port's offload does not change under it. */
+	/* Read once a burst: the ports' offloads do not change under it. */
 	const int tx_offload = w->tx_cksum_offload[in_side == RPLB_FRONTEND ? RPLB_BACKEND :
 									   RPLB_FRONTEND];
+	const int rx_checked = w->rx_cksum_offload[in_side];
 
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -809,12 +844,15 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 						      &lk->first_flow, &unmatched);
 	if (unmatched && in_side == RPLB_FRONTEND)
 		prepare_new_flows(ft, t, lookups, end);
-	/* One copy of the resolve loop per checksum path: the port's offload
-	 * is a constant in each, not a register kept across the loop. */
-	if (unlikely(tx_offload))
-		resolve_burst(w, lw, t, in_side, lookups, end, 1);
+	/* One copy of the resolve loop for ports without checksum offloads,
+	 * one for ports with both, one for the rest: the offloads are
+	 * constants in the first two, not tests per packet. */
+	if (!tx_offload && !rx_checked)
+		resolve_burst(w, lw, t, in_side, lookups, end, 0, 0);
+	else if (tx_offload && rx_checked)
+		resolve_burst(w, lw, t, in_side, lookups, end, 1, 1);
 	else
-		resolve_burst(w, lw, t, in_side, lookups, end, 0);
+		resolve_burst(w, lw, t, in_side, lookups, end, tx_offload, rx_checked);
 }
 
 static void

@@ -9,9 +9,12 @@
  *
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
+ *   op 0x02 / 0x03   the same, flagged by the port's RX offload: L4 checksum bad
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping with the clock moved payload[0] seconds on
  *   op 0x82          a flow-sample request (payload[0]: how many), answered
+ *   op 0x83          the ports' checksum offloads from payload[0]'s bits: TX
+ *                    frontend, TX backend, RX frontend, RX backend
  *
  * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
@@ -151,8 +154,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	lb = rplb_lb_create(&lb_params);
 	if (lb == NULL || rplb_lb_add_worker(lb, rte_lcore_id()) < 0)
 		abort();
-	/* Exercise the offload path on one side, software on the other. */
+	/* Offloads on one side, software on the other (op 0x83 changes them). */
 	params.tx_cksum_offload[RPLB_FRONTEND] = 1;
+	params.rx_cksum_offload[RPLB_BACKEND] = 1;
 	worker = rplb_worker_create(&params, rplb_engine_lb(), lb);
 	if (worker == NULL)
 		abort();
@@ -197,7 +201,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (slot->state != RPLB_SAMPLE_DONE || slot->count > slot->max)
 				abort();
 			slot->state = RPLB_SAMPLE_IDLE;
-		} else if (op <= 0x01) {
+		} else if (op == 0x83) {
+			unsigned int side;
+
+			run_burst(burst_side, pkts, &n);
+			for (side = 0; side < RPLB_SIDES && len > 0; side++) {
+				worker->tx_cksum_offload[side] = (payload[0] >> side) & 1;
+				worker->rx_cksum_offload[side] = (payload[0] >> (2 + side)) & 1;
+			}
+		} else if (op <= 0x03) {
 			struct rte_mbuf *m;
 
 			if ((op & 1) != burst_side || n == RPLB_BURST)
@@ -209,6 +221,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (len > rte_pktmbuf_tailroom(m))
 				len = rte_pktmbuf_tailroom(m);
 			memcpy(rte_pktmbuf_append(m, (uint16_t)len), payload, len);
+			if (op & 2)
+				m->ol_flags |= RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD;
 			pkts[n++] = m;
 		}
 	}

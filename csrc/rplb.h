@@ -39,6 +39,9 @@ struct rplb_worker_params {
 	/* Per output side: the port offers IPv4 + TCP + UDP TX checksum offload
 	 * and it was enabled at configure time. */
 	uint8_t tx_cksum_offload[RPLB_SIDES];
+	/* Per input side: RX checksum offload is enabled (the port flags bad
+	 * checksums; without it the engine skips that test). */
+	uint8_t rx_cksum_offload[RPLB_SIDES];
 	uint32_t drain_us;          /* flush partially filled tx buffers after this */
 	int socket_id;
 };

@@ -44,6 +44,7 @@ rplb_worker_create(const struct rplb_worker_params *params,
 		w->tx[side].port_id = w->port_id[side];
 		w->tx[side].queue_id = params->tx_queue;
 		w->tx_cksum_offload[side] = params->tx_cksum_offload[side];
+		w->rx_cksum_offload[side] = params->rx_cksum_offload[side];
 	}
 	w->drain_tsc = (rte_get_tsc_hz() + US_PER_S - 1) / US_PER_S * params->drain_us;
 	w->engine = engine;

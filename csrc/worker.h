@@ -47,6 +47,7 @@ struct rplb_worker {
 	uint16_t port_id[RPLB_SIDES] __rte_cache_aligned;
 	uint16_t rx_queue;
 	uint8_t tx_cksum_offload[RPLB_SIDES];
+	uint8_t rx_cksum_offload[RPLB_SIDES];   /* the port flags bad checksums */
 	uint64_t drain_tsc;
 	const struct rplb_engine *engine;
 	void *engine_state;         /* shared by workers (e.g. struct rplb_lb) */

@@ -56,6 +56,7 @@ cdef extern from "rplb.h" nogil:
         uint16_t rx_queue
         uint16_t tx_queue
         uint8_t tx_cksum_offload[2]
+        uint8_t rx_cksum_offload[2]
         uint32_t drain_us
         int socket_id
 

@@ -508,6 +508,8 @@ cdef class Worker:
         params.backend_port = backend.port_id
         params.tx_cksum_offload[0] = frontend.tx_cksum_offload
         params.tx_cksum_offload[1] = backend.tx_cksum_offload
+        params.rx_cksum_offload[0] = frontend.rx_cksum_offload
+        params.rx_cksum_offload[1] = backend.rx_cksum_offload
         params.drain_us = drain_us
         params.socket_id = rte_lcore_to_socket_id(lcore_id)
         if lb is None:

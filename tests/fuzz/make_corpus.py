@@ -12,6 +12,9 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 FRONTEND, BACKEND, TABLES, AGE, SAMPLE = 0x00, 0x01, 0x80, 0x81, 0x82
+# A frame the port's RX offload flagged (L4 checksum bad), and the ports'
+# checksum offloads (bits: TX frontend, TX backend, RX frontend, RX backend).
+FRONTEND_FLAGGED_BAD, BACKEND_FLAGGED_BAD, OFFLOADS = 0x02, 0x03, 0x83
 VIP, VIP2 = "10.0.0.100", "10.0.0.101"
 
 
@@ -46,6 +49,15 @@ def seeds():
         record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1002, dport=80, flags="S"))),
         record(TABLES, bytes([2, 3, 1, 5, 1, 6, 2, 7, 0, 2, 1, 1, 9, 2])),
         record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1002, dport=80, flags="A")))]
+    def flagged_session(port):
+        return [
+            (FRONTEND, IP(src=c, dst=VIP) / TCP(sport=port, dport=80, flags="S")),
+            (BACKEND, IP(src="192.168.1.1", dst=c) / TCP(sport=8080, dport=port, flags="SA")),
+            (FRONTEND_FLAGGED_BAD, IP(src=c, dst=VIP) / TCP(sport=port, dport=80, flags="A")),
+            (BACKEND_FLAGGED_BAD, IP(src="192.168.1.1", dst=c) / TCP(sport=8080, dport=port))]
+    yield "offloads", [rec for port, offloads in ((1003, 0x0), (1004, 0xf), (1005, 0x5))
+                       for rec in [record(OFFLOADS, bytes([offloads]))] +
+                       [record(op, frame(pkt)) for op, pkt in flagged_session(port)]]
     yield "many_flows", [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=3000 + i, dport=80,
                                                                       flags="S")))
                          for i in range(80)]

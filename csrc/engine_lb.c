@@ -77,15 +77,14 @@ struct resolve_ctx {
 	uint32_t now;               /* rplb_flow_clock() */
 	const struct rplb_lb_backend *backends;
 	struct rplb_backend_counters *backend_counters;
-	struct rte_mbuf **pkts;     /* RPLB_BURST of them */
-	size_t count;               /* an index: no zero-extension per packet */
+	struct rte_mbuf **next_out; /* the next free entry of an array of RPLB_BURST */
 	uint64_t bytes;
 };
 
 static __rte_always_inline void
 send_after_burst(struct resolve_ctx *rc, struct rte_mbuf *m, uint32_t bytes)
 {
-	rc->pkts[rc->count++] = m;
+	*rc->next_out++ = m;
 	rc->bytes += bytes;
 }
 
@@ -647,11 +646,12 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
 		    struct changed *flows_changed, const int may_be_stale)
 {
-	const uint32_t flow_hash = lk->hash, first_ref = lk->first_ref;
-	const int prepared = lk->first_flow == NULL;
+	const uint32_t first_ref = lk->first_ref;
 	uint32_t index;
 
-	if ((!may_be_stale || likely(!maybe_changed(flows_changed, flow_hash))) &&
+	/* The hash is read where it is needed: loaded up front, it would take
+	 * a register on the path of nearly every packet, which needs none. */
+	if ((!may_be_stale || likely(!maybe_changed(flows_changed, lk->hash))) &&
 	    likely(rplb_flow_is_first_match(ft, &lk->key, first_ref, lk->first_flow,
 					    RPLB_DIR_CLIENT))) {
 		/* Nearly every packet: its flow is the first match, whose record
@@ -666,8 +666,10 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		 * only a packet with the same client key can see a changed
 		 * record, and it has the same hash); or the flow is not the first
 		 * match.  Look again, unless a prepared miss of an unchanged key. */
-		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, flow_hash)) ?
-			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, flow_hash);
+		const int prepared = lk->first_flow == NULL;
+
+		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, lk->hash)) ?
+			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW &&
 		    to_known_flow(w, lw, rc, t, lk, &ft->flows[index]))
 			return 0;
@@ -773,7 +775,7 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 		.tx_offload = tx_offload, .rx_checked = rx_checked,
 		.now = rplb_flow_clock(ft, rte_rdtsc()),
 		.backends = t->backends, .backend_counters = lw->backend_counters,
-		.pkts = out_pkts, .count = 0, .bytes = 0,
+		.next_out = out_pkts, .bytes = 0,
 	};
 	struct lookup *lk = lookups;
 
@@ -789,7 +791,7 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 		}
 		for (; lk < end; lk++)
 			resolve_from_client(w, lw, &rc, ft, t, lk, &flows_changed, 1);
-		w->counters.events[RPLB_EV_TO_BACKEND] += rc.count;
+		w->counters.events[RPLB_EV_TO_BACKEND] += rc.next_out - out_pkts;
 	} else {
 		for (; lk < end; lk++)
 			resolve_from_backend(w, lw, &rc, t, lk,
@@ -797,7 +799,7 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 							       RPLB_DIR_BACKEND));
 	}
 	rplb_worker_send_bulk(w, in_side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND,
-			      rc.pkts, rc.count, rc.bytes);
+			      out_pkts, rc.next_out - out_pkts, rc.bytes);
 }
 
 /* One burst from one side; inlined into lb_process_burst once per side,

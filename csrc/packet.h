@@ -124,10 +124,11 @@ rplb_parse_common(struct rte_mbuf *m, struct rplb_parsed *out)
 	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + sizeof(struct rte_ether_hdr));
 	uint8_t *l4 = (uint8_t *)(ip + 1);
+	uint32_t data_len = m->data_len;
 	uint32_t head, frag_proto, total_over;
 	uint16_t total_be;
 
-	if (unlikely(m->data_len < need))
+	if (unlikely(data_len < need))
 		return 0;
 	/* EtherType and version/IHL are adjacent: one load, one compare (the
 	 * bytes in wire order, as a little-endian word: 08 00 45). */
@@ -135,13 +136,13 @@ rplb_parse_common(struct rte_mbuf *m, struct rplb_parsed *out)
 	if (unlikely(rte_le_to_cpu_32(head) << 8 !=
 		     (uint32_t)(RTE_ETHER_TYPE_IPV4 >> 8 | RTE_IPV4_VHL_DEF << 16) << 8))
 		return 0;
-	/* 40 <= total length <= the frame's IPv4 room, in one unsigned
-	 * compare (pkt_len >= data_len >= need): room for the IPv4 and TCP
+	/* 40 <= total length <= the first segment's IPv4 room, in one
+	 * unsigned compare (data_len >= need): room for the IPv4 and TCP
 	 * headers (UDP needs less, and datagrams this short take the full
-	 * parser). */
+	 * parser, as do datagrams that go on in a second segment). */
 	memcpy(&total_be, &ip->total_length, sizeof(total_be));
 	total_over = (uint32_t)__builtin_bswap16(total_be) - need + sizeof(struct rte_ether_hdr);
-	if (unlikely(total_over > m->pkt_len - need))
+	if (unlikely(total_over > data_len - need))
 		return 0;
 	/* Fragment bits, TTL and protocol are adjacent: no fragment bit, and
 	 * the protocol, in one masked compare each way. */

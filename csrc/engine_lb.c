@@ -43,11 +43,12 @@
 struct lookup {
 	struct rte_mbuf *m;
 	struct rplb_parsed parsed;
-	struct rplb_flow_key key;
+	struct rplb_flow_key key __rte_aligned(16);
 	uint32_t hash;              /* of key */
 	const struct rplb_flow_bucket *bucket;  /* the key's primary bucket */
 	uint32_t first_ref;         /* rplb_flow_match_first's answer */
-	/* Its record (see rplb_ft_record); NULL where no signature matched. */
+	/* Its record (see rplb_ft_record); rplb_ft_no_match() where no
+	 * signature matched. */
 	struct rplb_flow *first_flow;
 	/* Client side, when prepare_new_flows found no flow: the packet's
 	 * service, or NULL when it is not for one. */
@@ -115,6 +116,8 @@ static const uint8_t state_change_flags[256] = {
 static inline void
 set_state(struct rplb_flow *flow, uint8_t state)
 {
+	/* rplb_flow_is_first_match: no state byte equals a key's protocol. */
+	RTE_BUILD_BUG_ON((int)RPLB_FLOW_STATES > (int)IPPROTO_TCP);
 	flow->state = state;
 	flow->state_change_flags = state_change_flags[state];
 }
@@ -244,7 +247,7 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 
 		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
 		memcpy(&ports, parsed->l4, sizeof(ports));
-		words[1] = ports | (uint64_t)ip->next_proto_id << 32 | (uint64_t)direction << 40;
+		words[1] = ports | (uint64_t)parsed->proto << 32 | (uint64_t)direction << 40;
 		store_word(&lk->key, words[0]);
 		store_word((uint8_t *)&lk->key + sizeof(words[0]), words[1]);
 		lk->hash = rplb_flow_words_hash(words[0], words[1]);
@@ -252,7 +255,7 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 #else
 	memcpy(&lk->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
 	memcpy(&lk->key.src_port, parsed->l4, 2 * sizeof(uint16_t));
-	lk->key.proto = ip->next_proto_id;
+	lk->key.proto = parsed->proto;
 	lk->key.direction = direction;
 	lk->key.zero = 0;
 	lk->hash = rplb_flow_key_hash(&lk->key);
@@ -570,7 +573,7 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 	const uint32_t flow_hash = lk->hash;
 	/* No signature matched, and prepare_new_flows found no flow: it found
 	 * the service and chose the backend already. */
-	const int prepared = lk->first_flow == NULL;
+	const int prepared = lk->first_flow == rplb_ft_no_match(ft);
 	const struct rplb_lb_service *svc;
 	const struct rplb_lb_backend *backend;
 	struct rplb_flow *flow;
@@ -637,7 +640,7 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 
 /* A client-side packet: lk->first_ref is its first signature match
  * (rplb_flow_match_first), with its record in lk->first_flow; or, where no
- * signature matched (first_flow NULL), prepare_new_flows found no flow and
+ * signature matched (first_flow the sentinel), prepare_new_flows found no flow and
  * prepared a new one.  may_be_stale: some flow of this burst was created,
  * moved or removed before this packet (flows_changed says which), a
  * constant at each call.  Returns 0 when the packet changed no flow. */
@@ -646,19 +649,19 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		    struct rplb_flow_table *ft, const struct rplb_lb_tables *t, struct lookup *lk,
 		    struct changed *flows_changed, const int may_be_stale)
 {
-	const uint32_t first_ref = lk->first_ref;
 	uint32_t index;
 
-	/* The hash is read where it is needed: loaded up front, it would take
-	 * a register on the path of nearly every packet, which needs none. */
+	/* The hash and the first match's reference are read where they are
+	 * needed: loaded up front, they would take registers on the path of
+	 * nearly every packet, which needs neither. */
 	if ((!may_be_stale || likely(!maybe_changed(flows_changed, lk->hash))) &&
-	    likely(rplb_flow_is_first_match(ft, &lk->key, first_ref, lk->first_flow,
+	    likely(rplb_flow_is_first_match(&lk->key, lk->first_ref, lk->first_flow,
 					    RPLB_DIR_CLIENT))) {
 		/* Nearly every packet: its flow is the first match, whose record
 		 * is at hand. */
 		if (likely(to_known_flow(w, lw, rc, t, lk, lk->first_flow)))
 			return 0;
-		index = rplb_ft_index(first_ref);
+		index = rplb_ft_index(lk->first_ref);
 	} else {
 		/* An earlier packet of this burst with this key's hash created,
 		 * moved or removed its flow, and the bulk lookup's answer for this
@@ -666,7 +669,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		 * only a packet with the same client key can see a changed
 		 * record, and it has the same hash); or the flow is not the first
 		 * match.  Look again, unless a prepared miss of an unchanged key. */
-		const int prepared = lk->first_flow == NULL;
+		const int prepared = lk->first_flow == rplb_ft_no_match(ft);
 
 		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, lk->hash)) ?
 			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, lk->hash);
@@ -721,9 +724,9 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct re
 }
 
 /* The client-side packets without a signature match in their primary
- * bucket (first_flow NULL): look each one up in full (its secondary bucket
+ * bucket (first_flow the sentinel): look each one up in full (its secondary bucket
  * was prefetched).  Found: its reference and record go in first_ref and
- * first_flow.  Not found (first_flow stays NULL): find its service
+ * first_flow.  Not found (first_flow stays the sentinel): find its service
  * and pick its backend.  A new flow writes a free record and the bucket of
  * its backend-side key, both cold in a large table: start loading them for
  * every miss of the burst before the first insert. */
@@ -737,7 +740,7 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 	for (lk = lookups; lk < end; lk++) {
 		uint32_t index, b;
 
-		if (likely(lk->first_flow != NULL))
+		if (likely(lk->first_flow != rplb_ft_no_match(ft)))
 			continue;
 		index = rplb_flow_lookup_unmatched(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW) {
@@ -802,6 +805,21 @@ resolve_burst(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rpl
 			      out_pkts, rc.next_out - out_pkts, rc.bytes);
 }
 
+/* The copies of the resolve loop, each a function of its own: the
+ * compiler allocates its registers apart from the classify loop's (inlined
+ * into one function, a change in either moved spills into the other). */
+#define RESOLVE_COPY(name, side, tx_offload, rx_checked)				\
+	static __rte_noinline void							\
+	name(struct rplb_worker *w, struct rplb_lb_worker *lw,				\
+	     const struct rplb_lb_tables *t, struct lookup *lookups, const struct lookup *end) \
+	{										\
+		resolve_burst(w, lw, t, side, lookups, end, tx_offload, rx_checked);	\
+	}
+RESOLVE_COPY(resolve_from_clients_in_software, RPLB_FRONTEND, 0, 0)
+RESOLVE_COPY(resolve_from_clients_offloaded, RPLB_FRONTEND, 1, 1)
+RESOLVE_COPY(resolve_from_backends_in_software, RPLB_BACKEND, 0, 0)
+RESOLVE_COPY(resolve_from_backends_offloaded, RPLB_BACKEND, 1, 1)
+
 /* One burst from one side; inlined into lb_process_burst once per side,
  * so neither copy tests the side per packet. */
 static __rte_always_inline void
@@ -850,9 +868,11 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	 * one for ports with both, one for the rest: the offloads are
 	 * constants in the first two, not tests per packet. */
 	if (!tx_offload && !rx_checked)
-		resolve_burst(w, lw, t, in_side, lookups, end, 0, 0);
+		(in_side == RPLB_FRONTEND ? resolve_from_clients_in_software :
+					    resolve_from_backends_in_software)(w, lw, t, lookups, end);
 	else if (tx_offload && rx_checked)
-		resolve_burst(w, lw, t, in_side, lookups, end, 1, 1);
+		(in_side == RPLB_FRONTEND ? resolve_from_clients_offloaded :
+					    resolve_from_backends_offloaded)(w, lw, t, lookups, end);
 	else
 		resolve_burst(w, lw, t, in_side, lookups, end, tx_offload, rx_checked);
 }
@@ -876,9 +896,9 @@ copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now_tsc)
 	struct rplb_flow_table *ft = lw->flows;
 	uint32_t now = rplb_flow_clock(ft, now_tsc);
 	double ms_per_tick = 1e3 * (double)(1ull << ft->clock_shift) / (double)rte_get_tsc_hz();
-	uint32_t i, count = 0, scan = RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT);
+	uint32_t i, count = 0, scan = RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT) + 1;
 
-	for (i = 0; i < scan && count < slot->max; i++) {
+	for (i = 1; i < scan && count < slot->max; i++) {
 		const struct rplb_flow *flow = &ft->flows[i];
 		struct rplb_flow_sample *s = &slot->buffer[count];
 
@@ -931,8 +951,9 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 		copy_flow_sample(lw, now_tsc);
 
 	/* The records from the cursor on, up to the budget or the table's end
-	 * (the next call starts over at 0): nearly always free or fresh. */
-	end = RTE_MIN(cursor + budget, ft->capacity);
+	 * (the next call starts over at record 1, past the sentinel): nearly
+	 * always free or fresh. */
+	end = RTE_MIN(cursor + budget, ft->capacity + 1);
 	for (; cursor < end; cursor++) {
 		const struct rplb_flow *flow = &ft->flows[cursor];
 
@@ -942,8 +963,8 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 			     __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)))
 			expire_flow(w, lw, cursor);
 	}
-	if (cursor == ft->capacity)
-		cursor = 0;
+	if (cursor == ft->capacity + 1)
+		cursor = RPLB_FT_SENTINEL + 1;
 	ft->aging_cursor = cursor;
 	/* The records the next call ages are cold in a large table (the
 	 * loads above stalled on them): start loading them now, a burst

@@ -83,12 +83,19 @@ overflow_bytes(uint32_t buckets)
 	return (size_t)(buckets + 63) / 64 * sizeof(uint64_t);
 }
 
+/* The flows' records and the sentinel before them. */
+static size_t
+records_bytes(uint32_t capacity)
+{
+	return ((size_t)capacity + 1) * sizeof(struct rplb_flow);
+}
+
 /* Buckets, their overflow bits, records and free stack of a table. */
 static size_t
 table_bytes(uint32_t buckets, uint32_t capacity)
 {
 	return (size_t)buckets * sizeof(struct rplb_flow_bucket) + overflow_bytes(buckets) +
-	       (size_t)capacity * (sizeof(struct rplb_flow) + sizeof(uint32_t));
+	       records_bytes(capacity) + (size_t)capacity * sizeof(uint32_t);
 }
 
 size_t
@@ -109,13 +116,14 @@ rplb_flow_table_reset(struct rplb_flow_table *ft)
 		}
 	}
 	memset(ft->overflowed, 0, overflow_bytes(ft->bucket_mask + 1));
-	for (i = 0; i < ft->capacity; i++) {
+	memset(&ft->flows[RPLB_FT_SENTINEL], 0, sizeof(ft->flows[RPLB_FT_SENTINEL]));
+	for (i = 0; i <= ft->capacity; i++)
 		ft->flows[i].state = RPLB_FLOW_FREE;
-		/* Hand out low indices first: they are the warm part of the array. */
-		ft->free_stack[i] = ft->capacity - 1 - i;
-	}
+	/* Hand out low indices first: they are the warm part of the array. */
+	for (i = 0; i < ft->capacity; i++)
+		ft->free_stack[i] = ft->capacity - i;
 	ft->free_count = ft->capacity;
-	ft->aging_cursor = 0;
+	ft->aging_cursor = RPLB_FT_SENTINEL + 1;
 }
 
 struct rplb_flow_table *
@@ -139,7 +147,7 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 	ft->from_mmap = !rte_eal_has_hugepages();
 	ft->buckets = table_alloc(ft, (size_t)buckets * sizeof(struct rplb_flow_bucket),
 				  socket_id);
-	ft->flows = table_alloc(ft, (size_t)capacity * sizeof(struct rplb_flow), socket_id);
+	ft->flows = table_alloc(ft, records_bytes(capacity), socket_id);
 	ft->free_stack = table_alloc(ft, (size_t)capacity * sizeof(uint32_t), socket_id);
 	ft->overflowed = table_alloc(ft, overflow_bytes(buckets), socket_id);
 	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL ||
@@ -160,7 +168,7 @@ rplb_flow_table_free(struct rplb_flow_table *ft)
 	if (ft == NULL)
 		return;
 	table_free(ft, ft->buckets, (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
-	table_free(ft, ft->flows, (size_t)ft->capacity * sizeof(struct rplb_flow));
+	table_free(ft, ft->flows, records_bytes(ft->capacity));
 	table_free(ft, ft->free_stack, (size_t)ft->capacity * sizeof(uint32_t));
 	table_free(ft, ft->overflowed, overflow_bytes(ft->bucket_mask + 1));
 	rte_free(ft);

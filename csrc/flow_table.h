@@ -38,15 +38,19 @@
 #define RPLB_NO_FLOW UINT32_MAX
 #define RPLB_FLOW_FREE 0xff              /* rplb_flow.state of an unused record */
 #define RPLB_FT_SLOTS 8                  /* per bucket */
-#define RPLB_FT_EMPTY UINT32_MAX         /* reference of an empty slot */
-#define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
 /* A reference is a record's byte offset in the array, the key's direction
  * in its bit 0 (records are 32 bytes: the low bits are free), so a record
  * is one add from its reference (rplb_ft_record). */
 #define RPLB_FT_REF_SHIFT 5
-/* Records in a table at most: EMPTY's index part stays past every record,
- * so range tests reject it. */
-#define RPLB_FT_MAX_CAPACITY ((RPLB_FT_EMPTY >> RPLB_FT_REF_SHIFT) - 1)
+/* Record 0 is never a flow: a sentinel that holds no key (all zero, state
+ * FREE), so every reference, EMPTY included, and every first match, no
+ * match included, names readable memory that a compare may read
+ * (rplb_flow_is_first_match). */
+#define RPLB_FT_SENTINEL 0
+#define RPLB_FT_EMPTY 1                  /* reference of an empty slot: the sentinel's */
+#define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
+/* Flows in a table at most (records 1..capacity): references fit 32 bits. */
+#define RPLB_FT_MAX_CAPACITY ((UINT32_MAX >> RPLB_FT_REF_SHIFT) - 1)
 
 struct rplb_flow {
 	/* The client-side 5-tuple: client_ip..proto in the order of struct
@@ -76,7 +80,7 @@ struct rplb_flow_bucket {
 
 struct rplb_flow_table {
 	struct rplb_flow_bucket *buckets;
-	struct rplb_flow *flows;
+	struct rplb_flow *flows;         /* capacity + 1: the sentinel, then the flows */
 	uint32_t *free_stack;
 	/* Bit b: some key whose primary bucket is b was placed in its
 	 * secondary bucket since the last reset.  Where it is clear, a key
@@ -255,11 +259,13 @@ rplb_flow_has_key_in(const struct rplb_flow *flow, const struct rplb_flow_key *k
 	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, proto) != offsetof(struct rplb_flow_key, proto) ||
 			 offsetof(struct rplb_flow, vport) != offsetof(struct rplb_flow_key, dst_port));
 	if (direction == RPLB_DIR_CLIENT) {
-		/* client_ip..proto line up with the key's first 13 bytes. */
+		/* client_ip..proto line up with the key's first 13 bytes.  An
+		 * unaligned load: rplb_flow_is_first_match reads through
+		 * references of the other direction, one byte off a record. */
 #if defined(RTE_ARCH_X86_64) && defined(__SSE4_1__)
 		const __m128i first13 = _mm_set_epi32(0x000000ff, -1, -1, -1);
 		__m128i diff = _mm_xor_si128(_mm_loadu_si128((const __m128i *)key),
-					     _mm_load_si128((const __m128i *)flow));
+					     _mm_loadu_si128((const __m128i *)(const void *)flow));
 
 		return _mm_testz_si128(diff, first13);
 #else
@@ -315,14 +321,24 @@ rplb_flow_lookup(const struct rplb_flow_table *ft, const struct rplb_flow_key *k
 	return rplb_ft_confirm(ft, bucket, rplb_ft_match8(bucket->sig, hash), key);
 }
 
+/* The first match of a key whose primary bucket had no signature match:
+ * the sentinel record, aligned (a reference of a client key never names
+ * it; EMPTY names it one byte off). */
+static __rte_always_inline struct rplb_flow *
+rplb_ft_no_match(const struct rplb_flow_table *ft)
+{
+	return &ft->flows[RPLB_FT_SENTINEL];
+}
+
 /* First pass of a bulk lookup (the loads of a burst overlap), one key of
  * direction: the reference in the first slot of its primary bucket
  * (bucket, loaded by rplb_flow_prefetch while the burst was classified)
  * whose signature matches, with that record (*first, see rplb_ft_record)
  * prefetched; or RPLB_FT_EMPTY where nothing matched (a likely miss), with
- * *first NULL, *unmatched set and the secondary bucket prefetched.  The
- * first match is nearly always the flow (a false match needs two equal
- * 32-bit hashes in one bucket); rplb_flow_is_first_match settles it. */
+ * *first the sentinel itself (rplb_ft_no_match), *unmatched set and the
+ * secondary bucket prefetched.  The first match is nearly always the flow
+ * (a false match needs two equal 32-bit hashes in one bucket);
+ * rplb_flow_is_first_match settles it. */
 static __rte_always_inline uint32_t
 rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_bucket *bucket,
 		      uint32_t hash, const uint8_t direction, struct rplb_flow **first,
@@ -333,7 +349,8 @@ rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_b
 
 	if (likely(m != 0)) {
 		/* An EMPTY reference (a hash equal to an empty slot's signature)
-		 * needs no range test here: its record is only prefetched. */
+		 * gives the sentinel too: client-side, one byte into it, which
+		 * rplb_ft_no_match does not equal. */
 		ref = bucket->ref[rplb_ft_first_slot(m)];
 		*first = rplb_ft_record(ft, ref, direction);
 		rte_prefetch0(*first);
@@ -341,7 +358,7 @@ rplb_flow_match_first(const struct rplb_flow_table *ft, const struct rplb_flow_b
 	}
 	if (rplb_ft_overflowed(ft, rplb_ft_primary(ft, hash)))
 		rte_prefetch0(&ft->buckets[rplb_ft_secondary(ft, hash)]);
-	*first = NULL;
+	*first = rplb_ft_no_match(ft);
 	*unmatched = 1;
 	return RPLB_FT_EMPTY;
 }
@@ -366,19 +383,26 @@ rplb_flow_lookup_unmatched(const struct rplb_flow_table *ft, const struct rplb_f
 }
 
 /* Second pass, one key (of a direction known here): does the first match
- * (first_ref, whose record is first) hold it?  Nearly always. */
+ * (first_ref, whose record is first: rplb_flow_match_first) hold it?
+ * Nearly always.  first is readable whatever matched: no match and EMPTY
+ * give the sentinel, which holds no key. */
 static __rte_always_inline int
-rplb_flow_is_first_match(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
-			 uint32_t first_ref, const struct rplb_flow *first,
-			 const uint8_t direction)
+rplb_flow_is_first_match(const struct rplb_flow_key *key, uint32_t first_ref,
+			 const struct rplb_flow *first, const uint8_t direction)
 {
-	/* EMPTY fails the direction test of client keys, and the range test
-	 * of backend keys. */
-	RTE_BUILD_BUG_ON((RPLB_FT_EMPTY & 1) == RPLB_DIR_CLIENT);
 	RTE_ASSERT(key->direction == direction);
-	return (first_ref & 1) == direction &&
-	       (direction == RPLB_DIR_CLIENT || rplb_ft_index(first_ref) < ft->capacity) &&
-	       rplb_flow_has_key_in(first, key, direction);
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_1__)
+	/* A client key needs no direction test: through a backend-side
+	 * reference, first is one byte into a record (or the sentinel), whose
+	 * bytes 1..13 hold no client key, since the key's 13th byte, its
+	 * protocol (TCP or UDP), would have to equal the record's state byte
+	 * (the engine keeps states below 6, and FREE is 0xff). */
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, state) != offsetof(struct rplb_flow, proto) + 1 ||
+			 RPLB_FLOW_FREE == IPPROTO_TCP || RPLB_FLOW_FREE == IPPROTO_UDP);
+	if (direction == RPLB_DIR_CLIENT)
+		return rplb_flow_has_key_in(first, key, RPLB_DIR_CLIENT);
+#endif
+	return (first_ref & 1) == direction && rplb_flow_has_key_in(first, key, direction);
 }
 
 /* Second pass, one key: its record index from the first match, or by a
@@ -387,8 +411,8 @@ static __rte_always_inline uint32_t
 rplb_flow_confirm(const struct rplb_flow_table *ft, const struct rplb_flow_key *key,
 		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
 {
-	if (likely(rplb_flow_is_first_match(ft, key, first_ref,
-					    rplb_ft_record(ft, first_ref, direction), direction)))
+	if (likely(rplb_flow_is_first_match(key, first_ref, rplb_ft_record(ft, first_ref, direction),
+					    direction)))
 		return rplb_ft_index(first_ref);
 	if (first_ref == RPLB_FT_EMPTY)
 		return rplb_flow_lookup_unmatched(ft, key, hash);

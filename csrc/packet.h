@@ -49,6 +49,9 @@ struct rplb_parsed {
 	struct rte_ipv4_hdr *ip;
 	void *l4;               /* its length is ip's IHL, so l4 - ip */
 	uint8_t tcp_flags;
+	/* ip's protocol, when TCP or UDP: a constant on the fast parse's
+	 * paths, where the compiler need not load it again. */
+	uint8_t proto;
 };
 
 static inline struct rte_ipv4_hdr *
@@ -82,6 +85,7 @@ rplb_parse_ipv4_ihl(struct rte_mbuf *m, struct rte_ipv4_hdr *ip, struct rplb_par
 
 	out->ip = ip;
 	out->l4 = (uint8_t *)ip + ihl;
+	out->proto = ip->next_proto_id;
 	if (likely(ip->next_proto_id == IPPROTO_TCP)) {
 		struct rte_tcp_hdr *tcp = out->l4;
 		uint32_t doff;
@@ -157,8 +161,10 @@ rplb_parse_common(struct rte_mbuf *m, struct rplb_parsed *out)
 		if (unlikely(((data_off >> 2) & 0x3c) - sizeof(struct rte_tcp_hdr) > total_over))
 			return 0;
 		out->tcp_flags = ((struct rte_tcp_hdr *)l4)->tcp_flags;
+		out->proto = IPPROTO_TCP;
 	} else if (frag_proto == (uint32_t)IPPROTO_UDP << 24) {
 		out->tcp_flags = 0;
+		out->proto = IPPROTO_UDP;
 	} else {
 		return 0;
 	}

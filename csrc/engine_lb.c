@@ -832,6 +832,7 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 	struct rplb_flow_table *ft = lw->flows;
 	struct lookup lookups[RPLB_BURST];
 	struct lookup *lk = lookups, *end;
+	struct rplb_flow_table ft_header;
 	int unmatched = 0;
 	unsigned int i;
 	/* Read once a burst: the ports' offloads do not change under it. */
@@ -856,9 +857,12 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 		return;
 
 	/* The bulk lookup's first pass; its second is in the resolve loop,
-	 * which reads each record anyway. */
+	 * which reads each record anyway.  It reads the table through a copy
+	 * of its header, which the pointers it stores cannot alias: the
+	 * compiler keeps the record array's address in a register. */
+	ft_header = *ft;
 	for (lk = lookups; lk < end; lk++)
-		lk->first_ref = rplb_flow_match_first(ft, lk->bucket, lk->hash,
+		lk->first_ref = rplb_flow_match_first(&ft_header, lk->bucket, lk->hash,
 						      in_side == RPLB_FRONTEND ? RPLB_DIR_CLIENT :
 										 RPLB_DIR_BACKEND,
 						      &lk->first_flow, &unmatched);
@@ -936,6 +940,7 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 	struct rplb_flow_table *ft = lw->flows;
 	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
 	uint32_t cursor = ft->aging_cursor, end;
+	const struct rplb_flow *flow, *last;
 	uint32_t now = rplb_flow_clock(ft, now_tsc);
 	const struct rplb_lb_tables *t;
 
@@ -954,15 +959,15 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 	 * (the next call starts over at record 1, past the sentinel): nearly
 	 * always free or fresh. */
 	end = RTE_MIN(cursor + budget, ft->capacity + 1);
-	for (; cursor < end; cursor++) {
-		const struct rplb_flow *flow = &ft->flows[cursor];
-
+	/* A pointer walks the records (the index is needed only to expire). */
+	for (flow = &ft->flows[cursor], last = &ft->flows[end]; flow < last; flow++) {
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
 		if (flow->state != RPLB_FLOW_FREE &&
 		    unlikely((uint32_t)(now - flow->last_seen) >
 			     __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)))
-			expire_flow(w, lw, cursor);
+			expire_flow(w, lw, (uint32_t)(flow - ft->flows));
 	}
+	cursor = end;
 	if (cursor == ft->capacity + 1)
 		cursor = RPLB_FT_SENTINEL + 1;
 	ft->aging_cursor = cursor;

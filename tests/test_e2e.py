@@ -5,6 +5,7 @@ net_af_packet ports."""
 import collections
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -98,7 +99,13 @@ def test_curl_300_times_follows_the_weights(wire):
     for ip, weight in WEIGHTS.items():
         share = counts[NAMES[ip]] / 300
         want = weight / total
-        assert abs(share - want) <= 0.15 * want + 0.02, (counts, ip)
+        # Each connection is a new client port, so a backend's count is
+        # binomial: allow 4.5 standard deviations (a false alarm about once
+        # in 150,000 runs).  The earlier bound, 15 % + 0.02, was 2.1 of them
+        # for the weight-1 backend and failed about once in 30 runs.  Equal
+        # shares (weights ignored) still miss by 10 of them or more.
+        sigma = math.sqrt(want * (1 - want) / 300)
+        assert abs(share - want) <= 4.5 * sigma, (counts, ip)
 
 
 def test_udp_request_and_reply_through_the_vip(wire):

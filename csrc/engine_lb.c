@@ -427,8 +427,8 @@ send_to_backend(struct resolve_ctx *rc, struct lookup *lk,
  * NIC found its checksum bad; state_changes: its flags may change the
  * flow's state (state_may_change), a constant at each call. */
 static __rte_always_inline void
-to_known_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
-		 struct lookup *lk, struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
+to_known_backend(struct rplb_worker *w, struct resolve_ctx *rc, struct lookup *lk,
+		 struct rplb_flow *flow, const struct rplb_lb_backend *backend, uint32_t slot,
 		 const int state_changes)
 {
 	if (dropped_bad_checksum_in(w, rc, lk->m))
@@ -539,8 +539,8 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 /* A packet of a known flow whose backend is still configured under its
  * service (so no service lookup is needed): sent, and 1; else 0. */
 static __rte_always_inline int
-to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_ctx *rc,
-	      const struct rplb_lb_tables *t, struct lookup *lk, struct rplb_flow *flow)
+to_known_flow(struct rplb_worker *w, struct resolve_ctx *rc, struct lookup *lk,
+	      struct rplb_flow *flow)
 {
 	const struct rplb_lb_backend *backend = configured_backend(rc->backends, flow);
 	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
@@ -551,11 +551,11 @@ to_known_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct resolve_c
 	/* Nearly every packet: its flags leave the state as it is (a copy of
 	 * the path of its own, so nothing is kept for the state change). */
 	if (likely(!state_may_change(flow, tcp_flags))) {
-		to_known_backend(w, lw, rc, lk, flow, backend, slot, 0);
+		to_known_backend(w, rc, lk, flow, backend, slot, 0);
 		return 1;
 	}
 	if (!reopens_tuple(flow, tcp_flags)) {
-		to_known_backend(w, lw, rc, lk, flow, backend, slot, 1);
+		to_known_backend(w, rc, lk, flow, backend, slot, 1);
 		return 1;
 	}
 	return 0;
@@ -640,8 +640,8 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 
 /* A client-side packet: lk->first_ref is its first signature match
  * (rplb_flow_match_first), with its record in lk->first_flow; or, where no
- * signature matched (first_flow the sentinel), prepare_new_flows found no flow and
- * prepared a new one.  may_be_stale: some flow of this burst was created,
+ * signature matched (first_flow the sentinel), prepare_new_flows found no
+ * flow and prepared a new one.  may_be_stale: some flow of this burst was created,
  * moved or removed before this packet (flows_changed says which), a
  * constant at each call.  Returns 0 when the packet changed no flow. */
 static __rte_always_inline int
@@ -659,7 +659,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 					    RPLB_DIR_CLIENT))) {
 		/* Nearly every packet: its flow is the first match, whose record
 		 * is at hand. */
-		if (likely(to_known_flow(w, lw, rc, t, lk, lk->first_flow)))
+		if (likely(to_known_flow(w, rc, lk, lk->first_flow)))
 			return 0;
 		index = rplb_ft_index(lk->first_ref);
 	} else {
@@ -674,7 +674,7 @@ resolve_from_client(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		index = prepared && (!may_be_stale || !maybe_changed(flows_changed, lk->hash)) ?
 			RPLB_NO_FLOW : rplb_flow_lookup(ft, &lk->key, lk->hash);
 		if (index != RPLB_NO_FLOW &&
-		    to_known_flow(w, lw, rc, t, lk, &ft->flows[index]))
+		    to_known_flow(w, rc, lk, &ft->flows[index]))
 			return 0;
 	}
 
@@ -724,8 +724,8 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct re
 }
 
 /* The client-side packets without a signature match in their primary
- * bucket (first_flow the sentinel): look each one up in full (its secondary bucket
- * was prefetched).  Found: its reference and record go in first_ref and
+ * bucket (first_flow the sentinel): look each one up in full (its
+ * secondary bucket was prefetched).  Found: its reference and record go in first_ref and
  * first_flow.  Not found (first_flow stays the sentinel): find its service
  * and pick its backend.  A new flow writes a free record and the bucket of
  * its backend-side key, both cold in a large table: start loading them for
@@ -900,9 +900,9 @@ copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now_tsc)
 	struct rplb_flow_table *ft = lw->flows;
 	uint32_t now = rplb_flow_clock(ft, now_tsc);
 	double ms_per_tick = 1e3 * (double)(1ull << ft->clock_shift) / (double)rte_get_tsc_hz();
-	uint32_t i, count = 0, scan = RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT) + 1;
+	uint32_t i, count = 0, scan = RPLB_FT_FIRST_FLOW + RTE_MIN(ft->capacity, SAMPLE_SCAN_LIMIT);
 
-	for (i = 1; i < scan && count < slot->max; i++) {
+	for (i = RPLB_FT_FIRST_FLOW; i < scan && count < slot->max; i++) {
 		const struct rplb_flow *flow = &ft->flows[i];
 		struct rplb_flow_sample *s = &slot->buffer[count];
 
@@ -956,9 +956,9 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 		copy_flow_sample(lw, now_tsc);
 
 	/* The records from the cursor on, up to the budget or the table's end
-	 * (the next call starts over at record 1, past the sentinel): nearly
+	 * (the next call starts over at the first flow, past the sentinel): nearly
 	 * always free or fresh. */
-	end = RTE_MIN(cursor + budget, ft->capacity + 1);
+	end = RTE_MIN(cursor + budget, RPLB_FT_FIRST_FLOW + ft->capacity);
 	/* A pointer walks the records (the index is needed only to expire). */
 	for (flow = &ft->flows[cursor], last = &ft->flows[end]; flow < last; flow++) {
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
@@ -968,8 +968,8 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 			expire_flow(w, lw, (uint32_t)(flow - ft->flows));
 	}
 	cursor = end;
-	if (cursor == ft->capacity + 1)
-		cursor = RPLB_FT_SENTINEL + 1;
+	if (cursor == RPLB_FT_FIRST_FLOW + ft->capacity)
+		cursor = RPLB_FT_FIRST_FLOW;
 	ft->aging_cursor = cursor;
 	/* The records the next call ages are cold in a large table (the
 	 * loads above stalled on them): start loading them now, a burst

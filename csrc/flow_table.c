@@ -121,9 +121,9 @@ rplb_flow_table_reset(struct rplb_flow_table *ft)
 		ft->flows[i].state = RPLB_FLOW_FREE;
 	/* Hand out low indices first: they are the warm part of the array. */
 	for (i = 0; i < ft->capacity; i++)
-		ft->free_stack[i] = ft->capacity - i;
+		ft->free_stack[i] = ft->capacity - 1 - i + RPLB_FT_FIRST_FLOW;
 	ft->free_count = ft->capacity;
-	ft->aging_cursor = RPLB_FT_SENTINEL + 1;
+	ft->aging_cursor = RPLB_FT_FIRST_FLOW;
 }
 
 struct rplb_flow_table *

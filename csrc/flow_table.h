@@ -47,6 +47,7 @@
  * match included, names readable memory that a compare may read
  * (rplb_flow_is_first_match). */
 #define RPLB_FT_SENTINEL 0
+#define RPLB_FT_FIRST_FLOW (RPLB_FT_SENTINEL + 1)   /* the first record a flow may take */
 #define RPLB_FT_EMPTY 1                  /* reference of an empty slot: the sentinel's */
 #define RPLB_FT_EMPTY_SIG 0              /* signature of an empty slot */
 /* Flows in a table at most (records 1..capacity): references fit 32 bits. */

@@ -54,6 +54,34 @@ def test_quick_json():
     assert set(glob.glob("/var/run/dpdk/rplbbench*")) <= leftovers_before
 
 
+def test_the_1m_target_reports_what_the_source_allows():
+    """The 1M-flow target (rplb at 1M against rplb at 1,000) comes with the
+    most the replayed source allows: io's times model the source and sink,
+    rplb's own work is its time minus io's.  Figures of stop 12's run."""
+    small = {"case": "1000 flows", "mpps": {"io": 25.561, "5tswap": 17.672, "rplb": 14.159},
+             "rplb_vs_5tswap": 0.801}
+    large = {"case": "1000000 flows", "mpps": {"io": 13.636, "5tswap": 9.439, "rplb": 8.134},
+             "rplb_vs_5tswap": 0.862}
+    bound = bench.scaling_ceiling(small, large)
+    own_ns = 1000 / 14.159 - 1000 / 25.561
+    assert bound["rplb_own_ns_per_packet"] == pytest.approx(own_ns, abs=0.05)
+    assert bound["io_large_vs_small"] == pytest.approx(13.636 / 25.561, abs=0.001)
+    assert bound["ceiling"] == pytest.approx((1000 / 14.159) / (1000 / 13.636 + own_ns),
+                                             abs=0.001)
+    assert 0.67 < bound["ceiling"] < 0.68
+    # a faster rplb (less own work) has a lower ceiling
+    faster = dict(small, mpps=dict(small["mpps"], rplb=18.0))
+    assert bench.scaling_ceiling(faster, large)["ceiling"] < bound["ceiling"]
+
+    (check,) = [t for t in bench.evaluate_targets({"throughput": [small, large]})
+                if t["target"] == "rplb_1m_flows_vs_rplb_1000_flows"]
+    assert check["value"] == pytest.approx(8.134 / 14.159, abs=0.001)
+    assert not check["met"]
+    assert check["source_bound"] == bound
+    # a missing figure gives no bound rather than an error
+    assert bench.scaling_ceiling(small, {"mpps": {"io": 0}}) is None
+
+
 def test_capture_frames_are_valid_tcp():
     """The generated frames carry correct IPv4 and TCP checksums (checked
     with scapy), distinct 5-tuples, and 64 bytes each."""

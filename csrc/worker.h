@@ -17,8 +17,6 @@
 
 #include "rplb.h"
 
-#define RPLB_BURST 32
-
 struct rplb_engine {
 	const char *name;
 	/* Called once on the worker lcore before the loop; non-zero aborts. */

@@ -41,6 +41,7 @@ cdef extern from "maglev_fill.h" nogil:
 
 
 cdef extern from "rplb.h" nogil:
+    int RPLB_BURST
     struct rplb_worker:
         pass
     struct rplb_engine:

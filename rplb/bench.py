@@ -8,7 +8,7 @@ Throughput.  For each traffic case a capture of 64-byte TCP frames is
 written (one frame per client 5-tuple, all to the VIP 10.0.0.100:80): 1,
 1,000, 65,536 and 1,000,000 established flows (ACKs), and an all-new-flows
 capture (every frame the SYN of a different client 5-tuple).  Three programs
-forward it, each on the same virtual ports, lcores and mbuf count:
+forward it, each on the same virtual ports, lcores, mbuf count and burst size:
 
     port 0  net_pcap0,rx_pcap=CAPTURE,infinite_rx=1   the source (frontend)
     port 1  net_null0,no-rx=1                          the sink (backend)
@@ -21,7 +21,8 @@ forward it, each on the same virtual ports, lcores and mbuf count:
 with EAL `--no-huge -m M --no-pci -l 0-1` (lcore 0: main, lcore 1: the one
 forwarding lcore), testpmd `--total-num-mbufs=N` and rplb `--mbufs N` with the
 same N (the pcap PMD keeps the whole capture in mbufs of that pool, so N is
-the capture's frame count plus 16,384).  The programs run in turn, several
+the capture's frame count plus 16,384), and testpmd `--burst` set to rplb's
+rx burst (RPLB_BURST, 64).  The programs run in turn, several
 rounds (the order rotates every round), each until it has printed --seconds
 measured samples; then SIGINT.
 
@@ -288,6 +289,13 @@ def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool) -> Lis
             "--vdev", "net_null0,no-rx=1"]
 
 
+def rplb_burst() -> int:
+    """rplb's rx burst (RPLB_BURST), which testpmd is given too: both
+    programs read as many packets at once."""
+    from rplb import dataplane
+    return dataplane.BURST_SIZE
+
+
 def rplb_command() -> List[str]:
     return [sys.executable, "-m", "rplb"]
 
@@ -301,7 +309,7 @@ def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs
         if testpmd is None:
             raise BenchError("dpdk-testpmd not found (apt-get install dpdk)")
         cmd = [testpmd, *eal, "--", f"--total-num-mbufs={mbufs}", "--stats-period", "1",
-               f"--forward-mode={program}", "--no-mlockall"]
+               f"--forward-mode={program}", "--no-mlockall", f"--burst={rplb_burst()}"]
         # testpmd's stdout is a pipe: make it line-buffered to read samples live.
         stdbuf = shutil.which("stdbuf")
         return [stdbuf, "-oL", *cmd] if stdbuf else cmd
@@ -852,8 +860,8 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Benchmark rplb next to dpdk-testpmd (io, 5tswap) on the "
-        "same virtual ports, lcores and mbuf count, plus Maglev build time, memory per "
-        "flow, start-up time and the engine alone.",
+        "same virtual ports, lcores, mbuf count and burst size, plus Maglev build time, "
+        "memory per flow, start-up time and the engine alone.",
         epilog="Runs one benchmark process at a time; needs dpdk-testpmd, and valgrind "
         "for instruction counts.  See docs/performance.md.")
     p.add_argument("--rounds", type=_positive_int, default=3,

@@ -21,6 +21,7 @@ from rplb.errors import RplbError
 cnp.import_array()
 
 MAX_SERVICES = RPLB_MAX_SERVICES
+BURST_SIZE = RPLB_BURST         # the worker's rx burst and tx buffer (rplb.h)
 MAX_BACKENDS = RPLB_MAX_BACKENDS
 BACKEND_SLOT_BITS = RPLB_BACKEND_SLOT_BITS
 DROP_NAMES = tuple(rplb_drop_names[i].decode() for i in range(RPLB_DROP_REASONS))

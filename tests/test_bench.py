@@ -66,6 +66,8 @@ def test_the_1m_target_reports_what_the_source_allows():
     own_ns = 1000 / 14.159 - 1000 / 25.561
     assert bound["rplb_own_ns_per_packet"] == pytest.approx(own_ns, abs=0.05)
     assert bound["io_large_vs_small"] == pytest.approx(13.636 / 25.561, abs=0.001)
+    assert bound["rplb_own_ns_per_packet_large"] == pytest.approx(
+        1000 / 8.134 - 1000 / 13.636, abs=0.05)
     assert bound["ceiling"] == pytest.approx((1000 / 14.159) / (1000 / 13.636 + own_ns),
                                              abs=0.001)
     assert 0.67 < bound["ceiling"] < 0.68

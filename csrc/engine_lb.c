@@ -247,7 +247,7 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup *lk, const struct rplb_parsed
 
 		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
 		memcpy(&ports, parsed->l4, sizeof(ports));
-		words[1] = ports | (uint64_t)parsed->proto << 32 | (uint64_t)direction << 40;
+		words[1] = rplb_flow_key_word1(ports, parsed->proto, direction);
 		store_word(&lk->key, words[0]);
 		store_word((uint8_t *)&lk->key + sizeof(words[0]), words[1]);
 		lk->hash = rplb_flow_words_hash(words[0], words[1]);

@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <rte_byteorder.h>
 #include <rte_common.h>
 #include <rte_debug.h>
 #include <rte_hash_crc.h>
@@ -157,6 +158,24 @@ rplb_flow_words_hash(uint64_t w0, uint64_t w1)
 	return rte_hash_crc_8byte(w1, rte_hash_crc_8byte(w0, 0));
 #endif
 }
+
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+/* A key's second 64-bit word, built in a register: its ports (the two as
+ * they lie in memory, source first), protocol and direction, zero fill.
+ * Built in memory, a key's narrow stores and wide loads miss store
+ * forwarding.  (Its first word is its two addresses, source first.) */
+static __rte_always_inline uint64_t
+rplb_flow_key_word1(uint64_t ports, uint8_t proto, uint8_t direction)
+{
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow_key, dst_ip) != 4 ||
+			 offsetof(struct rplb_flow_key, src_port) != 8 ||
+			 offsetof(struct rplb_flow_key, dst_port) != 10 ||
+			 offsetof(struct rplb_flow_key, proto) != 12 ||
+			 offsetof(struct rplb_flow_key, direction) != 13 ||
+			 sizeof(struct rplb_flow_key) != 16);
+	return ports | (uint64_t)proto << 32 | (uint64_t)direction << 40;
+}
+#endif
 
 static inline uint32_t
 rplb_flow_key_hash(const struct rplb_flow_key *key)
@@ -505,24 +524,17 @@ rplb_ft_unlink(struct rplb_flow_table *ft, uint32_t hash, uint32_t ref)
 	bucket->ref[__builtin_ctz(slots)] = RPLB_FT_EMPTY;
 }
 
-/* The hash of a backend-side key: the backend's reply to the client.  The
- * key's two words are built in registers where the byte order allows:
- * built in memory, its narrow stores and wide loads missed store
- * forwarding, on the path of every new flow. */
+/* The hash of a backend-side key: the backend's reply to the client (its
+ * words in registers where the byte order allows, rplb_flow_key_word1: on
+ * the path of every new flow). */
 static inline uint32_t
 rplb_backend_side_hash(uint32_t backend_ip, uint16_t backend_port, uint32_t client_ip,
 		       uint16_t client_port, uint8_t proto)
 {
 #if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
-	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow_key, dst_ip) != 4 ||
-			 offsetof(struct rplb_flow_key, src_port) != 8 ||
-			 offsetof(struct rplb_flow_key, dst_port) != 10 ||
-			 offsetof(struct rplb_flow_key, proto) != 12 ||
-			 offsetof(struct rplb_flow_key, direction) != 13 ||
-			 sizeof(struct rplb_flow_key) != 16);
 	return rplb_flow_words_hash(backend_ip | (uint64_t)client_ip << 32,
-				    backend_port | (uint64_t)client_port << 16 |
-				    (uint64_t)proto << 32 | (uint64_t)RPLB_DIR_BACKEND << 40);
+				    rplb_flow_key_word1(backend_port | (uint64_t)client_port << 16,
+							proto, RPLB_DIR_BACKEND));
 #else
 	struct rplb_flow_key key = {
 		.src_ip = backend_ip, .dst_ip = client_ip,

@@ -170,12 +170,6 @@ counter_add(uint64_t *counter, uint64_t value)
 #endif
 }
 
-static inline uint32_t
-backend_slot(uint32_t backend_id)
-{
-	return backend_id & (RPLB_MAX_BACKENDS - 1);
-}
-
 /* A packet of a flow, counted in its backend's slot: its service's totals
  * are summed from its backends' by the control plane (struct
  * rplb_service_counters). */
@@ -188,23 +182,25 @@ count_packet(struct resolve_ctx *rc, uint32_t slot, uint32_t bytes)
 	counter_add(&bc->bytes, bytes);
 }
 
-static inline void
-count_flow_start(struct rplb_lb_worker *lw, uint16_t service_id, uint32_t backend_id)
+/* A flow moved or replaced by the resolve loop ends (a rare path): out of
+ * line, so its test does not take a register of the loop. */
+static __rte_noinline void
+count_flow_end(struct rplb_lb_worker *lw, const struct rplb_lb_backend *backends,
+	       uint32_t backend_id)
 {
-	struct rplb_backend_counters *bc =
-		&lw->backend_counters[backend_slot(backend_id)];
-
-	lw->service_counters[service_id].new_flows++;
-	lw->service_counters[service_id].active_flows++;
-	bc->new_flows++;
-	bc->active_flows++;
+	rplb_lb_count_flow_end(lw, backends, backend_id);
 }
 
+/* A new flow, counted under its backend only (struct
+ * rplb_service_counters); its end: count_flow_end. */
 static inline void
-count_flow_end(struct rplb_lb_worker *lw, const struct rplb_flow *flow)
+count_flow_start(struct resolve_ctx *rc, uint32_t backend_id)
 {
-	lw->service_counters[flow->service_id].active_flows--;
-	lw->backend_counters[backend_slot(flow->backend_id)].active_flows--;
+	struct rplb_backend_counters *bc =
+		&rc->backend_counters[rplb_backend_slot(backend_id)];
+
+	bc->new_flows++;
+	bc->active_flows++;
 }
 
 /* Store 8 bytes as one plain store.  GCC's SLP vectorizer pairs two
@@ -484,7 +480,7 @@ mark_changed(struct changed *c, uint32_t hash)
 static inline const struct rplb_lb_backend *
 configured_backend(const struct rplb_lb_backend *backends, const struct rplb_flow *flow)
 {
-	const struct rplb_lb_backend *backend = &backends[backend_slot(flow->backend_id)];
+	const struct rplb_lb_backend *backend = &backends[rplb_backend_slot(flow->backend_id)];
 	uint64_t flow_word, backend_word;
 
 	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, service_id) -
@@ -516,11 +512,11 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 	if (likely(backend != NULL))
 		return backend;
 
-	b = rplb_maglev_pick(t, svc, flow_hash);
+	b = rplb_maglev_pick(svc, flow_hash);
 	if (b == RPLB_NO_BACKEND)
 		return NULL;
 	backend = &t->backends[b];
-	count_flow_end(lw, flow);
+	count_flow_end(lw, t->backends, flow->backend_id);
 	mark_changed(flows_changed, flow_hash);
 	if (rplb_flow_move(lw->flows, flow_index, backend->ip, backend->port) < 0) {
 		/* No room for its new backend key: forget the flow; the stateless
@@ -530,8 +526,7 @@ ensure_backend(struct rplb_worker *w, struct rplb_lb_worker *lw,
 		return backend;
 	}
 	flow->backend_id = backend->backend_id;
-	lw->backend_counters[backend_slot(backend->backend_id)].active_flows++;
-	lw->service_counters[flow->service_id].active_flows++;
+	lw->backend_counters[rplb_backend_slot(backend->backend_id)].active_flows++;
 	w->counters.events[RPLB_EV_FLOWS_MOVED]++;
 	return backend;
 }
@@ -543,7 +538,7 @@ to_known_flow(struct rplb_worker *w, struct resolve_ctx *rc, struct lookup *lk,
 	      struct rplb_flow *flow)
 {
 	const struct rplb_lb_backend *backend = configured_backend(rc->backends, flow);
-	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
+	const uint32_t slot = rplb_backend_slot(flow->backend_id);   /* backend's, when not NULL */
 	const uint8_t tcp_flags = lk->parsed.tcp_flags;
 
 	if (unlikely(backend == NULL))
@@ -599,20 +594,20 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 			if (likely(flow->state != RPLB_FLOW_FREE)) {
 				flow->last_seen = rc->now;
 				track_state(flow, lk->parsed.tcp_flags, 1);
-				send_to_backend(rc, lk, backend, backend_slot(backend->backend_id));
+				send_to_backend(rc, lk, backend, rplb_backend_slot(backend->backend_id));
 				return;
 			}
 		} else {
 			/* The service was replaced under the same vip:proto:port, or
 			 * the client reopens the tuple: start over. */
-			count_flow_end(lw, flow);
+			count_flow_end(lw, t->backends, flow->backend_id);
 			rplb_flow_remove(ft, index);
 			mark_changed(flows_changed, flow_hash);
 		}
 	}
 
 	/* A prepared miss has its backend chosen already. */
-	b = prepared ? lk->new_backend : rplb_maglev_pick(t, svc, flow_hash);
+	b = prepared ? lk->new_backend : rplb_maglev_pick(svc, flow_hash);
 	if (unlikely(b == RPLB_NO_BACKEND)) {
 		rplb_worker_drop(w, RPLB_DROP_NO_BACKEND, lk->m);
 		return;
@@ -630,12 +625,12 @@ new_or_changed_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, struct res
 		flow->backend_id = backend->backend_id;
 		set_state(flow, initial_state(&lk->key, lk->parsed.tcp_flags));
 		flow->last_seen = rc->now;
-		count_flow_start(lw, svc->service_id, backend->backend_id);
+		count_flow_start(rc, backend->backend_id);
 		w->counters.events[RPLB_EV_FLOWS_CREATED]++;
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == svc->service_id);
-	send_to_backend(rc, lk, backend, backend_slot(backend->backend_id));
+	send_to_backend(rc, lk, backend, rplb_backend_slot(backend->backend_id));
 }
 
 /* A client-side packet: lk->first_ref is its first signature match
@@ -696,7 +691,7 @@ resolve_from_backend(struct rplb_worker *w, struct rplb_lb_worker *lw, struct re
 			return;
 		flow->last_seen = rc->now;
 		track_state(flow, lk->parsed.tcp_flags, 0);
-		count_packet(rc, backend_slot(flow->backend_id), lk->m->pkt_len);
+		count_packet(rc, rplb_backend_slot(flow->backend_id), lk->m->pkt_len);
 		w->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
 		send_to_client(rc, lk, flow->backend_ip, flow->backend_port, flow->vip,
 			       flow->vport);
@@ -751,7 +746,7 @@ prepare_new_flows(const struct rplb_flow_table *ft, const struct rplb_lb_tables 
 		lk->service = rplb_find_service(t, lk->key.dst_ip, lk->key.dst_port, lk->key.proto);
 		if (lk->service == NULL)
 			continue;
-		b = rplb_maglev_pick(t, lk->service, lk->hash);
+		b = rplb_maglev_pick(lk->service, lk->hash);
 		lk->new_backend = b;
 		if (b == RPLB_NO_BACKEND)
 			continue;
@@ -820,6 +815,29 @@ RESOLVE_COPY(resolve_from_clients_offloaded, RPLB_FRONTEND, 1, 1)
 RESOLVE_COPY(resolve_from_backends_in_software, RPLB_BACKEND, 0, 0)
 RESOLVE_COPY(resolve_from_backends_offloaded, RPLB_BACKEND, 1, 1)
 
+/* A worker meets a table generation for the first time (between bursts
+ * or at the start of one, before any packet uses it): the slots it hands
+ * to new backends start counting their active flows from zero.  Every
+ * running worker adopts every generation (rplb_lb_publish waits for it
+ * before the next one can be published); a worker that was stopped
+ * meanwhile looks at every slot instead. */
+static __rte_noinline void
+adopt_tables(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t)
+{
+	uint32_t i;
+
+	if (t->generation == lw->generation_seen + 1) {
+		for (i = 0; i < t->n_reused; i++)
+			lw->backend_counters[t->reused_slots[i]].active_flows = 0;
+	} else if (lw->generation_seen != 0) {
+		for (i = 0; i < RPLB_MAX_BACKENDS; i++)
+			if (t->slot_taken_in[i] > (uint32_t)lw->generation_seen)
+				lw->backend_counters[i].active_flows = 0;
+	}
+	lw->generation_seen = t->generation;
+	w->counters.events[RPLB_EV_TABLES_SEEN]++;
+}
+
 /* One burst from one side; inlined into lb_process_burst once per side,
  * so neither copy tests the side per packet. */
 static __rte_always_inline void
@@ -840,6 +858,8 @@ process_burst_from(struct rplb_worker *w, const unsigned int in_side, struct rte
 									   RPLB_FRONTEND];
 	const int rx_checked = w->rx_cksum_offload[in_side];
 
+	if (unlikely(t->generation != lw->generation_seen))
+		adopt_tables(w, lw, t);
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
 	/* A pointer, not an index, into the lookups: the loop keeps its few
@@ -923,9 +943,10 @@ copy_flow_sample(struct rplb_lb_worker *lw, uint64_t now_tsc)
 }
 
 static __rte_noinline void
-expire_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, uint32_t index)
+expire_flow(struct rplb_worker *w, struct rplb_lb_worker *lw, const struct rplb_lb_tables *t,
+	    uint32_t index)
 {
-	count_flow_end(lw, &lw->flows->flows[index]);
+	rplb_lb_count_flow_end(lw, t->backends, lw->flows->flows[index].backend_id);
 	rplb_flow_remove(lw->flows, index);
 	w->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
 }
@@ -946,12 +967,9 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 
 	/* Between bursts this worker holds no table reference: tell the RCU. */
 	rte_rcu_qsbr_quiescent(lb->qsbr, lw->lcore_id);
-	/* Count generations seen (only compared, never dereferenced here). */
 	t = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
-	if (unlikely(t != lw->tables_seen)) {
-		lw->tables_seen = t;
-		w->counters.events[RPLB_EV_TABLES_SEEN]++;
-	}
+	if (unlikely(t->generation != lw->generation_seen))
+		adopt_tables(w, lw, t);
 	if (unlikely(__atomic_load_n(&lw->sample->state, __ATOMIC_ACQUIRE) == RPLB_SAMPLE_WANTED))
 		copy_flow_sample(lw, now_tsc);
 
@@ -963,9 +981,8 @@ lb_housekeeping(struct rplb_worker *w, uint64_t now_tsc, int idle)
 	for (flow = &ft->flows[cursor], last = &ft->flows[end]; flow < last; flow++) {
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
 		if (flow->state != RPLB_FLOW_FREE &&
-		    unlikely((uint32_t)(now - flow->last_seen) >
-			     __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)))
-			expire_flow(w, lw, (uint32_t)(flow - ft->flows));
+		    unlikely((uint32_t)(now - flow->last_seen) > t->timeout_ticks[flow->state]))
+			expire_flow(w, lw, t, (uint32_t)(flow - ft->flows));
 	}
 	cursor = end;
 	if (cursor == RPLB_FT_FIRST_FLOW + ft->capacity)

@@ -3,12 +3,15 @@
  * lb_tables.c: control-plane side of the load-balancing engine.  Builds the
  * immutable lookup tables from the specs Python hands over, and publishes
  * them to running workers through RCU (after GLB director's reload: build
- * new, swap a pointer, free the old after every worker moved on).
+ * new, swap a pointer, free the old after every worker moved on).  The
+ * services' Maglev tables, by far the largest part, are built once per
+ * change of the service and shared by the generations that keep it.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_cycles.h>
@@ -21,34 +24,6 @@
 #define LOG(level, fmt, ...) \
 	rte_log(RTE_LOG_ ## level, RTE_LOGTYPE_USER1, "rplb: " fmt "\n", ##__VA_ARGS__)
 
-#define FIELD(s, f) { #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f) }
-
-const struct rplb_field_layout rplb_spec_layout[] = {
-	FIELD(rplb_service_spec, vip),
-	FIELD(rplb_service_spec, port),
-	FIELD(rplb_service_spec, proto),
-	FIELD(rplb_service_spec, reserved),
-	FIELD(rplb_service_spec, service_id),
-	FIELD(rplb_service_spec, first_backend),
-	FIELD(rplb_service_spec, n_backends),
-	FIELD(rplb_backend_spec, ip),
-	FIELD(rplb_backend_spec, port),
-	FIELD(rplb_backend_spec, weight),
-	FIELD(rplb_backend_spec, backend_id),
-	FIELD(rplb_backend_spec, service_index),
-	{ NULL, NULL, 0, 0 },
-};
-
-size_t
-rplb_spec_size(const char *struct_name)
-{
-	if (strcmp(struct_name, "rplb_service_spec") == 0)
-		return sizeof(struct rplb_service_spec);
-	if (strcmp(struct_name, "rplb_backend_spec") == 0)
-		return sizeof(struct rplb_backend_spec);
-	return 0;
-}
-
 /* A power of two at least twice n: open addressing stays short. */
 static uint32_t
 slots_for(uint32_t n)
@@ -58,12 +33,6 @@ slots_for(uint32_t n)
 	while (slots < 2 * n)
 		slots <<= 1;
 	return slots;
-}
-
-static inline uint32_t
-backend_slot(const struct rplb_backend_spec *bp)
-{
-	return bp->backend_id & (RPLB_MAX_BACKENDS - 1);
 }
 
 static void
@@ -77,110 +46,190 @@ add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
 	slots[i] = addr;
 }
 
-void
-rplb_lb_tables_free(struct rplb_lb_tables *t)
+/* ---- Maglev tables, shared between generations -------------------------- */
+
+/* The table of a service without a backend of weight > 0. */
+static const uint32_t no_backend_table[1] = { RPLB_NO_BACKEND };
+
+size_t
+rplb_lb_maglev_memory(uint32_t size, uint32_t n_backends)
 {
+	return sizeof(struct rplb_maglev) + ((size_t)size + n_backends) * sizeof(uint32_t);
+}
+
+struct rplb_maglev *
+rplb_maglev_create(const int32_t *owners, uint32_t size, const uint32_t *backend_ids,
+		   uint32_t n_backends, int socket_id)
+{
+	struct rplb_maglev *m;
+	uint32_t i;
+
+	if (size < RPLB_MAGLEV_MIN_SIZE || size > RPLB_MAGLEV_MAX_SIZE ||
+	    n_backends > RPLB_MAX_BACKENDS) {
+		LOG(ERR, "maglev: size %u or %u backends out of range", size, n_backends);
+		rte_errno = EINVAL;
+		return NULL;
+	}
+	for (i = 0; i < size; i++) {
+		if (owners[i] < -1 || owners[i] >= (int64_t)n_backends) {
+			LOG(ERR, "maglev: entry %u names backend %d of %u", i, owners[i], n_backends);
+			rte_errno = EINVAL;
+			return NULL;
+		}
+	}
+	m = rte_malloc_socket("rplb_maglev", rplb_lb_maglev_memory(size, n_backends),
+			      RTE_CACHE_LINE_SIZE, socket_id);
+	if (m == NULL) {
+		rte_errno = ENOMEM;
+		return NULL;
+	}
+	m->refcount = 1;
+	m->size = size;
+	m->n_backends = n_backends;
+	m->backend_ids = &m->slots[size];
+	memcpy(m->backend_ids, backend_ids, (size_t)n_backends * sizeof(*backend_ids));
+	for (i = 0; i < size; i++)
+		m->slots[i] = owners[i] < 0 ? RPLB_NO_BACKEND :
+			      rplb_backend_slot(backend_ids[owners[i]]);
+	return m;
+}
+
+static void
+maglev_take(struct rplb_maglev *m)
+{
+	__atomic_fetch_add(&m->refcount, 1, __ATOMIC_RELAXED);
+}
+
+void
+rplb_maglev_release(struct rplb_maglev *m)
+{
+	if (m != NULL && __atomic_sub_fetch(&m->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+		rte_free(m);
+}
+
+uint32_t
+rplb_maglev_size(const struct rplb_maglev *m)
+{
+	return m->size;
+}
+
+/* ---- table generations ------------------------------------------------- */
+
+size_t
+rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
+{
+	size_t service_slots = slots_for(n_services), backend_slots = slots_for(n_backends);
+
+	return sizeof(struct rplb_lb_tables) +
+	       service_slots * (sizeof(struct rplb_service_slot) + sizeof(uint32_t)) +
+	       backend_slots * (sizeof(uint32_t) + sizeof(struct rplb_owner_slot)) +
+	       RTE_MAX(n_services, 1u) * (sizeof(struct rplb_lb_service) +
+					  sizeof(struct rplb_maglev *)) +
+	       RPLB_MAX_BACKENDS * (sizeof(struct rplb_lb_backend) + sizeof(uint32_t)) +
+	       RTE_MAX(n_backends, 1u) * sizeof(uint32_t);
+}
+
+static void
+tables_free(struct rplb_lb_tables *t)
+{
+	uint32_t s;
+
 	if (t == NULL)
 		return;
+	for (s = 0; t->maglevs != NULL && s < t->n_services; s++)
+		rplb_maglev_release(t->maglevs[s]);
 	rte_free(t->service_slots);
 	rte_free(t->vip_slots);
 	rte_free(t->backend_ip_slots);
 	rte_free(t->owner_slots);
 	rte_free(t->services);
 	rte_free(t->backends);
-	rte_free(t->maglev);
+	rte_free(t->reused_slots);
+	rte_free(t->slot_taken_in);
+	rte_free(t->maglevs);
 	rte_free(t);
 }
 
+#define SPEC_ERROR(fmt, ...) do { LOG(ERR, "tables: " fmt, ##__VA_ARGS__); return -EINVAL; } while (0)
+
+/* What one generation's specs must satisfy on their own; service_index:
+ * RPLB_MAX_SERVICES entries, filled with each service id's spec index. */
 static int
-validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
-	       const struct rplb_backend_spec *backends, uint32_t n_backends,
-	       const int32_t *maglev, uint32_t maglev_size)
+validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
 {
-	uint64_t slot_used[RPLB_MAX_BACKENDS / 64] = {0};
 	uint32_t s, b, i;
 
-	if (n_services > RPLB_MAX_SERVICES || n_backends > RPLB_MAX_BACKENDS ||
-	    (n_services > 0 && maglev_size == 0)) {
-		LOG(ERR, "tables: %u services / %u backends / maglev size %u out of range",
-		    n_services, n_backends, maglev_size);
-		return -EINVAL;
-	}
-	for (s = 0; s < n_services; s++) {
-		const struct rplb_service_spec *sp = &services[s];
+	if (specs->n_services > RPLB_MAX_SERVICES || specs->n_backends > RPLB_MAX_BACKENDS)
+		SPEC_ERROR("%u services / %u backends: at most %u / %u", specs->n_services,
+			   specs->n_backends, RPLB_MAX_SERVICES, RPLB_MAX_BACKENDS);
+	if ((specs->n_services > 0 && (specs->services == NULL || specs->maglevs == NULL)) ||
+	    (specs->n_backends > 0 && specs->backends == NULL))
+		SPEC_ERROR("spec arrays missing");
+	for (i = 0; i < RPLB_FLOW_STATES; i++)
+		/* The flow clock wraps after 4 days: longer timeouts are refused. */
+		if (specs->timeout_s[i] == 0 || specs->timeout_s[i] > RPLB_MAX_TIMEOUT_S)
+			SPEC_ERROR("timeout of flow state %s is %u s, not 1-%u",
+				   rplb_flow_state_names[i], specs->timeout_s[i], RPLB_MAX_TIMEOUT_S);
+	for (i = 0; i < RPLB_MAX_SERVICES; i++)
+		service_index[i] = UINT32_MAX;
+	for (s = 0; s < specs->n_services; s++) {
+		const struct rplb_service_spec *sp = &specs->services[s];
 
 		if (sp->vip == 0 || (sp->proto != IPPROTO_TCP && sp->proto != IPPROTO_UDP) ||
-		    sp->service_id >= RPLB_MAX_SERVICES ||
-		    sp->first_backend > n_backends ||
-		    sp->n_backends > n_backends - sp->first_backend) {
-			LOG(ERR, "tables: service spec %u is invalid", s);
-			return -EINVAL;
-		}
-		/* A backend belongs to the one service whose range holds it (its
-		 * checksum deltas and its owner slot depend on that service). */
-		for (b = sp->first_backend; b < sp->first_backend + sp->n_backends; b++) {
-			if (backends[b].service_index != s) {
-				LOG(ERR, "tables: backend spec %u is in the range of service %u "
-				    "but names service %u", b, s, backends[b].service_index);
-				return -EINVAL;
-			}
-		}
-		for (i = 0; i < maglev_size; i++) {
-			int32_t owner = maglev[(size_t)s * maglev_size + i];
-
-			if (owner != -1 && ((uint32_t)owner < sp->first_backend ||
-					    (uint32_t)owner >= sp->first_backend + sp->n_backends)) {
-				LOG(ERR, "tables: maglev slot %u of service %u names backend %d "
-				    "outside the service", i, s, owner);
-				return -EINVAL;
-			}
-		}
+		    sp->service_id >= RPLB_MAX_SERVICES)
+			SPEC_ERROR("service spec %u is invalid (vip %08x, proto %u, service id %u)",
+				   s, sp->vip, sp->proto, sp->service_id);
+		if (service_index[sp->service_id] != UINT32_MAX)
+			SPEC_ERROR("service specs %u and %u share service id %u",
+				   service_index[sp->service_id], s, sp->service_id);
+		service_index[sp->service_id] = s;
 	}
-	for (b = 0; b < n_backends; b++) {
-		if (backends[b].service_index >= n_services) {
-			LOG(ERR, "tables: backend spec %u names service %u", b,
-			    backends[b].service_index);
-			return -EINVAL;
-		}
-	}
-	/* Each backend has a slot of its own (the low bits of its id). */
-	for (b = 0; b < n_backends; b++) {
-		uint32_t slot = backend_slot(&backends[b]);
+	for (b = 0; b < specs->n_backends; b++) {
+		const struct rplb_backend_spec *bp = &specs->backends[b];
 
-		if (slot_used[slot / 64] & (1ull << (slot % 64))) {
-			for (i = 0; backend_slot(&backends[i]) != slot; i++)
-				;
-			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
-			    i, b, slot, backends[i].backend_id, backends[b].backend_id);
-			return -EINVAL;
-		}
-		slot_used[slot / 64] |= 1ull << (slot % 64);
+		if (bp->service_id >= RPLB_MAX_SERVICES ||
+		    service_index[bp->service_id] == UINT32_MAX)
+			SPEC_ERROR("backend spec %u names service id %u, which no service spec has",
+				   b, bp->service_id);
 	}
 	return 0;
 }
 
-struct rplb_lb_tables *
-rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_services,
-		      const struct rplb_backend_spec *backends, uint32_t n_backends,
-		      const int32_t *maglev, uint32_t maglev_size, uint32_t flags,
-		      int socket_id)
+/* The next generation after prev (NULL: the first), built from specs;
+ * NULL + rte_errno.  Called by the one publisher (publish_lock). */
+static struct rplb_lb_tables *
+tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
+	      const struct rplb_table_specs *specs)
 {
+	const uint32_t n_services = specs->n_services, n_backends = specs->n_backends;
+	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
+	uint32_t *service_index;
 	struct rplb_lb_tables *t;
 	uint32_t s, b, i, slots;
+	int socket_id = lb->socket_id;
 	int rc;
 
-	rc = validate_specs(services, n_services, backends, n_backends, maglev, maglev_size);
+	service_index = malloc(RPLB_MAX_SERVICES * sizeof(*service_index));
+	if (service_index == NULL) {
+		rte_errno = ENOMEM;
+		return NULL;
+	}
+	rc = validate_specs(specs, service_index);
 	if (rc < 0) {
+		free(service_index);
 		rte_errno = -rc;
 		return NULL;
 	}
 	t = rte_zmalloc_socket("rplb_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket_id);
 	if (t == NULL)
 		goto nomem;
-	t->n_services = n_services;
-	t->n_backends = n_backends;
-	t->maglev_size = maglev_size;
-	t->strict = !!(flags & RPLB_TABLES_STRICT);
+	t->generation = prev == NULL ? 1 : prev->generation + 1;
+	t->strict = !!specs->strict;
+	for (i = 0; i < RPLB_FLOW_STATES; i++) {
+		uint64_t ticks = ((uint64_t)specs->timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
+
+		t->timeout_ticks[i] = (uint32_t)RTE_MAX(ticks, 1ull);
+	}
 
 	slots = slots_for(n_services);
 	t->service_mask = slots - 1;
@@ -200,24 +249,49 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	t->services = rte_zmalloc_socket("rplb_services",
 					 RTE_MAX(n_services, 1u) * sizeof(*t->services),
 					 RTE_CACHE_LINE_SIZE, socket_id);
+	t->maglevs = rte_zmalloc_socket("rplb_maglevs",
+					RTE_MAX(n_services, 1u) * sizeof(*t->maglevs),
+					RTE_CACHE_LINE_SIZE, socket_id);
 	t->backends = rte_malloc_socket("rplb_backends",
 					RPLB_MAX_BACKENDS * sizeof(*t->backends),
 					RTE_CACHE_LINE_SIZE, socket_id);
-	t->maglev = rte_malloc_socket("rplb_maglev",
-				      RTE_MAX((size_t)n_services * maglev_size, (size_t)1) *
-				      sizeof(*t->maglev), RTE_CACHE_LINE_SIZE, socket_id);
+	t->slot_taken_in = rte_malloc_socket("rplb_slot_taken_in",
+					     RPLB_MAX_BACKENDS * sizeof(*t->slot_taken_in),
+					     RTE_CACHE_LINE_SIZE, socket_id);
+	t->reused_slots = rte_malloc_socket("rplb_reused_slots",
+					    RTE_MAX(n_backends, 1u) * sizeof(*t->reused_slots),
+					    RTE_CACHE_LINE_SIZE, socket_id);
 	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
-	    t->backend_ip_slots == NULL ||
-	    t->services == NULL || t->backends == NULL || t->maglev == NULL)
+	    t->backend_ip_slots == NULL || t->services == NULL || t->maglevs == NULL ||
+	    t->backends == NULL || t->slot_taken_in == NULL || t->reused_slots == NULL)
 		goto nomem;
 
-	for (i = 0; i < RPLB_MAX_BACKENDS; i++)
-		t->backends[i] = (struct rplb_lb_backend){.service_id = RPLB_NO_SERVICE};
+	/* Every slot unused, keeping the id of its last backend. */
+	for (i = 0; i < RPLB_MAX_BACKENDS; i++) {
+		t->backends[i] = (struct rplb_lb_backend){
+			.service_id = RPLB_NO_SERVICE,
+			.backend_id = prev == NULL ? 0 : prev->backends[i].backend_id,
+		};
+		t->slot_taken_in[i] = prev == NULL ? 0 : prev->slot_taken_in[i];
+	}
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &backends[b];
-		const struct rplb_service_spec *sp = &services[bp->service_index];
+		const struct rplb_backend_spec *bp = &specs->backends[b];
+		const struct rplb_service_spec *sp = &specs->services[service_index[bp->service_id]];
+		uint32_t slot = rplb_backend_slot(bp->backend_id);
 
-		t->backends[backend_slot(bp)] = (struct rplb_lb_backend){
+		if (t->backends[slot].service_id != RPLB_NO_SERVICE) {
+			for (i = 0; rplb_backend_slot(specs->backends[i].backend_id) != slot; i++)
+				;
+			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
+			    i, b, slot, specs->backends[i].backend_id, bp->backend_id);
+			goto invalid;
+		}
+		if (t->backends[slot].backend_id != bp->backend_id || prev == NULL) {
+			/* The slot changes hands (or is taken for the first time). */
+			t->slot_taken_in[slot] = (uint32_t)t->generation;
+			t->reused_slots[t->n_reused++] = slot;
+		}
+		t->backends[slot] = (struct rplb_lb_backend){
 			.ip = bp->ip,
 			.port = bp->port,
 			.service_id = (uint16_t)sp->service_id,
@@ -227,29 +301,36 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	}
 
 	for (s = 0; s < n_services; s++) {
-		const struct rplb_service_spec *sp = &services[s];
+		const struct rplb_service_spec *sp = &specs->services[s];
+		const struct rplb_maglev *m = specs->maglevs[s];
 		struct rplb_lb_service *svc = &t->services[s];
-		uint32_t *table = &t->maglev[(size_t)s * maglev_size];
 
+		/* A Maglev table may only name backends of its own service. */
+		for (i = 0; m != NULL && i < m->n_backends; i++) {
+			const struct rplb_lb_backend *owner =
+				&t->backends[rplb_backend_slot(m->backend_ids[i])];
+
+			if (owner->backend_id != m->backend_ids[i] ||
+			    owner->service_id != sp->service_id) {
+				LOG(ERR, "tables: the Maglev table of service spec %u names backend id %u, "
+				    "which is not one of the service's", s, m->backend_ids[i]);
+				goto invalid;
+			}
+		}
 		*svc = (struct rplb_lb_service){
 			.vip = sp->vip, .port = sp->port, .proto = sp->proto,
-			.service_id = (uint16_t)sp->service_id, .maglev = table,
+			.service_id = (uint16_t)sp->service_id,
+			.maglev_size = m != NULL ? m->size : RTE_DIM(no_backend_table),
+			.maglev = m != NULL ? m->slots : no_backend_table,
 		};
-		for (i = 0; i < maglev_size; i++) {
-			int32_t owner = maglev[(size_t)s * maglev_size + i];
-
-			table[i] = owner < 0 ? RPLB_NO_BACKEND : backend_slot(&backends[owner]);
-		}
 
 		for (i = rplb_lookup_hash(sp->vip, sp->port, sp->proto) & t->service_mask;
 		     t->service_slots[i].used; i = (i + 1) & t->service_mask) {
 			if (t->service_slots[i].vip == sp->vip && t->service_slots[i].port == sp->port &&
 			    t->service_slots[i].proto == sp->proto) {
-				LOG(ERR, "tables: service spec %u duplicates service %u", s,
+				LOG(ERR, "tables: service spec %u duplicates service spec %u", s,
 				    t->service_slots[i].service_index);
-				rplb_lb_tables_free(t);
-				rte_errno = EINVAL;
-				return NULL;
+				goto invalid;
 			}
 		}
 		t->service_slots[i] = (struct rplb_service_slot){
@@ -261,9 +342,9 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	}
 
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &backends[b];
-		const struct rplb_service_spec *sp = &services[bp->service_index];
-		uint8_t proto = sp->proto;
+		const struct rplb_backend_spec *bp = &specs->backends[b];
+		const uint32_t index = service_index[bp->service_id];
+		uint8_t proto = specs->services[index].proto;
 
 		if (bp->ip != 0)
 			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);
@@ -276,19 +357,35 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 				break;
 		}
 		if (t->owner_slots[i].used) {
-			if (t->owner_slots[i].service_index != bp->service_index)
+			if (t->owner_slots[i].service_index != index)
 				t->owner_slots[i].service_index = RPLB_SERVICE_SHARED;
 			continue;
 		}
 		t->owner_slots[i] = (struct rplb_owner_slot){
 			.ip = bp->ip, .port = bp->port, .proto = proto, .used = 1,
-			.service_index = (uint16_t)bp->service_index,
+			.service_index = (uint16_t)index,
 		};
 	}
+
+	/* Valid: the generation holds its services' Maglev tables. */
+	t->n_services = n_services;
+	t->n_backends = n_backends;
+	for (s = 0; s < n_services; s++) {
+		t->maglevs[s] = specs->maglevs[s];
+		if (t->maglevs[s] != NULL)
+			maglev_take(t->maglevs[s]);
+	}
+	free(service_index);
 	return t;
 
+invalid:
+	tables_free(t);
+	free(service_index);
+	rte_errno = EINVAL;
+	return NULL;
 nomem:
-	rplb_lb_tables_free(t);
+	tables_free(t);
+	free(service_index);
 	rte_errno = ENOMEM;
 	return NULL;
 }
@@ -302,7 +399,8 @@ rplb_lb_create(const struct rplb_lb_params *params)
 	size_t qsbr_size;
 	int rc;
 
-	if (params == NULL || params->flow_table_size == 0 || params->max_workers == 0 ||
+	if (params == NULL || params->flow_table_size == 0 ||
+	    params->flow_table_size > RPLB_MAX_FLOW_TABLE_SIZE || params->max_workers == 0 ||
 	    params->max_workers > RTE_MAX_LCORE) {
 		rte_errno = EINVAL;
 		return NULL;
@@ -317,6 +415,7 @@ rplb_lb_create(const struct rplb_lb_params *params)
 	lb->flow_table_size = params->flow_table_size;
 	lb->max_workers = params->max_workers;
 	lb->socket_id = params->socket_id;
+	pthread_mutex_init(&lb->publish_lock, NULL);
 
 	/* Thread ids of the RCU are lcore ids: any lcore may host a worker. */
 	qsbr_size = rte_rcu_qsbr_get_memsize(RTE_MAX_LCORE);
@@ -328,12 +427,12 @@ rplb_lb_create(const struct rplb_lb_params *params)
 		return NULL;
 	}
 	rc = rte_rcu_qsbr_init(lb->qsbr, RTE_MAX_LCORE);
-	if (rc == 0)
-		rc = rplb_lb_set_timeouts(lb, params->timeout_s);
 	if (rc == 0) {
 		/* Start with empty tables: everything passes through. */
-		lb->tables = rplb_lb_tables_create(NULL, 0, NULL, 0, NULL, 0, 0,
-						   params->socket_id);
+		struct rplb_table_specs empty = {0};
+
+		memcpy(empty.timeout_s, params->timeout_s, sizeof(empty.timeout_s));
+		lb->tables = tables_create(lb, NULL, &empty);
 		if (lb->tables == NULL)
 			rc = -rte_errno;
 	}
@@ -358,29 +457,10 @@ rplb_lb_free(struct rplb_lb *lb)
 		rte_free(lb->workers[i].backend_counters);
 		rte_free(lb->workers[i].sample);
 	}
-	rplb_lb_tables_free(lb->tables);
+	tables_free(lb->tables);
 	rte_free(lb->qsbr);
+	pthread_mutex_destroy(&lb->publish_lock);
 	rte_free(lb);
-}
-
-int
-rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES])
-{
-	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
-	unsigned int i;
-
-	for (i = 0; i < RPLB_FLOW_STATES; i++)
-		/* The flow clock wraps after 4 days: longer timeouts are refused. */
-		if (timeout_s[i] == 0 || timeout_s[i] > RPLB_MAX_TIMEOUT_S)
-			return -EINVAL;
-	/* Each value is one aligned 32-bit store: a worker reads old or new. */
-	for (i = 0; i < RPLB_FLOW_STATES; i++) {
-		uint64_t ticks = ((uint64_t)timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
-
-		__atomic_store_n(&lb->timeout_ticks[i], (uint32_t)RTE_MAX(ticks, 1ull),
-				 __ATOMIC_RELAXED);
-	}
-	return 0;
 }
 
 int
@@ -428,17 +508,33 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 }
 
 int
-rplb_lb_publish(struct rplb_lb *lb, struct rplb_lb_tables *tables)
+rplb_lb_publish(struct rplb_lb *lb, const struct rplb_table_specs *specs)
 {
-	struct rplb_lb_tables *old;
+	struct rplb_lb_tables *tables, *old;
 
-	if (lb == NULL || tables == NULL)
+	if (lb == NULL || specs == NULL)
 		return -EINVAL;
+	pthread_mutex_lock(&lb->publish_lock);
+	/* Built against the published generation: unused slots keep their
+	 * last backend's id, and the slots that change hands are listed. */
+	tables = tables_create(lb, lb->tables, specs);
+	if (tables == NULL) {
+		pthread_mutex_unlock(&lb->publish_lock);
+		return -rte_errno;
+	}
 	old = __atomic_exchange_n(&lb->tables, tables, __ATOMIC_ACQ_REL);
 	/* Workers that are offline (not started, or stopped) do not hold old
-	 * tables; online ones report a quiescent state every loop iteration. */
+	 * tables; online ones report a quiescent state every loop iteration.
+	 * After the first grace period no worker uses the old generation;
+	 * after the second every running worker has adopted the new one (a
+	 * worker loads the tables after each quiescent state and adopts what
+	 * it loads before the next), so it never meets a generation without
+	 * having met its predecessor (the list of slots changing hands is
+	 * relative to that). */
 	rte_rcu_qsbr_synchronize(lb->qsbr, RTE_QSBR_THRID_INVALID);
-	rplb_lb_tables_free(old);
+	rte_rcu_qsbr_synchronize(lb->qsbr, RTE_QSBR_THRID_INVALID);
+	pthread_mutex_unlock(&lb->publish_lock);
+	tables_free(old);
 	return 0;
 }
 

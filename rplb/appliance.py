@@ -223,6 +223,8 @@ class Appliance:
         if self.pool is not None:
             self.mbufs_in_use_at_exit = self.pool.in_use
             self.pool.close()
+        if self.balancer is not None:
+            self.balancer.close()
         if self.lb is not None:
             self.lb.close()
         self.workers, self.ports, self.pool, self.lb = [], [], None, None

@@ -292,8 +292,8 @@ def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool) -> Lis
 def rplb_burst() -> int:
     """rplb's rx burst (RPLB_BURST), which testpmd is given too: both
     programs read as many packets at once."""
-    from rplb import dataplane
-    return dataplane.BURST_SIZE
+    from rplb import contract
+    return contract.BURST
 
 
 def rplb_command() -> List[str]:

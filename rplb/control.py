@@ -14,7 +14,9 @@ Every change goes through the same validator as the services file (the
 ``Config.with_*``/``without_*`` edits) and one :meth:`Balancer.apply`, so it
 is applied completely or not at all.  Changes, ``reload`` and SIGHUP are
 serialised by one lock of the :class:`Controller`, so an edit is never
-computed from a configuration that a concurrent reload has replaced.
+computed from a configuration that a concurrent reload has replaced; the
+commands that only read (status, service list, flows, stats) do not take
+it, so they answer while a large change is being built.
 
 The server is a Python thread of the control plane (plus one short-lived
 thread per connection); the fast path never sees it.  This module does not
@@ -217,12 +219,16 @@ class Controller:
                 "without --config): start it with --config FILE to manage services")
         return balancer
 
-    def _saved_state(self) -> dict:
+    def _saved_state(self, config=None) -> dict:
+        """Whether config (default: the running one) is what the --config
+        file holds."""
         balancer = self.appliance.balancer
         if not self.config_path or balancer is None:
             return {"config_file": None, "saved": None}
+        if config is None:
+            config = balancer.config
         return {"config_file": os.path.abspath(self.config_path),
-                "saved": balancer.config == self._file_config}
+                "saved": config == self._file_config}
 
     def _change(self, cmd: str, edit: Callable, describe: Callable) -> dict:
         """Apply edit(config) -> new config atomically; describe(old, new) -> message."""
@@ -269,41 +275,37 @@ class Controller:
     # -- commands
 
     def _cmd_status(self) -> dict:
+        # Reads only: no lock, so a change being built does not delay it.
         app = self.appliance
-        with self._lock:
-            self._check_open("status")
-            balancer = app.balancer
-            config = balancer.config if balancer is not None else None
-            counters = app.counters() if app.workers else None
-            ports = []
-            for role, port in zip(("frontend", "backend"), app.ports):
-                entry = {"role": role, "port_id": port.port_id, "name": port.name,
-                         "driver": port.driver, "tx_cksum_offload": bool(port.tx_cksum_offload)}
-                try:
-                    entry["link"] = port.link()
-                except Exception:
-                    pass
-                ports.append(entry)
-            reply = {
-                "pid": os.getpid(),
-                "uptime_s": (time.monotonic() - app.started_at) if app.started_at else 0.0,
-                "engine": app.workers[0].engine if app.workers else None,
-                "lcores": [w.lcore_id for w in app.workers],
-                "ports": ports,
-                "control_socket": self.socket_path,
-                "services": len(config.services) if config is not None else None,
-                "backends": (sum(len(s.backends) for s in config.services)
-                             if config is not None else None),
-                "flows": _flows_in_tables(counters) if counters and balancer else None,
-                **self._saved_state(),
-            }
-        return reply
+        self._check_open("status")
+        balancer = app.balancer
+        config = balancer.config if balancer is not None else None
+        counters = app.counters() if app.workers else None
+        ports = []
+        for role, port in zip(("frontend", "backend"), app.ports):
+            entry = {"role": role, "port_id": port.port_id, "name": port.name,
+                     "driver": port.driver, "tx_cksum_offload": bool(port.tx_cksum_offload)}
+            try:
+                entry["link"] = port.link()
+            except Exception:
+                pass
+            ports.append(entry)
+        return {
+            "pid": os.getpid(),
+            "uptime_s": (time.monotonic() - app.started_at) if app.started_at else 0.0,
+            "engine": app.workers[0].engine if app.workers else None,
+            "lcores": [w.lcore_id for w in app.workers],
+            "ports": ports,
+            "control_socket": self.socket_path,
+            "services": len(config.services) if config is not None else None,
+            "backends": config.backend_count if config is not None else None,
+            "flows": _flows_in_tables(counters) if counters and balancer else None,
+            **self._saved_state(config),
+        }
 
     def _cmd_service_list(self) -> dict:
-        with self._lock:
-            balancer = self._balancer("service.list")
-            config = balancer.config
-            stats = balancer.service_stats()
+        balancer = self._balancer("service.list")
+        config, stats = balancer.config_and_stats()
         services = []
         for svc, counters in zip(config.services, stats):
             entry = {"key": str(svc.key), **svc.to_dict()}
@@ -313,18 +315,12 @@ class Controller:
                 backend["counters"] = {k: bstats[k] for k in
                                        ("packets", "bytes", "new_flows", "active_flows")}
             services.append(entry)
-        return {"services": services, **self._saved_state()}
+        return {"services": services, **self._saved_state(config)}
 
     def _cmd_service_add(self, service: dict) -> dict:
-        from rplb.config import parse_config
-
         def edit(config):
-            # Validate the new service where it will sit (so messages give its
-            # real index), then add it through with_service.
-            data = config.to_dict()
-            data["services"].append(service)
-            added = parse_config(data, source="service.add").services[-1]
-            return config.with_service(added)
+            # Validated where it will sit, so messages give its real index.
+            return config.with_service_data(service, source="service.add")
 
         def describe(old, new):
             svc = new.services[-1]
@@ -382,15 +378,14 @@ class Controller:
         return self._change("backend.set-weight", edit, describe)
 
     def _cmd_flows(self) -> dict:
-        with self._lock:
-            balancer = self._balancer("flows")
-            counters = self.appliance.counters()
-            stats = balancer.service_stats()
-            from rplb.errors import RplbError
-            try:
-                sample, note = balancer.flow_sample(64), None
-            except RplbError as err:
-                sample, note = None, f"no sample: {err}"
+        from rplb.errors import RplbError
+        balancer = self._balancer("flows")
+        counters = self.appliance.counters()
+        stats = balancer.service_stats()
+        try:
+            sample, note = balancer.flow_sample(64), None
+        except RplbError as err:
+            sample, note = None, f"no sample: {err}"
         events = counters["events"]
         return {
             "flows": _flows_in_tables(counters),
@@ -406,15 +401,14 @@ class Controller:
         }
 
     def snapshot(self) -> dict:
-        """appliance.snapshot(), never in the middle of a change (for the
-        Prometheus endpoint and the telemetry publisher)."""
-        with self._lock:
-            return self.appliance.snapshot()
+        """appliance.snapshot() (for the Prometheus endpoint and the
+        telemetry publisher): consistent with one published configuration,
+        and not delayed by a change being built."""
+        return self.appliance.snapshot()
 
     def _cmd_stats(self) -> dict:
-        with self._lock:
-            self._check_open("stats")
-            snapshot = self.appliance.snapshot()
+        self._check_open("stats")
+        snapshot = self.appliance.snapshot()
         # The same shape as --stats-json (which also dumps with default=str).
         return {"stats": json.loads(json.dumps(snapshot, default=str))}
 

@@ -168,11 +168,11 @@ def test_hugepages_option_says_what_is_missing():
 def test_testpmd_reads_bursts_as_large_as_rplb():
     """Every program reads as many packets at once: testpmd gets --burst
     set to rplb's rx burst (RPLB_BURST in rplb.h), and rplb gets no other."""
-    from rplb import dataplane
-    assert dataplane.BURST_SIZE == 64
+    from rplb import contract
+    assert contract.BURST == 64
     for program in ("io", "5tswap"):
         argv = bench.program_argv(program, "p", "c.pcap", 1024, 20000, None, 1.0)
-        assert f"--burst={dataplane.BURST_SIZE}" in argv
+        assert f"--burst={contract.BURST}" in argv
         assert f"--forward-mode={program}" in argv
     argv = bench.program_argv("rplb", "p", "c.pcap", 1024, 20000, "s.yaml", 1.0)
     assert not any(a.startswith("--burst") for a in argv)

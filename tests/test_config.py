@@ -24,6 +24,7 @@ from rplb.config import (
     Service,
     ServiceKey,
     Timeouts,
+    default_maglev_table_size,
     dump_config,
     load_config,
     parse_config,
@@ -60,7 +61,8 @@ def example() -> Config:
 
 def test_example_file_contents(example: Config) -> None:
     assert example.flow_table_size == 65536
-    assert example.maglev_table_size == 65537
+    assert example.maglev_table_size is None
+    assert example.tables_memory_mb == 512
     assert example.timeouts == Timeouts(tcp=300, udp=60, tcp_syn=10, tcp_fin=10)
     assert [s.label for s in example.services] == ["web", "dns", "api"]
     assert [str(s.key) for s in example.services] == [
@@ -71,6 +73,8 @@ def test_example_file_contents(example: Config) -> None:
                             backend("192.168.1.12", 8080, 1))
     assert dns.backends == (backend("192.168.1.20", 5353), backend("192.168.1.21", 5353))
     assert api.backends == (backend("192.168.1.30", 8443), backend("192.168.1.31", 8443))
+    assert (web.maglev_table_size, dns.maglev_table_size) == (4099, None)
+    assert [example.maglev_size(s) for s in example.services] == [4099, 1009, 1009]
 
 
 def test_example_round_trips(example: Config, tmp_path: Path) -> None:
@@ -84,7 +88,7 @@ def test_to_dict_is_plain_file_format(example: Config) -> None:
     data = example.to_dict()
     assert data["services"][0] == {
         "name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
-        "backends": [{"ip": "192.168.1.10", "port": 8080, "weight": 10},
+        "maglev_table_size": 4099, "backends": [{"ip": "192.168.1.10", "port": 8080, "weight": 10},
                      {"ip": "192.168.1.11", "port": 8080, "weight": 5},
                      {"ip": "192.168.1.12", "port": 8080, "weight": 1}]}
     assert data["timeouts"] == {"tcp": 300, "udp": 60, "tcp_syn": 10, "tcp_fin": 10}
@@ -104,7 +108,8 @@ def test_defaults(data: Any) -> None:
     assert config == Config()
     assert config.services == ()
     assert config.flow_table_size == 1048576
-    assert config.maglev_table_size == 65537
+    assert config.maglev_table_size is None
+    assert config.tables_memory_mb == 512
     assert config.timeouts == Timeouts(tcp=300, udp=60, tcp_syn=10, tcp_fin=10)
 
 
@@ -199,6 +204,7 @@ INVALID_FILES = {
     # top level
     "top-level unknown key": (put("flow_table_sise", 1), "flow_table_sise", "flow_table_sise",
                               "unknown key (allowed: flow_table_size, maglev_table_size, "
+                              "tables_memory_mb, "
                               "timeouts, strict, services); did you mean 'flow_table_size'?"),
     "strict not a boolean": (put("strict", "yes"), "strict", "strict", "must be true or false"),
     "top-level non-string key": (put(7, 1), "7", "7", "unknown key"),
@@ -415,25 +421,31 @@ def test_too_many_services() -> None:
     parse_config({"services": services[:MAX_SERVICES]})
     with pytest.raises(ConfigError) as caught:
         parse_config({"services": services}, "services.yaml")
-    assert str(caught.value) == (
-        "services.yaml: services: 1025 services, more than the limit of 1024")
+    assert str(caught.value) == (f"services.yaml: services: {MAX_SERVICES + 1} services, "
+                                 f"more than the limit of {MAX_SERVICES}")
 
 
 def test_too_many_backends_over_all_services() -> None:
-    def service(name: str, count: int, third_octet: int) -> dict:
-        return {"name": name, "vip": "10.0.0.1", "proto": "tcp", "port": third_octet,
-                "backends": [{"ip": f"10.1.{third_octet}.{i % 250 + 1}", "port": 1000 + i}
+    def service(name: str, count: int, port: int, first: int) -> dict:
+        return {"name": name, "vip": "10.0.0.1", "proto": "tcp", "port": port,
+                "backends": [{"ip": str(IPv4Address("10.1.0.1") + first + i), "port": 80}
                              for i in range(count)]}
 
-    at_limit = [service("a", 4096, 1), service("b", MAX_BACKENDS - 4096, 2)]
-    assert sum(len(s.backends) for s in parse_config({"services": at_limit}).services) == 8192
-    over = [service("a", 4096, 1), service("b", 4097, 2)]
+    half = MAX_BACKENDS // 2
+    at_limit = [service("a", half, 1, 0), service("b", MAX_BACKENDS - half, 2, half)]
+    config = parse_config({"services": at_limit})
+    assert sum(len(s.backends) for s in config.services) == MAX_BACKENDS
+    over = [service("a", half, 1, 0), service("b", MAX_BACKENDS - half + 1, 2, half)]
     with pytest.raises(ConfigError) as caught:
         parse_config({"services": over}, "services.yaml")
     err = caught.value
     assert err.field == "services[1].backends"
     assert str(err).startswith("services.yaml: services[1] (b): backends: ")
-    assert "8193" in err.problem and "limit of 8192 backends over all services" in err.problem
+    assert str(MAX_BACKENDS + 1) in err.problem
+    assert f"limit of {MAX_BACKENDS} backends over all services" in err.problem
+    # An edit is held to the same total.
+    with pytest.raises(ConfigError, match=f"limit of {MAX_BACKENDS} backends"):
+        config.with_backend("a", backend("10.200.0.1", 80))
 
 
 # --------------------------------------------------------------------------
@@ -768,6 +780,135 @@ def test_edits_chain_and_round_trip(example: Config) -> None:
     assert parse_config(yaml.safe_load(dump_config(edited))) == edited
     assert [str(s.key) for s in edited.services] == [
         "10.0.0.100:tcp:80", "10.0.0.101:tcp:443", "10.0.0.102:udp:123"]
+
+
+# --------------------------------------------------------------------------
+# Maglev table sizes and the tables' memory
+# --------------------------------------------------------------------------
+
+
+def many_services(count: int, backends: int, **extra: Any) -> list:
+    return [{"vip": str(IPv4Address("10.0.0.1") + i), "proto": "tcp", "port": 80, **extra,
+             "backends": [{"ip": str(IPv4Address("10.128.0.1") + i * backends + j), "port": 80}
+                          for j in range(backends)]} for i in range(count)]
+
+
+def test_default_maglev_size_follows_the_backend_count() -> None:
+    """At least 100 entries a backend, prime, on a ladder doubling from
+    1009 (most edits keep the size), at most the largest size."""
+    sizes = {n: default_maglev_table_size(n) for n in (0, 1, 10, 11, 20, 21, 1000, 5000, 10000,
+                                                       MAX_BACKENDS)}
+    assert sizes[0] == sizes[1] == sizes[10] == 1009
+    assert sizes[11] == sizes[20] == 2003 and sizes[21] == 4001
+    assert sizes[1000] == 128021 and sizes[5000] == 512009
+    assert sizes[10000] == sizes[MAX_BACKENDS] == MAX_MAGLEV_TABLE_SIZE
+    for n, size in sizes.items():
+        assert size >= min(100 * n, MAX_MAGLEV_TABLE_SIZE)
+        assert all(size % d for d in range(2, int(size ** 0.5) + 1))
+
+
+def test_maglev_size_precedence() -> None:
+    """A service's own size, else the file's, else the default."""
+    services = many_services(3, 2)
+    services[0]["maglev_table_size"] = 13
+    derived = parse_config({"services": services})
+    assert [derived.maglev_size(s) for s in derived.services] == [13, 1009, 1009]
+    fixed = parse_config({"maglev_table_size": 251, "services": services})
+    assert [fixed.maglev_size(s) for s in fixed.services] == [13, 251, 251]
+    assert parse_config(fixed.to_dict()) == fixed
+    assert fixed.services[0].to_dict()["maglev_table_size"] == 13
+
+
+@pytest.mark.parametrize("size, problem", [
+    (12, "12 is not prime (the Maglev permutation needs a prime table size; "
+         "the nearest are 11 and 13)"),
+    (2, "2 is outside 3-1000003"),
+    ("13", "must be an integer, got string '13'"),
+])
+def test_service_maglev_size_is_validated(size: Any, problem: str) -> None:
+    services = many_services(2, 2)
+    services[1]["maglev_table_size"] = size
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"services": services}, "f.yaml")
+    assert str(caught.value) == (
+        f"f.yaml: services[1] (10.0.0.2:tcp:80): maglev_table_size: {problem}")
+
+
+def test_service_maglev_size_must_hold_its_backends() -> None:
+    services = many_services(1, 4, maglev_table_size=3)
+    with pytest.raises(ConfigError, match="4 backends do not fit in the service's "
+                                          "maglev_table_size 3"):
+        parse_config({"services": services})
+    # Its own size wins over a file's size that would not fit.
+    config = parse_config({"maglev_table_size": 3, "services": many_services(1, 5,
+                                                                            maglev_table_size=5)})
+    with pytest.raises(ConfigError, match="6 backends do not fit in the service's "
+                                          "maglev_table_size 5"):
+        config.with_backend("10.0.0.1:tcp:80", backend("10.99.0.1", 80))
+
+
+def test_tables_over_the_memory_budget_are_refused_with_the_figure() -> None:
+    """Nothing lets services x Maglev size ask for gigabytes unchecked."""
+    data = {"maglev_table_size": MAX_MAGLEV_TABLE_SIZE, "services": many_services(200, 1)}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "big.yaml")
+    err = caught.value
+    assert err.field == "tables_memory_mb"
+    assert str(err).startswith("big.yaml: tables_memory_mb: the load-balancing tables "
+                               "would need ")
+    need = float(err.problem.split("would need ")[1].split(" MiB")[0].replace(",", ""))
+    assert 763 < need < 800          # 200 x 1000003 entries of 4 bytes, and the rest
+    assert "more than tables_memory_mb 512" in err.problem
+    assert "200,000,600 entries" in err.problem
+    # The budget is the file's to raise.
+    raised = parse_config({**data, "tables_memory_mb": 1024})
+    assert raised.tables_memory() / 2**20 == pytest.approx(need, abs=0.1)
+
+
+def test_edits_are_held_to_the_memory_budget() -> None:
+    # 15 tables of 1000003 entries (3.8 MiB each) and two generations fit
+    # in 64 MiB; a 16th does not.
+    config = parse_config({"tables_memory_mb": 64, "maglev_table_size": 1000003,
+                           "services": many_services(15, 1)})
+    assert config.tables_memory() < 64 << 20
+    with pytest.raises(ConfigError, match="tables_memory_mb: the load-balancing tables "
+                                          "would need .* more than tables_memory_mb 64"):
+        config.with_service(Service(IPv4Address("10.9.9.9"), "udp", 53,
+                                    (backend("10.99.0.1", 53),)))
+    # A service without backends has no Maglev table: it fits.
+    empty = config.with_service(Service(IPv4Address("10.9.9.9"), "udp", 53))
+    with pytest.raises(ConfigError, match="more than tables_memory_mb 64"):
+        empty.with_backend("10.9.9.9:udp:53", backend("10.99.0.1", 53))
+    assert empty.without_service("10.0.0.1:tcp:80").with_backend(
+        "10.9.9.9:udp:53", backend("10.99.0.1", 53)).tables_memory() < 64 << 20
+
+
+def test_tables_memory_mb_is_validated() -> None:
+    for value, problem in ((0, "0 is outside 1-1048576"), ("1G", "must be an integer")):
+        with pytest.raises(ConfigError, match=problem):
+            parse_config({"tables_memory_mb": value})
+
+
+def test_edits_validate_only_what_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit checks its service and the totals: the whole file is never
+    validated again (its cost would grow with the number of services)."""
+    config = parse_config({"services": many_services(50, 2)})
+    import rplb.config as module
+
+    def no_full_validation(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an edit re-validated the whole file")
+    monkeypatch.setattr(module._Checker, "config", no_full_validation)
+    monkeypatch.setattr(module._Checker, "services", no_full_validation)
+    edited = (config.with_backend("10.0.0.3:tcp:80", backend("10.99.0.1", 80))
+              .with_weight("10.0.0.3:tcp:80", "10.99.0.1", 80, 7)
+              .without_backend("10.0.0.4:tcp:80", "10.128.0.7", 80)
+              .with_service(Service(IPv4Address("10.9.9.9"), "udp", 53, name="dns"))
+              .without_service("10.0.0.1:tcp:80"))
+    monkeypatch.undo()
+    # ... and the result is what a full validation gives.
+    assert parse_config(edited.to_dict()) == edited
+    assert edited.tables_memory() == parse_config(edited.to_dict()).tables_memory()
+    assert edited.service("dns").key == ServiceKey(IPv4Address("10.9.9.9"), "udp", 53)
 
 
 # --------------------------------------------------------------------------

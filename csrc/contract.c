@@ -9,8 +9,14 @@
  */
 #include <stddef.h>
 
+#include <rte_telemetry.h>
+
 #include "lb.h"
 #include "rplb.h"
+#include "telemetry.h"
+
+_Static_assert(RPLB_TEL_MAX_ENTRIES == RTE_TEL_MAX_DICT_ENTRIES,
+	       "telemetry.h: RPLB_TEL_MAX_ENTRIES is rte_telemetry.h's dict limit");
 
 #define CONSTANT(name) { #name, (int64_t)(name) }
 
@@ -32,6 +38,7 @@ const struct rplb_constant rplb_constants[] = {
 	CONSTANT(RPLB_DROP_REASONS),
 	CONSTANT(RPLB_EVENTS),
 	CONSTANT(RPLB_FLOW_STATES),
+	CONSTANT(RPLB_TEL_MAX_ENTRIES),
 	{ NULL, 0 },
 };
 

@@ -183,8 +183,9 @@ class Appliance:
                     total[group][k] += v
         return total
 
-    def snapshot(self) -> dict:
-        """Everything an operator sees: ports, fast-path counters, services."""
+    def snapshot(self, services_limit: Optional[int] = None) -> dict:
+        """Everything an operator sees: ports, fast-path counters, services
+        (the first services_limit of them; default all)."""
         snap = {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
                 "engine": self.workers[0].engine if self.workers else None,
                 "ports": [], **self.counters()}
@@ -198,7 +199,7 @@ class Appliance:
                 pass
             snap["ports"].append(entry)
         if self.balancer is not None:
-            snap["services"] = self.balancer.service_stats()
+            snap["services"] = self.balancer.service_stats(services_limit)
         if self.pool is not None:
             snap["mbufs"] = {"size": self.pool.size, "in_use": self.pool.in_use}
         return snap

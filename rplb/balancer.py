@@ -10,8 +10,11 @@ new tables and committing the bookkeeping hold it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
-from typing import Dict, Iterable, List, Optional, Tuple
+import time
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -21,10 +24,79 @@ from rplb.config import (Backend, Config, ConfigError, Service, ServiceKey, edit
 from rplb.errors import RplbError
 from rplb.tables import Placed, Plan, TableState
 
+# A change of more services than this freezes the objects alive after it
+# (freeze_long_lived): smaller ones leave too few to matter.
+_FREEZE_AFTER = 256
+
 # Cumulative counters of a backend slot, and of a service's own (the
 # replies rewritten without a flow), as the C layout names them.
 _SLOT_TOTALS = ("packets", "bytes", "new_flows")
 _SERVICE_TOTALS = ("packets", "bytes")
+
+
+_gc_pauses = 0                  # nested quiet_gc() blocks in progress
+_gc_restore = False             # whether the first one found collection enabled
+_gc_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_gc(large: bool = True) -> Iterator[None]:
+    """No cyclic garbage collection while a large change is built.
+
+    Building 10,000 services makes a million objects; each full collection
+    meanwhile traverses all of them (and the running configuration's)
+    holding the GIL: 100-400 ms in which status, telemetry and Prometheus
+    cannot answer.  What a build throws away is freed by reference
+    counting; see freeze_long_lived for afterwards.  Before a large
+    change (large: it may be one) the young generations are collected
+    (cheap: they are small then), so little cyclic garbage survives into a
+    freeze; an edit of one service skips that."""
+    global _gc_pauses, _gc_restore
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_restore = gc.isenabled()
+            if _gc_restore and large:
+                gc.collect(1)
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_restore:
+                gc.enable()
+
+
+def freeze_long_lived() -> None:
+    """After a large change is committed, within quiet_gc: the running
+    configuration lives until the next one, so later collections need not
+    traverse it (gc.freeze: a collection of the million objects just made
+    would stall the readers as one during the build would); it is freed by
+    reference counting when replaced (its objects form no cycles)."""
+    gc.freeze()
+
+
+def release_slowly(view: Tuple[Config, Dict[ServiceKey, Placed]], undo: list) -> None:
+    """Free a replaced configuration (and the undo steps of the change that
+    replaced it) a slice at a time on a thread of its own: freed at once, a
+    million objects stall every other thread for some 50 ms.  The thread
+    takes its own references to the services, so whoever drops the
+    configuration last frees only its outer shell."""
+    config, placed = view
+    parts = [list(config.services), list(placed.values()), undo]
+
+    def release() -> None:
+        for part in parts:
+            while part:
+                del part[-_RELEASE_SLICE:]
+                time.sleep(0)           # let the other threads run
+
+    threading.Thread(target=release, name="rplb-release", daemon=True).start()
+
+
+# Services freed at a time by release_slowly.
+_RELEASE_SLICE = 128
 
 
 class Balancer:
@@ -86,22 +158,26 @@ class Balancer:
         if config.flow_table_size != self._lb.flow_table_size:
             notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
                          f"next start (running with {self._lb.flow_table_size})")
-        try:
-            plan = self._tables.plan(config, keys)
-        except ValueError as err:
-            raise ConfigError("<running>", "services", str(err)) from None
-        with self._state_lock:
-            services, backends, maglevs = self._tables.arrays()
+        with quiet_gc(large=keys is None or len(keys) > _FREEZE_AFTER):
             try:
-                self._lb.publish(services, backends, maglevs, config.timeouts,
-                                 strict=config.strict)
-            except BaseException:
-                self._tables.rollback(plan)
-                raise
-            self._tables.commit(plan)
-            self._account(plan)
-            forget_lineage(config)
-            self._view = (config, plan.placed)
+                plan = self._tables.plan(config, keys)
+            except ValueError as err:
+                raise ConfigError("<running>", "services", str(err)) from None
+            with self._state_lock:
+                services, backends, maglevs = self._tables.arrays()
+                try:
+                    self._lb.publish(services, backends, maglevs, config.timeouts,
+                                     strict=config.strict)
+                except BaseException:
+                    self._tables.rollback(plan)
+                    raise
+                self._tables.commit(plan)
+                self._account(plan)
+                forget_lineage(config)
+                old_view, self._view = self._view, (config, plan.placed)
+            if plan.changed > _FREEZE_AFTER:
+                freeze_long_lived()
+                release_slowly(old_view, plan.journal.forget())
         return notes
 
     def _edit(self, edit) -> List[str]:
@@ -178,40 +254,49 @@ class Balancer:
                 "state": f["state"], "idle_s": f["idle_ms"] / 1000.0})
         return sample
 
-    def service_stats(self) -> List[dict]:
-        """Per service and backend: packets, bytes, new_flows, active_flows."""
-        return self.config_and_stats()[1]
+    def service_stats(self, limit: Optional[int] = None) -> List[dict]:
+        """Per service (the first limit services; default all) and per
+        backend: packets, bytes, new_flows, active_flows."""
+        return self.config_and_stats(limit)[1]
 
-    def config_and_stats(self) -> Tuple[Config, List[dict]]:
+    def config_and_stats(self, limit: Optional[int] = None) -> Tuple[Config, List[dict]]:
         """The running configuration and service_stats() of it, from the
-        same moment (a change may land between two separate calls)."""
+        same moment (a change may land between two separate calls).  The
+        lock a change's publish takes is held only to copy the counters."""
         with self._state_lock:
             config, placed = self._view
             services = self._lb.service_counters()
             backends = self._lb.backend_counters()
-            slot_totals = _columns(backends, _SLOT_TOTALS) - self._backend_base
-            active = np.asarray(backends["active_flows"], dtype=np.int64)
-            owned = self._slot_service >= 0
-            owners = self._slot_service[owned]
-            totals = self._retired.copy()
-            np.add.at(totals, owners, slot_totals[owned])
-            active_flows = np.zeros(contract.MAX_SERVICES, np.int64)
-            np.add.at(active_flows, owners, active[owned])
-            own = _columns(services, _SERVICE_TOTALS) - self._service_base
+            service_base = self._service_base.copy()
+            backend_base = self._backend_base.copy()
+            retired = self._retired.copy()
+            slot_service = self._slot_service.copy()
+        slot_totals = _columns(backends, _SLOT_TOTALS) - backend_base
+        active = np.asarray(backends["active_flows"], dtype=np.int64)
+        owned = slot_service >= 0
+        owners = slot_service[owned]
+        totals = retired
+        np.add.at(totals, owners, slot_totals[owned])
+        active_flows = np.zeros(contract.MAX_SERVICES, np.int64)
+        np.add.at(active_flows, owners, active[owned])
+        own = _columns(services, _SERVICE_TOTALS) - service_base
+        # Python ints once per column, not once per backend.
+        packets, byte_counts, new_flows = (slot_totals[:, i].tolist() for i in range(3))
+        active_list = active.tolist()
         result = []
-        for svc in config.services:
+        for svc in config.services[:limit]:
             p = placed[svc.key]
             sid = p.service_id
             entry = {"service": svc.label, "key": str(svc.key),
                      "packets": int(own[sid, 0] + totals[sid, 0]),
                      "bytes": int(own[sid, 1] + totals[sid, 1]),
                      "new_flows": int(totals[sid, 2]),
-                     "active_flows": int(active_flows[sid]), "backends": []}
-            for b, slot in zip(svc.backends, p.backend_slots()):
-                entry["backends"].append({
-                    "backend": f"{b.ip}:{b.port}", "weight": b.weight,
-                    "packets": int(slot_totals[slot, 0]), "bytes": int(slot_totals[slot, 1]),
-                    "new_flows": int(slot_totals[slot, 2]), "active_flows": int(active[slot])})
+                     "active_flows": int(active_flows[sid]),
+                     "backends": [{"backend": b.label, "weight": b.weight,
+                                   "packets": packets[slot], "bytes": byte_counts[slot],
+                                   "new_flows": new_flows[slot],
+                                   "active_flows": active_list[slot]}
+                                  for b, slot in zip(svc.backends, p.backend_slots)]}
             result.append(entry)
         return config, result
 

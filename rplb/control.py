@@ -262,9 +262,11 @@ class Controller:
                 raise ControlError("rplb-dpdk is stopping")
             if not self.config_path or self.appliance.balancer is None:
                 raise ControlError("no --config to reload")
+            from rplb.balancer import quiet_gc
             try:
-                config = load_config(self.config_path)
-                notes = self.appliance.balancer.apply(config)
+                with quiet_gc():        # a large file: see quiet_gc
+                    config = load_config(self.config_path)
+                    notes = self.appliance.balancer.apply(config)
             except (ConfigError, RplbError) as err:
                 raise ControlError(
                     f"reload failed, the running configuration keeps serving: {err}") from None
@@ -400,11 +402,11 @@ class Controller:
             "sample_note": note,
         }
 
-    def snapshot(self) -> dict:
+    def snapshot(self, services_limit: Optional[int] = None) -> dict:
         """appliance.snapshot() (for the Prometheus endpoint and the
         telemetry publisher): consistent with one published configuration,
         and not delayed by a change being built."""
-        return self.appliance.snapshot()
+        return self.appliance.snapshot(services_limit)
 
     def _cmd_stats(self) -> dict:
         self._check_open("stats")
@@ -420,7 +422,7 @@ class Controller:
         return reply
 
     def _cmd_save(self, path: Optional[str] = None) -> dict:
-        from rplb.config import dump_config
+        from rplb.config import config_form, dump_config
         with self._lock:
             balancer = self._balancer("save")
             if path is None:
@@ -433,7 +435,7 @@ class Controller:
                                    "(rplb-dpdk's working directory is not yours)")
             config = balancer.config
             try:
-                _write_atomically(path, dump_config(config))
+                _write_atomically(path, dump_config(config, config_form(path)))
             except OSError as err:
                 raise ControlError(f"save: cannot write {path}: "
                                    f"{err.strerror or err}") from None

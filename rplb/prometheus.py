@@ -92,29 +92,67 @@ def render(snapshot: dict) -> str:
     for event, value in snapshot["events"].items():
         f.add("rplb_events_total", "counter", "Fast-path events (packets and flows)",
               int(value), event=event)
-    for svc in snapshot.get("services", []):
-        labels = {"service": svc["service"], "key": svc["key"]}
-        for key in ("packets", "bytes", "new_flows"):
-            f.add(f"rplb_service_{key}_total", "counter", f"{_FLOW_HELP[key]} of the service",
-                  int(svc[key]), **labels)
-        f.add("rplb_service_active_flows", "gauge", "Flows of the service currently tracked",
-              max(int(svc["active_flows"]), 0), **labels)
-    for svc in snapshot.get("services", []):
-        for b in svc["backends"]:
-            labels = {"service": svc["service"], "key": svc["key"], "backend": b["backend"]}
-            for key in ("packets", "bytes", "new_flows"):
-                f.add(f"rplb_backend_{key}_total", "counter",
-                      f"{_FLOW_HELP[key]} of the backend", int(b[key]), **labels)
-            f.add("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
-                  max(int(b["active_flows"]), 0), **labels)
-            f.add("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)",
-                  int(b["weight"]), **labels)
+    text = [f.text()]
+    services = snapshot.get("services", [])
+    if services:
+        text.append(_services_text(services))
     if "mbufs" in snapshot:
+        f = _Families()
         f.add("rplb_mbufs_in_use", "gauge", "Mbufs taken from the packet pool",
               int(snapshot["mbufs"]["in_use"]))
         f.add("rplb_mbufs_size", "gauge", "Mbufs in the packet pool",
               int(snapshot["mbufs"]["size"]))
-    return f.text()
+        text.append(f.text())
+    return "".join(text)
+
+
+_SERVICE_FAMILIES = (
+    ("rplb_service_packets_total", "counter", f"{_FLOW_HELP['packets']} of the service",
+     "packets"),
+    ("rplb_service_bytes_total", "counter", f"{_FLOW_HELP['bytes']} of the service", "bytes"),
+    ("rplb_service_new_flows_total", "counter", f"{_FLOW_HELP['new_flows']} of the service",
+     "new_flows"),
+    ("rplb_service_active_flows", "gauge", "Flows of the service currently tracked",
+     "active_flows"),
+)
+_BACKEND_FAMILIES = (
+    ("rplb_backend_packets_total", "counter", f"{_FLOW_HELP['packets']} of the backend",
+     "packets"),
+    ("rplb_backend_bytes_total", "counter", f"{_FLOW_HELP['bytes']} of the backend", "bytes"),
+    ("rplb_backend_new_flows_total", "counter", f"{_FLOW_HELP['new_flows']} of the backend",
+     "new_flows"),
+    ("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
+     "active_flows"),
+    ("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)", "weight"),
+)
+
+
+def _services_text(services: list) -> str:
+    """The per-service and per-backend families.  With tens of thousands of
+    backends this is most of a scrape: each sample's labels are escaped
+    once, and every family's lines are joined in one go."""
+    service_lines: List[List[str]] = [[] for _ in _SERVICE_FAMILIES]
+    backend_lines: List[List[str]] = [[] for _ in _BACKEND_FAMILIES]
+    for svc in services:
+        labels = f'service="{escape_label(svc["service"])}",key="{escape_label(svc["key"])}"'
+        for lines, (name, _, _, field) in zip(service_lines, _SERVICE_FAMILIES):
+            value = int(svc[field])
+            lines.append(f"{name}{{{labels}}} {max(value, 0) if field == 'active_flows' else value}")
+        for b in svc["backends"]:
+            backend = f'{labels},backend="{escape_label(b["backend"])}"'
+            for lines, (name, _, _, field) in zip(backend_lines, _BACKEND_FAMILIES):
+                value = int(b[field])
+                lines.append(f"{name}{{{backend}}} "
+                             f"{max(value, 0) if field == 'active_flows' else value}")
+    out = []
+    for families, all_lines in ((_SERVICE_FAMILIES, service_lines),
+                                (_BACKEND_FAMILIES, backend_lines)):
+        for (name, kind, help_text, _), lines in zip(families, all_lines):
+            if lines:
+                out.append(f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} {kind}\n")
+                out.append("\n".join(lines))
+                out.append("\n")
+    return "".join(out)
 
 
 class _Server(ThreadingHTTPServer):

@@ -33,7 +33,6 @@ from rplb.config import Config, Service, ServiceKey
 
 IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
-BackendKey = Tuple[ServiceKey, str, int]     # (service, backend ip, backend port)
 
 
 class Journal:
@@ -48,6 +47,11 @@ class Journal:
     def rollback(self) -> None:
         while self._undo:
             self._undo.pop()()
+
+    def forget(self) -> list:
+        """The change is kept: hand over the undo steps (to be freed)."""
+        undo, self._undo = self._undo, []
+        return undo
 
 
 class SlotPool:
@@ -80,46 +84,59 @@ class SlotPool:
 
 
 class SpecRows:
-    """A dense spec array with one row per key, and a payload per row;
-    removing a row moves the last one into its place, so the array handed
-    to C never has holes and no change moves more than one row."""
+    """A dense spec array with one row per key (an id), and a payload per
+    row; removing a row moves the last one into its place, so the array
+    handed to C never has holes and no change moves more than one row."""
 
     def __init__(self, dtype: np.dtype, capacity: int):
         self.array = np.zeros(max(capacity, 1), dtype=dtype)
         self.count = 0
-        self.row_of: Dict = {}
-        self.key_at: List = []
+        self.row_of: Dict[int, int] = {}
+        self.key_at: List[int] = []
         self.payload: List = []
 
     def view(self) -> np.ndarray:
         return self.array[:self.count]
 
-    def set(self, key, values: tuple, journal: Journal, payload=None) -> None:
-        row = self.row_of.get(key)
-        if row is None:
-            row = self.count
-            self.count += 1
-            self.row_of[key] = row
-            self.key_at.append(key)
-            self.payload.append(payload)
+    def put(self, keys: List[int], rows: np.ndarray, journal: Journal, payload=None) -> None:
+        """rows (of the array's dtype) for keys: replacing a key's row where
+        it has one, appended after the others otherwise."""
+        fresh = [i for i, key in enumerate(keys) if key not in self.row_of]
+        if len(fresh) < len(keys):
+            at = np.array([self.row_of[keys[i]] for i in range(len(keys))
+                           if keys[i] in self.row_of], dtype=np.int64)
+            keep = np.ones(len(keys), dtype=bool)
+            keep[fresh] = False
+            old_rows = self.array[at].copy()
+            old_payloads = [self.payload[r] for r in at.tolist()]
+            self.array[at] = rows[keep]
+            if payload is not None:
+                for r in at.tolist():
+                    self.payload[r] = payload
+
+            def undo_replace() -> None:
+                self.array[at] = old_rows
+                for r, value in zip(at.tolist(), old_payloads):
+                    self.payload[r] = value
+            journal.record(undo_replace)
+        if fresh:
+            start, n = self.count, len(fresh)
+            self.array[start:start + n] = rows[fresh]
+            for offset, i in enumerate(fresh):
+                self.row_of[keys[i]] = start + offset
+                self.key_at.append(keys[i])
+            self.payload.extend([payload] * n)
+            self.count = start + n
 
             def undo_append() -> None:
-                self.count -= 1
-                del self.row_of[key]
-                self.key_at.pop()
-                self.payload.pop()
+                for key in self.key_at[start:]:
+                    del self.row_of[key]
+                del self.key_at[start:]
+                del self.payload[start:]
+                self.count = start
             journal.record(undo_append)
-        else:
-            old_values, old_payload = self.array[row].copy(), self.payload[row]
 
-            def undo_set() -> None:
-                self.array[row] = old_values
-                self.payload[row] = old_payload
-            journal.record(undo_set)
-            self.payload[row] = payload
-        self.array[row] = values
-
-    def set_payload(self, key, payload, journal: Journal) -> None:
+    def set_payload(self, key: int, payload, journal: Journal) -> None:
         row = self.row_of[key]
         old_payload = self.payload[row]
         self.payload[row] = payload
@@ -128,7 +145,51 @@ class SpecRows:
             self.payload[row] = old_payload
         journal.record(undo)
 
-    def remove(self, key, journal: Journal) -> None:
+    def remove_many(self, keys: List[int], journal: Journal) -> None:
+        """Remove the rows of keys: the surviving rows after the new end
+        fill the holes below it, one vectorised move."""
+        if not keys:
+            return
+        old_count = self.count
+        removed_rows = [self.row_of.pop(key) for key in keys]
+        new_count = old_count - len(keys)
+        gone = set(removed_rows)
+        holes = [row for row in removed_rows if row < new_count]
+        movers = [row for row in range(new_count, old_count) if row not in gone]
+        hole_values = self.array[holes].copy()
+        tail_values = self.array[new_count:old_count].copy()
+        hole_keys = [self.key_at[row] for row in holes]
+        hole_payloads = [self.payload[row] for row in holes]
+        tail_keys = self.key_at[new_count:]
+        tail_payloads = self.payload[new_count:]
+        if holes:
+            self.array[holes] = self.array[movers]
+        for hole, mover in zip(holes, movers):
+            key = self.key_at[mover]
+            self.key_at[hole] = key
+            self.payload[hole] = self.payload[mover]
+            self.row_of[key] = hole
+        del self.key_at[new_count:]
+        del self.payload[new_count:]
+        self.count = new_count
+
+        def undo() -> None:
+            self.array[new_count:old_count] = tail_values
+            if holes:
+                self.array[holes] = hole_values
+            for hole, key, payload in zip(holes, hole_keys, hole_payloads):
+                self.key_at[hole] = key
+                self.payload[hole] = payload
+            self.key_at.extend(tail_keys)
+            self.payload.extend(tail_payloads)
+            for offset, key in enumerate(tail_keys):
+                self.row_of[key] = new_count + offset
+            for key, row in zip(keys, removed_rows):
+                self.row_of[key] = row
+            self.count = old_count
+        journal.record(undo)
+
+    def remove(self, key: int, journal: Journal) -> None:
         row = self.row_of.pop(key)
         last = self.count - 1
         removed_values, removed_payload = self.array[row].copy(), self.payload[row]
@@ -169,9 +230,7 @@ class Placed:
     maglev: Optional[object]             # MaglevTable; None: no backend of weight > 0
     maglev_size: int
     incarnation: int                     # a service removed and added again is new
-
-    def backend_slots(self) -> List[int]:
-        return [contract.backend_slot(i) for i in self.backend_ids]
+    backend_slots: Tuple[int, ...] = ()  # of backend_ids
 
 
 @dataclass
@@ -190,13 +249,17 @@ class Plan:
     maglev_builds: int = 0
 
 
-def _ip_be(ip) -> int:
-    """An IPv4 address as the uint32 whose memory holds it in network order."""
-    return int.from_bytes(ip.packed, "little")
+def _network_order(values, width: int) -> np.ndarray:
+    """Host-order integers of width bytes as the unsigned values whose
+    memory holds them in network byte order (how the C specs keep
+    addresses and ports)."""
+    return np.asarray(values, dtype=np.int64).astype(f">u{width}").view(f"=u{width}")
 
 
-def _port_be(port: int) -> int:
-    return int.from_bytes(port.to_bytes(2, "big"), "little")
+def _ident(backend) -> Tuple[int, int]:
+    """(ip, port) as integers: hashing IPv4Address objects is slow, and a
+    large reload looks up every backend."""
+    return int(backend.ip), backend.port
 
 
 def _table_shape(config: Config, service: Service) -> tuple:
@@ -253,7 +316,9 @@ class TableState:
         plan = Plan(config, placed, Journal())
         try:
             self._check_room(config, keys, new_by_key)
-            for key in sorted(keys, key=str):
+            # Removals first: the slots they free may serve what is added.
+            ordered = sorted(keys, key=lambda k: (k in new_by_key, str(k)))
+            for key in ordered:
                 old = self.placed.get(key)
                 new = new_by_key.get(key)
                 if old is not None and new is None:
@@ -267,34 +332,33 @@ class TableState:
         return plan
 
     def _check_room(self, config: Config, keys, new_by_key) -> None:
-        add_services = sum(1 for k in keys if k not in self.placed and k in new_by_key)
-        if add_services > len(self.service_slots):
-            raise ValueError(f"no free service counter slot (at most {contract.MAX_SERVICES})")
-        add_backends = 0
+        """Enough free slots for what the change adds, counting those it
+        frees (they go back to the pool before it takes new ones)."""
+        services = backends = 0
         for key in keys:
             new = new_by_key.get(key)
-            if new is None:
-                continue
             old = self.placed.get(key)
-            had = set() if old is None else {b.key for b in old.service.backends}
-            add_backends += sum(1 for b in new.backends if b.key not in had)
-        if add_backends > len(self.backend_slots):
+            services += (new is not None) - (old is not None)
+            had = set() if old is None else {_ident(b) for b in old.service.backends}
+            has = set() if new is None else {_ident(b) for b in new.backends}
+            backends += len(has - had) - len(had - has)
+        if services > len(self.service_slots):
+            raise ValueError(f"no free service counter slot (at most {contract.MAX_SERVICES})")
+        if backends > len(self.backend_slots):
             raise ValueError(f"no free backend counter slot (at most {contract.MAX_BACKENDS} "
                              "including recently removed ones)")
 
     def _remove(self, plan: Plan, old: Placed) -> None:
-        key = old.service.key
-        self.services.remove(key, plan.journal)
-        for backend, backend_id in zip(old.service.backends, old.backend_ids):
-            self.backends.remove((key, str(backend.ip), backend.port), plan.journal)
-            self.backend_slots.give_back(contract.backend_slot(backend_id), plan.journal)
+        self.services.remove(old.service_id, plan.journal)
+        self.backends.remove_many(list(old.backend_ids), plan.journal)
+        for slot in old.backend_slots:
+            self.backend_slots.give_back(slot, plan.journal)
         self.service_slots.give_back(old.service_id, plan.journal)
         plan.removed_incarnations.append(old.incarnation)
         plan.changed += 1
 
     def _place(self, plan: Plan, config: Config, old: Optional[Placed],
                service: Service) -> Placed:
-        key = service.key
         journal = plan.journal
         if old is None:
             service_id = self.service_slots.take(journal)
@@ -305,51 +369,58 @@ class TableState:
                 self._next_incarnation -= 1
             journal.record(undo)
             plan.new_service_ids.append(service_id)
-            self.services.set(key, (_ip_be(service.vip), _port_be(service.port),
-                                    IPPROTO[service.proto], 0, service_id), journal)
-            old_ids: Dict[tuple, int] = {}
+            row = np.zeros(1, dtype=self.services.array.dtype)
+            row["vip"] = _network_order([int(service.vip)], 4)
+            row["port"] = _network_order([service.port], 2)
+            row["proto"] = IPPROTO[service.proto]
+            row["service_id"] = service_id
+            self.services.put([service_id], row, journal)
+            old_ids: Dict[Tuple[int, int], int] = {}
         else:
             service_id, incarnation = old.service_id, old.incarnation
-            old_ids = {b.key: i for b, i in zip(old.service.backends, old.backend_ids)}
-            kept = {b.key for b in service.backends}
-            for backend in old.service.backends:
-                if backend.key not in kept:
-                    self.backends.remove((key, str(backend.ip), backend.port), journal)
-                    self.backend_slots.give_back(contract.backend_slot(old_ids[backend.key]),
-                                                 journal)
+            old_ids = {_ident(b): i for b, i in zip(old.service.backends, old.backend_ids)}
+            kept = {_ident(b) for b in service.backends}
+            gone = [i for ident, i in old_ids.items() if ident not in kept]
+            self.backends.remove_many(gone, journal)
+            for backend_id in gone:
+                self.backend_slots.give_back(contract.backend_slot(backend_id), journal)
         backend_ids = []
         for backend in service.backends:
-            backend_id = old_ids.get(backend.key)
+            backend_id = old_ids.get(_ident(backend))
             if backend_id is None:
                 slot = self.backend_slots.take(journal)
                 backend_id = contract.backend_id(slot, self.backend_slots.generation[slot])
                 plan.new_backend_slots[slot] = (incarnation, service_id)
             backend_ids.append(backend_id)
-            self.backends.set((key, str(backend.ip), backend.port),
-                              (_ip_be(backend.ip), _port_be(backend.port), backend.weight,
-                               backend_id, service_id), journal)
+        n = len(service.backends)
+        ips = np.fromiter((int(b.ip) for b in service.backends), np.int64, n)
+        ports = np.fromiter((b.port for b in service.backends), np.int64, n)
+        weights = np.fromiter((b.weight for b in service.backends), np.int64, n)
+        rows = np.zeros(n, dtype=self.backends.array.dtype)
+        rows["ip"] = _network_order(ips, 4)
+        rows["port"] = _network_order(ports, 2)
+        rows["weight"] = weights
+        rows["backend_id"] = backend_ids
+        rows["service_id"] = service_id
+        self.backends.put(backend_ids, rows, journal)
+
         size = config.maglev_size(service)
         if old is not None and _table_shape(self.config, old.service) == \
                 _table_shape(config, service):
             table = old.maglev        # same backends, weights and size: shared
-        else:
-            table = self._build_maglev(service, backend_ids, size)
+        elif weights.any():
+            from rplb.dataplane import MaglevTable
+            owners = maglev.build_table_unchecked(ips, ports, weights, size)
+            table = MaglevTable(owners, np.asarray(backend_ids, dtype=np.uint32))
             plan.maglev_builds += 1
+        else:
+            table = None               # no backend of weight > 0
         # The service's row carries its Maglev table (the list handed to C
         # is in row order).
-        self.services.set_payload(key, table, journal)
+        self.services.set_payload(service_id, table, journal)
         plan.changed += 1
-        return Placed(service, service_id, tuple(backend_ids), table, size, incarnation)
-
-    @staticmethod
-    def _build_maglev(service: Service, backend_ids: List[int], size: int):
-        if not any(b.weight > 0 for b in service.backends):
-            return None
-        from rplb.dataplane import MaglevTable
-        owners = maglev.build_table([int(b.ip) for b in service.backends],
-                                    [b.port for b in service.backends],
-                                    [b.weight for b in service.backends], size)
-        return MaglevTable(owners, backend_ids)
+        return Placed(service, service_id, tuple(backend_ids), table, size, incarnation,
+                      tuple(contract.backend_slots(backend_ids).tolist()))
 
     # ---- after the publish ---------------------------------------------------
 

@@ -226,7 +226,7 @@ try:
     for i in range(3):
         bal.add_backend("web", Backend(ip=f"192.168.1.{40 + i}", port=8080))
     placed = bal._view[1][bal.config.service("web").key]
-    result["reused_slots"] = sorted(placed.backend_slots()[-3:])
+    result["reused_slots"] = sorted(placed.backend_slots[-3:])
     result["after_reuse"] = web()
     # The same vip:proto:port removed and added again is a new service.
     service = bal.config.service("web")
@@ -291,7 +291,7 @@ try:
     pool.free.extendleft(reversed(freed))
     for i in range(3):
         bal.add_backend("web", Backend(ip=f"192.168.1.{40 + i}", port=8080))
-    result["reused_slots"] = sorted(bal._view[1][bal.config.service("web").key].backend_slots())
+    result["reused_slots"] = sorted(bal._view[1][bal.config.service("web").key].backend_slots)
     result["after_reuse"] = web()
     # The old flows expire (SYN only: tcp_syn); they must not count down
     # the slots' new backends.

@@ -24,6 +24,7 @@ from rplb.config import (
     Service,
     ServiceKey,
     Timeouts,
+    config_form,
     default_maglev_table_size,
     dump_config,
     load_config,
@@ -1011,3 +1012,46 @@ def test_parse_config_returns_config_or_raises_config_error(data: Any) -> None:
         assert isinstance(config, Config)
         assert parse_config(config.to_dict()) == config
     assert data == snapshot  # never mutated (deepcopy keeps NaN objects, so == holds)
+
+
+# --------------------------------------------------------------------------
+# JSON services files
+# --------------------------------------------------------------------------
+
+
+def test_a_json_file_loads_like_its_yaml(example: Config, tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    path.write_text(dump_config(example, "json"))
+    assert load_config(path) == example
+    assert path.read_text().count("\n") == 2 + len(example.services)   # a service a line
+    empty = tmp_path / "empty.json"
+    empty.write_text(dump_config(Config(), "json"))
+    assert load_config(empty) == Config()
+
+
+def test_yaml_flow_style_is_still_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, None)
+    path.write_text("{services: [{vip: 10.0.0.1, proto: tcp, port: 80}]}\n")
+    assert len(load_config(path).services) == 1
+
+
+def test_json_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    path.write_text('{"flow_table_size": 5, "flow_table_size": 6}')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: invalid JSON: duplicate key 'flow_table_size'"
+    path.write_text('{"services": [{"vip": "10.0.0.1", "proto": "tcp", "port": 0}]}')
+    with pytest.raises(ConfigError, match=r"services\[0\] \(10.0.0.1:tcp:0\): port: "
+                                          "0 is outside 1-65535"):
+        load_config(path)
+    path.write_text('{"services": [')         # neither JSON nor YAML
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_dump_config_forms(example: Config) -> None:
+    assert config_form("/etc/rplb/services.JSON") == "json"
+    assert config_form("services.yaml") == config_form("services") == "yaml"
+    with pytest.raises(ValueError):
+        dump_config(example, "toml")

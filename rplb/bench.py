@@ -57,6 +57,10 @@ slots), memory per stored flow (the DPDK heap a flow table takes, per flow),
 time from process start to the first forwarded frame, and the engine alone
 (rplb-bench-engine: process_burst called directly, ns/packet, and
 instructions/packet counted by valgrind's callgrind).
+
+And the control plane (--only control): a running rplb-dpdk with 10,000
+services, its full reloads, single edits and readers, through the control
+socket, DPDK telemetry and Prometheus (rplb/bench_control.py).
 """
 
 from __future__ import annotations
@@ -822,6 +826,17 @@ def format_table(result: dict) -> str:
                          + (f", {est['instructions_per_packet_minus_fwd']:.0f} "
                             "instructions/packet"
                             if "instructions_per_packet_minus_fwd" in est else ""))
+    control = result.get("control_plane")
+    if control:
+        from rplb.bench_control import format_report
+        lines.append("")
+        lines.extend(format_report(control))
+    if control and control.get("targets"):
+        lines.append("")
+        lines.append("targets of issue 16 (control plane):")
+        for t in control["targets"]:
+            lines.append(f"  {t['target']:<42} {t['value']:>10} (goal {t['goal']}): "
+                         f"{'met' if t['met'] else 'NOT met'}")
     if result.get("targets"):
         lines.append("")
         lines.append("targets of issue 4:")
@@ -889,8 +904,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--workdir", metavar="DIR",
                    help="where captures go (default: a temporary directory, removed)")
-    p.add_argument("--only", choices=["throughput", "other"],
-                   help="only the throughput cases, or only the other measurements")
+    p.add_argument("--only", choices=["throughput", "other", "control"],
+                   help="only the throughput cases, only the other measurements (Maglev, "
+                   "memory, start-up, the engine alone), or only the control plane")
+    p.add_argument("--services", type=_positive_int, default=None, metavar="N",
+                   help="services of the control-plane case (default 10000, 500 with "
+                   "--quick), 10 backends each")
     p.add_argument("--hugepages", action="store_true",
                    help="run the throughput cases on hugepages (EAL without --no-huge; "
                    "needs a hugetlbfs mount and enough free pages, about 5 GB for the "
@@ -919,7 +938,7 @@ def run(args: argparse.Namespace) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="rplb-bench.")
         workdir = Path(tmp.name)
     try:
-        if args.only != "other":
+        if args.only in (None, "throughput"):
             result["throughput"] = []
             for flows in args.flows:
                 result["throughput"].append(
@@ -929,7 +948,9 @@ def run(args: argparse.Namespace) -> dict:
                 result["throughput"].append(
                     run_case(workdir, "all new", args.new_flows, True, args.rounds,
                              args.seconds, first_pass=True, hugepages=args.hugepages))
-        if args.only != "throughput":
+        if args.only in (None, "control"):
+            result["control_plane"] = control_plane(workdir, args)
+        if args.only in (None, "other"):
             log("Maglev build times")
             result["maglev_build"] = maglev_build_ms(repeat=1 if args.quick else 5)
             log("time to first forwarded packet")
@@ -942,6 +963,21 @@ def run(args: argparse.Namespace) -> dict:
             tmp.cleanup()
     result["targets"] = evaluate_targets(result)
     return result
+
+
+def control_plane(workdir: Path, args: argparse.Namespace) -> dict:
+    from rplb.bench_control import control_plane_report
+    quick = args.quick
+    services = args.services or (500 if quick else 10000)
+    prefix = file_prefix("control")
+    cpdir = workdir / "control"
+    cpdir.mkdir(exist_ok=True)
+    try:
+        return control_plane_report(cpdir, rplb_command(), prefix, services=services,
+                                    backends=10, edits=10 if quick else 50,
+                                    reloads=1 if quick else 3, log=log)
+    finally:
+        remove_runtime_dir(prefix)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

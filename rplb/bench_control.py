@@ -273,6 +273,8 @@ def format_report(out: dict) -> List[str]:
         parts = [f"{name} median {s['median']} / max {s['max']} ms"
                  for name, s in out[key].items()]
         lines.append(f"  readers {title}: " + "; ".join(parts))
+    lines.append(f"  loaded at the end: {out['loaded']['services']:,} services, "
+                 f"{out['loaded']['backends']:,} backends")
     return lines
 
 

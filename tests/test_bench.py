@@ -26,7 +26,7 @@ def test_quick_json():
     result = json.loads(proc.stdout)
 
     assert {"machine", "config", "command", "throughput", "maglev_build", "first_packet",
-            "engine", "targets"} <= set(result)
+            "engine", "targets", "control_plane"} <= set(result)
     assert result["config"]["quick"] is True
     (case,) = result["throughput"]
     assert case["flows"] == 1000 and case["kind"] == "established"
@@ -49,6 +49,19 @@ def test_quick_json():
     assert engine["memory"]["bytes_per_flow_allocated"] > 0
     assert engine["memory"]["bytes_per_flow_model"] > 0
     assert all({"target", "value", "goal", "met"} <= set(t) for t in result["targets"])
+
+    # The control-plane case ran against a real rplb-dpdk: the edits and the
+    # reload took effect (every figure measured, none asserted).
+    control = result["control_plane"]
+    assert control["services"] == 500 and control["loaded"] == {"services": 500,
+                                                                "backends": 5000}
+    for kind in ("set_weight", "backend_add", "backend_del"):
+        assert control["edit_ms"][kind]["n"] == 10 and control["edit_ms"][kind]["median"] > 0
+    assert len(control["full_reload_s"]["runs"]) == 1
+    assert control["readers_during_reload_ms"]["status"]["n"] > 0
+    assert control["readers_idle_ms"]["telemetry"]["n"] > 0
+    assert {t["target"] for t in control["targets"]} >= {
+        "set_weight_ms_median_500_services", "full_reload_s_500_services"}
 
     # no runtime directories left behind
     assert set(glob.glob("/var/run/dpdk/rplbbench*")) <= leftovers_before

@@ -66,9 +66,12 @@ struct rplb_worker *rplb_worker_create(const struct rplb_worker_params *params,
 				       void *engine_state);
 void rplb_worker_free(struct rplb_worker *worker);
 
-/* lcore_function_t: pass to rte_eal_remote_launch() with the worker. */
+/* lcore_function_t: pass to rte_eal_remote_launch() with the worker.  A
+ * worker stopped (and waited for) may be launched again after
+ * rplb_worker_rearm(). */
 int rplb_worker_main(void *worker);
 void rplb_worker_request_stop(struct rplb_worker *worker);
+void rplb_worker_rearm(struct rplb_worker *worker);
 const struct rplb_lcore_counters *rplb_worker_counters(const struct rplb_worker *worker);
 
 /* ---- load-balancing tables (built by the control plane) ---------------- */

@@ -63,6 +63,7 @@ cdef extern from "rplb.h" nogil:
     void rplb_worker_free(rplb_worker *worker)
     int rplb_worker_main(void *worker)
     void rplb_worker_request_stop(rplb_worker *worker)
+    void rplb_worker_rearm(rplb_worker *worker)
     const rplb_lcore_counters *rplb_worker_counters(const rplb_worker *worker)
 
     struct rplb_service_spec:

@@ -705,9 +705,12 @@ cdef class Worker:
         self._keep = (frontend, backend, lb)
 
     def launch(self):
-        """Start the loop on its lcore (returns at once)."""
+        """Start the loop on its lcore (returns at once); again after stop()."""
         if self.worker == NULL:
             raise RplbError(9, "worker is closed")
+        if self.running:
+            raise RplbError(16, f"the worker on lcore {self.lcore_id} is running")
+        rplb_worker_rearm(self.worker)
         rc = rte_eal_remote_launch(<lcore_function_t *>rplb_worker_main, self.worker,
                                    self.lcore_id)
         check_rc(rc, f"cannot launch the worker on lcore {self.lcore_id}")

@@ -316,9 +316,16 @@ class TableState:
         plan = Plan(config, placed, Journal())
         try:
             self._check_room(config, keys, new_by_key)
-            # Removals first: the slots they free may serve what is added.
-            ordered = sorted(keys, key=lambda k: (k in new_by_key, str(k)))
-            for key in ordered:
+            # Removals first: the slots they free may serve what is added;
+            # then the file's order, so the first services take the first
+            # slots (a few keys: in key order, without a scan of the file).
+            keys = set(keys)
+            removed = sorted((k for k in keys if k not in new_by_key), key=str)
+            if len(keys) > 64:
+                kept = [s.key for s in config.services if s.key in keys]
+            else:
+                kept = sorted((k for k in keys if k in new_by_key), key=str)
+            for key in removed + kept:
                 old = self.placed.get(key)
                 new = new_by_key.get(key)
                 if old is not None and new is None:

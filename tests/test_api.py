@@ -436,3 +436,51 @@ def test_a_failed_publish_leaves_the_control_plane_as_it_was(tmp_path):
         ["ntp", ["192.168.5.1:123"]],
     ]
     assert result["rows"] == [4, 7, 4]
+
+
+RESTART_PROGRAM = PREAMBLE + r"""
+def web():
+    return next(s for s in bal.service_stats() if s["service"] == "web")
+
+try:
+    app.start()
+    bal = app.balancer
+    deadline = time.monotonic() + 20
+    while web()["new_flows"] < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # The worker stops; meanwhile two generations are published (it adopts
+    # neither), the second handing web's slots to new backends.
+    app.stop_workers()
+    old = [b["backend"].split(":") for b in web()["backends"]]
+    for ip, port in old:
+        bal.remove_backend("web", ip, int(port))
+    pool = bal._tables.backend_slots
+    freed = [slot for slot in pool.free if slot < 3]
+    for slot in freed:
+        pool.free.remove(slot)
+    pool.free.extendleft(reversed(freed))
+    for i in range(3):
+        bal.add_backend("web", Backend(ip=f"192.168.1.{40 + i}", port=8080))
+    for worker in app.workers:
+        worker.launch()
+    seen = app.counters()["events"]["tables_seen"]
+    deadline = time.monotonic() + 20
+    while app.counters()["events"]["tables_seen"] == seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    result["after_restart"] = web()
+finally:
+    app.close()
+print(json.dumps(result))
+"""
+
+
+def test_a_restarted_worker_catches_up_on_reused_slots(tmp_path):
+    """A worker that missed generations (it was stopped) looks at every
+    slot when it adopts the current one: the slots handed over meanwhile
+    start from zero on it too."""
+    frames = [Ether() / IP(src=f"100.64.0.{i + 1}", dst="10.0.0.100")
+              / TCP(sport=5000 + i, dport=80, flags="S") for i in range(30)]
+    result, _ = run_program(tmp_path, RESTART_PROGRAM, frames)
+    after = result["after_restart"]
+    assert [b["active_flows"] for b in after["backends"]] == [0, 0, 0]
+    assert after["active_flows"] == 0 and after["new_flows"] == 30

@@ -443,6 +443,23 @@ BROKEN_PIPE_STATUS = 141
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
+        try:
+            return _main(argv)
+        finally:
+            # What is still buffered (--help's text) meets a broken pipe
+            # here, inside the handler below, not at the interpreter's exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # `rplb-dpdk --list-drivers | head`: the reader has what it wanted.
+        # Point stdout at /dev/null so that the interpreter's last flush
+        # does not fail again, and leave without a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_STATUS
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    try:
         eal_args, rplb_args = split_argv(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(rplb_args)
         if args.list_drivers:
@@ -455,13 +472,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CliError as err:
         log(f"error: {err}", ERR)
         return 1
-    except BrokenPipeError:
-        # `rplb-dpdk --list-drivers | head`: the reader has what it wanted.
-        # Point stdout at /dev/null so that the interpreter's last flush
-        # does not fail again, and leave without a word.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return BROKEN_PIPE_STATUS
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ process) with its own --file-prefix, whose runtime directory is removed.
 
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from harness import (LiveRplb, eal_args, file_prefix, read_pcap, remove_runtime_dir, run_cli,
+from harness import (RPLB, LiveRplb, eal_args, file_prefix, read_pcap, remove_runtime_dir, run_cli,
                      run_rplb, write_pcap)
 
 ERROR = "rplb-dpdk: error:"
@@ -352,12 +351,16 @@ def test_control_socket_in_a_directory_that_does_not_exist_is_refused(tmp_path):
                                   ["--check-config", "SERVICES"]],
                          ids=["list-drivers", "help", "check-config"])
 def test_broken_pipe_on_stdout_is_a_quiet_exit(tmp_path, args):
+    # `rplb-dpdk --list-drivers | head`, with a reader that is gone before
+    # the first write: the read end is closed before rplb-dpdk starts.
     argv = [a.replace("SERVICES", str(EXAMPLE)) for a in args]
-    # head -n 0 exits before reading: rplb-dpdk's first write meets a closed pipe.
-    command = (f"set -o pipefail; {shlex.join([sys.executable, '-m', 'rplb', *argv])} "
-               "| head -n 0")
-    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([*RPLB, *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=tmp_path)
+    finally:
+        os.close(write_end)
     assert proc.stderr == ""
     assert proc.returncode == 141          # 128 + SIGPIPE, as for a program it killed
 

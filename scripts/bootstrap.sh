@@ -22,7 +22,9 @@
 # Run again when nothing changed, it checks and rebuilds nothing.  Every
 # failure ends with one line, "bootstrap: error: ...", saying what to do;
 # the output of the step that failed is in build/bootstrap-*.log.
-set -euo pipefail
+set -Eeuo pipefail
+# A step that fails without its own message still ends in one line.
+trap 'echo "bootstrap: error: \`$BASH_COMMAND\` failed (line $LINENO of $0): please report it" >&2' ERR
 
 root=$(cd "$(dirname "$0")/.." && pwd -P)
 venv=$root/.venv

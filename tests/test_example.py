@@ -6,6 +6,7 @@ recomputed with scapy.  run.py runs here as run.sh runs it, minus the
 bootstrap (the suite already runs from the installed rplb)."""
 
 import json
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -29,7 +30,19 @@ def example(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     captures = {name: rdpcap(str(out / f"{name}.pcap"))
                 for name in ("clients", "servers", "to-clients", "to-servers")}
-    return proc, captures, json.loads((out / "stats.json").read_text())
+    return proc, captures, json.loads((out / "stats.json").read_text()), out
+
+
+def test_it_never_meets_another_rplb(example):
+    # its own control socket (in its folder) and its own EAL file prefix:
+    # an rplb-dpdk on the default /run/rplb/rplb.sock or prefix is not touched
+    proc, _, _, out = example
+    command = proc.stdout.splitlines()[0]
+    assert command.startswith("$ rplb-dpdk ")
+    words = command.split()
+    assert words[words.index("--control-socket") + 1] == f"{out}/rplb.sock"
+    assert re.fullmatch(r"rplb-example-\d+", words[words.index("--file-prefix") + 1])
+    assert not (out / "rplb.sock").exists()           # removed at exit
 
 
 def services():
@@ -55,7 +68,7 @@ def client_flows(frames):
 
 
 def test_every_client_flow_reaches_a_backend_and_its_replies_come_back_from_the_vip(example):
-    _, captures, stats = example
+    _, captures, stats, _ = example
     table = services()
     flows = client_flows(captures["clients"])
     assert {key[0] for key in flows} == {"tcp", "udp"} and len(flows) >= 6
@@ -102,7 +115,7 @@ def test_every_client_flow_reaches_a_backend_and_its_replies_come_back_from_the_
 
 
 def test_pings_to_a_vip_are_answered_and_other_traffic_passes_unchanged(example):
-    _, captures, stats = example
+    _, captures, stats, _ = example
     vips = {vip for _, vip, _ in services()}
     pings = [f for f in captures["clients"] if ICMP in f and f[ICMP].type == 8]
     assert {f[IP].dst for f in pings} == vips
@@ -126,12 +139,12 @@ def test_the_clients_fit_one_burst_so_replies_come_after_them(example):
     # every turn, so a clients.pcap no larger than one burst is processed
     # before the first reply.  A larger one would break the example.
     from rplb import dataplane
-    _, captures, _ = example
+    _, captures, _, _ = example
     assert len(captures["clients"]) <= dataplane.BURST_SIZE
 
 
 def test_the_output_pairs_both_directions_and_explains_itself(example):
-    proc, _, _ = example
+    proc, _, _, _ = example
     out = proc.stdout
     assert "destination rewritten; checksums ok" in out
     assert "source rewritten; checksums ok" in out

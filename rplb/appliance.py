@@ -170,6 +170,8 @@ class Appliance:
                 f"port {port.port_id} ({port.name}, {port.driver})")
             if problem:
                 raise SetupError(problem)
+        # One worker with one queue on each port (start() below); with
+        # several workers per port, both grow.
         need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
                                    workers=1, rx_descriptors=options.rx_descriptors,
                                    tx_descriptors=options.tx_descriptors,

@@ -35,6 +35,38 @@ slots_for(uint32_t n)
 	return slots;
 }
 
+/* The arrays of one generation of tables, in bytes: what tables_create
+ * allocates, and what rplb_lb_tables_memory adds up for operators
+ * (rplb-dpdk --check-config) without creating anything.  The services'
+ * Maglev tables are apart (rplb_lb_maglev_memory): generations share them. */
+struct tables_sizes {
+	size_t service_slots;
+	size_t vip_slots;
+	size_t backend_ip_slots;
+	size_t owner_slots;
+	size_t services;
+	size_t maglevs;             /* the references, one per service */
+	size_t backends;
+	size_t slot_taken_in;
+	size_t reused_slots;
+};
+
+static void
+tables_sizes(uint32_t n_services, uint32_t n_backends, struct tables_sizes *size)
+{
+	size_t service_slots = slots_for(n_services), backend_slots = slots_for(n_backends);
+
+	size->service_slots = service_slots * sizeof(struct rplb_service_slot);
+	size->vip_slots = service_slots * sizeof(uint32_t);
+	size->backend_ip_slots = backend_slots * sizeof(uint32_t);
+	size->owner_slots = backend_slots * sizeof(struct rplb_owner_slot);
+	size->services = RTE_MAX(n_services, 1u) * sizeof(struct rplb_lb_service);
+	size->maglevs = RTE_MAX(n_services, 1u) * sizeof(struct rplb_maglev *);
+	size->backends = RPLB_MAX_BACKENDS * sizeof(struct rplb_lb_backend);
+	size->slot_taken_in = RPLB_MAX_BACKENDS * sizeof(uint32_t);
+	size->reused_slots = RTE_MAX(n_backends, 1u) * sizeof(uint32_t);
+}
+
 static void
 add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
 {
@@ -118,15 +150,12 @@ rplb_maglev_size(const struct rplb_maglev *m)
 size_t
 rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
 {
-	size_t service_slots = slots_for(n_services), backend_slots = slots_for(n_backends);
+	struct tables_sizes size;
 
-	return sizeof(struct rplb_lb_tables) +
-	       service_slots * (sizeof(struct rplb_service_slot) + sizeof(uint32_t)) +
-	       backend_slots * (sizeof(uint32_t) + sizeof(struct rplb_owner_slot)) +
-	       RTE_MAX(n_services, 1u) * (sizeof(struct rplb_lb_service) +
-					  sizeof(struct rplb_maglev *)) +
-	       RPLB_MAX_BACKENDS * (sizeof(struct rplb_lb_backend) + sizeof(uint32_t)) +
-	       RTE_MAX(n_backends, 1u) * sizeof(uint32_t);
+	tables_sizes(n_services, n_backends, &size);
+	return sizeof(struct rplb_lb_tables) + size.service_slots + size.vip_slots +
+	       size.backend_ip_slots + size.owner_slots + size.services + size.maglevs +
+	       size.backends + size.slot_taken_in + size.reused_slots;
 }
 
 static void
@@ -205,7 +234,8 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
 	uint32_t *service_index;
 	struct rplb_lb_tables *t;
-	uint32_t s, b, i, slots;
+	struct tables_sizes size;
+	uint32_t s, b, i;
 	int socket_id = lb->socket_id;
 	int rc;
 
@@ -231,35 +261,28 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 		t->timeout_ticks[i] = (uint32_t)RTE_MAX(ticks, 1ull);
 	}
 
-	slots = slots_for(n_services);
-	t->service_mask = slots - 1;
-	t->service_slots = rte_zmalloc_socket("rplb_service_slots", slots * sizeof(*t->service_slots),
+	tables_sizes(n_services, n_backends, &size);
+	t->service_mask = slots_for(n_services) - 1;
+	t->service_slots = rte_zmalloc_socket("rplb_service_slots", size.service_slots,
 					      RTE_CACHE_LINE_SIZE, socket_id);
-	t->vip_mask = slots - 1;
-	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", slots * sizeof(*t->vip_slots),
+	t->vip_mask = t->service_mask;
+	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", size.vip_slots,
 					  RTE_CACHE_LINE_SIZE, socket_id);
-	slots = slots_for(n_backends);
-	t->backend_ip_mask = slots - 1;
-	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots",
-						 slots * sizeof(*t->backend_ip_slots),
+	t->backend_ip_mask = slots_for(n_backends) - 1;
+	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots", size.backend_ip_slots,
 						 RTE_CACHE_LINE_SIZE, socket_id);
-	t->owner_mask = slots - 1;
-	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", slots * sizeof(*t->owner_slots),
+	t->owner_mask = t->backend_ip_mask;
+	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", size.owner_slots,
 					    RTE_CACHE_LINE_SIZE, socket_id);
-	t->services = rte_zmalloc_socket("rplb_services",
-					 RTE_MAX(n_services, 1u) * sizeof(*t->services),
+	t->services = rte_zmalloc_socket("rplb_services", size.services,
 					 RTE_CACHE_LINE_SIZE, socket_id);
-	t->maglevs = rte_zmalloc_socket("rplb_maglevs",
-					RTE_MAX(n_services, 1u) * sizeof(*t->maglevs),
-					RTE_CACHE_LINE_SIZE, socket_id);
-	t->backends = rte_malloc_socket("rplb_backends",
-					RPLB_MAX_BACKENDS * sizeof(*t->backends),
-					RTE_CACHE_LINE_SIZE, socket_id);
-	t->slot_taken_in = rte_malloc_socket("rplb_slot_taken_in",
-					     RPLB_MAX_BACKENDS * sizeof(*t->slot_taken_in),
+	t->maglevs = rte_zmalloc_socket("rplb_maglevs", size.maglevs, RTE_CACHE_LINE_SIZE,
+					socket_id);
+	t->backends = rte_malloc_socket("rplb_backends", size.backends, RTE_CACHE_LINE_SIZE,
+					socket_id);
+	t->slot_taken_in = rte_malloc_socket("rplb_slot_taken_in", size.slot_taken_in,
 					     RTE_CACHE_LINE_SIZE, socket_id);
-	t->reused_slots = rte_malloc_socket("rplb_reused_slots",
-					    RTE_MAX(n_backends, 1u) * sizeof(*t->reused_slots),
+	t->reused_slots = rte_malloc_socket("rplb_reused_slots", size.reused_slots,
 					    RTE_CACHE_LINE_SIZE, socket_id);
 	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
 	    t->backend_ip_slots == NULL || t->services == NULL || t->maglevs == NULL ||
@@ -581,6 +604,15 @@ unsigned int
 rplb_lb_worker_count(const struct rplb_lb *lb)
 {
 	return lb->n_workers;
+}
+
+size_t
+rplb_lb_worker_memory(uint32_t flow_table_size)
+{
+	return rplb_flow_table_memory(flow_table_size) +
+	       RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
+	       RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters) +
+	       sizeof(struct rplb_flow_sample_slot);
 }
 
 size_t

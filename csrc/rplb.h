@@ -164,9 +164,12 @@ struct rplb_table_specs {
 	uint32_t strict;         /* drop client traffic to backend addresses */
 };
 
-/* Bytes of DPDK heap a table generation of this size takes (the Maglev
- * tables are shared between generations and counted apart: 4 bytes an
- * entry, see rplb_lb_maglev_memory). */
+/* Bytes of DPDK heap one table generation of this size takes (computed
+ * without EAL, from the sizes its allocations use).  While a change is
+ * published the old generation lives on until every worker moved on:
+ * twice this at peak.  The services' Maglev tables are shared between
+ * generations and counted apart: rplb_lb_maglev_memory for one of size
+ * entries naming n_backends backends. */
 size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends);
 size_t rplb_lb_maglev_memory(uint32_t size, uint32_t n_backends);
 
@@ -229,6 +232,13 @@ const struct rplb_backend_counters *rplb_lb_backend_counters(const struct rplb_l
 unsigned int rplb_lb_worker_count(const struct rplb_lb *lb);
 /* Bytes of memory one stored flow costs (flow record + its two keys). */
 size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
+
+/* Memory estimates for operators (rplb-dpdk --check-config), computed
+ * without EAL from the sizes the allocations use; the allocator's own
+ * overhead (a cache line or two per allocation) aside.  The tables:
+ * rplb_lb_tables_memory and rplb_lb_maglev_memory above.  One worker's
+ * state: its flow table, its counters, its flow sample. */
+size_t rplb_lb_worker_memory(uint32_t flow_table_size);
 
 /* ---- what Python reads of the C side (contract.c) ---------------------- */
 

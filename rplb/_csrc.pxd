@@ -123,6 +123,7 @@ cdef extern from "rplb.h" nogil:
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
+    size_t rplb_lb_worker_memory(uint32_t flow_table_size)
 
     struct rplb_constant:
         const char *name

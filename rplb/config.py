@@ -81,8 +81,9 @@ __all__ = [
 
 DEFAULT_FLOW_TABLE_SIZE = 1 << 20
 MAX_NAME_LENGTH = 63
-# What the load-balancing tables may take in all (Maglev tables and two
-# table generations: the one serving and the one being published), MiB.
+# What the load-balancing tables may take at most, MiB: two table
+# generations (the one serving and the one being published) and two of
+# every Maglev table (a reload that changes every service rebuilds them).
 DEFAULT_TABLES_MEMORY_MB = 512
 MAX_TABLES_MEMORY_MB = 1 << 20
 # A derived Maglev table has at least this many entries per backend (the
@@ -326,10 +327,16 @@ class Config:
         return self._summary().backends
 
     def tables_memory(self) -> int:
-        """Bytes the load-balancing tables of this configuration need: the
-        services' Maglev tables, and two table generations (while a change
-        is published, the serving one and the new one coexist)."""
+        """Bytes the load-balancing tables of this configuration may take
+        at most, what tables_memory_mb bounds: two table generations and
+        two of every service's Maglev table (while a change is published,
+        the serving generation and the new one coexist, and a reload that
+        changes every service builds every Maglev table anew)."""
         return self._summary().memory(self)
+
+    def maglev_memory(self) -> int:
+        """Bytes the services' Maglev tables take (once)."""
+        return self._summary().maglev_bytes
 
     def service(self, key_or_name: ServiceRef) -> Service:
         """The service named by key, key text or name.
@@ -497,7 +504,8 @@ class _Summary:
         self.maglev_bytes -= maglev_memory(config, service)
 
     def memory(self, config: Config) -> int:
-        return self.maglev_bytes + 2 * _contract().tables_memory(len(config.services), self.backends)
+        generation = _contract().tables_memory(len(config.services), self.backends)
+        return 2 * (self.maglev_bytes + generation)
 
 
 def edit_lineage(config: Config, ancestor: Config, limit: int = 64) -> Optional[set]:
@@ -890,9 +898,9 @@ class _Checker:
                   f"the load-balancing tables would need {_mib(need)} MiB, more than "
                   f"tables_memory_mb {config.tables_memory_mb}: {len(config.services):,} "
                   f"services' Maglev tables take {_mib(summary.maglev_bytes)} MiB "
-                  f"({entries:,} entries of 4 bytes); give services smaller "
-                  "maglev_table_size values (or none: the default follows each service's "
-                  "backend count), or raise tables_memory_mb")
+                  f"({entries:,} entries of 4 bytes), twice while a reload rebuilds them; "
+                  "give services smaller maglev_table_size values (or none: the default "
+                  "follows each service's backend count), or raise tables_memory_mb")
 
     def timeouts(self, data: Any, path: _Path) -> Timeouts:
         if data is None:  # "timeouts:" with nothing under it

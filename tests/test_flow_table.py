@@ -1,7 +1,7 @@
 """The cuckoo flow table (csrc/flow_table.[ch]) against a model: filled to
 its last record (buckets 85% full), then rounds of removals, moves and
 re-inserts, with every flow looked up under both keys, singly and in bulk,
-after every phase (csrc/check_flow_table.c).  Built with ASan, UBSan and
+after every phase (tests/c/check_flow_table.c).  Built with ASan, UBSan and
 RTE_ASSERT, so a corrupted bucket or free stack aborts."""
 
 import json
@@ -19,9 +19,9 @@ def checker(tmp_path_factory):
     build = tmp_path_factory.mktemp("build-check")
     subprocess.run(["meson", "setup", str(build), str(ROOT), "-Dsanitizers=address,undefined",
                     "-Ddebug_checks=true"], check=True, capture_output=True, text=True)
-    subprocess.run(["ninja", "-C", str(build), "csrc/rplb-check-flow-table"], check=True,
+    subprocess.run(["ninja", "-C", str(build), "tests/c/rplb-check-flow-table"], check=True,
                    capture_output=True, text=True)
-    return build / "csrc" / "rplb-check-flow-table"
+    return build / "tests" / "c" / "rplb-check-flow-table"
 
 
 def run(checker, *args):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seed corpus for csrc/fuzz_engine.c: valid frames of every kind the engine
+"""Seed corpus for tests/fuzz/fuzz_engine.c: valid frames of every kind the engine
 handles, in the harness's record format [op][len:2 LE][payload]."""
 
 import struct

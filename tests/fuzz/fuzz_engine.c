@@ -18,8 +18,8 @@
  *
  * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
- *                 ninja -C build-fuzz csrc/rplb-fuzz-engine
- * Run:            build-fuzz/csrc/rplb-fuzz-engine tests/fuzz/corpus
+ *                 ninja -C build-fuzz tests/fuzz/rplb-fuzz-engine
+ * Run:            build-fuzz/tests/fuzz/rplb-fuzz-engine tests/fuzz/corpus
  */
 #include <stdint.h>
 #include <stdio.h>

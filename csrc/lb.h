@@ -183,13 +183,13 @@ rplb_find_slot(const void *slots, size_t stride, uint32_t mask, uint32_t hash, u
 }
 
 static inline const struct rplb_lb_service *
-rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, uint8_t proto)
+rplb_find_service(const struct rplb_lb_tables *tables, uint32_t vip, uint16_t port, uint8_t proto)
 {
-	int64_t i = rplb_find_slot(t->service_slots, sizeof(*t->service_slots), t->service_mask,
+	int64_t i = rplb_find_slot(tables->service_slots, sizeof(*tables->service_slots), tables->service_mask,
 				   rplb_lookup_hash(vip, port, proto),
 				   rplb_slot_word(vip, port, proto));
 
-	return i < 0 ? NULL : t->service_slots[i].service;
+	return i < 0 ? NULL : tables->service_slots[i].service;
 }
 
 /* Membership in an open-addressing set of addresses (0 marks empty). */
@@ -207,33 +207,33 @@ rplb_address_in(const uint32_t *slots, uint32_t mask, uint32_t addr)
 }
 
 static inline int
-rplb_is_vip(const struct rplb_lb_tables *t, uint32_t addr)
+rplb_is_vip(const struct rplb_lb_tables *tables, uint32_t addr)
 {
-	return rplb_address_in(t->vip_slots, t->vip_mask, addr);
+	return rplb_address_in(tables->vip_slots, tables->vip_mask, addr);
 }
 
 static inline int
-rplb_is_backend_ip(const struct rplb_lb_tables *t, uint32_t addr)
+rplb_is_backend_ip(const struct rplb_lb_tables *tables, uint32_t addr)
 {
-	return rplb_address_in(t->backend_ip_slots, t->backend_ip_mask, addr);
+	return rplb_address_in(tables->backend_ip_slots, tables->backend_ip_mask, addr);
 }
 
 static inline const struct rplb_owner_slot *
-rplb_find_owner(const struct rplb_lb_tables *t, uint32_t ip, uint16_t port, uint8_t proto)
+rplb_find_owner(const struct rplb_lb_tables *tables, uint32_t ip, uint16_t port, uint8_t proto)
 {
-	int64_t i = rplb_find_slot(t->owner_slots, sizeof(*t->owner_slots), t->owner_mask,
+	int64_t i = rplb_find_slot(tables->owner_slots, sizeof(*tables->owner_slots), tables->owner_mask,
 				   rplb_lookup_hash(ip, port, proto),
 				   rplb_slot_word(ip, port, proto));
 
-	return i < 0 ? NULL : &t->owner_slots[i];
+	return i < 0 ? NULL : &tables->owner_slots[i];
 }
 
 /* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */
 static inline uint32_t
-rplb_maglev_pick(const struct rplb_lb_tables *t, const struct rplb_lb_service *svc,
+rplb_maglev_pick(const struct rplb_lb_tables *tables, const struct rplb_lb_service *service,
 		 uint32_t flow_hash)
 {
-	return svc->maglev[((uint64_t)flow_hash * t->maglev_size) >> 32];
+	return service->maglev[((uint64_t)flow_hash * tables->maglev_size) >> 32];
 }
 
 #endif /* RPLB_LB_H */

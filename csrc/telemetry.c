@@ -84,23 +84,23 @@ handle_services(const char *cmd, const char *params, struct rte_tel_data *d)
 int
 rplb_telemetry_register(void)
 {
-	int rc;
+	int err;
 
 	pthread_mutex_lock(&lock);
 	if (registered) {
 		pthread_mutex_unlock(&lock);
 		return 0;
 	}
-	rc = rte_telemetry_register_cmd("/rplb/stats", handle_stats,
+	err = rte_telemetry_register_cmd("/rplb/stats", handle_stats,
 		"rplb fast-path counters: per side rx/tx/tx_dropped, drops by reason, "
 		"events. No parameters");
-	if (rc == 0)
-		rc = rte_telemetry_register_cmd("/rplb/services", handle_services,
+	if (err == 0)
+		err = rte_telemetry_register_cmd("/rplb/services", handle_services,
 			"rplb per-service counters (and per backend). No parameters");
-	if (rc == 0)
+	if (err == 0)
 		registered = 1;
 	pthread_mutex_unlock(&lock);
-	return rc;
+	return err;
 }
 
 int

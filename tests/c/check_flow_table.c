@@ -55,41 +55,41 @@ fail(const char *what, uint32_t flow)
 }
 
 static void
-check_all(const struct rplb_flow_table *ft, const struct model_flow *model, uint32_t n)
+check_all(const struct rplb_flow_table *table, const struct model_flow *model, uint32_t n)
 {
 	struct rplb_flow_key keys[32];
 	uint32_t hashes[32], found[32], owner[32];
 	uint32_t i, batch = 0, stored = 0, j;
 
 	for (i = 0; i < n; i++) {
-		const struct model_flow *mf = &model[i];
+		const struct model_flow *expected = &model[i];
 		struct rplb_flow_key backend_key;
-		uint32_t hash = rplb_flow_key_hash(&mf->client_key);
-		uint32_t got = rplb_flow_lookup(ft, &mf->client_key, hash);
+		uint32_t hash = rplb_flow_key_hash(&expected->client_key);
+		uint32_t got = rplb_flow_lookup(table, &expected->client_key, hash);
 
-		if (got != mf->index)
+		if (got != expected->index)
 			fail("client key: lookup disagrees with the model", i);
 		backend_key = (struct rplb_flow_key){
-			.src_ip = mf->backend_ip, .dst_ip = mf->client_key.src_ip,
-			.src_port = mf->backend_port, .dst_port = mf->client_key.src_port,
-			.proto = mf->client_key.proto, .direction = RPLB_DIR_BACKEND,
+			.src_ip = expected->backend_ip, .dst_ip = expected->client_key.src_ip,
+			.src_port = expected->backend_port, .dst_port = expected->client_key.src_port,
+			.proto = expected->client_key.proto, .direction = RPLB_DIR_BACKEND,
 		};
-		got = rplb_flow_lookup(ft, &backend_key, rplb_flow_key_hash(&backend_key));
-		if (got != mf->index)
+		got = rplb_flow_lookup(table, &backend_key, rplb_flow_key_hash(&backend_key));
+		if (got != expected->index)
 			fail("backend key: lookup disagrees with the model", i);
-		if (mf->index != RPLB_NO_FLOW) {
-			const struct rplb_flow *flow = &ft->flows[mf->index];
+		if (expected->index != RPLB_NO_FLOW) {
+			const struct rplb_flow *flow = &table->flows[expected->index];
 
 			stored++;
-			if (flow->state == RPLB_FLOW_FREE || flow->backend_ip != mf->backend_ip ||
-			    flow->client_ip != mf->client_key.src_ip)
+			if (flow->state == RPLB_FLOW_FREE || flow->backend_ip != expected->backend_ip ||
+			    flow->client_ip != expected->client_key.src_ip)
 				fail("record does not hold the flow", i);
 		}
-		keys[batch] = mf->client_key;
+		keys[batch] = expected->client_key;
 		hashes[batch] = hash;
 		owner[batch] = i;
 		if (++batch == 32 || i + 1 == n) {
-			rplb_flow_lookup_bulk(ft, keys, sizeof(keys[0]), hashes, batch, RPLB_DIR_CLIENT,
+			rplb_flow_lookup_bulk(table, keys, sizeof(keys[0]), hashes, batch, RPLB_DIR_CLIENT,
 					      found);
 			for (j = 0; j < batch; j++)
 				if (found[j] != model[owner[j]].index)
@@ -97,38 +97,38 @@ check_all(const struct rplb_flow_table *ft, const struct model_flow *model, uint
 			batch = 0;
 		}
 	}
-	if (stored != ft->capacity - ft->free_count)
+	if (stored != table->capacity - table->free_count)
 		fail("stored count differs from the free stack", stored);
 }
 
 static void
-random_flow(struct model_flow *mf)
+random_flow(struct model_flow *expected)
 {
 	uint64_t r = rng();
 
-	mf->client_key = (struct rplb_flow_key){
+	expected->client_key = (struct rplb_flow_key){
 		.src_ip = (uint32_t)r, .dst_ip = 0x6400000a | (uint32_t)(r >> 32 & 0x3) << 24,
 		.src_port = (uint16_t)(r >> 34), .dst_port = (uint16_t)(r >> 50) ? 80 : 443,
 		.proto = (r >> 63) ? 6 : 17, .direction = RPLB_DIR_CLIENT,
 	};
 	r = rng();
-	mf->backend_ip = 0x0a000000 | (uint32_t)(r & 0xff);
-	mf->backend_port = (uint16_t)(r >> 8);
-	mf->index = RPLB_NO_FLOW;
+	expected->backend_ip = 0x0a000000 | (uint32_t)(r & 0xff);
+	expected->backend_port = (uint16_t)(r >> 8);
+	expected->index = RPLB_NO_FLOW;
 }
 
 static int
-insert(struct rplb_flow_table *ft, struct model_flow *mf)
+insert(struct rplb_flow_table *table, struct model_flow *expected)
 {
-	uint32_t index = rplb_flow_insert(ft, &mf->client_key, rplb_flow_key_hash(&mf->client_key),
-					  mf->backend_ip, mf->backend_port,
-					  rplb_flow_backend_key_hash(&mf->client_key, mf->backend_ip,
-								     mf->backend_port));
+	uint32_t index = rplb_flow_insert(table, &expected->client_key, rplb_flow_key_hash(&expected->client_key),
+					  expected->backend_ip, expected->backend_port,
+					  rplb_flow_backend_key_hash(&expected->client_key, expected->backend_ip,
+								     expected->backend_port));
 
 	if (index == RPLB_NO_FLOW)
 		return -1;
-	ft->flows[index].state = RPLB_FLOW_TCP_ESTABLISHED;
-	mf->index = index;
+	table->flows[index].state = RPLB_FLOW_TCP_ESTABLISHED;
+	expected->index = index;
 	return 0;
 }
 
@@ -145,7 +145,7 @@ main(int argc, char **argv)
 	};
 	uint32_t capacity = 55705, rounds = 20, i, round, duplicates = 0, overflowed = 0;
 	uint64_t insert_failures = 0, moves = 0, removals = 0, reinserts = 0;
-	struct rplb_flow_table *ft;
+	struct rplb_flow_table *table;
 	struct model_flow *model;
 	int opt;
 
@@ -170,9 +170,9 @@ main(int argc, char **argv)
 		fprintf(stderr, "check-flow-table: EAL: %s\n", rte_strerror(rte_errno));
 		return 1;
 	}
-	ft = rplb_flow_table_create(capacity, SOCKET_ID_ANY);
+	table = rplb_flow_table_create(capacity, SOCKET_ID_ANY);
 	model = calloc(capacity, sizeof(*model));
-	if (ft == NULL || model == NULL) {
+	if (table == NULL || model == NULL) {
 		fprintf(stderr, "check-flow-table: no memory for %u flows\n", capacity);
 		return 1;
 	}
@@ -181,25 +181,25 @@ main(int argc, char **argv)
 	 * table must refuse nothing else) is drawn again. */
 	for (i = 0; i < capacity; i++) {
 		random_flow(&model[i]);
-		if (rplb_flow_lookup(ft, &model[i].client_key,
+		if (rplb_flow_lookup(table, &model[i].client_key,
 				     rplb_flow_key_hash(&model[i].client_key)) != RPLB_NO_FLOW) {
 			duplicates++;
 			i--;
 			continue;
 		}
-		if (insert(ft, &model[i]) < 0) {
+		if (insert(table, &model[i]) < 0) {
 			insert_failures++;
 			fail("insert failed before the table was full", i);
 		}
 	}
-	if (ft->free_count != 0)
-		fail("records left after filling", ft->free_count);
-	check_all(ft, model, capacity);
+	if (table->free_count != 0)
+		fail("records left after filling", table->free_count);
+	check_all(table, model, capacity);
 	{
 		struct model_flow extra;
 
 		random_flow(&extra);
-		if (insert(ft, &extra) == 0)
+		if (insert(table, &extra) == 0)
 			fail("insert into a full table succeeded", capacity);
 	}
 
@@ -207,53 +207,53 @@ main(int argc, char **argv)
 		/* Remove a random third, move a random third of the rest to
 		 * another backend, then fill up again with new flows. */
 		for (i = 0; i < capacity; i++) {
-			struct model_flow *mf = &model[i];
+			struct model_flow *expected = &model[i];
 			uint64_t r = rng() % 3;
 
 			if (r == 0) {
-				rplb_flow_remove(ft, mf->index);
-				mf->index = RPLB_NO_FLOW;
+				rplb_flow_remove(table, expected->index);
+				expected->index = RPLB_NO_FLOW;
 				removals++;
 			} else if (r == 1) {
 				uint32_t ip = 0x0a000100 | (uint32_t)(rng() & 0xff);
 				uint16_t port = (uint16_t)rng();
 
-				if (rplb_flow_move(ft, mf->index, ip, port) < 0)
+				if (rplb_flow_move(table, expected->index, ip, port) < 0)
 					fail("move found no room in a table with free records", i);
-				mf->backend_ip = ip;
-				mf->backend_port = port;
+				expected->backend_ip = ip;
+				expected->backend_port = port;
 				moves++;
 			}
 		}
-		check_all(ft, model, capacity);
+		check_all(table, model, capacity);
 		for (i = 0; i < capacity; i++) {
-			struct model_flow *mf = &model[i];
+			struct model_flow *expected = &model[i];
 
-			if (mf->index != RPLB_NO_FLOW)
+			if (expected->index != RPLB_NO_FLOW)
 				continue;
 			do
-				random_flow(mf);
-			while (rplb_flow_lookup(ft, &mf->client_key,
-						rplb_flow_key_hash(&mf->client_key)) != RPLB_NO_FLOW);
-			if (insert(ft, mf) < 0)
+				random_flow(expected);
+			while (rplb_flow_lookup(table, &expected->client_key,
+						rplb_flow_key_hash(&expected->client_key)) != RPLB_NO_FLOW);
+			if (insert(table, expected) < 0)
 				fail("re-insert failed below capacity", i);
 			reinserts++;
 		}
-		check_all(ft, model, capacity);
+		check_all(table, model, capacity);
 	}
 
 	/* Buckets whose keys spilled into their secondary bucket: the lookups
 	 * above checked that those keys are still found (overflow bits). */
-	for (i = 0; i <= ft->bucket_mask; i++)
-		overflowed += (uint32_t)rplb_ft_overflowed(ft, i);
+	for (i = 0; i <= table->bucket_mask; i++)
+		overflowed += (uint32_t)rplb_bucket_overflowed(table, i);
 	printf("{\"capacity\": %u, \"buckets\": %u, \"bucket_load_full\": %.3f, \"rounds\": %u, "
 	       "\"removals\": %" PRIu64 ", \"moves\": %" PRIu64 ", \"reinserts\": %" PRIu64 ", "
 	       "\"insert_failures\": %" PRIu64 ", \"duplicate_draws\": %u, "
 	       "\"overflowed_buckets\": %u}\n",
-	       capacity, ft->bucket_mask + 1,
-	       2.0 * capacity / ((double)(ft->bucket_mask + 1) * RPLB_FT_SLOTS), rounds,
+	       capacity, table->bucket_mask + 1,
+	       2.0 * capacity / ((double)(table->bucket_mask + 1) * RPLB_BUCKET_SLOTS), rounds,
 	       removals, moves, reinserts, insert_failures, duplicates, overflowed);
-	rplb_flow_table_free(ft);
+	rplb_flow_table_free(table);
 	free(model);
 	rte_eal_cleanup();
 	return 0;

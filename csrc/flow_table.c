@@ -90,12 +90,21 @@ records_bytes(uint32_t capacity)
 	return ((size_t)capacity + 1) * sizeof(struct rplb_flow);
 }
 
-/* Buckets, their overflow bits, records and free stack of a table. */
+/* One count of spilled keys per bucket (rplb_flow_table.spilled). */
+static size_t
+spilled_bytes(uint32_t buckets)
+{
+	return (size_t)buckets * sizeof(uint8_t);
+}
+
+/* Buckets, their overflow bits and spill counts, records and free stack of
+ * a table. */
 static size_t
 table_bytes(uint32_t buckets, uint32_t capacity)
 {
 	return (size_t)buckets * sizeof(struct rplb_flow_bucket) + overflow_bytes(buckets) +
-	       records_bytes(capacity) + (size_t)capacity * sizeof(uint32_t);
+	       spilled_bytes(buckets) + records_bytes(capacity) +
+	       (size_t)capacity * sizeof(uint32_t);
 }
 
 size_t
@@ -116,6 +125,7 @@ rplb_flow_table_reset(struct rplb_flow_table *table)
 		}
 	}
 	memset(table->overflowed, 0, overflow_bytes(table->bucket_mask + 1));
+	memset(table->spilled, 0, spilled_bytes(table->bucket_mask + 1));
 	memset(&table->flows[RPLB_SENTINEL_RECORD], 0, sizeof(table->flows[RPLB_SENTINEL_RECORD]));
 	for (i = 0; i <= table->capacity; i++)
 		table->flows[i].state = RPLB_FLOW_FREE;
@@ -150,8 +160,9 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 	table->flows = table_alloc(table, records_bytes(capacity), socket_id);
 	table->free_stack = table_alloc(table, (size_t)capacity * sizeof(uint32_t), socket_id);
 	table->overflowed = table_alloc(table, overflow_bytes(buckets), socket_id);
+	table->spilled = table_alloc(table, spilled_bytes(buckets), socket_id);
 	if (table->buckets == NULL || table->flows == NULL || table->free_stack == NULL ||
-	    table->overflowed == NULL)
+	    table->overflowed == NULL || table->spilled == NULL)
 		goto nomem;
 	rplb_flow_table_reset(table);
 	return table;
@@ -171,6 +182,7 @@ rplb_flow_table_free(struct rplb_flow_table *table)
 	table_free(table, table->flows, records_bytes(table->capacity));
 	table_free(table, table->free_stack, (size_t)table->capacity * sizeof(uint32_t));
 	table_free(table, table->overflowed, overflow_bytes(table->bucket_mask + 1));
+	table_free(table, table->spilled, spilled_bytes(table->bucket_mask + 1));
 	rte_free(table);
 }
 
@@ -207,12 +219,18 @@ move_entry(struct rplb_flow_table *table, uint32_t from_bucket, uint32_t from_sl
 	struct rplb_flow_bucket *from = &table->buckets[from_bucket];
 	struct rplb_flow_bucket *to = &table->buckets[to_bucket];
 
+	/* The signature is the key's full hash. */
+	uint32_t primary = rplb_primary_bucket(table, from->sig[from_slot]);
+
 	to->sig[to_slot] = from->sig[from_slot];
 	to->ref[to_slot] = from->ref[from_slot];
-	/* The signature is the key's full hash. */
-	rplb_note_placement(table, rplb_primary_bucket(table, to->sig[to_slot]), to_bucket);
 	from->sig[from_slot] = RPLB_EMPTY_SIG;
 	from->ref[from_slot] = RPLB_EMPTY_REF;
+	/* The key moves between its two buckets: into its secondary bucket
+	 * or back home, and the spill count of its primary follows. */
+	rplb_note_placement(table, primary, to_bucket);
+	if (from_bucket != primary)
+		rplb_note_unspilled(table, primary);
 }
 
 /* Breadth-first over buckets, so the path of moves is the shortest; no

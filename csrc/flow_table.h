@@ -29,6 +29,8 @@
  *     rplb_flow_is_first_match).
  *   - a record's state byte is never IPPROTO_TCP or IPPROTO_UDP, so the
  *     one-byte-off read can never equal a client key.
+ *   - overflow bit b is set exactly while some key whose primary bucket is
+ *     b lives in its secondary bucket (spilled[b] of them).
  *
  * Only the owning worker touches it: no locks, no RCU, no atomics.  Records
  * come from a preallocated stack and the buckets are sized for the record
@@ -104,12 +106,19 @@ struct rplb_flow_table {
 	struct rplb_flow_bucket *buckets;
 	struct rplb_flow *flows;         /* capacity + 1: the sentinel, then the flows */
 	uint32_t *free_stack;
-	/* Bit b: some key whose primary bucket is b was placed in its
-	 * secondary bucket since the last reset.  Where it is clear, a key missing from its primary
+	/* Bit b: some key whose primary bucket is b lives in its secondary
+	 * bucket now.  Where it is clear, a key missing from its primary
 	 * bucket is missing: a new flow's lookup never reads its secondary
 	 * bucket, a cold line in a large table.  One bit per bucket stays in
 	 * cache. */
 	uint64_t *overflowed;
+	/* spilled[b]: how many keys whose primary bucket is b live in their
+	 * secondary bucket; bit b is cleared when it falls to 0, so under
+	 * churn the bits follow the keys instead of piling up.  Saturates at
+	 * UINT8_MAX, and then stays (the bit stays set: a slower miss, never
+	 * a lost key).  Touched only where a key moves into or out of its
+	 * secondary bucket, never by a lookup. */
+	uint8_t *spilled;
 	uint32_t bucket_mask;
 	uint32_t secondary_shift;        /* 32 - log2(bucket count) */
 	uint32_t free_count;
@@ -230,12 +239,35 @@ rplb_bucket_overflowed(const struct rplb_flow_table *table, uint32_t bucket)
 	return (table->overflowed[bucket / 64] >> (bucket % 64)) & 1;
 }
 
+/* One more key of primary bucket `primary` lives in its secondary bucket:
+ * lookups that miss in `primary` must read the secondary bucket too. */
+static inline void
+rplb_note_spilled(struct rplb_flow_table *table, uint32_t primary)
+{
+	if (table->spilled[primary] != UINT8_MAX)
+		table->spilled[primary]++;
+	table->overflowed[primary / 64] |= 1ull << (primary % 64);
+}
+
+/* One key of primary bucket `primary` left its secondary bucket; when it
+ * was the last, misses in `primary` read one bucket again.  A saturated
+ * count is no longer known, so it stays (and the bit with it). */
+static inline void
+rplb_note_unspilled(struct rplb_flow_table *table, uint32_t primary)
+{
+	RTE_ASSERT(table->spilled[primary] > 0);
+	if (table->spilled[primary] == UINT8_MAX)
+		return;
+	if (--table->spilled[primary] == 0)
+		table->overflowed[primary / 64] &= ~(1ull << (primary % 64));
+}
+
 /* A key of primary bucket `primary` now lies in bucket `bucket`. */
 static inline void
 rplb_note_placement(struct rplb_flow_table *table, uint32_t primary, uint32_t bucket)
 {
 	if (bucket != primary)
-		table->overflowed[primary / 64] |= 1ull << (primary % 64);
+		rplb_note_spilled(table, primary);
 }
 
 /* Bit i set where word i of the bucket's 8 equals value. */
@@ -521,15 +553,16 @@ rplb_link_key(struct rplb_flow_table *table, uint32_t hash, uint32_t ref)
 								&free_slots);
 
 	if (bucket == NULL) {
-		int64_t b = rplb_flow_make_room(table, hash);
+		int64_t room = rplb_flow_make_room(table, hash);
 
-		if (b < 0)
+		if (room < 0)
 			return -1;
-		bucket = &table->buckets[b];
+		bucket = &table->buckets[room];
 		free_slots = rplb_bucket_match(bucket->ref, RPLB_EMPTY_REF);
 		RTE_ASSERT(free_slots != 0);
 	}
-	rplb_note_placement(table, rplb_primary_bucket(table, hash), (uint32_t)(bucket - table->buckets));
+	rplb_note_placement(table, rplb_primary_bucket(table, hash),
+			    (uint32_t)(bucket - table->buckets));
 	bucket->sig[__builtin_ctz(free_slots)] = hash;
 	bucket->ref[__builtin_ctz(free_slots)] = ref;
 	return 0;
@@ -539,13 +572,15 @@ rplb_link_key(struct rplb_flow_table *table, uint32_t hash, uint32_t ref)
 static inline void
 rplb_unlink_key(struct rplb_flow_table *table, uint32_t hash, uint32_t ref)
 {
-	uint32_t slots;
+	uint32_t slots, primary = rplb_primary_bucket(table, hash);
 	struct rplb_flow_bucket *bucket = rplb_slots_holding(table, hash, ref, &slots);
 
 	if (bucket == NULL)
 		return;
 	bucket->sig[__builtin_ctz(slots)] = RPLB_EMPTY_SIG;
 	bucket->ref[__builtin_ctz(slots)] = RPLB_EMPTY_REF;
+	if (unlikely(bucket != &table->buckets[primary]))
+		rplb_note_unspilled(table, primary);
 }
 
 /* The hash of a backend-side key: the backend's reply to the client (its

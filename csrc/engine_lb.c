@@ -55,7 +55,11 @@
  * second at line rate, far finer than any timeout (docs/fastpath.md). */
 #define AGING_BUDGET_BUSY 8
 #define AGING_BUDGET_IDLE 512
-#define SAMPLE_SCAN_LIMIT 65536u    /* records looked at per flow-sample request */
+/* Records a flow-sample request looks at per loop iteration (it scans the
+ * whole table, if it must, over many iterations: flow_sample.h).  Under
+ * load a slice takes about as long as a burst of work, not a stall. */
+#define SAMPLE_BUDGET_BUSY 256
+#define SAMPLE_BUDGET_IDLE 4096
 
 /* Pass 2b: the client-side packets without a signature match in their
  * primary bucket (first_flow the sentinel): look each one up in full (its
@@ -268,37 +272,6 @@ lb_process_burst(struct rplb_worker *worker, unsigned int in_side, struct rte_mb
 		process_burst_from(worker, RPLB_BACKEND, pkts, n);
 }
 
-/* Answer the control plane's request for a sample of flows (between
- * bursts: only this lcore reads its flow table). */
-static void
-copy_flow_sample(struct rplb_lb_worker *lb_worker, uint64_t now_tsc)
-{
-	struct rplb_flow_sample_slot *slot = lb_worker->sample;
-	struct rplb_flow_table *flow_table = lb_worker->flows;
-	uint32_t now = rplb_flow_clock(flow_table, now_tsc);
-	double ms_per_tick = 1e3 * (double)(1ull << flow_table->clock_shift) / (double)rte_get_tsc_hz();
-	uint32_t i, count = 0, scan = RPLB_FIRST_FLOW_RECORD + RTE_MIN(flow_table->capacity, SAMPLE_SCAN_LIMIT);
-
-	for (i = RPLB_FIRST_FLOW_RECORD; i < scan && count < slot->max; i++) {
-		const struct rplb_flow *flow = &flow_table->flows[i];
-		struct rplb_flow_sample *s = &slot->buffer[count];
-
-		if (flow->state == RPLB_FLOW_FREE)
-			continue;
-		*s = (struct rplb_flow_sample){
-			.client_ip = flow->client_ip, .vip = flow->vip,
-			.backend_ip = flow->backend_ip, .client_port = flow->client_port,
-			.vport = flow->vport, .backend_port = flow->backend_port,
-			.service_id = flow->service_id, .backend_id = flow->backend_id,
-			.proto = flow->proto, .state = flow->state,
-			.idle_ms = (uint32_t)((uint32_t)(now - flow->last_seen) * ms_per_tick),
-		};
-		count++;
-	}
-	slot->count = count;
-	__atomic_store_n(&slot->state, RPLB_SAMPLE_DONE, __ATOMIC_RELEASE);
-}
-
 static __rte_noinline void
 expire_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker, uint32_t index)
 {
@@ -307,8 +280,10 @@ expire_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker, uint32
 	worker->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
 }
 
-/* Incremental aging: a few records per loop iteration, many when idle, so
- * there is never a stop-the-world sweep. */
+/* Once per loop iteration, after the bursts and their tx: the RCU
+ * quiescent state, a slice of a pending flow-sample request, and a slice
+ * of aging (a few records per iteration, many when idle, so there is never
+ * a stop-the-world sweep). */
 static void
 lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 {
@@ -317,11 +292,13 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	struct rplb_flow_table *flow_table = lb_worker->flows;
 	unsigned int budget = idle ? AGING_BUDGET_IDLE : AGING_BUDGET_BUSY;
 	uint32_t cursor = flow_table->aging_cursor, end;
+	unsigned int offset;
 	const struct rplb_flow *flow, *last;
 	uint32_t now = rplb_flow_clock(flow_table, now_tsc);
 	const struct rplb_lb_tables *tables;
 
-	/* Between bursts this worker holds no table reference: tell the RCU. */
+	/* Between bursts this worker holds no table reference: tell the RCU,
+	 * so a publish waiting to free older tables may go on (lb_tables.c). */
 	rte_rcu_qsbr_quiescent(lb->qsbr, lb_worker->lcore_id);
 	/* Count generations seen (only compared, never dereferenced here). */
 	tables = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
@@ -329,15 +306,17 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 		lb_worker->tables_seen = tables;
 		worker->counters.events[RPLB_EV_TABLES_SEEN]++;
 	}
-	if (unlikely(__atomic_load_n(&lb_worker->sample->state, __ATOMIC_ACQUIRE) == RPLB_SAMPLE_WANTED))
-		copy_flow_sample(lb_worker, now_tsc);
+	if (unlikely(rplb_flow_sample_wanted(lb_worker->sample)))
+		rplb_flow_sample_serve(lb_worker->sample, flow_table, now_tsc,
+				       idle ? SAMPLE_BUDGET_IDLE : SAMPLE_BUDGET_BUSY);
 
 	/* The records from the cursor on, up to the budget or the table's end
-	 * (the next call starts over at the first flow, past the sentinel): nearly
-	 * always free or fresh. */
+	 * (the next call starts over at the first flow, past the sentinel):
+	 * nearly always free or fresh. */
 	end = RTE_MIN(cursor + budget, RPLB_FIRST_FLOW_RECORD + flow_table->capacity);
 	/* A pointer walks the records (the index is needed only to expire). */
-	for (flow = &flow_table->flows[cursor], last = &flow_table->flows[end]; flow < last; flow++) {
+	for (flow = &flow_table->flows[cursor], last = &flow_table->flows[end]; flow < last;
+	     flow++) {
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
 		if (flow->state != RPLB_FLOW_FREE &&
 		    unlikely((uint32_t)(now - flow->last_seen) >
@@ -352,9 +331,9 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	 * loads above stalled on them): start loading them now, a burst
 	 * ahead.  A prefetch never faults, so none is range-checked; the
 	 * addresses are integers, not pointers past the array. */
-	for (budget = 0; budget < AGING_BUDGET_BUSY * sizeof(struct rplb_flow);
-	     budget += RTE_CACHE_LINE_SIZE)
-		rte_prefetch0((const void *)((uintptr_t)&flow_table->flows[cursor] + budget));
+	for (offset = 0; offset < AGING_BUDGET_BUSY * sizeof(struct rplb_flow);
+	     offset += RTE_CACHE_LINE_SIZE)
+		rte_prefetch0((const void *)((uintptr_t)&flow_table->flows[cursor] + offset));
 }
 
 static int

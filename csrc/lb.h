@@ -18,6 +18,7 @@
 #include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
 
+#include "flow_sample.h"
 #include "flow_table.h"
 #include "rplb.h"
 
@@ -86,18 +87,6 @@ struct rplb_lb_tables {
 	 * finds its backend without an index table. */
 	struct rplb_lb_backend *backends;
 	uint32_t *maglev;
-};
-
-/* Control plane -> worker request for a flow sample: the control plane
- * sets want (release) and waits for state DONE; the worker fills buffer
- * between bursts.  One request at a time per worker. */
-enum { RPLB_SAMPLE_IDLE, RPLB_SAMPLE_WANTED, RPLB_SAMPLE_DONE };
-
-struct rplb_flow_sample_slot {
-	uint32_t state;
-	uint32_t max;
-	uint32_t count;
-	struct rplb_flow_sample buffer[RPLB_FLOW_SAMPLE_MAX];
 };
 
 struct rplb_lb_worker {

@@ -9,21 +9,13 @@ corrupted bucket or free stack aborts."""
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="module")
-def checker(tmp_path_factory):
-    build = tmp_path_factory.mktemp("build-check")
-    subprocess.run(["meson", "setup", str(build), str(ROOT), "-Dsanitizers=address,undefined",
-                    "-Ddebug_checks=true"], check=True, capture_output=True, text=True)
-    subprocess.run(["ninja", "-C", str(build), "tests/c/rplb-check-flow-table"], check=True,
-                   capture_output=True, text=True)
-    return build / "tests" / "c" / "rplb-check-flow-table"
+def checker(c_check):
+    return c_check("rplb-check-flow-table")
 
 
 def run(checker, *args):

@@ -25,6 +25,8 @@
  * the end prints one JSON line.  Built with -Ddebug_checks=true
  * (RTE_ASSERT) and sanitizers by tests/test_flow_table.py.
  */
+#include "check_eal.h"   /* first: it sets _XOPEN_SOURCE */
+
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -202,8 +204,6 @@ insert(struct rplb_flow_table *table, struct model_flow *entry)
 int
 main(int argc, char **argv)
 {
-	char *eal_argv[] = {argv[0], "--no-huge", "-m", "512", "--no-pci", "-l", "0",
-			    "--log-level", "lib.eal:error", NULL};
 	struct option longopts[] = {
 		{"capacity", required_argument, NULL, 'c'},
 		{"rounds", required_argument, NULL, 'r'},
@@ -245,10 +245,8 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (rte_eal_init(RTE_DIM(eal_argv) - 1, eal_argv) < 0) {
-		fprintf(stderr, "check-flow-table: EAL: %s\n", rte_strerror(rte_errno));
+	if (check_eal_init("rplb-check-flow-table", "0", NULL) < 0)
 		return 1;
-	}
 	table = rplb_flow_table_create(capacity, SOCKET_ID_ANY);
 	model = calloc(capacity, sizeof(*model));
 	if (table == NULL || model == NULL) {
@@ -384,6 +382,6 @@ main(int argc, char **argv)
 	rplb_flow_table_free(fresh);
 	rplb_flow_table_free(table);
 	free(model);
-	rte_eal_cleanup();
+	check_eal_cleanup();
 	return 0;
 }

@@ -12,7 +12,7 @@ import itertools
 import os
 import signal
 import subprocess
-import time
+import threading
 from typing import Callable, List
 
 from scapy.config import conf
@@ -37,6 +37,8 @@ def from_test_clients(pkt) -> bool:
     return IP in pkt and pkt[IP].src.startswith("100.64.")
 
 conf.verb = 0
+# IEEE 802's local experimental EtherType: not IPv4, so rplb passes it through.
+MARKER_ETHERTYPE = 0x88B5
 _names = itertools.count()
 
 
@@ -61,28 +63,49 @@ class TapWire:
             self.rplb.stop()
             raise
 
-    def exchange(self, frames, out_iface: str, in_iface: str, expect: int,
-                 match: Callable = None, timeout: float = 10.0) -> List[Ether]:
-        """Send frames on out_iface; return the matching frames seen on in_iface."""
+    def exchange(self, frames, out_iface: str, in_iface: str, match: Callable = None,
+                 timeout: float = 10.0) -> List[Ether]:
+        """Send frames on out_iface; return the matching frames seen on in_iface.
+
+        Waits on what it can observe, never on time: the capture is open
+        before the first frame leaves (the sniffer's started callback), and
+        a marker frame follows the frames.  rplb passes the marker through
+        unchanged (an EtherType it does not handle) in the order it
+        received it, behind the frames, out of the same port: once the
+        marker is seen, whatever rplb sent for the frames has been seen."""
         match = match or (lambda p: IP in p)
+        nonce = os.urandom(16)
+        marker = Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b",
+                       type=MARKER_ETHERTYPE) / Raw(nonce)
         seen = []
+        started, marker_seen = threading.Event(), threading.Event()
+
+        def keep(pkt):
+            if Ether in pkt and pkt[Ether].type == MARKER_ETHERTYPE:
+                if bytes(pkt[Ether].payload)[:len(nonce)] == nonce:
+                    marker_seen.set()
+            elif match(pkt):
+                seen.append(pkt)
         # scapy fills sniffer.results only at stop(): collect as they arrive.
-        sniffer = AsyncSniffer(iface=in_iface, lfilter=match, store=False, prn=seen.append)
+        sniffer = AsyncSniffer(iface=in_iface, prn=keep, store=False,
+                               started_callback=started.set)
         sniffer.start()
-        time.sleep(0.3)                       # the capture socket must be open first
-        sendp(list(frames), iface=out_iface)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(seen) < expect:
-            time.sleep(0.05)
-        time.sleep(0.1)                       # anything beyond the expected count
-        sniffer.stop()
+        try:
+            if not started.wait(timeout):
+                raise AssertionError(f"the capture on {in_iface} did not start")
+            sendp(list(frames) + [marker], iface=out_iface)
+            if not marker_seen.wait(timeout):
+                raise AssertionError(f"the marker frame did not come through rplb to "
+                                     f"{in_iface} within {timeout} s ({len(seen)} frames seen)")
+        finally:
+            sniffer.stop()
         return list(seen)
 
-    def to_backends(self, frames, expect, match=None, timeout=10.0):
-        return self.exchange(frames, self.frontend_if, self.backend_if, expect, match, timeout)
+    def to_backends(self, frames, match=None, timeout=10.0):
+        return self.exchange(frames, self.frontend_if, self.backend_if, match, timeout)
 
-    def to_clients(self, frames, expect, match=None, timeout=10.0):
-        return self.exchange(frames, self.backend_if, self.frontend_if, expect, match, timeout)
+    def to_clients(self, frames, match=None, timeout=10.0):
+        return self.exchange(frames, self.backend_if, self.frontend_if, match, timeout)
 
     def reload(self) -> str:
         """SIGHUP; returns rplb's log line about it."""

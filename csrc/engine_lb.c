@@ -51,8 +51,9 @@
 #define PREFETCH_AHEAD 4
 /* Records aged per loop iteration under load, and when idle.  Small under
  * load: aging takes a little of every loop iteration rather than a pause;
- * still, at full bursts a million-record table is swept in well under a
- * second at line rate, far finer than any timeout (docs/fastpath.md). */
+ * still, in full bursts at line rate a million-record table is swept in
+ * about a second, far finer than any timeout (docs/fastpath.md works it
+ * out). */
 #define AGING_BUDGET_BUSY 8
 #define AGING_BUDGET_IDLE 512
 /* Records a flow-sample request looks at per loop iteration (it scans the

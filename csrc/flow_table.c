@@ -178,7 +178,8 @@ rplb_flow_table_free(struct rplb_flow_table *table)
 {
 	if (table == NULL)
 		return;
-	table_free(table, table->buckets, (size_t)(table->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
+	table_free(table, table->buckets,
+		   (size_t)(table->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
 	table_free(table, table->flows, records_bytes(table->capacity));
 	table_free(table, table->free_stack, (size_t)table->capacity * sizeof(uint32_t));
 	table_free(table, table->overflowed, overflow_bytes(table->bucket_mask + 1));
@@ -255,7 +256,8 @@ rplb_flow_make_room(struct rplb_flow_table *table, uint32_t hash)
 		for (slot = 0; slot < RPLB_BUCKET_SLOTS; slot++) {
 			uint32_t sig = bucket->sig[slot];
 			uint32_t home = rplb_primary_bucket(table, sig);
-			uint32_t other = home == queue[head].bucket ? rplb_secondary_bucket(table, sig) : home;
+			uint32_t other = home == queue[head].bucket ?
+					 rplb_secondary_bucket(table, sig) : home;
 			uint32_t free_slots;
 			int32_t node;
 
@@ -271,8 +273,8 @@ rplb_flow_make_room(struct rplb_flow_table *table, uint32_t hash)
 				     node = queue[node].parent) {
 					const struct bfs_node *step = &queue[node];
 
-					move_entry(table, queue[step->parent].bucket, step->slot, step->bucket,
-						   vacated);
+					move_entry(table, queue[step->parent].bucket, step->slot,
+						   step->bucket, vacated);
 					vacated = step->slot;
 				}
 				return queue[node].bucket;

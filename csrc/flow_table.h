@@ -98,8 +98,8 @@ struct rplb_flow {
 } __rte_aligned(32);
 
 struct rplb_flow_bucket {
-	uint32_t sig[RPLB_BUCKET_SLOTS];     /* the key's full 32-bit hash */
-	uint32_t ref[RPLB_BUCKET_SLOTS];     /* rplb_flow_ref(), or EMPTY */
+	uint32_t sig[RPLB_BUCKET_SLOTS];  /* the key's full 32-bit hash */
+	uint32_t ref[RPLB_BUCKET_SLOTS];  /* rplb_flow_ref(), or EMPTY */
 } __rte_cache_aligned;
 
 struct rplb_flow_table {
@@ -487,7 +487,8 @@ static __rte_always_inline uint32_t
 rplb_flow_confirm(const struct rplb_flow_table *table, const struct rplb_flow_key *key,
 		  uint32_t hash, uint32_t first_ref, const uint8_t direction)
 {
-	if (likely(rplb_flow_is_first_match(key, first_ref, rplb_ref_record(table, first_ref, direction),
+	if (likely(rplb_flow_is_first_match(key, first_ref,
+					    rplb_ref_record(table, first_ref, direction),
 					    direction)))
 		return rplb_ref_index(first_ref);
 	if (first_ref == RPLB_EMPTY_REF)
@@ -669,7 +670,8 @@ rplb_flow_move(struct rplb_flow_table *table, uint32_t index, uint32_t backend_i
 	rplb_unlink_key(table, rplb_flow_backend_hash(flow), rplb_flow_ref(index, RPLB_DIR_BACKEND));
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
-	return rplb_link_key(table, rplb_flow_backend_hash(flow), rplb_flow_ref(index, RPLB_DIR_BACKEND));
+	return rplb_link_key(table, rplb_flow_backend_hash(flow),
+			     rplb_flow_ref(index, RPLB_DIR_BACKEND));
 }
 
 static inline void

@@ -172,10 +172,11 @@ rplb_find_slot(const void *slots, size_t stride, uint32_t mask, uint32_t hash, u
 }
 
 static inline const struct rplb_lb_service *
-rplb_find_service(const struct rplb_lb_tables *tables, uint32_t vip, uint16_t port, uint8_t proto)
+rplb_find_service(const struct rplb_lb_tables *tables, uint32_t vip, uint16_t port,
+		  uint8_t proto)
 {
-	int64_t i = rplb_find_slot(tables->service_slots, sizeof(*tables->service_slots), tables->service_mask,
-				   rplb_lookup_hash(vip, port, proto),
+	int64_t i = rplb_find_slot(tables->service_slots, sizeof(*tables->service_slots),
+				   tables->service_mask, rplb_lookup_hash(vip, port, proto),
 				   rplb_slot_word(vip, port, proto));
 
 	return i < 0 ? NULL : tables->service_slots[i].service;
@@ -210,8 +211,8 @@ rplb_is_backend_ip(const struct rplb_lb_tables *tables, uint32_t addr)
 static inline const struct rplb_owner_slot *
 rplb_find_owner(const struct rplb_lb_tables *tables, uint32_t ip, uint16_t port, uint8_t proto)
 {
-	int64_t i = rplb_find_slot(tables->owner_slots, sizeof(*tables->owner_slots), tables->owner_mask,
-				   rplb_lookup_hash(ip, port, proto),
+	int64_t i = rplb_find_slot(tables->owner_slots, sizeof(*tables->owner_slots),
+				   tables->owner_mask, rplb_lookup_hash(ip, port, proto),
 				   rplb_slot_word(ip, port, proto));
 
 	return i < 0 ? NULL : &tables->owner_slots[i];

@@ -68,7 +68,8 @@ spread_flows(struct rplb_flow_table *table)
 
 	for (i = 0; i < table->capacity; i++) {
 		struct rplb_flow_key key = {
-			.src_ip = rte_cpu_to_be_32(0xc6120000u + i), .dst_ip = rte_cpu_to_be_32(0x0a000064),
+			.src_ip = rte_cpu_to_be_32(0xc6120000u + i),
+			.dst_ip = rte_cpu_to_be_32(0x0a000064),
 			.src_port = rte_cpu_to_be_16((uint16_t)(1024 + i % 50000)),
 			.dst_port = rte_cpu_to_be_16(80), .proto = IPPROTO_TCP,
 			.direction = RPLB_DIR_CLIENT,
@@ -184,7 +185,8 @@ check_steps(struct rplb_flow_table *table, unsigned int *slices)
 	if (n != 4)
 		fail("a superseding request of 4 got another count", n);
 	for (i = 0; i < n; i++)
-		if (small[i].client_ip != big[i].client_ip || small[i].client_port != big[i].client_port)
+		if (small[i].client_ip != big[i].client_ip ||
+		    small[i].client_port != big[i].client_port)
 			fail("a superseding request did not start its scan over", i);
 
 	/* Bounds: a request for more than the buffer gets at most the

@@ -188,6 +188,13 @@ rplb_flow_table_free(struct rplb_flow_table *table)
 }
 
 size_t
+rplb_flow_table_memory(uint32_t capacity)
+{
+	capacity = RTE_MAX(capacity, 1u);
+	return sizeof(struct rplb_flow_table) + table_bytes(bucket_count(capacity), capacity);
+}
+
+size_t
 rplb_flow_table_bytes_per_flow(uint32_t capacity)
 {
 	capacity = RTE_MAX(capacity, 1u);

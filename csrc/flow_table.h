@@ -159,6 +159,10 @@ struct rplb_flow_table *rplb_flow_table_create(uint32_t capacity, int socket_id)
 void rplb_flow_table_free(struct rplb_flow_table *table);
 /* Bytes the table's arrays take (DPDK heap or anonymous memory). */
 size_t rplb_flow_table_bytes(const struct rplb_flow_table *table);
+/* Bytes a table of this capacity takes, its header included, computed
+ * without creating it (no EAL needed): what rplb_flow_table_create
+ * allocates, the allocator's own overhead aside. */
+size_t rplb_flow_table_memory(uint32_t capacity);
 /* Forget every flow (the benchmark's "new flows" case refills it). */
 void rplb_flow_table_reset(struct rplb_flow_table *table);
 /* Bytes one stored flow costs in a table of this capacity: its record, its

@@ -60,6 +60,45 @@ slots_for(uint32_t n)
 	return slots;
 }
 
+/* The arrays of one generation of tables, in bytes: what
+ * rplb_lb_tables_create allocates, and what rplb_lb_tables_memory adds up
+ * for operators (rplb-dpdk --check-config) without creating anything. */
+struct tables_sizes {
+	size_t service_slots;
+	size_t vip_slots;
+	size_t backend_ip_slots;
+	size_t owner_slots;
+	size_t services;
+	size_t backends;
+	size_t maglev;
+};
+
+static void
+tables_sizes(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size,
+	     struct tables_sizes *size)
+{
+	size_t service_slots = slots_for(n_services), backend_slots = slots_for(n_backends);
+
+	size->service_slots = service_slots * sizeof(struct rplb_service_slot);
+	size->vip_slots = service_slots * sizeof(uint32_t);
+	size->backend_ip_slots = backend_slots * sizeof(uint32_t);
+	size->owner_slots = backend_slots * sizeof(struct rplb_owner_slot);
+	size->services = RTE_MAX(n_services, 1u) * sizeof(struct rplb_lb_service);
+	size->backends = RPLB_MAX_BACKENDS * sizeof(struct rplb_lb_backend);
+	size->maglev = RTE_MAX((size_t)n_services * maglev_size, (size_t)1) * sizeof(uint32_t);
+}
+
+size_t
+rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size)
+{
+	struct tables_sizes size;
+
+	tables_sizes(n_services, n_backends, maglev_size, &size);
+	return sizeof(struct rplb_lb_tables) + size.service_slots + size.vip_slots +
+	       size.backend_ip_slots + size.owner_slots + size.services + size.backends +
+	       size.maglev;
+}
+
 static inline uint32_t
 backend_slot(const struct rplb_backend_spec *bp)
 {
@@ -166,7 +205,8 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 		      int socket_id)
 {
 	struct rplb_lb_tables *t;
-	uint32_t s, b, i, slots;
+	struct tables_sizes size;
+	uint32_t s, b, i;
 	int rc;
 
 	rc = validate_specs(services, n_services, backends, n_backends, maglev, maglev_size);
@@ -182,30 +222,24 @@ rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_servi
 	t->maglev_size = maglev_size;
 	t->strict = !!(flags & RPLB_TABLES_STRICT);
 
-	slots = slots_for(n_services);
-	t->service_mask = slots - 1;
-	t->service_slots = rte_zmalloc_socket("rplb_service_slots", slots * sizeof(*t->service_slots),
+	tables_sizes(n_services, n_backends, maglev_size, &size);
+	t->service_mask = slots_for(n_services) - 1;
+	t->service_slots = rte_zmalloc_socket("rplb_service_slots", size.service_slots,
 					      RTE_CACHE_LINE_SIZE, socket_id);
-	t->vip_mask = slots - 1;
-	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", slots * sizeof(*t->vip_slots),
+	t->vip_mask = t->service_mask;
+	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", size.vip_slots,
 					  RTE_CACHE_LINE_SIZE, socket_id);
-	slots = slots_for(n_backends);
-	t->backend_ip_mask = slots - 1;
-	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots",
-						 slots * sizeof(*t->backend_ip_slots),
+	t->backend_ip_mask = slots_for(n_backends) - 1;
+	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots", size.backend_ip_slots,
 						 RTE_CACHE_LINE_SIZE, socket_id);
-	t->owner_mask = slots - 1;
-	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", slots * sizeof(*t->owner_slots),
+	t->owner_mask = t->backend_ip_mask;
+	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", size.owner_slots,
 					    RTE_CACHE_LINE_SIZE, socket_id);
-	t->services = rte_zmalloc_socket("rplb_services",
-					 RTE_MAX(n_services, 1u) * sizeof(*t->services),
+	t->services = rte_zmalloc_socket("rplb_services", size.services,
 					 RTE_CACHE_LINE_SIZE, socket_id);
-	t->backends = rte_malloc_socket("rplb_backends",
-					RPLB_MAX_BACKENDS * sizeof(*t->backends),
+	t->backends = rte_malloc_socket("rplb_backends", size.backends,
 					RTE_CACHE_LINE_SIZE, socket_id);
-	t->maglev = rte_malloc_socket("rplb_maglev",
-				      RTE_MAX((size_t)n_services * maglev_size, (size_t)1) *
-				      sizeof(*t->maglev), RTE_CACHE_LINE_SIZE, socket_id);
+	t->maglev = rte_malloc_socket("rplb_maglev", size.maglev, RTE_CACHE_LINE_SIZE, socket_id);
 	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
 	    t->backend_ip_slots == NULL ||
 	    t->services == NULL || t->backends == NULL || t->maglev == NULL)
@@ -457,6 +491,15 @@ unsigned int
 rplb_lb_worker_count(const struct rplb_lb *lb)
 {
 	return lb->n_workers;
+}
+
+size_t
+rplb_lb_worker_memory(uint32_t flow_table_size)
+{
+	return rplb_flow_table_memory(flow_table_size) +
+	       RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
+	       RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters) +
+	       sizeof(struct rplb_flow_sample_slot);
 }
 
 size_t

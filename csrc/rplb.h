@@ -177,6 +177,15 @@ unsigned int rplb_lb_worker_count(const struct rplb_lb *lb);
 /* Bytes of memory one stored flow costs (flow record + its two keys). */
 size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
 
+/* Memory estimates for operators (rplb-dpdk --check-config), computed
+ * without EAL from the sizes the allocations use; the allocator's own
+ * overhead (a cache line or two per allocation) aside.
+ * One generation of tables (while a change is published, the old one
+ * lives until every worker moved on: twice this at peak): */
+size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size);
+/* One worker's state: its flow table, its counters, its flow sample. */
+size_t rplb_lb_worker_memory(uint32_t flow_table_size);
+
 #ifdef __cplusplus
 }
 #endif

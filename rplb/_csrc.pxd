@@ -122,6 +122,8 @@ cdef extern from "rplb.h" nogil:
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
+    size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size)
+    size_t rplb_lb_worker_memory(uint32_t flow_table_size)
 
 
 cdef extern from "telemetry.h" nogil:

@@ -4,11 +4,16 @@
 # layouts from the headers.
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdio cimport FILE
 
 
 cdef extern from "rte_errno.h" nogil:
     int rte_errno
     const char *rte_strerror(int errnum)
+
+
+cdef extern from "rte_log.h" nogil:
+    int rte_openlog_stream(FILE *f)
 
 
 cdef extern from "rte_eal.h" nogil:
@@ -74,6 +79,7 @@ cdef extern from "rte_ethdev.h" nogil:
     struct rte_eth_desc_lim:
         uint16_t nb_max
         uint16_t nb_min
+        uint16_t nb_align
     struct rte_eth_dev_info:
         const char *driver_name
         uint16_t max_rx_queues

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from rplb import dataplane
+from rplb import dataplane, sizing
 from rplb.balancer import Balancer
 from rplb.config import Config
 from rplb.errors import RplbError
@@ -132,9 +132,11 @@ class Appliance:
             raise SetupError("rplb needs a worker lcore besides the main one: "
                              "give EAL at least two lcores, e.g. -l 0-1")
 
-        self.pool = dataplane.Mempool("rplb_mbufs", self.options.mbufs)
-        for port_id in (frontend_id, backend_id):
-            port = dataplane.Port(port_id)
+        ports = [dataplane.Port(port_id) for port_id in (frontend_id, backend_id)]
+        self.check_resources(ports)
+        self.pool = dataplane.Mempool("rplb_mbufs", self.options.mbufs,
+                                      sizing.mempool_cache_size(self.options.mbufs))
+        for port in ports:
             self.ports.append(port)
             port.configure(self.pool, self.options.rx_descriptors, self.options.tx_descriptors,
                            allow_tx_cksum_offload=not self.options.software_checksums)
@@ -156,6 +158,27 @@ class Appliance:
         for worker in self.workers:
             worker.launch()
         self.started_at = time.monotonic()
+
+    def check_resources(self, ports) -> None:
+        """Refuse descriptor counts a port cannot take and a pool too small
+        for the rings and bursts (SetupError naming the limit): both would
+        otherwise start and forward nothing, or fail obscurely."""
+        options = self.options
+        for port in ports:
+            problem = sizing.check_port_descriptors(
+                options.rx_descriptors, options.tx_descriptors, port.descriptor_limits,
+                f"port {port.port_id} ({port.name}, {port.driver})")
+            if problem:
+                raise SetupError(problem)
+        # One worker with one queue on each port (start() below); with
+        # several workers per port, both grow.
+        need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
+                                   workers=1, rx_descriptors=options.rx_descriptors,
+                                   tx_descriptors=options.tx_descriptors,
+                                   burst=dataplane.BURST_SIZE)
+        problem = sizing.check_mbufs(options.mbufs, need)
+        if problem:
+            raise SetupError(problem)
 
     # ---- run time ------------------------------------------------------------
 

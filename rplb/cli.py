@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
+from rplb import sizing
+from rplb.console import ERR, INFO, WARNING, Stream, is_journal, one_line
 from rplb.control import DEFAULT_SOCKET as DEFAULT_CONTROL_SOCKET
 
 PROG = "rplb-dpdk"
@@ -35,6 +38,9 @@ examples:
       --vdev net_pcap0,rx_pcap=clients.pcap,tx_pcap=to-clients.pcap \\
       --vdev net_pcap1,rx_pcap=servers.pcap,tx_pcap=to-servers.pcap \\
       -- --config examples/services.yaml --duration 2
+
+  rplb-dpdk --check-config /etc/rplb/services.yaml      (validate, no DPDK)
+  rplb-dpdk --install-service                           (systemd unit, /etc/rplb)
 
 signals: SIGINT/SIGTERM stop gracefully (final statistics, ports closed);
 SIGHUP re-reads --config: a valid file is applied atomically, an invalid one
@@ -82,6 +88,17 @@ def _positive(kind):
     return parse
 
 
+def _descriptor_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    problem = sizing.check_descriptor_count(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _prometheus_address(text: str):
     from rplb.prometheus import parse_address
     return parse_address(text)
@@ -113,31 +130,143 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--software-checksums", action="store_true",
                    help="never use TX checksum offload, even where the port has it")
     p.add_argument("--mbufs", type=_positive(int), default=16383, metavar="N",
-                   help="mbufs in the packet pool (default: 16383)")
-    p.add_argument("--descriptors", type=_positive(int), default=1024, metavar="N",
-                   help="rx and tx descriptors per port (default: 1024)")
+                   help="mbufs in the packet pool, at least what the rings and bursts need "
+                        "(refused otherwise, with the figure; default: 16383)")
+    p.add_argument("--descriptors", type=_descriptor_count, default=1024, metavar="N",
+                   help="rx and tx descriptors per port queue, a power of two within the "
+                        "port's limits (default: 1024)")
     p.add_argument("--control-socket", metavar="PATH", default=DEFAULT_CONTROL_SOCKET,
                    help="UNIX socket for rplbctl, mode 0600 (default: "
                         f"{DEFAULT_CONTROL_SOCKET}); `none` disables it")
     p.add_argument("--list-drivers", action="store_true",
                    help="list the PMDs of this DPDK and their device arguments, then exit")
+    p.add_argument("--check-config", nargs="?", const="", metavar="FILE",
+                   help="validate the services file (default: --config's), print its "
+                        "services, backends and the memory its tables will take, then exit "
+                        "0 (valid) or 1; DPDK is not started")
+    p.add_argument("--install-service", action="store_true",
+                   help="install the systemd unit rplb.service (starting this rplb-dpdk) "
+                        "and an example /etc/rplb/ (rplb.env: options; services.yaml); "
+                        "existing files are never overwritten")
+    p.add_argument("--root", metavar="DIR", default="/",
+                   help="with --install-service: install under DIR instead of / (default: /)")
     p.add_argument("--prometheus", type=_prometheus_address, metavar="[ADDR:]PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics "
                         "(ADDR default 127.0.0.1; default: off)")
     return p
 
 
-def log(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+# While rplb-dpdk runs, stdout and stderr are written by threads of their
+# own (rplb/console.py): a reader who stops reading never blocks the
+# control plane.  Before and after, plain prints.
+_stderr: Optional[Stream] = None
+_stdout: Optional[Stream] = None
+
+
+def log(message: str, priority: int = INFO) -> None:
+    """One line on stderr, `rplb-dpdk: message`; never blocks while running."""
+    line = f"{PROG}: {one_line(message)}"
+    if _stderr is not None:
+        _stderr.put(line, priority)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def output(text: str) -> None:
+    """A block of text on stdout (statistics); never blocks while running."""
+    if _stdout is not None:
+        _stdout.put(text)
+    else:
+        print(text, flush=True)
+
+
+def _open_streams() -> None:
+    """The writer threads of stdout and stderr, and DPDK's log redirected
+    into stderr's queue (before EAL starts, so its start-up messages take
+    the same way).  Call with the signals blocked: the threads inherit it."""
+    global _stderr, _stdout
+    from rplb import dataplane
+    _stderr = Stream(2, "stderr", priorities=is_journal(2))
+    _stdout = Stream(1, "stdout", on_broken=lambda reason: log(
+        f"warning: stdout: {reason}: statistics are no longer printed", WARNING))
+    read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    dataplane.log_to_fd(write_end)
+    _stderr.add_source(read_end, dataplane.log_dropped)
+
+
+def _close_streams() -> None:
+    global _stderr, _stdout
+    for stream in (_stdout, _stderr):
+        if stream is not None:
+            stream.close()
+    _stderr = _stdout = None
 
 
 def list_drivers() -> int:
     from rplb import pmdinfo
     try:
-        print(pmdinfo.format_drivers(pmdinfo.list_drivers()))
+        print(pmdinfo.format_drivers(pmdinfo.list_drivers()), flush=True)
     except FileNotFoundError as err:
         raise CliError(str(err)) from None
     return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """--check-config: 0 if the file is valid (summary on stdout), else
+    CliError; EAL is never started."""
+    from rplb.check_config import empty_warning, summary
+    from rplb.config import ConfigError, load_config
+    path = args.check_config or args.config
+    if not path:
+        raise CliError("--check-config: which file? give --check-config FILE")
+    try:
+        config = load_config(path)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    print("\n".join(summary(path, config, args.mbufs, args.descriptors)), flush=True)
+    if not config.services:
+        log(empty_warning(path), WARNING)
+    problem = sizing.check_mbufs(args.mbufs, _mbuf_need(args))
+    if problem:
+        raise CliError(problem)
+    return 0
+
+
+def _mbuf_need(args: argparse.Namespace) -> sizing.MbufNeed:
+    from rplb import dataplane
+    from rplb.check_config import WORKERS
+    return sizing.mbufs_needed(args.mbufs, ports=2, queues_per_port=1, workers=WORKERS,
+                               rx_descriptors=args.descriptors,
+                               tx_descriptors=args.descriptors, burst=dataplane.BURST_SIZE)
+
+
+def install_service(args: argparse.Namespace) -> int:
+    from rplb import service
+    try:
+        done = service.install(args.root)
+    except service.InstallError as err:
+        raise CliError(str(err)) from None
+    for path, what in done:
+        print(f"{what} {path}" + (" (it exists: left as it is)" if what == "kept" else ""),
+              flush=True)
+    if os.path.abspath(args.root) == "/":
+        print("next: edit /etc/rplb/rplb.env (ports, cores, hugepages) and "
+              "/etc/rplb/services.yaml, then: systemctl daemon-reload && "
+              "systemctl enable --now rplb", flush=True)
+    return 0
+
+
+def check_control_socket_directory(path: str) -> None:
+    """Only the default directory (/run/rplb) is created: any other that
+    does not exist is a typo rplb-dpdk must not turn into a directory tree."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory) or directory == os.path.dirname(DEFAULT_CONTROL_SOCKET):
+        return
+    what = "is not a directory" if os.path.exists(directory) else "does not exist"
+    raise CliError(f"--control-socket {path}: the directory {directory} {what}: create it "
+                   "or choose another path (only the default "
+                   f"{os.path.dirname(DEFAULT_CONTROL_SOCKET)} is created), or "
+                   "--control-socket none")
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -145,16 +274,29 @@ _HANDLED = _STOP_SIGNALS | {signal.SIGHUP}
 
 
 def run(eal_args: List[str], args: argparse.Namespace) -> int:
-    # Block the signals before any thread exists: EAL's threads and the
-    # control server's inherit the mask, so the signals reach only this
-    # thread, which waits for them in _serve.  (Importing numpy below starts
-    # an OpenBLAS thread: with the signals unblocked there, a SIGINT arriving
-    # while this thread is busy became a KeyboardInterrupt, a SIGHUP killed
-    # the process.)
+    # Block the signals before any thread exists: EAL's threads, the
+    # control server's and the console's inherit the mask, so the signals
+    # reach only this thread, which waits for them in _serve.  (Importing
+    # numpy below starts an OpenBLAS thread: with the signals unblocked
+    # there, a SIGINT arriving while this thread is busy became a
+    # KeyboardInterrupt, a SIGHUP killed the process.)
     signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+    _open_streams()
+    try:
+        return _run(eal_args, args)
+    except CliError as err:
+        log(f"error: {err}", ERR)
+        return 1
+    finally:
+        _close_streams()
+
+
+def _run(eal_args: List[str], args: argparse.Namespace) -> int:
     from rplb.appliance import Appliance, Options, SetupError
+    from rplb.check_config import empty_warning
     from rplb.config import ConfigError, load_config
     from rplb.errors import RplbError
+    from rplb.service import notify
     from rplb.stats import format_ports, format_rplb
 
     config = None
@@ -163,9 +305,12 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             config = load_config(args.config)
         except ConfigError as err:
             raise CliError(str(err)) from None
+        if not config.services:
+            log(empty_warning(args.config), WARNING)
 
     control = None
     if args.control_socket != "none":
+        check_control_socket_directory(args.control_socket)
         from rplb.control import ControlError, ControlServer
         control = ControlServer(args.control_socket, log=log)
         try:
@@ -215,7 +360,9 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             f"{appliance.workers[0].lcore_id}"
             + (f", {len(config.services)} services" if config else "")
             + " (Ctrl-C to stop)")
+        notify("READY=1", f"STATUS={_status(appliance)}")
         _serve(appliance, args, format_ports, format_rplb, controller)
+        notify("STOPPING=1")
         for observer in (prometheus, telemetry):
             if observer is not None:
                 observer.close()    # no snapshot while the workers stop
@@ -223,9 +370,8 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
             control.close()         # no change may run while the workers stop
         appliance.stop_workers()
         final = appliance.snapshot()
-        print("\n  ---------------------- final statistics ----------------------", flush=True)
-        print(format_ports(final), flush=True)
-        print(format_rplb(final), flush=True)
+        output("\n  ---------------------- final statistics ----------------------\n"
+               + format_ports(final) + "\n" + format_rplb(final))
     finally:
         for observer in (prometheus, telemetry):
             if observer is not None:
@@ -251,6 +397,15 @@ def run(eal_args: List[str], args: argparse.Namespace) -> int:
     return status
 
 
+def _status(appliance) -> str:
+    """systemd's one-line STATUS= (systemctl status shows it)."""
+    engine = appliance.workers[0].engine if appliance.workers else "no"
+    if appliance.balancer is None:
+        return f"forwarding ({engine} engine, every frame passes through)"
+    services = len(appliance.balancer.config.services)
+    return f"forwarding ({engine} engine, {services} service{'' if services == 1 else 's'})"
+
+
 def _serve(appliance, args, format_ports, format_rplb, controller) -> None:
     """Wait for signals, the statistics period and the duration."""
     start = time.monotonic()
@@ -267,26 +422,56 @@ def _serve(appliance, args, format_ports, format_rplb, controller) -> None:
             log(f"{signal.Signals(info.si_signo).name}: stopping")
             return
         if info is not None and info.si_signo == signal.SIGHUP:
+            from rplb.service import notify
+            notify("RELOADING=1")
             controller.reload_logged("SIGHUP")
+            if appliance.balancer is not None and not appliance.balancer.config.services:
+                from rplb.check_config import empty_warning
+                log(f"SIGHUP: {empty_warning(args.config)}", WARNING)
+            notify("READY=1", f"STATUS={_status(appliance)}")
         if deadline is not None and now >= deadline:
             return
         if next_stats is not None and now >= next_stats:
             snap = appliance.snapshot()
-            print(format_ports(snap, previous, now - previous_at), flush=True)
-            print(format_rplb(snap), flush=True)
+            output(format_ports(snap, previous, now - previous_at) + "\n" + format_rplb(snap))
             previous, previous_at = snap, now
             next_stats += args.stats_period
 
 
+#: Exit status after stdout's reader went away (a shell's 128 + SIGPIPE).
+BROKEN_PIPE_STATUS = 141
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    eal_args, rplb_args = split_argv(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(rplb_args)
     try:
+        try:
+            return _main(argv)
+        finally:
+            # What is still buffered (--help's text) meets a broken pipe
+            # here, inside the handler below, not at the interpreter's exit.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # `rplb-dpdk --list-drivers | head`: the reader has what it wanted.
+        # Point stdout at /dev/null so that the interpreter's last flush
+        # does not fail again, and leave without a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE_STATUS
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
+    try:
+        eal_args, rplb_args = split_argv(sys.argv[1:] if argv is None else argv)
+        args = build_parser().parse_args(rplb_args)
         if args.list_drivers:
             return list_drivers()
+        if args.check_config is not None:
+            return check_config(args)
+        if args.install_service:
+            return install_service(args)
         return run(eal_args, args)
     except CliError as err:
-        log(f"error: {err}")
+        log(f"error: {err}", ERR)
         return 1
 
 

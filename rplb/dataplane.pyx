@@ -9,6 +9,7 @@ rte_errno) becomes :class:`rplb.errors.RplbError`.
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdio cimport FILE
 from libc.string cimport memset
 
 cimport numpy as cnp
@@ -233,6 +234,7 @@ cdef class Port:
     cdef readonly bint rx_cksum_offload
     cdef readonly uint16_t rx_descriptors
     cdef readonly uint16_t tx_descriptors
+    cdef readonly dict descriptor_limits
     cdef bint started
     cdef bint closed
     cdef Mempool pool
@@ -250,6 +252,13 @@ cdef class Port:
         self.offloads_supported = {
             label: bool((info.rx_offload_capa if rx else info.tx_offload_capa) & flag)
             for label, rx, flag in _OFFLOAD_NAMES}
+        # What the PMD accepts per queue (rte_eth_desc_lim): checked before
+        # configure() so that a bad count is refused with the limit named.
+        self.descriptor_limits = {
+            "rx": {"min": info.rx_desc_lim.nb_min, "max": info.rx_desc_lim.nb_max,
+                   "align": info.rx_desc_lim.nb_align},
+            "tx": {"min": info.tx_desc_lim.nb_min, "max": info.tx_desc_lim.nb_max,
+                   "align": info.tx_desc_lim.nb_align}}
         self.started = False
         self.closed = False
 
@@ -331,6 +340,18 @@ cdef class Port:
 
 
 # ---- load-balancer state ---------------------------------------------------
+
+def tables_memory(unsigned int n_services, unsigned int n_backends, unsigned int maglev_size):
+    """Bytes one generation of load-balancing tables takes (csrc's own
+    arithmetic, no EAL needed); twice that while a change is published."""
+    return rplb_lb_tables_memory(n_services, n_backends, maglev_size)
+
+
+def worker_memory(unsigned int flow_table_size):
+    """Bytes one worker's load-balancing state takes: its flow table of
+    flow_table_size flows, its counters, its flow sample (no EAL needed)."""
+    return rplb_lb_worker_memory(flow_table_size)
+
 
 def spec_layout():
     """[(struct, field, offset, size)] of the C spec structs, and their sizes:
@@ -614,3 +635,79 @@ def telemetry_publish(unsigned int command, entries):
         check_rc(rplb_telemetry_publish(command, c, n), "rplb_telemetry_publish")
     finally:
         PyMem_Free(c)
+
+
+# ---- DPDK's log stream ---------------------------------------------------------
+
+cdef extern from *:
+    """
+    #include <stdio.h>
+    #include <string.h>
+    #include <unistd.h>
+    #include <rte_log.h>
+
+    /* DPDK's log stream, redirected into a pipe whose write end is
+     * non-blocking (rplb/console.py reads the other end): a message that
+     * does not fit, because nobody drains rplb-dpdk's stderr, is dropped
+     * and counted instead of blocking the thread that logs (EAL's threads,
+     * the control plane).  Each message goes out in one write() (at most
+     * PIPE_BUF bytes, so never interleaved with another), with its syslog
+     * priority in front ("<3>...") and a newline at its end. */
+    static int rplb_log_fd = -1;
+    static uint64_t rplb_log_dropped_count;
+
+    static ssize_t
+    rplb_log_write(void *cookie, const char *buf, size_t size)
+    {
+        char message[PIPE_BUF];
+        int level = rte_log_cur_msg_loglevel();
+        size_t head, body;
+
+        (void)cookie;
+        head = (size_t)snprintf(message, sizeof(message), "<%d>",
+                                level >= 1 && level <= 8 ? level - 1 : 6);
+        body = size < sizeof(message) - head - 1 ? size : sizeof(message) - head - 1;
+        memcpy(message + head, buf, body);
+        if (body == 0 || message[head + body - 1] != '\\n')
+            message[head + body++] = '\\n';
+        if (write(rplb_log_fd, message, head + body) < 0)
+            __atomic_add_fetch(&rplb_log_dropped_count, 1, __ATOMIC_RELAXED);
+        return (ssize_t)size;
+    }
+
+    static FILE *
+    rplb_log_stream_open(int fd)
+    {
+        cookie_io_functions_t functions;
+
+        memset(&functions, 0, sizeof(functions));
+        functions.write = rplb_log_write;
+        rplb_log_fd = fd;
+        return fopencookie(NULL, "w", functions);
+    }
+
+    static uint64_t
+    rplb_log_dropped(void)
+    {
+        return __atomic_load_n(&rplb_log_dropped_count, __ATOMIC_RELAXED);
+    }
+    """
+    FILE *rplb_log_stream_open(int fd)
+    uint64_t rplb_log_dropped()
+
+
+def log_to_fd(int fd):
+    """Send DPDK's log messages to fd, the non-blocking write end of a pipe
+    (see rplb/console.py), instead of stderr and syslog: one write per
+    message, b"<priority>text\\n"; what does not fit is dropped and counted
+    (log_dropped).  Call before eal_init, so that EAL's own start-up
+    messages take the same way.  Raises OSError."""
+    cdef FILE *stream = rplb_log_stream_open(fd)
+    if stream == NULL:
+        raise OSError("cannot open a stream for DPDK's log")
+    rte_openlog_stream(stream)
+
+
+def log_dropped():
+    """DPDK log messages dropped because the pipe was full."""
+    return rplb_log_dropped()

@@ -7,16 +7,12 @@ from typing import Optional
 
 
 def _port_block(port: dict, previous: Optional[dict], interval: float) -> str:
+    """testpmd's block for one port.  Rates only between two snapshots (a
+    stats period): a single snapshot (the final block, rplbctl stats) has
+    none, and printing 0 there would read as "idle"."""
     e = port.get("ethdev", {})
-    rx_pps = tx_pps = rx_bps = tx_bps = 0
-    if previous is not None and interval > 0 and "ethdev" in previous:
-        p = previous["ethdev"]
-        rx_pps = int((e["ipackets"] - p["ipackets"]) / interval)
-        tx_pps = int((e["opackets"] - p["opackets"]) / interval)
-        rx_bps = int((e["ibytes"] - p["ibytes"]) * 8 / interval)
-        tx_bps = int((e["obytes"] - p["obytes"]) * 8 / interval)
     title = f" NIC statistics for port {port['port_id']} "
-    return "\n".join([
+    lines = [
         f"  {title:#^76}",
         f"  RX-packets: {e.get('ipackets', 0):<10} RX-missed: {e.get('imissed', 0):<10} "
         f"RX-bytes:  {e.get('ibytes', 0)}",
@@ -24,12 +20,21 @@ def _port_block(port: dict, previous: Optional[dict], interval: float) -> str:
         f"  RX-nombuf:  {e.get('rx_nombuf', 0):<10}",
         f"  TX-packets: {e.get('opackets', 0):<10} TX-errors: {e.get('oerrors', 0):<10} "
         f"TX-bytes:  {e.get('obytes', 0)}",
-        "",
-        "  Throughput (since last show)",
-        f"  Rx-pps: {rx_pps:>12}          Rx-bps: {rx_bps:>12}",
-        f"  Tx-pps: {tx_pps:>12}          Tx-bps: {tx_bps:>12}",
-        "  " + "#" * 76,
-    ])
+    ]
+    if previous is not None and interval > 0 and "ethdev" in previous and e:
+        p = previous["ethdev"]
+        rx_pps = int((e["ipackets"] - p["ipackets"]) / interval)
+        tx_pps = int((e["opackets"] - p["opackets"]) / interval)
+        rx_bps = int((e["ibytes"] - p["ibytes"]) * 8 / interval)
+        tx_bps = int((e["obytes"] - p["obytes"]) * 8 / interval)
+        lines += [
+            "",
+            "  Throughput (since last show)",
+            f"  Rx-pps: {rx_pps:>12}          Rx-bps: {rx_bps:>12}",
+            f"  Tx-pps: {tx_pps:>12}          Tx-bps: {tx_bps:>12}",
+        ]
+    lines.append("  " + "#" * 76)
+    return "\n".join(lines)
 
 
 def format_ports(snapshot: dict, previous: Optional[dict] = None, interval: float = 0.0) -> str:

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +7,12 @@ import pytest
 
 # Test helpers (harness.py, maglev_reference.py) import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The tools of the environment running the tests (meson, ninja and cython
+# build the fuzzer and the flow-table check) come first on PATH, as if that
+# environment were activated: `.venv/bin/pytest` works without activating it.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable),
+                                      os.environ.get("PATH", "")])
 
 
 @pytest.fixture(autouse=True)

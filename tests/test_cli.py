@@ -5,8 +5,11 @@ Each case runs the real CLI in its own process (EAL initialises once per
 process) with its own --file-prefix, whose runtime directory is removed.
 """
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +18,11 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from harness import (LiveRplb, eal_args, file_prefix, read_pcap, remove_runtime_dir, run_cli,
+from harness import (RPLB, LiveRplb, eal_args, file_prefix, read_pcap, remove_runtime_dir, run_cli,
                      run_rplb, write_pcap)
 
 ERROR = "rplb-dpdk: error:"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "services.yaml"
 
 
 def error_line(proc, rc: int = 1) -> str:
@@ -244,3 +248,131 @@ def test_duration_stops_by_itself(tmp_path):
     assert "final statistics" in run.stdout
     assert run.backend_out == frames(0) and run.frontend_out == frames(1)
     assert 0.5 <= elapsed < 20
+
+
+# ---- refusals: what cannot work is refused with the limit named -------------
+
+def default_mbuf_need(mbufs: int):
+    from rplb import dataplane, sizing
+    return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=1,
+                               rx_descriptors=1024, tx_descriptors=1024,
+                               burst=dataplane.BURST_SIZE)
+
+
+def test_too_few_mbufs_names_what_the_rings_and_bursts_need(tmp_path):
+    line = error_line(run_eal(tmp_path, pcap_vdevs(tmp_path), ["--mbufs", "10"]))
+    need = default_mbuf_need(10)
+    assert "--mbufs 10 is too few" in line
+    assert need.explain() in line and f"give --mbufs {need.total} or more" in line
+    # today's formula, spelled out: 2 ports x 1 queue x (1024 + 1024) + 1 worker x
+    # (3 bursts of 64 + 1.5 x a cache of 5 mbufs)
+    assert need.total == 2 * 1 * (1024 + 1024) + 1 * (3 * 64 + 7)
+
+
+def test_mbufs_exactly_what_is_needed_start_and_one_fewer_is_refused(tmp_path):
+    need = default_mbuf_need(16383).total       # the cache size is the same near it
+    assert default_mbuf_need(need - 1).total == need
+    line = error_line(run_eal(tmp_path, pcap_vdevs(tmp_path), ["--mbufs", str(need - 1)]))
+    assert f"--mbufs {need - 1} is too few" in line and f"give --mbufs {need} or more" in line
+    run = run_rplb(tmp_path, frames(0), frames(1), rplb_args=["--mbufs", str(need)])
+    assert run.rc == 0, run.stderr
+    assert run.backend_out == frames(0) and run.frontend_out == frames(1)
+
+
+def test_mbuf_need_grows_with_ports_queues_workers_descriptors_and_burst():
+    from rplb import sizing
+    base = dict(ports=2, queues_per_port=1, workers=1, rx_descriptors=1024,
+                tx_descriptors=1024, burst=64)
+    total = sizing.mbufs_needed(16383, **base).total
+    # several workers per port: a queue of its own on each port, its own
+    # bursts and its own mempool cache
+    more = sizing.mbufs_needed(16383, **dict(base, queues_per_port=2, workers=2)).total
+    assert more == total + 2 * 2048 + (3 * 64 + 384)
+    assert sizing.mbufs_needed(16383, **dict(base, rx_descriptors=2048)).total == total + 2048
+    assert sizing.mbufs_needed(16383, **dict(base, burst=32)).total == total - 3 * 32
+
+
+@pytest.mark.parametrize("count", ["7", "1000", "0", "65536"])
+def test_descriptor_count_not_a_power_of_two_is_refused(count):
+    line = error_line(run_cli(["--descriptors", count]), rc=2)
+    assert f"--descriptors: {count} is not a power of two between 1 and 32768" in line
+
+
+def test_descriptor_count_outside_the_port_limits_is_named():
+    # Every virtual device here reports DPDK's default limits (0..65535,
+    # align 1), so the rule is checked with a NIC's: ixgbe's rx_desc_lim.
+    from rplb.sizing import check_port_descriptors
+    ixgbe = {"rx": {"min": 32, "max": 4096, "align": 8},
+             "tx": {"min": 32, "max": 4096, "align": 8}}
+    assert check_port_descriptors(1024, 1024, ixgbe, "port 0") is None
+    assert check_port_descriptors(8192, 1024, ixgbe, "port 0 (0000:03:00.0, net_ixgbe)") == (
+        "--descriptors 8192: port 0 (0000:03:00.0, net_ixgbe) takes between 32 and 4096, "
+        "a multiple of 8 rx descriptors per queue (its rte_eth_dev_info desc_lim)")
+    assert "between 32 and 4096" in check_port_descriptors(1024, 16, ixgbe, "port 1")
+    assert "multiple of 8" in check_port_descriptors(
+        4, 4, {"rx": {"min": 0, "max": 4096, "align": 8}, "tx": ixgbe["tx"]}, "port 1")
+
+
+def test_ports_report_their_descriptor_limits_and_the_appliance_checks_them(tmp_path):
+    # What check_port_descriptors reads: the PMD's own rte_eth_desc_lim.
+    program = (
+        "import json, sys\n"
+        "from rplb import dataplane\n"
+        "dataplane.eal_init(['x', *json.loads(sys.argv[1])])\n"
+        "print(json.dumps([dataplane.Port(p).descriptor_limits for p in dataplane.port_ids()]))\n"
+        "dataplane.eal_cleanup()\n")
+    prefix = file_prefix()
+    try:
+        proc = subprocess.run([sys.executable, "-c", program,
+                               json.dumps(eal_args(prefix, pcap_vdevs(tmp_path), "0"))],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        remove_runtime_dir(prefix)
+    assert proc.returncode == 0, proc.stderr
+    limits = json.loads(proc.stdout.splitlines()[-1])
+    assert limits == [{"rx": {"min": 0, "max": 65535, "align": 1},
+                       "tx": {"min": 0, "max": 65535, "align": 1}}] * 2
+    # and the largest count rplb accepts is within them: it starts
+    run = run_rplb(tmp_path, frames(0), rplb_args=["--descriptors", "32768", "--mbufs", "140000"],
+                   extra_eal=["-m", "1024"])
+    assert run.rc == 0, run.stderr
+
+
+def test_control_socket_in_a_directory_that_does_not_exist_is_refused(tmp_path):
+    directory = tmp_path / "nonexistent" / "dir"
+    line = error_line(run_eal(tmp_path, pcap_vdevs(tmp_path), [
+        "--control-socket", str(directory / "x.sock")]))
+    assert f"the directory {directory} does not exist" in line
+    assert "only the default /run/rplb is created" in line
+    assert not (tmp_path / "nonexistent").exists()
+
+
+@pytest.mark.parametrize("args", [["--list-drivers"], ["--help"],
+                                  ["--check-config", "SERVICES"]],
+                         ids=["list-drivers", "help", "check-config"])
+def test_broken_pipe_on_stdout_is_a_quiet_exit(tmp_path, args):
+    # `rplb-dpdk --list-drivers | head`, with a reader that is gone before
+    # the first write: the read end is closed before rplb-dpdk starts.
+    argv = [a.replace("SERVICES", str(EXAMPLE)) for a in args]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([*RPLB, *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 141          # 128 + SIGPIPE, as for a program it killed
+
+
+def test_services_file_without_services_warns_once_and_passes_everything(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\nservices: []\n")
+    run = run_rplb(tmp_path, frames(0), frames(1), rplb_args=["--config", str(empty)])
+    assert run.rc == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if "has no service" in line]
+    assert warnings == [f"rplb-dpdk: warning: {empty} has no service: every frame passes "
+                        "through unchanged (add services, then SIGHUP, `rplbctl reload` or "
+                        "`systemctl reload rplb`)"]
+    assert run.backend_out == frames(0) and run.frontend_out == frames(1)
+    assert run.counter("events", "passed_through") == 2 * len(frames(0))

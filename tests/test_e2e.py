@@ -37,7 +37,7 @@ def services(web_backends):
 @pytest.fixture(scope="module")
 def wire(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    topo = Topology(tmp, str(os.getpid() % 1000))
+    topo = Topology(tmp, str(os.getpid()))
     topo.config = tmp / "services.yaml"
     topo.config.write_text(yaml.safe_dump(services(WEIGHTS)))
     try:

@@ -24,16 +24,25 @@ def test_flow_table_full_ten_times_over(tmp_path):
 
 
 def test_tiny_mempool_drops_are_counted_and_nothing_leaks(tmp_path):
-    """A pool of 63 mbufs (less than two bursts per port in flight): every
-    frame is either forwarded or counted as received without an mbuf.  (With
-    net_pcap, which frees on transmit, the pool rarely runs dry: this proves
-    the accounting and the absence of leaks, not the rate of drops.)"""
+    """The smallest pool rplb-dpdk accepts with 64 descriptors per ring (a
+    smaller one is refused: tests/test_cli.py): every frame is either
+    forwarded or counted as received without an mbuf.  (With net_pcap,
+    which frees on transmit, the pool rarely runs dry: this proves the
+    accounting and the absence of leaks, not the rate of drops.)"""
+    from rplb import dataplane, sizing
+
+    def need(mbufs):
+        return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=1,
+                                   rx_descriptors=64, tx_descriptors=64,
+                                   burst=dataplane.BURST_SIZE).total
+    smallest = next(n for n in range(1, 1 << 16) if need(n) <= n)
     web = service_named("web")
     sent = [bytes(client("198.18.9.9", 2000 + i % 100, web["vip"], 80, payload=b"z" * 1000))
             for i in range(5000)]
     config = write_config(tmp_path)
     run = run_rplb(tmp_path, sent, sent[:500], duration=1.5,
-                   rplb_args=["--config", str(config), "--mbufs", "63", "--descriptors", "64"])
+                   rplb_args=["--config", str(config), "--mbufs", str(smallest),
+                              "--descriptors", "64"])
     assert run.rc == 0, run.stderr
     assert run.stats["mbufs_in_use_at_exit"] == 0
     ethdev = run.stats["ports"][0]["ethdev"]

@@ -1,0 +1,63 @@
+"""``rplb-dpdk --check-config FILE``: validate a services file and say what
+it will cost, without starting DPDK (after ``nginx -t`` and ``haproxy -c``).
+
+The memory figures come from the C side's own arithmetic
+(rplb.dataplane.tables_memory / worker_memory: the sizes its allocations
+use), so they cannot drift from what rplb-dpdk will allocate.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from rplb import sizing
+from rplb.config import Config
+
+#: Worker lcores today (one worker, one queue per port).
+WORKERS = 1
+
+
+def memory_estimate(config: Config, workers: int = WORKERS) -> sizing.MemoryEstimate:
+    from rplb import dataplane
+    backends = sum(len(service.backends) for service in config.services)
+    return sizing.MemoryEstimate(
+        tables=dataplane.tables_memory(len(config.services), backends,
+                                       config.maglev_table_size),
+        worker=dataplane.worker_memory(config.flow_table_size),
+        workers=workers)
+
+
+def empty_warning(path: str) -> str:
+    return (f"warning: {path} has no service: every frame passes through unchanged "
+            "(add services, then SIGHUP, `rplbctl reload` or `systemctl reload rplb`)")
+
+
+def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str]:
+    """The lines --check-config prints for a valid file."""
+    from rplb import dataplane
+    backends = [b for service in config.services for b in service.backends]
+    active = sum(1 for b in backends if b.weight > 0)
+    lines = [f"{path}: valid: {_plural(len(config.services), 'service')}, "
+             f"{_plural(len(backends), 'backend')} ({active} with weight > 0)"]
+    width = max((len(s.label) for s in config.services), default=0)
+    for service in config.services:
+        weights = sum(b.weight for b in service.backends)
+        lines.append(f"  {service.label:<{width}}  {str(service.key):<22} "
+                     f"{_plural(len(service.backends), 'backend')}, total weight {weights}")
+    memory = memory_estimate(config)
+    lines.append(f"  lookup tables: {sizing.mebibytes(memory.tables)} "
+                 f"(Maglev: {config.maglev_table_size} slots per service); twice that while "
+                 "a change is applied")
+    lines.append(f"  flow table: {sizing.mebibytes(memory.worker)} per worker lcore "
+                 f"({config.flow_table_size} flows, counters included) x "
+                 f"{_plural(memory.workers, 'worker')}")
+    need = sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=memory.workers,
+                               rx_descriptors=descriptors, tx_descriptors=descriptors,
+                               burst=dataplane.BURST_SIZE)
+    lines.append(f"  load-balancer memory at most {sizing.mebibytes(memory.peak)}, "
+                 f"besides the pool of {mbufs} mbufs ({need.total} needed: {need.explain()})")
+    return lines
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")

@@ -6,15 +6,15 @@
 #include "worker.h"
 
 static void
-fwd_process_burst(struct rplb_worker *w, unsigned int in_side,
+fwd_process_burst(struct rplb_worker *worker, unsigned int in_side,
 		  struct rte_mbuf **pkts, uint16_t n)
 {
 	unsigned int out_side = in_side ^ 1;
 	uint16_t i;
 
-	w->counters.events[RPLB_EV_PASSED_THROUGH] += n;
+	worker->counters.events[RPLB_EV_PASSED_THROUGH] += n;
 	for (i = 0; i < n; i++)
-		rplb_worker_send(w, out_side, pkts[i]);
+		rplb_worker_send(worker, out_side, pkts[i]);
 }
 
 static const struct rplb_engine fwd_engine = {

@@ -28,8 +28,8 @@ static uint32_t
 bucket_count(uint32_t capacity)
 {
 	uint64_t keys = 2ull * capacity;
-	uint64_t need = (keys * 100 + RPLB_FT_SLOTS * MAX_LOAD_PERCENT - 1) /
-			(RPLB_FT_SLOTS * MAX_LOAD_PERCENT);
+	uint64_t need = (keys * 100 + RPLB_BUCKET_SLOTS * MAX_LOAD_PERCENT - 1) /
+			(RPLB_BUCKET_SLOTS * MAX_LOAD_PERCENT);
 
 	return (uint32_t)rte_align64pow2(RTE_MAX(need, (uint64_t)MIN_BUCKETS));
 }
@@ -52,29 +52,29 @@ rplb_flow_clock_shift(uint64_t tsc_hz)
  * memory marked MADV_HUGEPAGE gets 2 MB pages wherever THP is "always"
  * or "madvise". */
 static void *
-table_alloc(struct rplb_flow_table *ft, size_t size, int socket_id)
+table_alloc(struct rplb_flow_table *table, size_t size, int socket_id)
 {
-	void *p;
+	void *memory;
 
-	if (!ft->from_mmap)
+	if (!table->from_mmap)
 		return rte_malloc_socket("rplb_flow_table", size, RTE_CACHE_LINE_SIZE, socket_id);
-	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (p == MAP_FAILED)
+	memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (memory == MAP_FAILED)
 		return NULL;
 	/* Advice only: without THP the table still works, on 4 KB pages. */
-	(void)madvise(p, size, MADV_HUGEPAGE);
-	return p;
+	(void)madvise(memory, size, MADV_HUGEPAGE);
+	return memory;
 }
 
 static void
-table_free(const struct rplb_flow_table *ft, void *p, size_t size)
+table_free(const struct rplb_flow_table *table, void *memory, size_t size)
 {
-	if (p == NULL)
+	if (memory == NULL)
 		return;
-	if (ft->from_mmap)
-		munmap(p, size);
+	if (table->from_mmap)
+		munmap(memory, size);
 	else
-		rte_free(p);
+		rte_free(memory);
 }
 
 static size_t
@@ -90,88 +90,101 @@ records_bytes(uint32_t capacity)
 	return ((size_t)capacity + 1) * sizeof(struct rplb_flow);
 }
 
-/* Buckets, their overflow bits, records and free stack of a table. */
+/* One count of spilled keys per bucket (rplb_flow_table.spilled). */
+static size_t
+spilled_bytes(uint32_t buckets)
+{
+	return (size_t)buckets * sizeof(uint8_t);
+}
+
+/* Buckets, their overflow bits and spill counts, records and free stack of
+ * a table. */
 static size_t
 table_bytes(uint32_t buckets, uint32_t capacity)
 {
 	return (size_t)buckets * sizeof(struct rplb_flow_bucket) + overflow_bytes(buckets) +
-	       records_bytes(capacity) + (size_t)capacity * sizeof(uint32_t);
+	       spilled_bytes(buckets) + records_bytes(capacity) +
+	       (size_t)capacity * sizeof(uint32_t);
 }
 
 size_t
-rplb_flow_table_bytes(const struct rplb_flow_table *ft)
+rplb_flow_table_bytes(const struct rplb_flow_table *table)
 {
-	return table_bytes(ft->bucket_mask + 1, ft->capacity);
+	return table_bytes(table->bucket_mask + 1, table->capacity);
 }
 
 void
-rplb_flow_table_reset(struct rplb_flow_table *ft)
+rplb_flow_table_reset(struct rplb_flow_table *table)
 {
 	uint32_t i, j;
 
-	for (i = 0; i <= ft->bucket_mask; i++) {
-		for (j = 0; j < RPLB_FT_SLOTS; j++) {
-			ft->buckets[i].sig[j] = RPLB_FT_EMPTY_SIG;
-			ft->buckets[i].ref[j] = RPLB_FT_EMPTY;
+	for (i = 0; i <= table->bucket_mask; i++) {
+		for (j = 0; j < RPLB_BUCKET_SLOTS; j++) {
+			table->buckets[i].sig[j] = RPLB_EMPTY_SIG;
+			table->buckets[i].ref[j] = RPLB_EMPTY_REF;
 		}
 	}
-	memset(ft->overflowed, 0, overflow_bytes(ft->bucket_mask + 1));
-	memset(&ft->flows[RPLB_FT_SENTINEL], 0, sizeof(ft->flows[RPLB_FT_SENTINEL]));
-	for (i = 0; i <= ft->capacity; i++)
-		ft->flows[i].state = RPLB_FLOW_FREE;
+	memset(table->overflowed, 0, overflow_bytes(table->bucket_mask + 1));
+	memset(table->spilled, 0, spilled_bytes(table->bucket_mask + 1));
+	memset(&table->flows[RPLB_SENTINEL_RECORD], 0, sizeof(table->flows[RPLB_SENTINEL_RECORD]));
+	for (i = 0; i <= table->capacity; i++)
+		table->flows[i].state = RPLB_FLOW_FREE;
 	/* Hand out low indices first: they are the warm part of the array. */
-	for (i = 0; i < ft->capacity; i++)
-		ft->free_stack[i] = ft->capacity - 1 - i + RPLB_FT_FIRST_FLOW;
-	ft->free_count = ft->capacity;
-	ft->aging_cursor = RPLB_FT_FIRST_FLOW;
+	for (i = 0; i < table->capacity; i++)
+		table->free_stack[i] = table->capacity - 1 - i + RPLB_FIRST_FLOW_RECORD;
+	table->free_count = table->capacity;
+	table->aging_cursor = RPLB_FIRST_FLOW_RECORD;
 }
 
 struct rplb_flow_table *
 rplb_flow_table_create(uint32_t capacity, int socket_id)
 {
-	struct rplb_flow_table *ft;
+	struct rplb_flow_table *table;
 	uint32_t buckets;
 
-	if (capacity == 0 || capacity > RPLB_FT_MAX_CAPACITY) {
+	if (capacity == 0 || capacity > RPLB_FLOW_TABLE_MAX_CAPACITY) {
 		rte_errno = EINVAL;
 		return NULL;
 	}
 	buckets = bucket_count(capacity);
-	ft = rte_zmalloc_socket("rplb_flow_table", sizeof(*ft), RTE_CACHE_LINE_SIZE, socket_id);
-	if (ft == NULL)
+	table = rte_zmalloc_socket("rplb_flow_table", sizeof(*table), RTE_CACHE_LINE_SIZE, socket_id);
+	if (table == NULL)
 		goto nomem;
-	ft->capacity = capacity;
-	ft->bucket_mask = buckets - 1;
-	ft->alt_shift = 32 - rte_log2_u32(buckets);
-	ft->clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
-	ft->from_mmap = !rte_eal_has_hugepages();
-	ft->buckets = table_alloc(ft, (size_t)buckets * sizeof(struct rplb_flow_bucket),
+	table->capacity = capacity;
+	table->bucket_mask = buckets - 1;
+	table->secondary_shift = 32 - rte_log2_u32(buckets);
+	table->clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
+	table->from_mmap = !rte_eal_has_hugepages();
+	table->buckets = table_alloc(table, (size_t)buckets * sizeof(struct rplb_flow_bucket),
 				  socket_id);
-	ft->flows = table_alloc(ft, records_bytes(capacity), socket_id);
-	ft->free_stack = table_alloc(ft, (size_t)capacity * sizeof(uint32_t), socket_id);
-	ft->overflowed = table_alloc(ft, overflow_bytes(buckets), socket_id);
-	if (ft->buckets == NULL || ft->flows == NULL || ft->free_stack == NULL ||
-	    ft->overflowed == NULL)
+	table->flows = table_alloc(table, records_bytes(capacity), socket_id);
+	table->free_stack = table_alloc(table, (size_t)capacity * sizeof(uint32_t), socket_id);
+	table->overflowed = table_alloc(table, overflow_bytes(buckets), socket_id);
+	table->spilled = table_alloc(table, spilled_bytes(buckets), socket_id);
+	if (table->buckets == NULL || table->flows == NULL || table->free_stack == NULL ||
+	    table->overflowed == NULL || table->spilled == NULL)
 		goto nomem;
-	rplb_flow_table_reset(ft);
-	return ft;
+	rplb_flow_table_reset(table);
+	return table;
 
 nomem:
-	rplb_flow_table_free(ft);
+	rplb_flow_table_free(table);
 	rte_errno = ENOMEM;
 	return NULL;
 }
 
 void
-rplb_flow_table_free(struct rplb_flow_table *ft)
+rplb_flow_table_free(struct rplb_flow_table *table)
 {
-	if (ft == NULL)
+	if (table == NULL)
 		return;
-	table_free(ft, ft->buckets, (size_t)(ft->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
-	table_free(ft, ft->flows, records_bytes(ft->capacity));
-	table_free(ft, ft->free_stack, (size_t)ft->capacity * sizeof(uint32_t));
-	table_free(ft, ft->overflowed, overflow_bytes(ft->bucket_mask + 1));
-	rte_free(ft);
+	table_free(table, table->buckets,
+		   (size_t)(table->bucket_mask + 1) * sizeof(struct rplb_flow_bucket));
+	table_free(table, table->flows, records_bytes(table->capacity));
+	table_free(table, table->free_stack, (size_t)table->capacity * sizeof(uint32_t));
+	table_free(table, table->overflowed, overflow_bytes(table->bucket_mask + 1));
+	table_free(table, table->spilled, spilled_bytes(table->bucket_mask + 1));
+	rte_free(table);
 }
 
 size_t
@@ -208,18 +221,24 @@ queued(const struct bfs_node *queue, unsigned int tail, uint32_t bucket)
 }
 
 static void
-move_entry(struct rplb_flow_table *ft, uint32_t from_bucket, uint32_t from_slot,
+move_entry(struct rplb_flow_table *table, uint32_t from_bucket, uint32_t from_slot,
 	   uint32_t to_bucket, uint32_t to_slot)
 {
-	struct rplb_flow_bucket *from = &ft->buckets[from_bucket];
-	struct rplb_flow_bucket *to = &ft->buckets[to_bucket];
+	struct rplb_flow_bucket *from = &table->buckets[from_bucket];
+	struct rplb_flow_bucket *to = &table->buckets[to_bucket];
+
+	/* The signature is the key's full hash. */
+	uint32_t primary = rplb_primary_bucket(table, from->sig[from_slot]);
 
 	to->sig[to_slot] = from->sig[from_slot];
 	to->ref[to_slot] = from->ref[from_slot];
-	/* The signature is the key's full hash. */
-	rplb_ft_placed(ft, rplb_ft_primary(ft, to->sig[to_slot]), to_bucket);
-	from->sig[from_slot] = RPLB_FT_EMPTY_SIG;
-	from->ref[from_slot] = RPLB_FT_EMPTY;
+	from->sig[from_slot] = RPLB_EMPTY_SIG;
+	from->ref[from_slot] = RPLB_EMPTY_REF;
+	/* The key moves between its two buckets: into its secondary bucket
+	 * or back home, and the spill count of its primary follows. */
+	rplb_note_placement(table, primary, to_bucket);
+	if (from_bucket != primary)
+		rplb_note_unspilled(table, primary);
 }
 
 /* Breadth-first over buckets, so the path of moves is the shortest; no
@@ -227,42 +246,43 @@ move_entry(struct rplb_flow_table *ft, uint32_t from_bucket, uint32_t from_slot,
  * moved.  The moves run from the far end back to the new key's bucket:
  * each entry moves into a slot just vacated, to its other bucket. */
 int64_t
-rplb_flow_make_room(struct rplb_flow_table *ft, uint32_t hash)
+rplb_flow_make_room(struct rplb_flow_table *table, uint32_t hash)
 {
 	struct bfs_node queue[BFS_NODES];
 	unsigned int head = 0, tail = 0;
-	uint32_t first = rplb_ft_primary(ft, hash), second = rplb_ft_secondary(ft, hash);
+	uint32_t first = rplb_primary_bucket(table, hash), second = rplb_secondary_bucket(table, hash);
 
 	queue[tail++] = (struct bfs_node){first, -1, 0};
 	if (second != first)
 		queue[tail++] = (struct bfs_node){second, -1, 0};
 
 	for (; head < tail; head++) {
-		const struct rplb_flow_bucket *bucket = &ft->buckets[queue[head].bucket];
+		const struct rplb_flow_bucket *bucket = &table->buckets[queue[head].bucket];
 		uint32_t slot;
 
-		for (slot = 0; slot < RPLB_FT_SLOTS; slot++) {
+		for (slot = 0; slot < RPLB_BUCKET_SLOTS; slot++) {
 			uint32_t sig = bucket->sig[slot];
-			uint32_t home = rplb_ft_primary(ft, sig);
-			uint32_t other = home == queue[head].bucket ? rplb_ft_secondary(ft, sig) : home;
+			uint32_t home = rplb_primary_bucket(table, sig);
+			uint32_t other = home == queue[head].bucket ?
+					 rplb_secondary_bucket(table, sig) : home;
 			uint32_t free_slots;
 			int32_t node;
 
 			if (other == queue[head].bucket)
 				continue;
-			free_slots = rplb_ft_match8(ft->buckets[other].ref, RPLB_FT_EMPTY);
+			free_slots = rplb_bucket_match(table->buckets[other].ref, RPLB_EMPTY_REF);
 			if (free_slots != 0) {
 				uint32_t vacated = slot;
 
-				move_entry(ft, queue[head].bucket, slot, other,
+				move_entry(table, queue[head].bucket, slot, other,
 					   (uint32_t)__builtin_ctz(free_slots));
 				for (node = (int32_t)head; queue[node].parent >= 0;
 				     node = queue[node].parent) {
-					const struct bfs_node *n = &queue[node];
+					const struct bfs_node *step = &queue[node];
 
-					move_entry(ft, queue[n->parent].bucket, n->slot, n->bucket,
-						   vacated);
-					vacated = n->slot;
+					move_entry(table, queue[step->parent].bucket, step->slot,
+						   step->bucket, vacated);
+					vacated = step->slot;
 				}
 				return queue[node].bucket;
 			}

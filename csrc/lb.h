@@ -21,6 +21,7 @@
 #include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
 
+#include "flow_sample.h"
 #include "flow_table.h"
 #include "rplb.h"
 
@@ -56,7 +57,7 @@ struct rplb_lb_backend {
 	uint16_t service_id;        /* of its service; RPLB_NO_SERVICE: unused slot */
 	/* An unused slot keeps the id of its last backend: the flows that
 	 * still hold it count down the slot's active_flows, flows of older
-	 * owners do not (lb_count_flow_end). */
+	 * owners do not (rplb_lb_count_flow_end). */
 	uint32_t backend_id;
 	/* Checksum changes of rewriting the service's vip:port to ip:port. */
 	struct rplb_cksum_deltas to_backend;
@@ -85,7 +86,7 @@ struct rplb_owner_slot {
 
 struct rplb_lb_tables {
 	/* Generations are numbered from 1, one more per publish: a worker
-	 * adopts each one it meets (lb_adopt_tables in engine_lb.c). */
+	 * adopts each one it meets (adopt_tables in engine_lb.c). */
 	uint64_t generation;
 	uint32_t n_services;
 	uint32_t n_backends;
@@ -110,25 +111,13 @@ struct rplb_lb_tables {
 	 * not the one the previous generation had there), and, per slot, the
 	 * generation in which its current backend took it: a worker that
 	 * adopts this generation zeroes the active_flows of those slots
-	 * (lb_adopt_tables). */
+	 * (adopt_tables in engine_lb.c). */
 	uint32_t n_reused;
 	uint32_t *reused_slots;
 	uint32_t *slot_taken_in;    /* RPLB_MAX_BACKENDS generation numbers (low 32 bits) */
 	/* One reference per service (NULL: no Maglev table), released with
 	 * the generation. */
 	struct rplb_maglev **maglevs;
-};
-
-/* Control plane -> worker request for a flow sample: the control plane
- * sets want (release) and waits for state DONE; the worker fills buffer
- * between bursts.  One request at a time per worker. */
-enum { RPLB_SAMPLE_IDLE, RPLB_SAMPLE_WANTED, RPLB_SAMPLE_DONE };
-
-struct rplb_flow_sample_slot {
-	uint32_t state;
-	uint32_t max;
-	uint32_t count;
-	struct rplb_flow_sample buffer[RPLB_FLOW_SAMPLE_MAX];
 };
 
 struct rplb_lb_worker {
@@ -215,13 +204,14 @@ rplb_find_slot(const void *slots, size_t stride, uint32_t mask, uint32_t hash, u
 }
 
 static inline const struct rplb_lb_service *
-rplb_find_service(const struct rplb_lb_tables *t, uint32_t vip, uint16_t port, uint8_t proto)
+rplb_find_service(const struct rplb_lb_tables *tables, uint32_t vip, uint16_t port,
+		  uint8_t proto)
 {
-	int64_t i = rplb_find_slot(t->service_slots, sizeof(*t->service_slots), t->service_mask,
-				   rplb_lookup_hash(vip, port, proto),
+	int64_t i = rplb_find_slot(tables->service_slots, sizeof(*tables->service_slots),
+				   tables->service_mask, rplb_lookup_hash(vip, port, proto),
 				   rplb_slot_word(vip, port, proto));
 
-	return i < 0 ? NULL : t->service_slots[i].service;
+	return i < 0 ? NULL : tables->service_slots[i].service;
 }
 
 /* Membership in an open-addressing set of addresses (0 marks empty). */
@@ -239,32 +229,32 @@ rplb_address_in(const uint32_t *slots, uint32_t mask, uint32_t addr)
 }
 
 static inline int
-rplb_is_vip(const struct rplb_lb_tables *t, uint32_t addr)
+rplb_is_vip(const struct rplb_lb_tables *tables, uint32_t addr)
 {
-	return rplb_address_in(t->vip_slots, t->vip_mask, addr);
+	return rplb_address_in(tables->vip_slots, tables->vip_mask, addr);
 }
 
 static inline int
-rplb_is_backend_ip(const struct rplb_lb_tables *t, uint32_t addr)
+rplb_is_backend_ip(const struct rplb_lb_tables *tables, uint32_t addr)
 {
-	return rplb_address_in(t->backend_ip_slots, t->backend_ip_mask, addr);
+	return rplb_address_in(tables->backend_ip_slots, tables->backend_ip_mask, addr);
 }
 
 static inline const struct rplb_owner_slot *
-rplb_find_owner(const struct rplb_lb_tables *t, uint32_t ip, uint16_t port, uint8_t proto)
+rplb_find_owner(const struct rplb_lb_tables *tables, uint32_t ip, uint16_t port, uint8_t proto)
 {
-	int64_t i = rplb_find_slot(t->owner_slots, sizeof(*t->owner_slots), t->owner_mask,
-				   rplb_lookup_hash(ip, port, proto),
+	int64_t i = rplb_find_slot(tables->owner_slots, sizeof(*tables->owner_slots),
+				   tables->owner_mask, rplb_lookup_hash(ip, port, proto),
 				   rplb_slot_word(ip, port, proto));
 
-	return i < 0 ? NULL : &t->owner_slots[i];
+	return i < 0 ? NULL : &tables->owner_slots[i];
 }
 
 /* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */
 static inline uint32_t
-rplb_maglev_pick(const struct rplb_lb_service *svc, uint32_t flow_hash)
+rplb_maglev_pick(const struct rplb_lb_service *service, uint32_t flow_hash)
 {
-	return svc->maglev[((uint64_t)flow_hash * svc->maglev_size) >> 32];
+	return service->maglev[((uint64_t)flow_hash * service->maglev_size) >> 32];
 }
 
 /* A flow of this worker ends (expired, moved to another backend, or
@@ -273,13 +263,13 @@ rplb_maglev_pick(const struct rplb_lb_service *svc, uint32_t flow_hash)
  * new backend's, zeroed when the worker adopted the tables that handed it
  * over).  backends: of the generation this worker adopted. */
 static inline void
-rplb_lb_count_flow_end(struct rplb_lb_worker *lw, const struct rplb_lb_backend *backends,
+rplb_lb_count_flow_end(struct rplb_lb_worker *lb_worker, const struct rplb_lb_backend *backends,
 		       uint32_t backend_id)
 {
 	uint32_t slot = rplb_backend_slot(backend_id);
 
 	if (likely(backends[slot].backend_id == backend_id))
-		lw->backend_counters[slot].active_flows--;
+		lb_worker->backend_counters[slot].active_flows--;
 }
 
 #endif /* RPLB_LB_H */

@@ -478,7 +478,7 @@ rplb_lb_free(struct rplb_lb *lb)
 		rplb_flow_table_free(lb->workers[i].flows);
 		rte_free(lb->workers[i].service_counters);
 		rte_free(lb->workers[i].backend_counters);
-		rte_free(lb->workers[i].sample);
+		rplb_flow_sample_slot_free(lb->workers[i].sample);
 	}
 	tables_free(lb->tables);
 	rte_free(lb->qsbr);
@@ -505,15 +505,14 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 	lw->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
 		RPLB_MAX_BACKENDS * sizeof(*lw->backend_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
-	lw->sample = rte_zmalloc_socket("rplb_flow_sample", sizeof(*lw->sample),
-					RTE_CACHE_LINE_SIZE, lb->socket_id);
+	lw->sample = rplb_flow_sample_slot_create(lb->socket_id);
 	if (lw->flows == NULL || lw->service_counters == NULL || lw->backend_counters == NULL ||
 	    lw->sample == NULL) {
 		rc = lw->flows == NULL ? -rte_errno : -ENOMEM;
 		rplb_flow_table_free(lw->flows);
 		rte_free(lw->service_counters);
 		rte_free(lw->backend_counters);
-		rte_free(lw->sample);
+		rplb_flow_sample_slot_free(lw->sample);
 		memset(lw, 0, sizeof(*lw));
 		return rc != 0 ? rc : -ENOMEM;
 	}
@@ -522,7 +521,7 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		rplb_flow_table_free(lw->flows);
 		rte_free(lw->service_counters);
 		rte_free(lw->backend_counters);
-		rte_free(lw->sample);
+		rplb_flow_sample_slot_free(lw->sample);
 		memset(lw, 0, sizeof(*lw));
 		return -rte_errno;
 	}
@@ -559,33 +558,6 @@ rplb_lb_publish(struct rplb_lb *lb, const struct rplb_table_specs *specs)
 	pthread_mutex_unlock(&lb->publish_lock);
 	tables_free(old);
 	return 0;
-}
-
-int
-rplb_lb_flow_sample(struct rplb_lb *lb, unsigned int worker, struct rplb_flow_sample *out,
-		    unsigned int max, unsigned int timeout_ms)
-{
-	struct rplb_flow_sample_slot *slot;
-	uint64_t deadline;
-
-	if (worker >= lb->n_workers || max > RPLB_FLOW_SAMPLE_MAX)
-		return -EINVAL;
-	slot = lb->workers[worker].sample;
-	/* A request that timed out may still be pending (WANTED: it is simply
-	 * renewed) or answered late (DONE: the stale answer is dropped).  The
-	 * caller serialises requests. */
-	slot->max = max;
-	__atomic_store_n(&slot->state, RPLB_SAMPLE_WANTED, __ATOMIC_RELEASE);
-	deadline = rte_get_timer_cycles() + rte_get_timer_hz() * timeout_ms / 1000;
-	while (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) != RPLB_SAMPLE_DONE) {
-		if (rte_get_timer_cycles() > deadline)
-			return -ETIMEDOUT;
-		rte_delay_us_sleep(100);
-	}
-	memcpy(out, slot->buffer, slot->count * sizeof(*out));
-	max = slot->count;
-	__atomic_store_n(&slot->state, RPLB_SAMPLE_IDLE, __ATOMIC_RELEASE);
-	return (int)max;
 }
 
 const struct rplb_service_counters *

@@ -285,14 +285,14 @@ rplb_cksum_deltas(uint32_t old_addr, uint16_t old_port, uint32_t new_addr, uint1
  * path: the NIC computes them from the pseudo-header checksum we leave in
  * the L4 field. */
 static __rte_always_inline void
-rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_field,
+rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *parsed, void *addr_field,
 		       uint16_t *port_field, uint32_t new_addr, uint16_t new_port,
 		       struct rplb_cksum_deltas deltas, int tx_offload)
 {
-	struct rte_ipv4_hdr *ip = p->ip;
+	struct rte_ipv4_hdr *ip = parsed->ip;
 	int is_udp = ip->next_proto_id == IPPROTO_UDP;
-	uint16_t *l4_cksum = is_udp ? &((struct rte_udp_hdr *)p->l4)->dgram_cksum
-				    : &((struct rte_tcp_hdr *)p->l4)->cksum;
+	uint16_t *l4_cksum = is_udp ? &((struct rte_udp_hdr *)parsed->l4)->dgram_cksum
+				    : &((struct rte_tcp_hdr *)parsed->l4)->cksum;
 
 	/* IPv4 addresses sit 2 bytes off a 4-byte boundary behind Ethernet:
 	 * memcpy is the defined way to store them (one mov on x86). */
@@ -301,7 +301,7 @@ rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_fie
 
 	if (unlikely(tx_offload)) {
 		m->l2_len = sizeof(struct rte_ether_hdr);
-		m->l3_len = (uint8_t *)p->l4 - (uint8_t *)ip;
+		m->l3_len = (uint8_t *)parsed->l4 - (uint8_t *)ip;
 		m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
 		ip->hdr_checksum = 0;
 		if (is_udp && *l4_cksum == 0)
@@ -323,11 +323,11 @@ rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *p, void *addr_fie
 /* Turn an ICMP echo request to a VIP into the reply, in place: MACs and
  * addresses swapped, type 0, fresh TTL, both checksums updated. */
 static inline void
-rplb_icmp_echo_to_reply(struct rte_mbuf *m, struct rplb_parsed *p)
+rplb_icmp_echo_to_reply(struct rte_mbuf *m, struct rplb_parsed *parsed)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv4_hdr *ip = p->ip;
-	struct rte_icmp_hdr *icmp = p->l4;
+	struct rte_ipv4_hdr *ip = parsed->ip;
+	struct rte_icmp_hdr *icmp = parsed->l4;
 	struct rte_ether_addr mac = eth->src_addr;
 	uint32_t addr = ip->src_addr;
 	uint16_t old_word, new_word;

@@ -35,9 +35,8 @@ struct rplb_lb_tables;
  * (its rx burst), and the size of each tx buffer.  64, not DPDK's usual 32:
  * the load balancer's bulk lookup prefetches a burst's buckets, then its
  * records, then reads them, and with twice the packets between a prefetch
- * and its read a flow table in DRAM costs less (rplb-bench-engine, 1M
- * flows: 57 -> 50 ns/packet; 1,000 flows unchanged; callgrind, established:
- * 149.8 -> 144.7 instructions/packet, the per-burst work shared by more). */
+ * and its read a flow table in DRAM costs less; the per-burst work is also
+ * shared by more packets (docs/performance.md has the figures). */
 #define RPLB_BURST 64
 
 struct rplb_worker_params {

@@ -22,36 +22,36 @@ static struct published *current[RPLB_TEL_COMMANDS];
 static int registered;
 
 static void
-add_entry(struct rte_tel_data *d, const struct rplb_tel_entry *e)
+add_entry(struct rte_tel_data *reply, const struct rplb_tel_entry *entry)
 {
 	/* -ENOSPC past RTE_TEL_MAX_DICT_ENTRIES: the entry is left out. */
-	if (e->is_str)
-		rte_tel_data_add_dict_string(d, e->name, e->str);
+	if (entry->is_str)
+		rte_tel_data_add_dict_string(reply, entry->name, entry->str);
 	else
-		rte_tel_data_add_dict_u64(d, e->name, e->value);
+		rte_tel_data_add_dict_u64(reply, entry->name, entry->value);
 }
 
 static int
-answer(unsigned int cmd, struct rte_tel_data *d)
+answer(unsigned int cmd, struct rte_tel_data *reply)
 {
-	struct published *p;
+	struct published *list;
 	struct rte_tel_data *group = NULL;
 	const char *group_name = NULL;
 	unsigned int i;
 
-	rte_tel_data_start_dict(d);
+	rte_tel_data_start_dict(reply);
 	pthread_mutex_lock(&lock);
-	p = current[cmd];
-	for (i = 0; p != NULL && i < p->n; i++) {
-		const struct rplb_tel_entry *e = &p->entries[i];
+	list = current[cmd];
+	for (i = 0; list != NULL && i < list->n; i++) {
+		const struct rplb_tel_entry *entry = &list->entries[i];
 
-		if (group != NULL && strcmp(group_name, e->group) != 0) {
-			if (rte_tel_data_add_dict_container(d, group_name, group, 0) != 0)
+		if (group != NULL && strcmp(group_name, entry->group) != 0) {
+			if (rte_tel_data_add_dict_container(reply, group_name, group, 0) != 0)
 				rte_tel_data_free(group);
 			group = NULL;
 		}
-		if (e->group[0] == '\0') {
-			add_entry(d, e);
+		if (entry->group[0] == '\0') {
+			add_entry(reply, entry);
 			continue;
 		}
 		if (group == NULL) {
@@ -59,72 +59,72 @@ answer(unsigned int cmd, struct rte_tel_data *d)
 			if (group == NULL)
 				break;
 			rte_tel_data_start_dict(group);
-			group_name = e->group;
+			group_name = entry->group;
 		}
-		add_entry(group, e);
+		add_entry(group, entry);
 	}
-	if (group != NULL && rte_tel_data_add_dict_container(d, group_name, group, 0) != 0)
+	if (group != NULL && rte_tel_data_add_dict_container(reply, group_name, group, 0) != 0)
 		rte_tel_data_free(group);
 	pthread_mutex_unlock(&lock);
 	return 0;
 }
 
 static int
-handle_stats(const char *cmd, const char *params, struct rte_tel_data *d)
+handle_stats(const char *cmd, const char *params, struct rte_tel_data *reply)
 {
-	return answer(RPLB_TEL_STATS, d);
+	return answer(RPLB_TEL_STATS, reply);
 }
 
 static int
-handle_services(const char *cmd, const char *params, struct rte_tel_data *d)
+handle_services(const char *cmd, const char *params, struct rte_tel_data *reply)
 {
-	return answer(RPLB_TEL_SERVICES, d);
+	return answer(RPLB_TEL_SERVICES, reply);
 }
 
 int
 rplb_telemetry_register(void)
 {
-	int rc;
+	int err;
 
 	pthread_mutex_lock(&lock);
 	if (registered) {
 		pthread_mutex_unlock(&lock);
 		return 0;
 	}
-	rc = rte_telemetry_register_cmd("/rplb/stats", handle_stats,
+	err = rte_telemetry_register_cmd("/rplb/stats", handle_stats,
 		"rplb fast-path counters: per side rx/tx/tx_dropped, drops by reason, "
 		"events. No parameters");
-	if (rc == 0)
-		rc = rte_telemetry_register_cmd("/rplb/services", handle_services,
+	if (err == 0)
+		err = rte_telemetry_register_cmd("/rplb/services", handle_services,
 			"rplb per-service counters (and per backend). No parameters");
-	if (rc == 0)
+	if (err == 0)
 		registered = 1;
 	pthread_mutex_unlock(&lock);
-	return rc;
+	return err;
 }
 
 int
 rplb_telemetry_publish(unsigned int cmd, const struct rplb_tel_entry *entries, unsigned int n)
 {
-	struct published *p, *old;
+	struct published *list, *old;
 	unsigned int i;
 
 	if (cmd >= RPLB_TEL_COMMANDS)
 		return -EINVAL;
-	p = malloc(sizeof(*p) + (size_t)n * sizeof(p->entries[0]));
-	if (p == NULL)
+	list = malloc(sizeof(*list) + (size_t)n * sizeof(list->entries[0]));
+	if (list == NULL)
 		return -ENOMEM;
-	p->n = n;
+	list->n = n;
 	for (i = 0; i < n; i++) {
-		p->entries[i] = entries[i];
+		list->entries[i] = entries[i];
 		/* Terminate whatever the caller gave. */
-		p->entries[i].group[RPLB_TEL_NAME_LEN - 1] = '\0';
-		p->entries[i].name[RPLB_TEL_NAME_LEN - 1] = '\0';
-		p->entries[i].str[RPLB_TEL_NAME_LEN - 1] = '\0';
+		list->entries[i].group[RPLB_TEL_NAME_LEN - 1] = '\0';
+		list->entries[i].name[RPLB_TEL_NAME_LEN - 1] = '\0';
+		list->entries[i].str[RPLB_TEL_NAME_LEN - 1] = '\0';
 	}
 	pthread_mutex_lock(&lock);
 	old = current[cmd];
-	current[cmd] = p;
+	current[cmd] = list;
 	pthread_mutex_unlock(&lock);
 	free(old);
 	return 0;

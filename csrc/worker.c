@@ -24,46 +24,46 @@ struct rplb_worker *
 rplb_worker_create(const struct rplb_worker_params *params,
 		   const struct rplb_engine *engine, void *engine_state)
 {
-	struct rplb_worker *w;
+	struct rplb_worker *worker;
 	unsigned int side;
 
 	if (params == NULL || engine == NULL) {
 		rte_errno = EINVAL;
 		return NULL;
 	}
-	w = rte_zmalloc_socket("rplb_worker", sizeof(*w), RTE_CACHE_LINE_SIZE,
+	worker = rte_zmalloc_socket("rplb_worker", sizeof(*worker), RTE_CACHE_LINE_SIZE,
 			       params->socket_id);
-	if (w == NULL) {
+	if (worker == NULL) {
 		rte_errno = ENOMEM;
 		return NULL;
 	}
-	w->port_id[RPLB_FRONTEND] = params->frontend_port;
-	w->port_id[RPLB_BACKEND] = params->backend_port;
-	w->rx_queue = params->rx_queue;
+	worker->port_id[RPLB_FRONTEND] = params->frontend_port;
+	worker->port_id[RPLB_BACKEND] = params->backend_port;
+	worker->rx_queue = params->rx_queue;
 	for (side = 0; side < RPLB_SIDES; side++) {
-		w->tx[side].port_id = w->port_id[side];
-		w->tx[side].queue_id = params->tx_queue;
-		w->tx_cksum_offload[side] = params->tx_cksum_offload[side];
-		w->rx_cksum_offload[side] = params->rx_cksum_offload[side];
+		worker->tx[side].port_id = worker->port_id[side];
+		worker->tx[side].queue_id = params->tx_queue;
+		worker->tx_cksum_offload[side] = params->tx_cksum_offload[side];
+		worker->rx_cksum_offload[side] = params->rx_cksum_offload[side];
 	}
-	w->drain_tsc = (rte_get_tsc_hz() + US_PER_S - 1) / US_PER_S * params->drain_us;
-	w->engine = engine;
-	w->engine_state = engine_state;
-	w->socket_id = params->socket_id;
-	w->lcore_id = LCORE_ID_ANY;
-	return w;
+	worker->drain_tsc = (rte_get_tsc_hz() + US_PER_S - 1) / US_PER_S * params->drain_us;
+	worker->engine = engine;
+	worker->engine_state = engine_state;
+	worker->socket_id = params->socket_id;
+	worker->lcore_id = LCORE_ID_ANY;
+	return worker;
 }
 
 void
-rplb_worker_free(struct rplb_worker *w)
+rplb_worker_free(struct rplb_worker *worker)
 {
-	rte_free(w);
+	rte_free(worker);
 }
 
 void
-rplb_worker_request_stop(struct rplb_worker *w)
+rplb_worker_request_stop(struct rplb_worker *worker)
 {
-	__atomic_store_n(&w->stop_requested, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&worker->stop_requested, 1, __ATOMIC_RELEASE);
 }
 
 void
@@ -73,68 +73,68 @@ rplb_worker_rearm(struct rplb_worker *w)
 }
 
 const struct rplb_lcore_counters *
-rplb_worker_counters(const struct rplb_worker *w)
+rplb_worker_counters(const struct rplb_worker *worker)
 {
-	return &w->counters;
+	return &worker->counters;
 }
 
 static inline uint16_t
-receive(struct rplb_worker *w, unsigned int side, struct rte_mbuf **pkts)
+receive(struct rplb_worker *worker, unsigned int side, struct rte_mbuf **pkts)
 {
 	uint16_t n, i;
 
-	n = rte_eth_rx_burst(w->port_id[side], w->rx_queue, pkts, RPLB_BURST);
+	n = rte_eth_rx_burst(worker->port_id[side], worker->rx_queue, pkts, RPLB_BURST);
 	if (n == 0)
 		return 0;
-	w->counters.port[side].rx_packets += n;
+	worker->counters.port[side].rx_packets += n;
 	for (i = 0; i < n; i++)
-		w->counters.port[side].rx_bytes += pkts[i]->pkt_len;
+		worker->counters.port[side].rx_bytes += pkts[i]->pkt_len;
 	return n;
 }
 
 int
 rplb_worker_main(void *arg)
 {
-	struct rplb_worker *w = arg;
-	const struct rplb_engine *engine = w->engine;
+	struct rplb_worker *worker = arg;
+	const struct rplb_engine *engine = worker->engine;
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint64_t now, last_drain;
 	unsigned int side;
-	int rc;
+	int err;
 
-	w->lcore_id = rte_lcore_id();
+	worker->lcore_id = rte_lcore_id();
 	if (engine->start != NULL) {
-		rc = engine->start(w);
-		if (rc != 0)
-			return rc;
+		err = engine->start(worker);
+		if (err != 0)
+			return err;
 	}
 
 	last_drain = rte_rdtsc();
-	while (!__atomic_load_n(&w->stop_requested, __ATOMIC_ACQUIRE)) {
+	while (!__atomic_load_n(&worker->stop_requested, __ATOMIC_ACQUIRE)) {
 		uint16_t received = 0;
 
 		for (side = 0; side < RPLB_SIDES; side++) {
-			uint16_t n = receive(w, side, pkts);
+			uint16_t n = receive(worker, side, pkts);
 
 			if (n == 0)
 				continue;
 			received += n;
-			engine->process_burst(w, side, pkts, n);
+			engine->process_burst(worker, side, pkts, n);
 		}
 
 		now = rte_rdtsc();
-		if (unlikely(now - last_drain > w->drain_tsc)) {
+		if (unlikely(now - last_drain > worker->drain_tsc)) {
 			for (side = 0; side < RPLB_SIDES; side++)
-				rplb_worker_flush(w, side);
+				rplb_worker_flush(worker, side);
 			last_drain = now;
 		}
 		if (engine->housekeeping != NULL)
-			engine->housekeeping(w, now, received == 0);
+			engine->housekeeping(worker, now, received == 0);
 	}
 
 	for (side = 0; side < RPLB_SIDES; side++)
-		rplb_worker_flush(w, side);
+		rplb_worker_flush(worker, side);
 	if (engine->stop != NULL)
-		engine->stop(w);
+		engine->stop(worker);
 	return 0;
 }

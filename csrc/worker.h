@@ -60,18 +60,18 @@ struct rplb_worker {
 /* Transmit what is buffered for one side; free and count what the port
  * refused (a full ring must not stall the loop). */
 static inline void
-rplb_worker_flush(struct rplb_worker *w, unsigned int side)
+rplb_worker_flush(struct rplb_worker *worker, unsigned int side)
 {
-	struct rplb_tx_buffer *buf = &w->tx[side];
+	struct rplb_tx_buffer *buf = &worker->tx[side];
 	uint16_t sent, i;
 
 	if (buf->count == 0)
 		return;
 	sent = rte_eth_tx_burst(buf->port_id, buf->queue_id, buf->pkts, buf->count);
-	w->counters.port[side].tx_packets += sent;
+	worker->counters.port[side].tx_packets += sent;
 	if (unlikely(sent < buf->count)) {
-		w->counters.port[side].tx_dropped += buf->count - sent;
-		w->counters.drops[RPLB_DROP_TX_FULL] += buf->count - sent;
+		worker->counters.port[side].tx_dropped += buf->count - sent;
+		worker->counters.drops[RPLB_DROP_TX_FULL] += buf->count - sent;
 		for (i = sent; i < buf->count; i++)
 			rte_pktmbuf_free(buf->pkts[i]);
 	}
@@ -80,33 +80,33 @@ rplb_worker_flush(struct rplb_worker *w, unsigned int side)
 
 /* Buffer m (of bytes bytes, m->pkt_len) for out_side's port. */
 static inline void
-rplb_worker_send_len(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m,
+rplb_worker_send_len(struct rplb_worker *worker, unsigned int out_side, struct rte_mbuf *m,
 		     uint32_t bytes)
 {
-	struct rplb_tx_buffer *buf = &w->tx[out_side];
+	struct rplb_tx_buffer *buf = &worker->tx[out_side];
 
-	w->counters.port[out_side].tx_bytes += bytes;
+	worker->counters.port[out_side].tx_bytes += bytes;
 	buf->pkts[buf->count++] = m;
 	if (unlikely(buf->count == RPLB_BURST))
-		rplb_worker_flush(w, out_side);
+		rplb_worker_flush(worker, out_side);
 }
 
 static inline void
-rplb_worker_send(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf *m)
+rplb_worker_send(struct rplb_worker *worker, unsigned int out_side, struct rte_mbuf *m)
 {
-	rplb_worker_send_len(w, out_side, m, m->pkt_len);
+	rplb_worker_send_len(worker, out_side, m, m->pkt_len);
 }
 
 /* Buffer n packets (of bytes bytes in all) for out_side's port: an engine
  * that collects a burst's worth in an array of its own, its count in a
  * register, hands them over once. */
 static inline void
-rplb_worker_send_bulk(struct rplb_worker *w, unsigned int out_side, struct rte_mbuf **pkts,
+rplb_worker_send_bulk(struct rplb_worker *worker, unsigned int out_side, struct rte_mbuf **pkts,
 		      unsigned int n, uint64_t bytes)
 {
-	struct rplb_tx_buffer *buf = &w->tx[out_side];
+	struct rplb_tx_buffer *buf = &worker->tx[out_side];
 
-	w->counters.port[out_side].tx_bytes += bytes;
+	worker->counters.port[out_side].tx_bytes += bytes;
 	while (n > 0) {
 		unsigned int room = RPLB_BURST - buf->count;
 		unsigned int k = RTE_MIN(room, n);
@@ -116,14 +116,14 @@ rplb_worker_send_bulk(struct rplb_worker *w, unsigned int out_side, struct rte_m
 		pkts += k;
 		n -= k;
 		if (buf->count == RPLB_BURST)
-			rplb_worker_flush(w, out_side);
+			rplb_worker_flush(worker, out_side);
 	}
 }
 
 static inline void
-rplb_worker_drop(struct rplb_worker *w, enum rplb_drop_reason reason, struct rte_mbuf *m)
+rplb_worker_drop(struct rplb_worker *worker, enum rplb_drop_reason reason, struct rte_mbuf *m)
 {
-	w->counters.drops[reason]++;
+	worker->counters.drops[reason]++;
 	rte_pktmbuf_free(m);
 }
 

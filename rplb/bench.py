@@ -513,7 +513,7 @@ def find_engine_binary() -> Optional[Path]:
         return Path(env)
     here = Path(__file__).resolve().parent
     candidates = [here / "rplb-bench-engine"]
-    for build in sorted((here.parent / "build").glob("*/csrc/rplb-bench-engine")):
+    for build in sorted((here.parent / "build").glob("*/benchmarks/rplb-bench-engine")):
         candidates.append(build)
     for c in candidates:
         if c.is_file() and os.access(c, os.X_OK):

@@ -147,7 +147,8 @@ fi
 
 # ---- 4. rplb ---------------------------------------------------------------------
 # What the build reads: every tracked file but the documentation, the
-# examples, CI and the Python tests (a C harness under tests/ counts).
+# examples, CI, the Python tests and the fuzzer's inputs (a C harness or a
+# meson.build under tests/ counts).
 build_inputs() {
     if git -C "$root" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
         git -C "$root" ls-files -z --cached --others --exclude-standard
@@ -155,7 +156,8 @@ build_inputs() {
         (cd "$root" && find . -type f ! -path './.venv/*' ! -path './build/*' \
             ! -path './.git/*' -printf '%P\0')
     fi | grep -zv -e '^docs/' -e '^examples/' -e '^\.ci/' -e '\.md$' \
-                  -e '^tests/.*\.py$' -e '^tests/fuzz/' | LC_ALL=C sort -z
+                  -e '^tests/.*\.py$' -e '^tests/fuzz/corpus/' -e '^tests/fuzz/regressions/' \
+        | LC_ALL=C sort -z
 }
 sources_hash=$(cd "$root" && build_inputs | { xargs -0 sha256sum 2>/dev/null || true; } \
                | sha256sum | cut -d' ' -f1)

@@ -25,6 +25,15 @@ from rplb import contract
 eal, config_path = json.loads(sys.argv[1]), sys.argv[2]
 app = rplb.Appliance(eal, rplb.Options(config=load_config(config_path)))
 result = {}
+
+# Poll observable state (a publish returns once the worker passed a
+# quiescent state; the worker counts the new generation just after).
+def wait_until(what, predicate, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.01)
 """
 
 PROGRAM = PREAMBLE + r"""
@@ -33,14 +42,17 @@ try:
     bal = app.balancer
     def seen():
         return app.counters()["events"]["tables_seen"]
-    time.sleep(0.2)
+    # The configuration is published before the worker starts: it sees
+    # exactly one generation at its first loop iteration.
+    wait_until("the worker saw the first tables", lambda: seen() >= 1)
     result["tables_seen_start"] = seen()
     bal.add_backend("web", Backend(ip="192.168.1.13", port=8080, weight=7))
     bal.set_weight("web", "192.168.1.11", 8080, 0)
     bal.add_service(Service(vip="10.0.0.102", proto="udp", port=123, name="ntp",
                             backends=(Backend(ip="192.168.5.1", port=123),)))
     bal.remove_backend("api", "192.168.1.31", 8443)
-    time.sleep(0.2)
+    wait_until("the worker saw four generations more",
+               lambda: seen() >= result["tables_seen_start"] + 4)
     result["tables_seen_after_edits"] = seen()
     before = bal.config
     errors = []
@@ -52,10 +64,14 @@ try:
             edit()
         except ConfigError as err:
             errors.append(str(err))
-    time.sleep(0.2)
     result["errors"] = errors
     result["unchanged"] = bal.config == before
-    result["tables_seen_after_errors"] = seen()
+    # A barrier: one good edit more.  Had a refused edit published
+    # anything, the worker would now have seen two generations, not one.
+    bal.set_weight("web", "192.168.1.12", 8080, 2)
+    wait_until("the worker saw the barrier's tables",
+               lambda: seen() >= result["tables_seen_after_edits"] + 1)
+    result["tables_seen_after_errors"] = seen() - 1
     result["services"] = [(s["service"], [(b["backend"], b["weight"]) for b in s["backends"]])
                           for s in bal.service_stats()]
 finally:
@@ -92,7 +108,7 @@ def test_edits_through_the_api_are_atomic_and_invalid_ones_change_nothing(tmp_pa
     assert result["unchanged"]
     assert result["tables_seen_after_errors"] == result["tables_seen_after_edits"]
     assert result["services"] == [
-        ["web", [["192.168.1.10:8080", 10], ["192.168.1.11:8080", 0], ["192.168.1.12:8080", 1],
+        ["web", [["192.168.1.10:8080", 10], ["192.168.1.11:8080", 0], ["192.168.1.12:8080", 2],
                  ["192.168.1.13:8080", 7]]],
         ["dns", [["192.168.1.20:5353", 1], ["192.168.1.21:5353", 1]]],
         ["api", [["192.168.1.30:8443", 1]]],
@@ -120,9 +136,8 @@ try:
         result["error"], result["errno"] = str(err), err.errno
     result["published_after_error"] = seen() - before
     bal._lb.publish(services, backends, maglevs, timeouts)
-    deadline = time.monotonic() + 10
-    while seen() - before < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # Had the refused publish gone through, this would count two.
+    wait_until("the worker saw the good tables", lambda: seen() > before)
     result["published_after_good"] = seen() - before
 finally:
     app.close()
@@ -206,9 +221,7 @@ def web():
 try:
     app.start()
     bal = app.balancer
-    deadline = time.monotonic() + 20
-    while web()["packets"] < 30 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until("the 30 frames were forwarded", lambda: web()["packets"] >= 30)
     result["before"] = web()
     # Every backend that took flows goes; a new one stays.
     bal.add_backend("web", Backend(ip="192.168.1.19", port=8080))

@@ -148,6 +148,15 @@ def test_stats_parser_and_warm_up():
     assert bench.first_pass_samples(parser.blocks, 9000) == [2, 3]
 
 
+def test_engine_benchmark_is_found_where_meson_builds_it():
+    """rplb-bench-engine is built from benchmarks/: an installed wheel has it
+    next to rplb's modules, a build directory of the source tree under
+    benchmarks/."""
+    binary = bench.find_engine_binary()
+    assert binary is not None
+    assert binary.parent.name in ("rplb", "benchmarks"), binary
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
 def test_engine_instructions_without_io():
     """The goal's measure: callgrind's count minus net_null's tx burst.  The

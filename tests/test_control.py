@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,6 @@ import yaml
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
-from scapy.sendrecv import AsyncSniffer, sendp
 
 from harness import LiveRplb, eal_args, file_prefix, remove_runtime_dir, run_cli, write_pcap
 from lbcheck import by_flow
@@ -437,21 +435,23 @@ def client_frames(count: int):
         Ether() / IP(src="100.64.1.1", dst=VIP) / UDP(sport=4000, dport=53) / Raw(b"q")]
 
 
-def wait_for_packets(d: Daemon, count: int, timeout: float = 20.0) -> dict:
+def wait_until_all_forwarded(d: Daemon, count: int, timeout: float = 20.0) -> dict:
+    """Until all count frames of the rx pcap went out of the backend port:
+    then the counters are final (nothing else arrives)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         stats = d.request({"cmd": "stats"})["stats"]
-        if sum(s["packets"] for s in stats["services"]) >= count:
+        if stats["port"][0]["rx_packets"] == count and stats["port"][1]["tx_packets"] == count:
             return stats
+        if time.monotonic() > deadline:
+            raise AssertionError(f"rplb did not forward {count} frames: {stats['port']}")
         time.sleep(0.05)
-    raise AssertionError(f"rplb did not forward {count} packets: {stats['services']}")
 
 
 def test_stats_json_and_flows_match_the_final_statistics(tmp_path):
     d = Daemon(tmp_path, frontend_in=client_frames(20))
     try:
-        wait_for_packets(d, 21)
-        time.sleep(0.2)                                      # quiet: the rx pcap is done
+        wait_until_all_forwarded(d, 21)
         live = json.loads(d.ok("stats", "--json").stdout)
         flows = d.json("flows")
         text = d.ok("flows").stdout
@@ -620,28 +620,6 @@ def test_rplbctl_without_a_running_rplb(tmp_path):
 
 # ---- live traffic during changes (net_tap) -----------------------------------------
 
-def to_backends(wire: TapWire, frames, expect: int, timeout: float = 10.0) -> list:
-    """Like TapWire.to_backends, but done as soon as `expect` frames are seen.
-
-    (TapWire.exchange polls AsyncSniffer.results, which scapy fills only
-    at stop(), so it always waits its whole timeout.)"""
-    seen = []
-    done = threading.Event()
-
-    def keep(pkt):
-        seen.append(pkt)
-        if len(seen) >= expect:
-            done.set()
-    sniffer = AsyncSniffer(iface=wire.backend_if, lfilter=from_test_clients, prn=keep, store=False)
-    sniffer.start()
-    time.sleep(0.3)                           # the capture socket must be open first
-    sendp(list(frames), iface=wire.frontend_if)
-    done.wait(timeout)
-    time.sleep(0.1)                           # anything beyond the expected count
-    sniffer.stop()
-    return seen
-
-
 def test_backend_changes_with_live_traffic(tmp_path):
     config = write_config(tmp_path / "services.yaml")
     sock = str(tmp_path / "rplb.sock")
@@ -653,8 +631,8 @@ def test_backend_changes_with_live_traffic(tmp_path):
         return proc
 
     def send(flows, flags):
-        return by_flow([bytes(p) for p in to_backends(wire, client_segments(flows, flags),
-                                                      len(flows))])
+        return by_flow([bytes(p) for p in wire.to_backends(client_segments(flows, flags),
+                                                           from_test_clients)])
 
     try:
         old = [(f"100.64.0.{i + 1}", 10000 + i) for i in range(150)]

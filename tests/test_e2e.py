@@ -122,7 +122,11 @@ def test_long_transfer_survives_backend_changes(wire):
     proc = wire.client_popen("curl", "-s", "--limit-rate", "8M", "-D", "-", "-o",
                              str(wire.tmp / "download.bin"), "http://10.0.0.100/blob",
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)                     # the transfer is under way
+    download = wire.tmp / "download.bin"
+    deadline = time.monotonic() + 20
+    while not download.exists() or download.stat().st_size < (1 << 20):   # under way
+        assert proc.poll() is None and time.monotonic() < deadline, "the transfer did not start"
+        time.sleep(0.05)
     rplbctl(wire, "backend", "add", "web", "192.168.1.13:8080", "--weight", "20")
     rplbctl(wire, "backend", "set-weight", "web", "192.168.1.11:8080", "1")
     assert "192.168.1.13:8080" in rplbctl(wire, "service", "list")

@@ -1,4 +1,4 @@
-"""The libFuzzer harness (csrc/fuzz_engine.c), built with clang, ASan and
+"""The libFuzzer harness (tests/fuzz/fuzz_engine.c), built with clang, ASan and
 UBSan, runs for a bounded time on the seed corpus and on every input that
 once crashed (tests/fuzz/regressions).  The long run is documented in
 README.md (Hostile input)."""
@@ -23,9 +23,9 @@ def fuzzer(tmp_path_factory):
     subprocess.run(["meson", "setup", str(build), str(ROOT), "-Dfuzzer=true",
                     "-Dsanitizers=address,undefined", "-Ddebug_checks=true"], check=True, env=env,
                    capture_output=True, text=True)
-    subprocess.run(["ninja", "-C", str(build), "csrc/rplb-fuzz-engine"], check=True,
+    subprocess.run(["ninja", "-C", str(build), "tests/fuzz/rplb-fuzz-engine"], check=True,
                    capture_output=True, text=True)
-    return build / "csrc" / "rplb-fuzz-engine"
+    return build / "tests" / "fuzz" / "rplb-fuzz-engine"
 
 
 def run(fuzzer, *args, timeout=300):

@@ -195,19 +195,37 @@ def test_every_packet_of_a_flow_goes_to_one_backend(tmp_path):
 
 
 def test_round_trip_uses_the_flow(tmp_path):
-    """Client SYN creates the flow; the backend's reply is rewritten by it."""
-    svc = service_named("web")
-    syn = client("203.0.113.20", 44444, svc["vip"], 80)
-    backend_ip, backend_port = expected_backend(svc, "203.0.113.20", 44444, MAGLEV_SIZE)
-    synack = Ether(src=SERVER_MAC, dst=LB_MAC) / IP(src=backend_ip, dst="203.0.113.20") \
-        / TCP(sport=backend_port, dport=44444, flags="SA") / Raw(b"x")
+    """Client SYN creates the flow; the backend's reply is rewritten by it.
+    The backend serves two services, so the stateless path cannot answer
+    for it (without a flow its reply leaves unchanged, reply_unmatched):
+    only the flow knows which VIP and port the client used."""
+    shared = {"ip": "192.168.9.9", "port": 8000}
+    services = [
+        {"name": "a", "vip": "10.0.0.100", "proto": "tcp", "port": 80, "backends": [shared]},
+        {"name": "b", "vip": "10.0.0.101", "proto": "tcp", "port": 81, "backends": [shared]},
+    ]
+    syn = client("203.0.113.20", 44444, "10.0.0.101", 81)
+    synack = Ether(src=SERVER_MAC, dst=LB_MAC) \
+        / IP(src="192.168.9.9", dst="203.0.113.20", ttl=63, id=99) \
+        / TCP(sport=8000, dport=44444, flags="SA", seq=5000, ack=1001) / Raw(b"x")
     # Replies arrive on the other port in the same run; the frontend frame is
     # processed first because rx polls port 0 before port 1.
-    run = lb_run(tmp_path, frontend=[syn], backend=[synack])
+    run = lb_run(tmp_path, frontend=[syn], backend=[synack], services=services)
+    assert len(run.backend_out) == 1
+    to_backend = Ether(run.backend_out[0])
+    assert (to_backend[IP].dst, to_backend[TCP].dport) == ("192.168.9.9", 8000)
+    assert len(run.frontend_out) == 1
     out = Ether(run.frontend_out[0])
-    assert (out[IP].src, out[TCP].sport) == (svc["vip"], 80)
+    assert (out.src, out.dst) == (SERVER_MAC, LB_MAC)            # no MAC rewriting
+    assert (out[IP].src, out[TCP].sport) == ("10.0.0.101", 81)    # service b's, not a's
+    assert (out[IP].dst, out[TCP].dport) == ("203.0.113.20", 44444)
+    assert (out[IP].ttl, out[IP].id, out[TCP].flags) == (63, 99, "SA")
+    assert (out[TCP].seq, out[TCP].ack, bytes(out[TCP].payload)) == (5000, 1001, b"x")
     assert_checksums_valid(run.frontend_out[0])
-    assert run.stats["events"]["to_client_by_flow"] + run.stats["events"]["to_client_stateless"] == 1
+    events = run.stats["events"]
+    assert events["flows_created"] == 1
+    assert events["to_client_by_flow"] == 1
+    assert events["to_client_stateless"] == 0 and events["reply_unmatched"] == 0
 
 
 def test_backend_shared_by_two_services_needs_the_flow(tmp_path):

@@ -24,7 +24,6 @@ from scapy.packet import Raw
 
 from harness import LiveRplb, eal_args, file_prefix, run_cli, write_pcap
 from rplb.prometheus import escape_label, parse_address, render
-from rplb.telemetry import PERIOD
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "examples" / "services.yaml"
@@ -76,14 +75,27 @@ class Rplb:
         return json.loads(proc.stdout)
 
     def wait_for_traffic(self) -> dict:
+        """Until every frame was received and has left (sent out of a port, or
+        dropped), and a telemetry publish came after the last: then rplbctl,
+        telemetry and Prometheus must agree."""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             stats = self.ctl_stats()
-            if stats["port"][0]["rx_packets"] == len(self.frames):
-                time.sleep(3 * PERIOD)          # a telemetry publish after the last packet
+            done = (stats["port"][0]["rx_packets"] == len(self.frames) and
+                    stats["port"][0]["tx_packets"] + stats["port"][1]["tx_packets"] +
+                    sum(stats["drops"].values()) == len(self.frames))
+            if done and self.telemetry_matches(stats):
                 return stats
-            time.sleep(0.2)
+            time.sleep(0.05)
         raise AssertionError(f"the frames did not pass: {stats}")
+
+    def telemetry_matches(self, stats) -> bool:
+        tel = self.telemetry("/rplb/stats")[0]
+        pairs = [(tel[role], stats["port"][side])
+                 for side, role in enumerate(("frontend", "backend"))]
+        pairs += [(tel[group], stats[group]) for group in ("events", "drops")]
+        return all(published.get(key) == value
+                   for published, live in pairs for key, value in live.items())
 
     def telemetry(self, *commands) -> list:
         path = f"/var/run/dpdk/{self.prefix}/dpdk_telemetry.v2"

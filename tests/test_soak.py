@@ -35,6 +35,18 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def wait_until(what, predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+def live_stats(sock) -> dict:
+    return request(sock, {"cmd": "stats"})["stats"]
+
+
 def start_at_full_speed(tmp_path, frames, backends, flow_table_size):
     """rplb replaying frames forever (net_pcap infinite_rx) into net_null,
     with service web on 10.0.0.100:80 over backends (port 8080)."""
@@ -59,7 +71,8 @@ def test_backend_changes_every_second_at_full_speed(tmp_path):
     changes = 0
     try:
         live.wait_for_stderr("forwarding with")
-        time.sleep(1.0)                                  # every flow is in the table
+        wait_until("every flow is in the table",
+                   lambda: live_stats(sock)["events"]["flows_created"] >= FLOWS)
         rss_start = rss_kib(live.proc.pid)
         deadline = time.monotonic() + SECONDS
         present = True
@@ -76,7 +89,7 @@ def test_backend_changes_every_second_at_full_speed(tmp_path):
                                   "weight": 1 + changes % 5})["ok"]
             changes += 1
             assert live.proc.poll() is None, "rplb died"
-            time.sleep(1.0)
+            time.sleep(1.0)          # the pace of the soak: one change a second
         rss_end = rss_kib(live.proc.pid)
     finally:
         rc, _ = live.stop()
@@ -107,23 +120,21 @@ def test_all_backends_removed_under_load(tmp_path):
               / TCP(sport=2000 + i, dport=80, flags="A") for i in range(200)]
     live, sock = start_at_full_speed(tmp_path, frames, STABLE, 4096)
 
-    def counters():
-        return request(sock, {"cmd": "stats"})["stats"]
-
     try:
         live.wait_for_stderr("forwarding with")
-        time.sleep(0.5)
+        wait_until("every flow is in the table",
+                   lambda: live_stats(sock)["events"]["flows_created"] >= len(frames))
         for ip in STABLE:
             assert request(sock, {"cmd": "backend.del", "service": "web", "ip": ip,
                                   "port": 8080})["ok"]
-        first = counters()["drops"]["no_backend"]
-        time.sleep(0.5)
-        assert counters()["drops"]["no_backend"] > first            # dropped, counted
+        first = live_stats(sock)["drops"]["no_backend"]
+        wait_until("packets are dropped as no_backend",              # dropped, counted
+                   lambda: live_stats(sock)["drops"]["no_backend"] > first)
         assert request(sock, {"cmd": "backend.add", "service": "web", "ip": STABLE[0],
                               "port": 8080})["ok"]
-        sent = counters()["events"]["to_backend"]
-        time.sleep(0.5)
-        assert counters()["events"]["to_backend"] > sent            # flowing again
+        sent = live_stats(sock)["events"]["to_backend"]
+        wait_until("packets flow to the backend again",             # flowing again
+                   lambda: live_stats(sock)["events"]["to_backend"] > sent)
         assert live.proc.poll() is None
     finally:
         rc, _ = live.stop()

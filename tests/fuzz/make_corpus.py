@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seed corpus for csrc/fuzz_engine.c: valid frames of every kind the engine
+"""Seed corpus for tests/fuzz/fuzz_engine.c: valid frames of every kind the engine
 handles, in the harness's record format [op][len:2 LE][payload]."""
 
 import struct
@@ -61,6 +61,16 @@ def seeds():
     yield "many_flows", [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=3000 + i, dport=80,
                                                                       flags="S")))
                          for i in range(80)]
+    # A sample request left pending (a timed-out caller), flows changing,
+    # then a smaller request that supersedes it: the late answer of the
+    # first must not be taken for the second's, nor overflow its buffer.
+    yield "flow_sample_superseded", (
+        [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=4000 + i, dport=80, flags="S")))
+         for i in range(20)] +
+        [record(SAMPLE, b"\xff\x01")] +
+        [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=4100 + i, dport=80, flags="S")))
+         for i in range(10)] +
+        [record(AGE, b"\x00"), record(SAMPLE, b"\x03\x01"), record(SAMPLE, b"\x02")])
 
 
 if __name__ == "__main__":

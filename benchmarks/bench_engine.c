@@ -289,16 +289,16 @@ reset_flows(struct rplb_lb *lb)
 }
 
 /* The timed part: what rplb_worker_main does with one received burst. */
-__attribute__((noinline)) void measured_burst(struct rplb_worker *w, struct rte_mbuf **pkts,
-					      uint16_t n);
+__attribute__((noinline)) void measured_burst(struct rplb_worker *worker, struct rte_mbuf **pkts,
+	      uint16_t n);
 __attribute__((noinline)) void
-measured_burst(struct rplb_worker *w, struct rte_mbuf **pkts, uint16_t n)
+	      measured_burst(struct rplb_worker *worker, struct rte_mbuf **pkts, uint16_t n)
 {
-	const struct rplb_engine *engine = w->engine;
+	const struct rplb_engine *engine = worker->engine;
 
-	engine->process_burst(w, RPLB_FRONTEND, pkts, n);
+	engine->process_burst(worker, RPLB_FRONTEND, pkts, n);
 	if (engine->housekeeping != NULL)
-		engine->housekeeping(w, rte_rdtsc(), 0);
+		engine->housekeeping(worker, rte_rdtsc(), 0);
 }
 
 /* Untimed: an rx burst's worth of frames in fresh mbufs. */
@@ -428,7 +428,7 @@ main(int argc, char **argv)
 	struct options o;
 	struct rte_mempool *pool;
 	struct rplb_lb *lb = NULL;
-	struct rplb_worker *w;
+	struct rplb_worker *worker;
 	struct rplb_worker_params wp;
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint8_t *frames;
@@ -480,15 +480,15 @@ main(int argc, char **argv)
 	wp.drain_us = 100;
 	wp.socket_id = (int)rte_socket_id();
 	if (o.mode == MODE_FWD) {
-		w = rplb_worker_create(&wp, rplb_engine_fwd(), NULL);
+		worker = rplb_worker_create(&wp, rplb_engine_fwd(), NULL);
 	} else {
 		lb = setup_lb(&o);
-		w = rplb_worker_create(&wp, rplb_engine_lb(), lb);
+		worker = rplb_worker_create(&wp, rplb_engine_lb(), lb);
 	}
-	if (w == NULL)
+	if (worker == NULL)
 		die("rplb_worker_create", rte_errno);
-	w->lcore_id = rte_lcore_id();
-	if (w->engine->start != NULL && (rc = w->engine->start(w)) != 0)
+	worker->lcore_id = rte_lcore_id();
+	if (worker->engine->start != NULL && (rc = worker->engine->start(worker)) != 0)
 		die("engine start", -rc);
 
 	/* The established flows' frames, in client order. */
@@ -509,15 +509,15 @@ main(int argc, char **argv)
 	warm_bursts = (n_frames + RPLB_BURST - 1) / RPLB_BURST + 1000;
 	for (b = 0; b < warm_bursts; b++) {
 		prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, o.mode == MODE_NEW);
-		w->engine->process_burst(w, RPLB_FRONTEND, pkts, RPLB_BURST);
-		if (w->engine->housekeeping != NULL)
-			w->engine->housekeeping(w, rte_rdtsc(), 0);
+		worker->engine->process_burst(worker, RPLB_FRONTEND, pkts, RPLB_BURST);
+		if (worker->engine->housekeeping != NULL)
+			worker->engine->housekeeping(worker, rte_rdtsc(), 0);
 	}
-	rplb_worker_flush(w, RPLB_FRONTEND);
-	rplb_worker_flush(w, RPLB_BACKEND);
+	rplb_worker_flush(worker, RPLB_FRONTEND);
+	rplb_worker_flush(worker, RPLB_BACKEND);
 	if (o.mode == MODE_NEW)
 		reset_flows(lb);
-	counters = rplb_worker_counters(w);
+	counters = rplb_worker_counters(worker);
 	uint64_t created_before = counters->events[RPLB_EV_FLOWS_CREATED];
 	uint64_t to_backend_before = counters->events[RPLB_EV_TO_BACKEND];
 
@@ -542,7 +542,7 @@ main(int argc, char **argv)
 		}
 		prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, o.mode == MODE_NEW);
 		t0 = rte_rdtsc();
-		measured_burst(w, pkts, RPLB_BURST);
+		measured_burst(worker, pkts, RPLB_BURST);
 		dt = rte_rdtsc() - t0;
 		cycles += dt;
 		chunk_cycles += dt;
@@ -555,8 +555,8 @@ main(int argc, char **argv)
 		}
 	}
 	qsort(chunk_ns, n_chunks, sizeof(double), cmp_double);
-	rplb_worker_flush(w, RPLB_FRONTEND);
-	rplb_worker_flush(w, RPLB_BACKEND);
+	rplb_worker_flush(worker, RPLB_FRONTEND);
+	rplb_worker_flush(worker, RPLB_BACKEND);
 
 	double ns = (double)cycles * 1e9 / (double)rte_get_tsc_hz() / (double)timed_packets;
 	printf("{\"mode\": \"%s\", \"flows\": %u, \"backends\": %u, \"flow_table_size\": %u, "
@@ -576,9 +576,9 @@ main(int argc, char **argv)
 	       counters->events[RPLB_EV_FLOW_TABLE_FULL], rte_mempool_in_use_count(pool));
 	fflush(stdout);
 
-	if (w->engine->stop != NULL)
-		w->engine->stop(w);
-	rplb_worker_free(w);
+	if (worker->engine->stop != NULL)
+		worker->engine->stop(worker);
+	rplb_worker_free(worker);
 	rte_eth_dev_stop(0);
 	rte_eth_dev_stop(1);
 	rte_eth_dev_close(0);

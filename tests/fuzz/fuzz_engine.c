@@ -12,14 +12,16 @@
  *   op 0x02 / 0x03   the same, flagged by the port's RX offload: L4 checksum bad
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping with the clock moved payload[0] seconds on
- *   op 0x82          a flow-sample request (payload[0]: how many), answered
+ *   op 0x82          a flow-sample request (payload[0]: how many), answered by
+ *                    housekeeping calls, unless payload[1] bit 0 leaves it
+ *                    pending for a later request to supersede
  *   op 0x83          the ports' checksum offloads from payload[0]'s bits: TX
  *                    frontend, TX backend, RX frontend, RX backend
  *
  * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
- *                 ninja -C build-fuzz csrc/rplb-fuzz-engine
- * Run:            build-fuzz/csrc/rplb-fuzz-engine tests/fuzz/corpus
+ *                 ninja -C build-fuzz tests/fuzz/rplb-fuzz-engine
+ * Run:            build-fuzz/tests/fuzz/rplb-fuzz-engine tests/fuzz/corpus
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -127,6 +129,43 @@ publish_tables(const uint8_t *p, size_t len)
 		rplb_maglev_release(maglevs[s]);
 }
 
+/* A flow-sample request for max entries, answered by the engine's
+ * housekeeping as the worker would (flow_sample.h), into a buffer of
+ * exactly max entries (ASan catches an answer that overflows it).  A
+ * request left pending is superseded by the next one: its late answer must
+ * never be taken for the next one's. */
+static void
+sample_flows(unsigned int max, int leave_pending)
+{
+	struct rplb_flow_sample_slot *slot = lb->workers[0].sample;
+	struct rplb_flow_sample *out = malloc(RTE_MAX(max, 1u) * sizeof(*out));
+	uint32_t request;
+	unsigned int calls = 0;
+	int count, i;
+
+	if (out == NULL)
+		abort();
+	request = rplb_flow_sample_post(slot, max);
+	if (leave_pending) {
+		free(out);
+		return;
+	}
+	/* The table is small: one busy slice scans it, and a second call
+	 * would be the most a pending request could add. */
+	while ((count = rplb_flow_sample_take(slot, request, out, max)) == -EAGAIN) {
+		if (++calls > 2)
+			abort();
+		worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 0);
+	}
+	if (count < 0 || (unsigned int)count > RTE_MIN(max, (unsigned int)RPLB_FLOW_SAMPLE_MAX))
+		abort();
+	for (i = 0; i < count; i++)
+		if (out[i].state >= RPLB_FLOW_STATES ||
+		    (out[i].proto != IPPROTO_TCP && out[i].proto != IPPROTO_UDP))
+			abort();
+	free(out);
+}
+
 static void
 run_burst(unsigned int side, struct rte_mbuf **pkts, uint16_t *n)
 {
@@ -200,15 +239,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			clock_offset += (uint64_t)(len ? payload[0] : 1) * rte_get_tsc_hz();
 			worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 1);
 		} else if (op == 0x82) {
-			struct rplb_flow_sample_slot *slot = lb->workers[0].sample;
-
 			run_burst(burst_side, pkts, &n);
-			slot->max = len ? payload[0] % (RPLB_FLOW_SAMPLE_MAX + 1) : 8;
-			__atomic_store_n(&slot->state, RPLB_SAMPLE_WANTED, __ATOMIC_RELEASE);
-			worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 0);
-			if (slot->state != RPLB_SAMPLE_DONE || slot->count > slot->max)
-				abort();
-			slot->state = RPLB_SAMPLE_IDLE;
+			sample_flows(len ? payload[0] : 8, len > 1 && (payload[1] & 1));
 		} else if (op == 0x83) {
 			unsigned int side;
 

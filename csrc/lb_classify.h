@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * lb_classify.h: pass 1 of the load-balancing engine.  Each packet of a
+ * burst gets its verdict, or goes on to the flow table:
+ *
+ *   from the clients (frontend port)
+ *     Ethernet + IPv4 + TCP/UDP, well formed  -> look up (lookup record)
+ *     ICMP echo request to a VIP              -> answered (echo reply)
+ *     broken IPv4 / L4 header to a VIP        -> dropped (malformed)
+ *     TCP/UDP/ICMP fragment to a VIP          -> dropped (fragment)
+ *     to a backend address, strict mode       -> dropped (strict)
+ *     anything else                           -> passed through
+ *   from the backends (backend port)
+ *     Ethernet + IPv4 + TCP/UDP, well formed  -> look up
+ *     anything else                           -> passed through
+ *
+ * The common frame takes one straight run of tests (rplb_parse_common);
+ * everything else leaves that path at its first failed test and is sorted
+ * out by the full parser, off the hot path.  New kinds of frame (ICMP
+ * errors about a flow, fragments) belong in those slow paths:
+ * classify_vip_other for the clients' side, classify_from_backend's
+ * fallback for the backends'.
+ *
+ * Private to engine_lb.c (static, inlined into the classify loop).
+ */
+#ifndef RPLB_LB_CLASSIFY_H
+#define RPLB_LB_CLASSIFY_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "lb_burst.h"
+
+/* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
+ * 1, with *lookup (its key's hash included) filled in.  The classify
+ * functions work on locals and write the lookup record only here, once:
+ * each store through the record (or to a byte of the packet) might, for
+ * all the compiler knows, change what the other pointers point to, and it
+ * would reload them after every one. */
+static __rte_always_inline int
+admit_for_lookup(struct rte_mbuf *m, struct lookup_record *lookup,
+		 const struct rplb_parsed *parsed, uint8_t direction)
+{
+	const struct rte_ipv4_hdr *ip = parsed->ip;
+
+	store_word(&lookup->m, (uintptr_t)m);
+	store_word(&lookup->parsed.ip, (uintptr_t)parsed->ip);
+	lookup->parsed.l4 = parsed->l4;
+	lookup->parsed.tcp_flags = parsed->tcp_flags;
+#if RTE_BYTE_ORDER == RTE_LITTLE_ENDIAN
+	{
+		/* The key in two registers, hashed from them: addresses and ports
+		 * are adjacent on the wire in the key's order, and proto,
+		 * direction, zero fill its last 4 bytes.  (Built in memory, its
+		 * narrow stores followed by the hash's 8-byte loads would miss
+		 * store forwarding.) */
+		uint64_t words[2];
+		uint32_t ports;
+
+		memcpy(&words[0], &ip->src_addr, sizeof(words[0]));
+		memcpy(&ports, parsed->l4, sizeof(ports));
+		words[1] = rplb_flow_key_word1(ports, parsed->proto, direction);
+		store_word(&lookup->key, words[0]);
+		store_word((uint8_t *)&lookup->key + sizeof(words[0]), words[1]);
+		lookup->hash = rplb_flow_words_hash(words[0], words[1]);
+	}
+#else
+	memcpy(&lookup->key.src_ip, &ip->src_addr, 2 * sizeof(uint32_t));
+	memcpy(&lookup->key.src_port, parsed->l4, 2 * sizeof(uint16_t));
+	lookup->key.proto = parsed->proto;
+	lookup->key.direction = direction;
+	lookup->key.zero = 0;
+	lookup->hash = rplb_flow_key_hash(&lookup->key);
+#endif
+	return 1;
+}
+
+/* A frame from the clients to a VIP that is not well-formed TCP/UDP: the
+ * slow path of the clients' side.  Not inlined: it keeps the classify
+ * loop small, and no common frame comes here. */
+static __rte_noinline int
+classify_vip_other(struct rplb_worker *worker, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
+		   struct rplb_parsed parsed, enum rplb_parse verdict)
+{
+	switch (verdict) {
+	case RPLB_PARSE_IPV4_BAD:
+	case RPLB_PARSE_L4_BAD:
+		rplb_worker_drop(worker, RPLB_DROP_MALFORMED, m);
+		return 0;
+	case RPLB_PARSE_FRAGMENT:
+		if (ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
+		    ip->next_proto_id == IPPROTO_ICMP) {
+			rplb_worker_drop(worker, RPLB_DROP_FRAGMENT, m);
+			return 0;
+		}
+		break;
+	case RPLB_PARSE_ICMP: {
+		struct rte_icmp_hdr *icmp = parsed.l4;
+
+		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
+			break;
+		if (dropped_bad_checksum(worker, m))
+			return 0;
+		rplb_icmp_echo_to_reply(m, &parsed);
+		worker->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
+		rplb_worker_send(worker, RPLB_FRONTEND, m);
+		return 0;
+	}
+	default:
+		break;
+	}
+	return pass_through(worker, m, RPLB_BACKEND);
+}
+
+/* Pass 1 for a frame from the clients.  Returns 1 when it needs a lookup
+ * (TCP/UDP); only other frames ask whether they are for a VIP.  A TCP/UDP
+ * frame for no service is found out in the resolve pass, after its flow
+ * lookup missed: asking first would cost every packet a VIP lookup. */
+static __rte_always_inline int
+classify_from_client(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+		     struct rte_mbuf *m, struct lookup_record *lookup)
+{
+	struct rplb_parsed parsed;
+	struct rte_ipv4_hdr *ip;
+	enum rplb_parse verdict = RPLB_PARSE_TCP_UDP;
+
+	if (likely(rplb_parse_common(m, &parsed))) {
+		ip = parsed.ip;
+	} else {
+		ip = rplb_ipv4_header(m);
+		if (ip == NULL)
+			goto pass;
+		verdict = rplb_parse_ipv4(m, ip, &parsed);
+	}
+	if (likely(verdict == RPLB_PARSE_TCP_UDP))
+		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_CLIENT);
+	if (rplb_is_vip(tables, ip->dst_addr))
+		return classify_vip_other(worker, m, ip, parsed, verdict);
+	pass_not_for_service(worker, tables, m, ip->dst_addr);
+	return 0;
+
+pass:
+	return pass_through(worker, m, RPLB_BACKEND);
+}
+
+/* Pass 1 for a frame from the backends. */
+static __rte_always_inline int
+classify_from_backend(struct rplb_worker *worker, struct rte_mbuf *m,
+		      struct lookup_record *lookup)
+{
+	struct rplb_parsed parsed;
+	struct rte_ipv4_hdr *ip;
+
+	if (likely(rplb_parse_common(m, &parsed)))
+		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_BACKEND);
+	ip = rplb_ipv4_header(m);
+	if (ip != NULL && rplb_parse_ipv4(m, ip, &parsed) == RPLB_PARSE_TCP_UDP)
+		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_BACKEND);
+	return pass_through(worker, m, RPLB_FRONTEND);
+}
+
+/* Pass 1 for one packet from in_side (a constant at each call); returns
+ * where the next lookup record goes: past lookup when this packet needs a
+ * lookup, with its primary bucket prefetched (read in the match pass, a
+ * whole burst later). */
+static __rte_always_inline struct lookup_record *
+classify(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+	 const struct rplb_flow_table *flow_table, const unsigned int in_side, struct rte_mbuf *m,
+	 struct lookup_record *lookup)
+{
+	int needs_lookup;
+
+	if (in_side == RPLB_FRONTEND)
+		needs_lookup = classify_from_client(worker, tables, m, lookup);
+	else
+		needs_lookup = classify_from_backend(worker, m, lookup);
+	if (!needs_lookup)
+		return lookup;
+	lookup->bucket = rplb_flow_prefetch(flow_table, lookup->hash);
+	return lookup + 1;
+}
+
+#endif /* RPLB_LB_CLASSIFY_H */

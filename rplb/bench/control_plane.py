@@ -1,5 +1,6 @@
-"""rplb-bench's control-plane case: a running rplb-dpdk with 10,000
-services, changed through its control socket as an operator does.
+"""rplb-bench's control-plane case (--only control): a running rplb-dpdk
+with 10,000 services, changed through its control socket as an operator
+does.
 
 Measured, each through the real interfaces (rplbctl's socket protocol,
 DPDK's telemetry socket, the Prometheus endpoint):
@@ -16,13 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
 import signal
 import socket
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -276,23 +275,3 @@ def format_report(out: dict) -> List[str]:
     lines.append(f"  loaded at the end: {out['loaded']['services']:,} services, "
                  f"{out['loaded']['backends']:,} backends")
     return lines
-
-
-def main() -> int:
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix="rplb-bench-cp.") as tmp:
-        prefix = f"rplbbenchcp{os.getpid()}"
-        try:
-            out = control_plane_report(Path(tmp), [sys.executable, "-m", "rplb"], prefix,
-                                       services=int(sys.argv[1]) if len(sys.argv) > 1
-                                       else SERVICES)
-        finally:
-            import shutil
-            shutil.rmtree(f"/var/run/dpdk/{prefix}", ignore_errors=True)
-    print(json.dumps(out, indent=1))
-    print("\n".join(format_report(out)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

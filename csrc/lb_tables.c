@@ -93,7 +93,7 @@ struct rplb_maglev *
 rplb_maglev_create(const int32_t *owners, uint32_t size, const uint32_t *backend_ids,
 		   uint32_t n_backends, int socket_id)
 {
-	struct rplb_maglev *m;
+	struct rplb_maglev *maglev;
 	uint32_t i;
 
 	if (size < RPLB_MAGLEV_MIN_SIZE || size > RPLB_MAGLEV_MAX_SIZE ||
@@ -109,40 +109,40 @@ rplb_maglev_create(const int32_t *owners, uint32_t size, const uint32_t *backend
 			return NULL;
 		}
 	}
-	m = rte_malloc_socket("rplb_maglev", rplb_lb_maglev_memory(size, n_backends),
+	maglev = rte_malloc_socket("rplb_maglev", rplb_lb_maglev_memory(size, n_backends),
 			      RTE_CACHE_LINE_SIZE, socket_id);
-	if (m == NULL) {
+	if (maglev == NULL) {
 		rte_errno = ENOMEM;
 		return NULL;
 	}
-	m->refcount = 1;
-	m->size = size;
-	m->n_backends = n_backends;
-	m->backend_ids = &m->slots[size];
-	memcpy(m->backend_ids, backend_ids, (size_t)n_backends * sizeof(*backend_ids));
+	maglev->refcount = 1;
+	maglev->size = size;
+	maglev->n_backends = n_backends;
+	maglev->backend_ids = &maglev->slots[size];
+	memcpy(maglev->backend_ids, backend_ids, (size_t)n_backends * sizeof(*backend_ids));
 	for (i = 0; i < size; i++)
-		m->slots[i] = owners[i] < 0 ? RPLB_NO_BACKEND :
+		maglev->slots[i] = owners[i] < 0 ? RPLB_NO_BACKEND :
 			      rplb_backend_slot(backend_ids[owners[i]]);
-	return m;
+	return maglev;
 }
 
 static void
-maglev_take(struct rplb_maglev *m)
+maglev_take(struct rplb_maglev *maglev)
 {
-	__atomic_fetch_add(&m->refcount, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&maglev->refcount, 1, __ATOMIC_RELAXED);
 }
 
 void
-rplb_maglev_release(struct rplb_maglev *m)
+rplb_maglev_release(struct rplb_maglev *maglev)
 {
-	if (m != NULL && __atomic_sub_fetch(&m->refcount, 1, __ATOMIC_ACQ_REL) == 0)
-		rte_free(m);
+	if (maglev != NULL && __atomic_sub_fetch(&maglev->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+		rte_free(maglev);
 }
 
 uint32_t
-rplb_maglev_size(const struct rplb_maglev *m)
+rplb_maglev_size(const struct rplb_maglev *maglev)
 {
-	return m->size;
+	return maglev->size;
 }
 
 /* ---- table generations ------------------------------------------------- */
@@ -159,27 +159,28 @@ rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
 }
 
 static void
-tables_free(struct rplb_lb_tables *t)
+tables_free(struct rplb_lb_tables *tables)
 {
 	uint32_t s;
 
-	if (t == NULL)
+	if (tables == NULL)
 		return;
-	for (s = 0; t->maglevs != NULL && s < t->n_services; s++)
-		rplb_maglev_release(t->maglevs[s]);
-	rte_free(t->service_slots);
-	rte_free(t->vip_slots);
-	rte_free(t->backend_ip_slots);
-	rte_free(t->owner_slots);
-	rte_free(t->services);
-	rte_free(t->backends);
-	rte_free(t->reused_slots);
-	rte_free(t->slot_taken_in);
-	rte_free(t->maglevs);
-	rte_free(t);
+	for (s = 0; tables->maglevs != NULL && s < tables->n_services; s++)
+		rplb_maglev_release(tables->maglevs[s]);
+	rte_free(tables->service_slots);
+	rte_free(tables->vip_slots);
+	rte_free(tables->backend_ip_slots);
+	rte_free(tables->owner_slots);
+	rte_free(tables->services);
+	rte_free(tables->backends);
+	rte_free(tables->reused_slots);
+	rte_free(tables->slot_taken_in);
+	rte_free(tables->maglevs);
+	rte_free(tables);
 }
 
-#define SPEC_ERROR(fmt, ...) do { LOG(ERR, "tables: " fmt, ##__VA_ARGS__); return -EINVAL; } while (0)
+#define SPEC_ERROR(fmt, ...) \
+	do { LOG(ERR, "tables: " fmt, ##__VA_ARGS__); return -EINVAL; } while (0)
 
 /* What one generation's specs must satisfy on their own; service_index:
  * RPLB_MAX_SERVICES entries, filled with each service id's spec index. */
@@ -202,24 +203,23 @@ validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
 	for (i = 0; i < RPLB_MAX_SERVICES; i++)
 		service_index[i] = UINT32_MAX;
 	for (s = 0; s < specs->n_services; s++) {
-		const struct rplb_service_spec *sp = &specs->services[s];
+		const struct rplb_service_spec *spec = &specs->services[s];
 
-		if (sp->vip == 0 || (sp->proto != IPPROTO_TCP && sp->proto != IPPROTO_UDP) ||
-		    sp->service_id >= RPLB_MAX_SERVICES)
+		if (spec->vip == 0 || (spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
+		    spec->service_id >= RPLB_MAX_SERVICES)
 			SPEC_ERROR("service spec %u is invalid (vip %08x, proto %u, service id %u)",
-				   s, sp->vip, sp->proto, sp->service_id);
-		if (service_index[sp->service_id] != UINT32_MAX)
+				   s, spec->vip, spec->proto, spec->service_id);
+		if (service_index[spec->service_id] != UINT32_MAX)
 			SPEC_ERROR("service specs %u and %u share service id %u",
-				   service_index[sp->service_id], s, sp->service_id);
-		service_index[sp->service_id] = s;
+				   service_index[spec->service_id], s, spec->service_id);
+		service_index[spec->service_id] = s;
 	}
 	for (b = 0; b < specs->n_backends; b++) {
-		const struct rplb_backend_spec *bp = &specs->backends[b];
+		const struct rplb_backend_spec *spec = &specs->backends[b];
 
-		if (bp->service_id >= RPLB_MAX_SERVICES ||
-		    service_index[bp->service_id] == UINT32_MAX)
+		if (spec->service_id >= RPLB_MAX_SERVICES || service_index[spec->service_id] == UINT32_MAX)
 			SPEC_ERROR("backend spec %u names service id %u, which no service spec has",
-				   b, bp->service_id);
+				   b, spec->service_id);
 	}
 	return 0;
 }
@@ -233,7 +233,7 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 	const uint32_t n_services = specs->n_services, n_backends = specs->n_backends;
 	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
 	uint32_t *service_index;
-	struct rplb_lb_tables *t;
+	struct rplb_lb_tables *tables;
 	struct tables_sizes size;
 	uint32_t s, b, i;
 	int socket_id = lb->socket_id;
@@ -250,164 +250,155 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 		rte_errno = -rc;
 		return NULL;
 	}
-	t = rte_zmalloc_socket("rplb_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket_id);
-	if (t == NULL)
+	tables = rte_zmalloc_socket("rplb_tables", sizeof(*tables), RTE_CACHE_LINE_SIZE, socket_id);
+	if (tables == NULL)
 		goto nomem;
-	t->generation = prev == NULL ? 1 : prev->generation + 1;
-	t->strict = !!specs->strict;
+	tables->generation = prev == NULL ? 1 : prev->generation + 1;
+	tables->strict = !!specs->strict;
 	for (i = 0; i < RPLB_FLOW_STATES; i++) {
 		uint64_t ticks = ((uint64_t)specs->timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
 
-		t->timeout_ticks[i] = (uint32_t)RTE_MAX(ticks, 1ull);
+		tables->timeout_ticks[i] = (uint32_t)RTE_MAX(ticks, 1ull);
 	}
 
 	tables_sizes(n_services, n_backends, &size);
-	t->service_mask = slots_for(n_services) - 1;
-	t->service_slots = rte_zmalloc_socket("rplb_service_slots", size.service_slots,
-					      RTE_CACHE_LINE_SIZE, socket_id);
-	t->vip_mask = t->service_mask;
-	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", size.vip_slots,
-					  RTE_CACHE_LINE_SIZE, socket_id);
-	t->backend_ip_mask = slots_for(n_backends) - 1;
-	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots", size.backend_ip_slots,
-						 RTE_CACHE_LINE_SIZE, socket_id);
-	t->owner_mask = t->backend_ip_mask;
-	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", size.owner_slots,
-					    RTE_CACHE_LINE_SIZE, socket_id);
-	t->services = rte_zmalloc_socket("rplb_services", size.services,
-					 RTE_CACHE_LINE_SIZE, socket_id);
-	t->maglevs = rte_zmalloc_socket("rplb_maglevs", size.maglevs, RTE_CACHE_LINE_SIZE,
-					socket_id);
-	t->backends = rte_malloc_socket("rplb_backends", size.backends, RTE_CACHE_LINE_SIZE,
-					socket_id);
-	t->slot_taken_in = rte_malloc_socket("rplb_slot_taken_in", size.slot_taken_in,
-					     RTE_CACHE_LINE_SIZE, socket_id);
-	t->reused_slots = rte_malloc_socket("rplb_reused_slots", size.reused_slots,
-					    RTE_CACHE_LINE_SIZE, socket_id);
-	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
-	    t->backend_ip_slots == NULL || t->services == NULL || t->maglevs == NULL ||
-	    t->backends == NULL || t->slot_taken_in == NULL || t->reused_slots == NULL)
+#define ALLOCATE(field, zeroed) \
+	(tables->field = (zeroed ? rte_zmalloc_socket : rte_malloc_socket)( \
+		"rplb_" #field, size.field, RTE_CACHE_LINE_SIZE, socket_id))
+	tables->service_mask = tables->vip_mask = slots_for(n_services) - 1;
+	tables->backend_ip_mask = tables->owner_mask = slots_for(n_backends) - 1;
+	/* The hash slots and the services are zeroed (0: an empty slot). */
+	if (ALLOCATE(service_slots, 1) == NULL || ALLOCATE(vip_slots, 1) == NULL ||
+	    ALLOCATE(backend_ip_slots, 1) == NULL || ALLOCATE(owner_slots, 1) == NULL ||
+	    ALLOCATE(services, 1) == NULL || ALLOCATE(maglevs, 1) == NULL ||
+	    ALLOCATE(backends, 0) == NULL || ALLOCATE(slot_taken_in, 0) == NULL ||
+	    ALLOCATE(reused_slots, 0) == NULL)
 		goto nomem;
+#undef ALLOCATE
 
 	/* Every slot unused, keeping the id of its last backend. */
 	for (i = 0; i < RPLB_MAX_BACKENDS; i++) {
-		t->backends[i] = (struct rplb_lb_backend){
+		tables->backends[i] = (struct rplb_lb_backend){
 			.service_id = RPLB_NO_SERVICE,
 			.backend_id = prev == NULL ? 0 : prev->backends[i].backend_id,
 		};
-		t->slot_taken_in[i] = prev == NULL ? 0 : prev->slot_taken_in[i];
+		tables->slot_taken_in[i] = prev == NULL ? 0 : prev->slot_taken_in[i];
 	}
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &specs->backends[b];
-		const struct rplb_service_spec *sp = &specs->services[service_index[bp->service_id]];
-		uint32_t slot = rplb_backend_slot(bp->backend_id);
+		const struct rplb_backend_spec *spec = &specs->backends[b];
+		const struct rplb_service_spec *service =
+			&specs->services[service_index[spec->service_id]];
+		uint32_t slot = rplb_backend_slot(spec->backend_id);
 
-		if (t->backends[slot].service_id != RPLB_NO_SERVICE) {
+		if (tables->backends[slot].service_id != RPLB_NO_SERVICE) {
 			for (i = 0; rplb_backend_slot(specs->backends[i].backend_id) != slot; i++)
 				;
 			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
-			    i, b, slot, specs->backends[i].backend_id, bp->backend_id);
+			    i, b, slot, specs->backends[i].backend_id, spec->backend_id);
 			goto invalid;
 		}
-		if (t->backends[slot].backend_id != bp->backend_id || prev == NULL) {
+		if (tables->backends[slot].backend_id != spec->backend_id || prev == NULL) {
 			/* The slot changes hands (or is taken for the first time). */
-			t->slot_taken_in[slot] = (uint32_t)t->generation;
-			t->reused_slots[t->n_reused++] = slot;
+			tables->slot_taken_in[slot] = (uint32_t)tables->generation;
+			tables->reused_slots[tables->n_reused++] = slot;
 		}
-		t->backends[slot] = (struct rplb_lb_backend){
-			.ip = bp->ip,
-			.port = bp->port,
-			.service_id = (uint16_t)sp->service_id,
-			.backend_id = bp->backend_id,
-			.to_backend = rplb_cksum_deltas(sp->vip, sp->port, bp->ip, bp->port),
+		tables->backends[slot] = (struct rplb_lb_backend){
+			.ip = spec->ip,
+			.port = spec->port,
+			.service_id = (uint16_t)service->service_id,
+			.backend_id = spec->backend_id,
+			.to_backend = rplb_cksum_deltas(service->vip, service->port, spec->ip, spec->port),
 		};
 	}
 
 	for (s = 0; s < n_services; s++) {
-		const struct rplb_service_spec *sp = &specs->services[s];
-		const struct rplb_maglev *m = specs->maglevs[s];
-		struct rplb_lb_service *svc = &t->services[s];
+		const struct rplb_service_spec *spec = &specs->services[s];
+		const struct rplb_maglev *maglev = specs->maglevs[s];
+		struct rplb_lb_service *service = &tables->services[s];
+		struct rplb_service_slot *slot;
 
 		/* A Maglev table may only name backends of its own service. */
-		for (i = 0; m != NULL && i < m->n_backends; i++) {
+		for (i = 0; maglev != NULL && i < maglev->n_backends; i++) {
 			const struct rplb_lb_backend *owner =
-				&t->backends[rplb_backend_slot(m->backend_ids[i])];
+				&tables->backends[rplb_backend_slot(maglev->backend_ids[i])];
 
-			if (owner->backend_id != m->backend_ids[i] ||
-			    owner->service_id != sp->service_id) {
-				LOG(ERR, "tables: the Maglev table of service spec %u names backend id %u, "
-				    "which is not one of the service's", s, m->backend_ids[i]);
+			if (owner->backend_id != maglev->backend_ids[i] ||
+			    owner->service_id != spec->service_id) {
+				LOG(ERR, "tables: the Maglev table of service spec %u names backend id "
+				    "%u, which is not one of the service's", s, maglev->backend_ids[i]);
 				goto invalid;
 			}
 		}
-		*svc = (struct rplb_lb_service){
-			.vip = sp->vip, .port = sp->port, .proto = sp->proto,
-			.service_id = (uint16_t)sp->service_id,
-			.maglev_size = m != NULL ? m->size : RTE_DIM(no_backend_table),
-			.maglev = m != NULL ? m->slots : no_backend_table,
+		*service = (struct rplb_lb_service){
+			.vip = spec->vip, .port = spec->port, .proto = spec->proto,
+			.service_id = (uint16_t)spec->service_id,
+			.maglev_size = maglev != NULL ? maglev->size : RTE_DIM(no_backend_table),
+			.maglev = maglev != NULL ? maglev->slots : no_backend_table,
 		};
 
-		for (i = rplb_lookup_hash(sp->vip, sp->port, sp->proto) & t->service_mask;
-		     t->service_slots[i].used; i = (i + 1) & t->service_mask) {
-			if (t->service_slots[i].vip == sp->vip && t->service_slots[i].port == sp->port &&
-			    t->service_slots[i].proto == sp->proto) {
+		for (i = rplb_lookup_hash(spec->vip, spec->port, spec->proto) & tables->service_mask;
+		     tables->service_slots[i].used; i = (i + 1) & tables->service_mask) {
+			slot = &tables->service_slots[i];
+			if (slot->vip == spec->vip && slot->port == spec->port &&
+			    slot->proto == spec->proto) {
 				LOG(ERR, "tables: service spec %u duplicates service spec %u", s,
-				    t->service_slots[i].service_index);
+				    slot->service_index);
 				goto invalid;
 			}
 		}
-		t->service_slots[i] = (struct rplb_service_slot){
-			.vip = sp->vip, .port = sp->port, .proto = sp->proto, .used = 1,
-			.service_index = (uint16_t)s, .service = svc,
+		tables->service_slots[i] = (struct rplb_service_slot){
+			.vip = spec->vip, .port = spec->port, .proto = spec->proto, .used = 1,
+			.service_index = (uint16_t)s, .service = service,
 		};
 
-		add_address(t->vip_slots, t->vip_mask, sp->vip);
+		add_address(tables->vip_slots, tables->vip_mask, spec->vip);
 	}
 
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &specs->backends[b];
-		const uint32_t index = service_index[bp->service_id];
+		const struct rplb_backend_spec *spec = &specs->backends[b];
+		const uint32_t index = service_index[spec->service_id];
 		uint8_t proto = specs->services[index].proto;
+		struct rplb_owner_slot *owner;
 
-		if (bp->ip != 0)
-			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);
+		if (spec->ip != 0)
+			add_address(tables->backend_ip_slots, tables->backend_ip_mask, spec->ip);
 
-		for (i = rplb_lookup_hash(bp->ip, bp->port, proto) & t->owner_mask;
-		     t->owner_slots[i].used; i = (i + 1) & t->owner_mask) {
-			struct rplb_owner_slot *o = &t->owner_slots[i];
-
-			if (o->ip == bp->ip && o->port == bp->port && o->proto == proto)
+		for (i = rplb_lookup_hash(spec->ip, spec->port, proto) & tables->owner_mask;
+		     tables->owner_slots[i].used; i = (i + 1) & tables->owner_mask) {
+			owner = &tables->owner_slots[i];
+			if (owner->ip == spec->ip && owner->port == spec->port && owner->proto == proto)
 				break;
 		}
-		if (t->owner_slots[i].used) {
-			if (t->owner_slots[i].service_index != index)
-				t->owner_slots[i].service_index = RPLB_SERVICE_SHARED;
+		owner = &tables->owner_slots[i];
+		if (owner->used) {
+			if (owner->service_index != index)
+				owner->service_index = RPLB_SERVICE_SHARED;
 			continue;
 		}
-		t->owner_slots[i] = (struct rplb_owner_slot){
-			.ip = bp->ip, .port = bp->port, .proto = proto, .used = 1,
+		*owner = (struct rplb_owner_slot){
+			.ip = spec->ip, .port = spec->port, .proto = proto, .used = 1,
 			.service_index = (uint16_t)index,
 		};
 	}
 
 	/* Valid: the generation holds its services' Maglev tables. */
-	t->n_services = n_services;
-	t->n_backends = n_backends;
+	tables->n_services = n_services;
+	tables->n_backends = n_backends;
 	for (s = 0; s < n_services; s++) {
-		t->maglevs[s] = specs->maglevs[s];
-		if (t->maglevs[s] != NULL)
-			maglev_take(t->maglevs[s]);
+		tables->maglevs[s] = specs->maglevs[s];
+		if (tables->maglevs[s] != NULL)
+			maglev_take(tables->maglevs[s]);
 	}
 	free(service_index);
-	return t;
+	return tables;
 
 invalid:
-	tables_free(t);
+	tables_free(tables);
 	free(service_index);
 	rte_errno = EINVAL;
 	return NULL;
 nomem:
-	tables_free(t);
+	tables_free(tables);
 	free(service_index);
 	rte_errno = ENOMEM;
 	return NULL;
@@ -489,40 +480,40 @@ rplb_lb_free(struct rplb_lb *lb)
 int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
-	struct rplb_lb_worker *lw;
+	struct rplb_lb_worker *lb_worker;
 	unsigned int index = lb->n_workers;
 	int rc;
 
 	if (index >= lb->max_workers || lcore_id >= RTE_MAX_LCORE)
 		return -EINVAL;
-	lw = &lb->workers[index];
-	memset(lw, 0, sizeof(*lw));
-	lw->lcore_id = lcore_id;
-	lw->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
-	lw->service_counters = rte_zmalloc_socket("rplb_service_counters",
-		RPLB_MAX_SERVICES * sizeof(*lw->service_counters), RTE_CACHE_LINE_SIZE,
+	lb_worker = &lb->workers[index];
+	memset(lb_worker, 0, sizeof(*lb_worker));
+	lb_worker->lcore_id = lcore_id;
+	lb_worker->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
+	lb_worker->service_counters = rte_zmalloc_socket("rplb_service_counters",
+		RPLB_MAX_SERVICES * sizeof(*lb_worker->service_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
-	lw->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
-		RPLB_MAX_BACKENDS * sizeof(*lw->backend_counters), RTE_CACHE_LINE_SIZE,
+	lb_worker->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
+		RPLB_MAX_BACKENDS * sizeof(*lb_worker->backend_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
-	lw->sample = rplb_flow_sample_slot_create(lb->socket_id);
-	if (lw->flows == NULL || lw->service_counters == NULL || lw->backend_counters == NULL ||
-	    lw->sample == NULL) {
-		rc = lw->flows == NULL ? -rte_errno : -ENOMEM;
-		rplb_flow_table_free(lw->flows);
-		rte_free(lw->service_counters);
-		rte_free(lw->backend_counters);
-		rplb_flow_sample_slot_free(lw->sample);
-		memset(lw, 0, sizeof(*lw));
+	lb_worker->sample = rplb_flow_sample_slot_create(lb->socket_id);
+	if (lb_worker->flows == NULL || lb_worker->service_counters == NULL ||
+	    lb_worker->backend_counters == NULL || lb_worker->sample == NULL) {
+		rc = lb_worker->flows == NULL ? -rte_errno : -ENOMEM;
+		rplb_flow_table_free(lb_worker->flows);
+		rte_free(lb_worker->service_counters);
+		rte_free(lb_worker->backend_counters);
+		rplb_flow_sample_slot_free(lb_worker->sample);
+		memset(lb_worker, 0, sizeof(*lb_worker));
 		return rc != 0 ? rc : -ENOMEM;
 	}
 	rc = rte_rcu_qsbr_thread_register(lb->qsbr, lcore_id);
 	if (rc != 0) {
-		rplb_flow_table_free(lw->flows);
-		rte_free(lw->service_counters);
-		rte_free(lw->backend_counters);
-		rplb_flow_sample_slot_free(lw->sample);
-		memset(lw, 0, sizeof(*lw));
+		rplb_flow_table_free(lb_worker->flows);
+		rte_free(lb_worker->service_counters);
+		rte_free(lb_worker->backend_counters);
+		rplb_flow_sample_slot_free(lb_worker->sample);
+		memset(lb_worker, 0, sizeof(*lb_worker));
 		return -rte_errno;
 	}
 	lb->n_workers++;

@@ -724,14 +724,74 @@ def _load_json(raw: bytes, source: str) -> Any:
                 raise ConfigError(source, "", f"invalid JSON: duplicate key {_show(key)}")
             mapping[key] = value
         return mapping
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
     try:
-        return json.loads(raw, object_pairs_hook=unique_keys)
+        text = raw.decode("utf-8")
+        try:
+            return _decode_by_service(text, decoder, unique_keys)
+        except ValueError:
+            # Not of the top-level shape read piecewise: the whole parse
+            # says what is wrong (or that it is not JSON).
+            return decoder.decode(text)
     except ConfigError:
         raise
     except RecursionError as err:
         raise ConfigError(source, "", "invalid JSON: nested too deeply") from err
     except ValueError:           # not JSON (UnicodeDecodeError and huge ints included)
         return _NOT_JSON
+
+
+def _decode_by_service(text: str, decoder: json.JSONDecoder, unique_keys) -> dict:
+    """A top-level JSON object whose "services" list is decoded one service
+    at a time: one json.loads of a 10,000-service file holds the GIL for
+    some 60 ms, in which the control socket cannot answer; between two
+    services the other threads may run.  ValueError where the text is not
+    such an object."""
+    space = json.decoder.WHITESPACE.match
+    at = space(text, 0).end()
+    if text[at:at + 1] != "{":
+        raise ValueError("not an object")
+    at = space(text, at + 1).end()
+    pairs = []
+    if text[at:at + 1] != "}":
+        while True:
+            key, at = decoder.raw_decode(text, at)
+            if not isinstance(key, str):
+                raise ValueError("a key is not a string")
+            at = space(text, at).end()
+            if text[at:at + 1] != ":":
+                raise ValueError("no ':' after a key")
+            at = space(text, at + 1).end()
+            if key == "services" and text[at:at + 1] == "[":
+                value, at = _decode_list(text, at, decoder, space)
+            else:
+                value, at = decoder.raw_decode(text, at)
+            pairs.append((key, value))
+            at = space(text, at).end()
+            if text[at:at + 1] != ",":
+                break
+            at = space(text, at + 1).end()
+    if text[at:at + 1] != "}":
+        raise ValueError("no ',' or '}' after a value")
+    if space(text, at + 1).end() != len(text):
+        raise ValueError("text after the object")
+    return unique_keys(pairs)
+
+
+def _decode_list(text: str, at: int, decoder: json.JSONDecoder, space) -> Tuple[list, int]:
+    items = []
+    at = space(text, at + 1).end()
+    if text[at:at + 1] != "]":
+        while True:
+            item, at = decoder.raw_decode(text, at)
+            items.append(item)
+            at = space(text, at).end()
+            if text[at:at + 1] != ",":
+                break
+            at = space(text, at + 1).end()
+    if text[at:at + 1] != "]":
+        raise ValueError("no ',' or ']' after a list item")
+    return items, at + 1
 
 
 def _load_yaml(raw: bytes, source: str) -> Any:

@@ -79,6 +79,14 @@ _FLOW_HELP = {"packets": "Packets (both directions)", "bytes": "Bytes (both dire
 
 def render(snapshot: dict) -> str:
     """The exposition text of one snapshot."""
+    return b"".join(render_chunks(snapshot)).decode()
+
+
+def render_chunks(snapshot: dict) -> List[bytes]:
+    """The exposition text of one snapshot, encoded, in pieces of a few
+    thousand lines: with 100,000 backends the text is some 60 MB, and
+    joined or encoded in one piece it would hold the GIL for tens of ms,
+    stalling the control socket's answers meanwhile."""
     f = _Families()
     f.add("rplb_uptime_seconds", "gauge", "Seconds since the fast path started",
           f"{float(snapshot.get('uptime_s', 0.0)):.3f}")
@@ -92,18 +100,18 @@ def render(snapshot: dict) -> str:
     for event, value in snapshot["events"].items():
         f.add("rplb_events_total", "counter", "Fast-path events (packets and flows)",
               int(value), event=event)
-    text = [f.text()]
+    chunks = [f.text().encode()]
     services = snapshot.get("services", [])
     if services:
-        text.append(_services_text(services))
+        chunks.extend(_services_chunks(services))
     if "mbufs" in snapshot:
         f = _Families()
         f.add("rplb_mbufs_in_use", "gauge", "Mbufs taken from the packet pool",
               int(snapshot["mbufs"]["in_use"]))
         f.add("rplb_mbufs_size", "gauge", "Mbufs in the packet pool",
               int(snapshot["mbufs"]["size"]))
-        text.append(f.text())
-    return "".join(text)
+        chunks.append(f.text().encode())
+    return chunks
 
 
 _SERVICE_FAMILIES = (
@@ -127,10 +135,14 @@ _BACKEND_FAMILIES = (
 )
 
 
-def _services_text(services: list) -> str:
+# Lines joined and encoded at a time (render_chunks).
+_CHUNK_LINES = 4096
+
+
+def _services_chunks(services: list) -> List[bytes]:
     """The per-service and per-backend families.  With tens of thousands of
     backends this is most of a scrape: each sample's labels are escaped
-    once, and every family's lines are joined in one go."""
+    once, and each family's lines are joined _CHUNK_LINES at a time."""
     service_lines: List[List[str]] = [[] for _ in _SERVICE_FAMILIES]
     backend_lines: List[List[str]] = [[] for _ in _BACKEND_FAMILIES]
     for svc in services:
@@ -144,15 +156,16 @@ def _services_text(services: list) -> str:
                 value = int(b[field])
                 lines.append(f"{name}{{{backend}}} "
                              f"{max(value, 0) if field == 'active_flows' else value}")
-    out = []
+    out: List[bytes] = []
     for families, all_lines in ((_SERVICE_FAMILIES, service_lines),
                                 (_BACKEND_FAMILIES, backend_lines)):
         for (name, kind, help_text, _), lines in zip(families, all_lines):
             if lines:
-                out.append(f"# HELP {name} {_escape_help(help_text)}\n# TYPE {name} {kind}\n")
-                out.append("\n".join(lines))
-                out.append("\n")
-    return "".join(out)
+                out.append(f"# HELP {name} {_escape_help(help_text)}\n"
+                           f"# TYPE {name} {kind}\n".encode())
+                for start in range(0, len(lines), _CHUNK_LINES):
+                    out.append(("\n".join(lines[start:start + _CHUNK_LINES]) + "\n").encode())
+    return out
 
 
 class _Server(ThreadingHTTPServer):
@@ -192,16 +205,17 @@ class PrometheusServer:
                     self.send_error(404, "only /metrics here")
                     return
                 try:
-                    body = render(snapshot()).encode()
+                    chunks = render_chunks(snapshot())
                 except Exception as err:
                     log(f"prometheus: {type(err).__name__}: {err}")
                     self.send_error(500, "cannot read the counters")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
                 self.end_headers()
-                self.wfile.write(body)
+                for chunk in chunks:
+                    self.wfile.write(chunk)
 
             def log_message(self, format, *args):      # no line per scrape
                 pass

@@ -1064,3 +1064,33 @@ def test_dump_config_forms(example: Config) -> None:
     assert config_form("services.yaml") == config_form("services") == "yaml"
     with pytest.raises(ValueError):
         dump_config(example, "toml")
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["services", "strict", "timeouts", "x"]), json_values,
+                       max_size=4),
+       st.sampled_from([None, 0, 2]), st.sampled_from(["", " ", ",", "]", "}", "x"]))
+def test_json_is_read_piecewise_as_json_reads_it(document, indent, garbage):
+    """A services file's JSON is decoded a service at a time (so the
+    control plane's other threads keep running during a large reload):
+    it must give what one json.loads gives, and refuse what it refuses."""
+    import json
+    from rplb.config import _NOT_JSON, _load_json
+    text = json.dumps(document, indent=indent)
+    for raw in (text, text[:-1] + garbage + text[-1:], text + garbage):
+        try:
+            expected = json.loads(raw)
+        except ValueError:
+            expected = _NOT_JSON
+        result = _load_json(raw.encode(), "f.json")
+        if expected is _NOT_JSON:
+            assert result is _NOT_JSON
+        else:
+            assert result == expected

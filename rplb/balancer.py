@@ -154,6 +154,11 @@ class Balancer:
     def _apply(self, config: Config, keys: Optional[Iterable[ServiceKey]]) -> List[str]:
         if self._closed:
             raise RplbError(9, "the load balancer is closed")
+        # A Config built by its constructor was never validated: at least
+        # its tables must fit in its budget (ConfigError names the figure).
+        if config.tables_memory() > config.tables_memory_mb << 20:
+            from rplb.config import _Checker
+            _Checker("<running>").memory(config, config._summary())
         notes = []
         if config.flow_table_size != self._lb.flow_table_size:
             notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "

@@ -497,3 +497,38 @@ def test_a_restarted_worker_catches_up_on_reused_slots(tmp_path):
     after = result["after_restart"]
     assert [b["active_flows"] for b in after["backends"]] == [0, 0, 0]
     assert after["active_flows"] == 0 and after["new_flows"] == 30
+
+
+BUDGET_PROGRAM = PREAMBLE + r"""
+import dataclasses, ipaddress
+try:
+    app.start()
+    bal = app.balancer
+    seen = app.counters()["events"]["tables_seen"]
+    # Built by Config's constructor (which validates nothing): 300 services
+    # of a million Maglev entries each would take over 2 GB.
+    services = tuple(Service(vip=ipaddress.IPv4Address("10.1.0.1") + i, proto="tcp", port=80,
+                             backends=(Backend(ip=ipaddress.IPv4Address("10.2.0.1") + i,
+                                               port=80),))
+                     for i in range(300))
+    huge = dataclasses.replace(bal.config, services=services, maglev_table_size=1000003)
+    try:
+        bal.apply(huge)
+    except ConfigError as err:
+        result["error"] = str(err)
+    result["unchanged"] = len(bal.config.services) == 3
+    result["published"] = app.counters()["events"]["tables_seen"] - seen
+finally:
+    app.close()
+print(json.dumps(result))
+"""
+
+
+def test_the_balancer_refuses_tables_over_the_budget_whatever_built_the_config(tmp_path):
+    """Nothing lets services x Maglev size ask for gigabytes unchecked: a
+    Config that never went through the validator is held to its
+    tables_memory_mb before anything is built."""
+    result, _ = run_program(tmp_path, BUDGET_PROGRAM)
+    assert "tables_memory_mb: the load-balancing tables would need" in result["error"]
+    assert "more than tables_memory_mb 512" in result["error"]
+    assert result["unchanged"] and result["published"] == 0

@@ -10,11 +10,8 @@ new tables and committing the bookkeeping hold it.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import threading
-import time
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -22,81 +19,13 @@ from rplb import contract
 from rplb.config import (Backend, Config, ConfigError, Service, ServiceKey, edit_lineage,
                          forget_lineage)
 from rplb.errors import RplbError
+from rplb.gc_control import LARGE_CHANGE, freeze_long_lived, quiet_gc, release_slowly
 from rplb.tables import Placed, Plan, TableState
-
-# A change of more services than this freezes the objects alive after it
-# (freeze_long_lived): smaller ones leave too few to matter.
-_FREEZE_AFTER = 256
 
 # Cumulative counters of a backend slot, and of a service's own (the
 # replies rewritten without a flow), as the C layout names them.
 _SLOT_TOTALS = ("packets", "bytes", "new_flows")
 _SERVICE_TOTALS = ("packets", "bytes")
-
-
-_gc_pauses = 0                  # nested quiet_gc() blocks in progress
-_gc_restore = False             # whether the first one found collection enabled
-_gc_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_gc(large: bool = True) -> Iterator[None]:
-    """No cyclic garbage collection while a large change is built.
-
-    Building 10,000 services makes a million objects; each full collection
-    meanwhile traverses all of them (and the running configuration's)
-    holding the GIL: 100-400 ms in which status, telemetry and Prometheus
-    cannot answer.  What a build throws away is freed by reference
-    counting; see freeze_long_lived for afterwards.  Before a large
-    change (large: it may be one) the young generations are collected
-    (cheap: they are small then), so little cyclic garbage survives into a
-    freeze; an edit of one service skips that."""
-    global _gc_pauses, _gc_restore
-    with _gc_lock:
-        if _gc_pauses == 0:
-            _gc_restore = gc.isenabled()
-            if _gc_restore and large:
-                gc.collect(1)
-            gc.disable()
-        _gc_pauses += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pauses -= 1
-            if _gc_pauses == 0 and _gc_restore:
-                gc.enable()
-
-
-def freeze_long_lived() -> None:
-    """After a large change is committed, within quiet_gc: the running
-    configuration lives until the next one, so later collections need not
-    traverse it (gc.freeze: a collection of the million objects just made
-    would stall the readers as one during the build would); it is freed by
-    reference counting when replaced (its objects form no cycles)."""
-    gc.freeze()
-
-
-def release_slowly(view: Tuple[Config, Dict[ServiceKey, Placed]], undo: list) -> None:
-    """Free a replaced configuration (and the undo steps of the change that
-    replaced it) a slice at a time on a thread of its own: freed at once, a
-    million objects stall every other thread for some 50 ms.  The thread
-    takes its own references to the services, so whoever drops the
-    configuration last frees only its outer shell."""
-    config, placed = view
-    parts = [list(config.services), list(placed.values()), undo]
-
-    def release() -> None:
-        for part in parts:
-            while part:
-                del part[-_RELEASE_SLICE:]
-                time.sleep(0)           # let the other threads run
-
-    threading.Thread(target=release, name="rplb-release", daemon=True).start()
-
-
-# Services freed at a time by release_slowly.
-_RELEASE_SLICE = 128
 
 
 class Balancer:
@@ -163,7 +92,7 @@ class Balancer:
         if config.flow_table_size != self._lb.flow_table_size:
             notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
                          f"next start (running with {self._lb.flow_table_size})")
-        with quiet_gc(large=keys is None or len(keys) > _FREEZE_AFTER):
+        with quiet_gc(large=keys is None or len(keys) > LARGE_CHANGE):
             try:
                 plan = self._tables.plan(config, keys)
             except ValueError as err:
@@ -180,9 +109,11 @@ class Balancer:
                 self._account(plan)
                 forget_lineage(config)
                 old_view, self._view = self._view, (config, plan.placed)
-            if plan.changed > _FREEZE_AFTER:
+            if plan.changed > LARGE_CHANGE:
                 freeze_long_lived()
-                release_slowly(old_view, plan.journal.forget())
+                old_config, old_placed = old_view
+                release_slowly([list(old_config.services), list(old_placed.values()),
+                                plan.journal.forget()])
         return notes
 
     def _edit(self, edit) -> List[str]:

@@ -138,7 +138,7 @@ class Controller:
                 raise ControlError("rplb-dpdk is stopping")
             if not self.config_path or self.appliance.balancer is None:
                 raise ControlError("no --config to reload")
-            from rplb.balancer import quiet_gc
+            from rplb.gc_control import quiet_gc
             try:
                 with quiet_gc():        # a large file: see quiet_gc
                     config = load_config(self.config_path)

@@ -44,7 +44,6 @@ class Balancer:
         self._state_lock = threading.Lock()     # publish + commit; what readers wait for
         self._view: Tuple[Config, Dict[ServiceKey, Placed]] = (Config(), {})
         self._closed = False
-        self._sample_lock = threading.Lock()    # one flow-sample request at a time
         # The fast path counts whatever belongs to a flow under its
         # backend's slot only; a service's totals add up its slots' (and
         # its own counters, the replies rewritten without a flow).  A slot
@@ -176,8 +175,8 @@ class Balancer:
     def flow_sample(self, count: int = 16) -> List[dict]:
         """Up to count flows per worker: client, service, backend, state and
         idle seconds (RplbError if a worker does not answer)."""
-        with self._sample_lock:
-            flows = self._lb.flow_sample(count)
+        # Requests are serialised in C (flow_sample.c), not by a lock here.
+        flows = self._lb.flow_sample(count)
         config, placed = self._view
         by_id = {p.service_id: p.service for p in placed.values()}
         sample = []

@@ -120,6 +120,8 @@ struct rplb_lb_tables {
 	struct rplb_maglev **maglevs;
 };
 
+/* One worker's own state: its entry of rplb_lb.workers, a cache line of
+ * its own (the worker writes generation_seen). */
 struct rplb_lb_worker {
 	struct rplb_flow_table *flows;
 	struct rplb_flow_sample_slot *sample;
@@ -128,7 +130,7 @@ struct rplb_lb_worker {
 	unsigned int lcore_id;
 	/* The generation this worker adopted last (0: none yet). */
 	uint64_t generation_seen;
-};
+} __rte_cache_aligned;
 
 struct rplb_lb {
 	struct rplb_lb_tables *tables;          /* the published generation */

@@ -16,6 +16,7 @@
 
 #include <rte_cycles.h>
 #include <rte_errno.h>
+#include <rte_lcore.h>
 #include <rte_log.h>
 #include <rte_malloc.h>
 
@@ -481,22 +482,30 @@ int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
 	struct rplb_lb_worker *lb_worker;
-	unsigned int index = lb->n_workers;
-	int rc;
+	unsigned int index = lb->n_workers, i;
+	int socket_id, rc;
 
 	if (index >= lb->max_workers || lcore_id >= RTE_MAX_LCORE)
 		return -EINVAL;
+	for (i = 0; i < lb->n_workers; i++)
+		if (lb->workers[i].lcore_id == lcore_id)
+			return -EEXIST;
+	/* The worker's own state on its own socket's memory: only it reads
+	 * and writes its flow table. */
+	socket_id = (int)rte_lcore_to_socket_id(lcore_id);
+	if (socket_id < 0 || rte_lcore_is_enabled(lcore_id) == 0)
+		socket_id = lb->socket_id;
 	lb_worker = &lb->workers[index];
 	memset(lb_worker, 0, sizeof(*lb_worker));
 	lb_worker->lcore_id = lcore_id;
-	lb_worker->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
+	lb_worker->flows = rplb_flow_table_create(lb->flow_table_size, socket_id);
 	lb_worker->service_counters = rte_zmalloc_socket("rplb_service_counters",
 		RPLB_MAX_SERVICES * sizeof(*lb_worker->service_counters), RTE_CACHE_LINE_SIZE,
-		lb->socket_id);
+		socket_id);
 	lb_worker->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
 		RPLB_MAX_BACKENDS * sizeof(*lb_worker->backend_counters), RTE_CACHE_LINE_SIZE,
-		lb->socket_id);
-	lb_worker->sample = rplb_flow_sample_slot_create(lb->socket_id);
+		socket_id);
+	lb_worker->sample = rplb_flow_sample_slot_create(socket_id);
 	if (lb_worker->flows == NULL || lb_worker->service_counters == NULL ||
 	    lb_worker->backend_counters == NULL || lb_worker->sample == NULL) {
 		rc = lb_worker->flows == NULL ? -rte_errno : -ENOMEM;
@@ -507,6 +516,8 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		memset(lb_worker, 0, sizeof(*lb_worker));
 		return rc != 0 ? rc : -ENOMEM;
 	}
+	/* Every worker reports to the one RCU of the tables: a publish waits
+	 * for all of them (rplb_lb_publish). */
 	rc = rte_rcu_qsbr_thread_register(lb->qsbr, lcore_id);
 	if (rc != 0) {
 		rplb_flow_table_free(lb_worker->flows);
@@ -567,6 +578,19 @@ unsigned int
 rplb_lb_worker_count(const struct rplb_lb *lb)
 {
 	return lb->n_workers;
+}
+
+uint32_t
+rplb_lb_worker_flows(const struct rplb_lb *lb, unsigned int worker)
+{
+	const struct rplb_flow_table *flows;
+
+	if (worker >= lb->n_workers)
+		return 0;
+	flows = lb->workers[worker].flows;
+	/* Written by the worker only; an aligned 32-bit load sees the old or
+	 * the new count. */
+	return flows->capacity - __atomic_load_n(&flows->free_count, __ATOMIC_RELAXED);
 }
 
 size_t

@@ -26,6 +26,7 @@ extern "C" {
 
 struct rplb_worker;
 struct rplb_engine;
+struct rplb_handoff;
 struct rplb_lb;
 struct rplb_lb_tables;
 
@@ -52,6 +53,12 @@ struct rplb_worker_params {
 	uint8_t rx_cksum_offload[RPLB_SIDES];
 	uint32_t drain_us;          /* flush partially filled tx buffers after this */
 	int socket_id;
+	/* Several workers of the load-balancing engine: the rings between
+	 * them and this worker's index there (< its n_workers).  NULL: the
+	 * worker is alone (or needs no steering), and nothing of the
+	 * steering runs. */
+	struct rplb_handoff *handoff;
+	uint16_t handoff_index;
 };
 
 const struct rplb_engine *rplb_engine_fwd(void);
@@ -72,6 +79,42 @@ int rplb_worker_main(void *worker);
 void rplb_worker_request_stop(struct rplb_worker *worker);
 void rplb_worker_rearm(struct rplb_worker *worker);
 const struct rplb_lcore_counters *rplb_worker_counters(const struct rplb_worker *worker);
+
+/* ---- several workers: steering and handoff ------------------------------ */
+
+/* Both directions of a flow must reach the worker that holds it: its
+ * owner, a function of the client's address (steer.h).  A worker keeps the
+ * frames it owns and hands the others to their owner over a
+ * single-producer, single-consumer ring, one per ordered pair of workers,
+ * of RPLB_HANDOFF_RING_SIZE entries (it holds one fewer). */
+#define RPLB_HANDOFF_RING_SIZE 512
+/* The most workers one handoff connects (its rings grow with the square). */
+#define RPLB_MAX_WORKERS 128
+
+/* The rings between n_workers (2..RPLB_MAX_WORKERS) workers, steering in
+ * software.  NULL + rte_errno (EINVAL, ENOMEM). */
+struct rplb_handoff *rplb_handoff_create(unsigned int n_workers, int socket_id);
+/* Call after every worker using it stopped and discarded what it held. */
+void rplb_handoff_free(struct rplb_handoff *handoff);
+/* Bytes of DPDK heap the handoff of n_workers takes, with the handoff
+ * state of its workers (computed without EAL, for operators). */
+size_t rplb_handoff_memory(unsigned int n_workers);
+/* The ports spread frames over the workers' queues by the client address
+ * themselves (rte_flow RSS, Toeplitz with rss_key, key_len bytes, over
+ * reta_size indirection entries filled round robin): only frames they
+ * cannot spread by it are steered, by the same function.  Before the
+ * workers are launched.  0 or -EINVAL. */
+int rplb_handoff_steer_in_hardware(struct rplb_handoff *handoff, const uint8_t *rss_key,
+				   unsigned int key_len, unsigned int reta_size);
+/* The index of the worker that owns client_addr (network byte order). */
+unsigned int rplb_handoff_owner(const struct rplb_handoff *handoff, uint32_t client_addr);
+/* The same for software steering among n_workers, without a handoff (no
+ * EAL needed): what tests use to place frames. */
+unsigned int rplb_steer_software_owner(uint32_t client_addr, unsigned int n_workers);
+/* After every worker of the handoff stopped: free what the others handed
+ * to this one and it never took (counted, drop handoff_at_stop).  Returns
+ * how many. */
+unsigned int rplb_worker_discard_handed_over(struct rplb_worker *worker);
 
 /* ---- load-balancing tables (built by the control plane) ---------------- */
 
@@ -183,8 +226,10 @@ struct rplb_lb_params {
  * RCU, and the per-worker flow tables.  NULL + rte_errno on failure. */
 struct rplb_lb *rplb_lb_create(const struct rplb_lb_params *params);
 void rplb_lb_free(struct rplb_lb *lb);
-/* Create the flow table of one more worker; returns its index or -errno.
- * Call before that worker is launched. */
+/* Create the flow table (and counters, flow sample) of one more worker,
+ * on the memory of its lcore's socket, and register the lcore with the
+ * tables' RCU; returns its index or -errno.  Call before that worker is
+ * launched. */
 int rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id);
 
 /* Build the next table generation from specs and publish it to the
@@ -229,6 +274,8 @@ const struct rplb_service_counters *rplb_lb_service_counters(const struct rplb_l
 const struct rplb_backend_counters *rplb_lb_backend_counters(const struct rplb_lb *lb,
 							     unsigned int worker);
 unsigned int rplb_lb_worker_count(const struct rplb_lb *lb);
+/* Flows stored in one worker's flow table now (read while it runs). */
+uint32_t rplb_lb_worker_flows(const struct rplb_lb *lb, unsigned int worker);
 /* Bytes of memory one stored flow costs (flow record + its two keys). */
 size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
 

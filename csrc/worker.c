@@ -2,6 +2,9 @@
  *
  * worker.c: the poll-mode loop of one worker lcore (after DPDK's l3fwd):
  * rx burst on each port -> engine -> buffered tx, drained on a timer.
+ * With several workers, each rx burst is steered first (the frames of
+ * clients another worker owns go to its ring, steer.h), and the frames
+ * the others handed over are processed after this worker's own.
  */
 #include <errno.h>
 #include <string.h>
@@ -11,6 +14,7 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_prefetch.h>
+#include <rte_ring.h>
 
 #include "worker.h"
 
@@ -24,15 +28,26 @@ struct rplb_worker *
 rplb_worker_create(const struct rplb_worker_params *params,
 		   const struct rplb_engine *engine, void *engine_state)
 {
+	const struct rplb_handoff *handoff;
 	struct rplb_worker *worker;
-	unsigned int side;
+	unsigned int side, n_workers, other;
+	size_t size;
 
-	if (params == NULL || engine == NULL) {
+	if (params == NULL || engine == NULL ||
+	    (params->handoff != NULL && params->handoff_index >= params->handoff->n_workers)) {
 		rte_errno = EINVAL;
 		return NULL;
 	}
-	worker = rte_zmalloc_socket("rplb_worker", sizeof(*worker), RTE_CACHE_LINE_SIZE,
-			       params->socket_id);
+	handoff = params->handoff;
+	n_workers = handoff != NULL ? handoff->n_workers : 0;
+	/* With several workers, the worker's handoff state follows it in the
+	 * same allocation: its rings (outgoing, incoming), the list of
+	 * workers staged for, and a stage per worker. */
+	size = RTE_ALIGN_CEIL(sizeof(*worker), RTE_CACHE_LINE_SIZE);
+	if (handoff != NULL)
+		size += 2 * n_workers * sizeof(struct rte_ring *) + n_workers * sizeof(uint16_t) +
+			RTE_CACHE_LINE_SIZE + n_workers * sizeof(struct rplb_handoff_stage);
+	worker = rte_zmalloc_socket("rplb_worker", size, RTE_CACHE_LINE_SIZE, params->socket_id);
 	if (worker == NULL) {
 		rte_errno = ENOMEM;
 		return NULL;
@@ -51,6 +66,26 @@ rplb_worker_create(const struct rplb_worker_params *params,
 	worker->engine_state = engine_state;
 	worker->socket_id = params->socket_id;
 	worker->lcore_id = LCORE_ID_ANY;
+	if (handoff != NULL) {
+		uint8_t *next = (uint8_t *)worker + RTE_ALIGN_CEIL(sizeof(*worker), RTE_CACHE_LINE_SIZE);
+		unsigned int self = params->handoff_index, n_in = 0;
+
+		worker->handoff = params->handoff;
+		worker->handoff_index = (uint16_t)self;
+		worker->outgoing = (struct rte_ring **)next;
+		next += n_workers * sizeof(struct rte_ring *);
+		worker->incoming = (struct rte_ring **)next;
+		next += n_workers * sizeof(struct rte_ring *);
+		worker->staged_for = (uint16_t *)next;
+		next += n_workers * sizeof(uint16_t);
+		worker->stages = (struct rplb_handoff_stage *)RTE_PTR_ALIGN_CEIL(next,
+										 RTE_CACHE_LINE_SIZE);
+		for (other = 0; other < n_workers; other++) {
+			worker->outgoing[other] = handoff->rings[self * n_workers + other];
+			if (other != self)
+				worker->incoming[n_in++] = handoff->rings[other * n_workers + self];
+		}
+	}
 	return worker;
 }
 
@@ -92,26 +127,167 @@ receive(struct rplb_worker *worker, unsigned int side, struct rte_mbuf **pkts)
 	return n;
 }
 
-int
-rplb_worker_main(void *arg)
+/* ---- several workers: the steering pass and the handoff ---------------- */
+
+/* Hand what the steering pass staged to each owner's ring, in one burst
+ * per owner; what a full ring refuses is dropped and counted. */
+static void
+hand_over_staged(struct rplb_worker *worker)
 {
-	struct rplb_worker *worker = arg;
+	unsigned int i;
+
+	for (i = 0; i < worker->n_staged; i++) {
+		const unsigned int owner = worker->staged_for[i];
+		struct rplb_handoff_stage *stage = &worker->stages[owner];
+		unsigned int sent, k;
+
+		sent = rte_ring_sp_enqueue_burst(worker->outgoing[owner], (void *const *)stage->pkts,
+						 stage->count, NULL);
+		worker->counters.events[RPLB_EV_HANDOFF_SENT] += sent;
+		if (unlikely(sent < stage->count)) {
+			worker->counters.drops[RPLB_DROP_HANDOFF_FULL] += stage->count - sent;
+			for (k = sent; k < stage->count; k++)
+				rte_pktmbuf_free(stage->pkts[k]);
+		}
+		stage->count = 0;
+	}
+	worker->n_staged = 0;
+}
+
+/* Frames whose first line is loaded ahead of the one steered. */
+#define STEER_PREFETCH_AHEAD 4
+
+/* The steering pass of one rx burst from in_side (a constant at each
+ * call): software, every frame's owner is computed; hardware, the port
+ * spread the frames by their client already, and only those it cannot
+ * have (ICMP errors) are looked at. */
+static __rte_always_inline uint16_t
+steer_burst(struct rplb_worker *worker, const unsigned int in_side, struct rte_mbuf **pkts,
+	    uint16_t n, const int software)
+{
+	const struct rplb_steering *steering = &worker->handoff->steering;
+	const unsigned int self = worker->handoff_index;
+	uint16_t kept = 0, i;
+
+	for (i = 0; i < n && i < STEER_PREFETCH_AHEAD; i++)
+		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
+	for (i = 0; i < n; i++) {
+		struct rte_mbuf *m = pkts[i];
+		struct rplb_handoff_stage *stage;
+		unsigned int owner;
+		uint32_t client;
+
+		if (i + STEER_PREFETCH_AHEAD < n)
+			rte_prefetch0(rte_pktmbuf_mtod(pkts[i + STEER_PREFETCH_AHEAD], void *));
+		if (!rplb_steer_client(m, in_side, software, &client) ||
+		    (owner = rplb_steer_owner_of(steering, client)) == self) {
+			pkts[kept++] = m;
+			continue;
+		}
+		stage = &worker->stages[owner];
+		if (stage->count == 0)
+			worker->staged_for[worker->n_staged++] = (uint16_t)owner;
+		stage->pkts[stage->count++] = m;
+	}
+	if (kept != n)
+		hand_over_staged(worker);
+	return kept;
+}
+
+uint16_t
+rplb_worker_steer_burst(struct rplb_worker *worker, unsigned int in_side, struct rte_mbuf **pkts,
+			uint16_t n)
+{
+	const int software = worker->handoff->steering.mode == RPLB_STEER_SOFTWARE;
+
+	if (in_side == RPLB_FRONTEND)
+		return software ? steer_burst(worker, RPLB_FRONTEND, pkts, n, 1) :
+				  steer_burst(worker, RPLB_FRONTEND, pkts, n, 0);
+	return software ? steer_burst(worker, RPLB_BACKEND, pkts, n, 1) :
+			  steer_burst(worker, RPLB_BACKEND, pkts, n, 0);
+}
+
+/* Rounds a loop iteration takes from one ring at most: one burst keeps
+ * pace with a producer that hands over a burst per iteration; a second
+ * lets a ring that filled during a slow iteration catch up. */
+#define TAKE_ROUNDS 2
+
+unsigned int
+rplb_worker_take_handed_over(struct rplb_worker *worker)
+{
+	const unsigned int n_rings = worker->handoff->n_workers - 1;
+	const uint16_t frontend_port = worker->port_id[RPLB_FRONTEND];
+	struct rte_mbuf *pkts[RPLB_BURST], *by_side[RPLB_SIDES][RPLB_BURST];
+	unsigned int ring, round, total = 0;
+
+	for (ring = 0; ring < n_rings; ring++) {
+		for (round = 0; round < TAKE_ROUNDS; round++) {
+			unsigned int n, i, count[RPLB_SIDES] = {0, 0};
+
+			n = rte_ring_sc_dequeue_burst(worker->incoming[ring], (void **)pkts, RPLB_BURST,
+						      NULL);
+			if (n == 0)
+				break;
+			total += n;
+			/* The worker that received a frame steered it as from the
+			 * side of its port; the engine takes a burst of one side. */
+			for (i = 0; i < n; i++) {
+				const unsigned int side = pkts[i]->port == frontend_port ?
+							  RPLB_FRONTEND : RPLB_BACKEND;
+
+				by_side[side][count[side]++] = pkts[i];
+			}
+			if (count[RPLB_FRONTEND] > 0)
+				worker->engine->process_burst(worker, RPLB_FRONTEND, by_side[RPLB_FRONTEND],
+							      (uint16_t)count[RPLB_FRONTEND]);
+			if (count[RPLB_BACKEND] > 0)
+				worker->engine->process_burst(worker, RPLB_BACKEND, by_side[RPLB_BACKEND],
+							      (uint16_t)count[RPLB_BACKEND]);
+			if (n < RPLB_BURST)
+				break;
+		}
+	}
+	worker->counters.events[RPLB_EV_HANDOFF_RECEIVED] += total;
+	return total;
+}
+
+unsigned int
+rplb_worker_discard_handed_over(struct rplb_worker *worker)
+{
+	struct rte_mbuf *pkts[RPLB_BURST];
+	unsigned int ring, n, i, total = 0;
+
+	if (worker->handoff == NULL)
+		return 0;
+	for (ring = 0; ring + 1 < worker->handoff->n_workers; ring++) {
+		while ((n = rte_ring_sc_dequeue_burst(worker->incoming[ring], (void **)pkts,
+						      RPLB_BURST, NULL)) > 0) {
+			for (i = 0; i < n; i++)
+				rte_pktmbuf_free(pkts[i]);
+			total += n;
+		}
+	}
+	worker->counters.drops[RPLB_DROP_HANDOFF_AT_STOP] += total;
+	return total;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+/* steered: a constant at each call.  Alone (0), the loop is rx -> engine
+ * per side, with nothing of the steering in it; with several workers (1),
+ * each rx burst goes through the steering pass first, and the frames the
+ * other workers handed over are taken after this worker's own rx. */
+static __rte_always_inline void
+run(struct rplb_worker *worker, const int steered)
+{
 	const struct rplb_engine *engine = worker->engine;
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint64_t now, last_drain;
 	unsigned int side;
-	int err;
-
-	worker->lcore_id = rte_lcore_id();
-	if (engine->start != NULL) {
-		err = engine->start(worker);
-		if (err != 0)
-			return err;
-	}
 
 	last_drain = rte_rdtsc();
 	while (!__atomic_load_n(&worker->stop_requested, __ATOMIC_ACQUIRE)) {
-		uint16_t received = 0;
+		unsigned int received = 0;
 
 		for (side = 0; side < RPLB_SIDES; side++) {
 			uint16_t n = receive(worker, side, pkts);
@@ -119,8 +295,15 @@ rplb_worker_main(void *arg)
 			if (n == 0)
 				continue;
 			received += n;
+			if (steered) {
+				n = rplb_worker_steer_burst(worker, side, pkts, n);
+				if (n == 0)
+					continue;
+			}
 			engine->process_burst(worker, side, pkts, n);
 		}
+		if (steered)
+			received += rplb_worker_take_handed_over(worker);
 
 		now = rte_rdtsc();
 		if (unlikely(now - last_drain > worker->drain_tsc)) {
@@ -131,6 +314,27 @@ rplb_worker_main(void *arg)
 		if (engine->housekeeping != NULL)
 			engine->housekeeping(worker, now, received == 0);
 	}
+}
+
+int
+rplb_worker_main(void *arg)
+{
+	struct rplb_worker *worker = arg;
+	const struct rplb_engine *engine = worker->engine;
+	unsigned int side;
+	int err;
+
+	worker->lcore_id = rte_lcore_id();
+	if (engine->start != NULL) {
+		err = engine->start(worker);
+		if (err != 0)
+			return err;
+	}
+
+	if (worker->handoff == NULL)
+		run(worker, 0);
+	else
+		run(worker, 1);
 
 	for (side = 0; side < RPLB_SIDES; side++)
 		rplb_worker_flush(worker, side);

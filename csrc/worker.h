@@ -14,8 +14,10 @@
 
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include "rplb.h"
+#include "steer.h"
 
 struct rplb_engine {
 	const char *name;
@@ -37,6 +39,24 @@ struct rplb_tx_buffer {
 	struct rte_mbuf *pkts[RPLB_BURST];
 };
 
+/* The rings between several workers (rplb_handoff_create): one
+ * single-producer, single-consumer ring per ordered pair of workers, and
+ * the steering that says which worker owns a frame.  Read-only once the
+ * workers run. */
+struct rplb_handoff {
+	struct rplb_steering steering;
+	uint32_t n_workers;
+	int socket_id;
+	struct rte_ring *rings[];   /* [from * n_workers + to]; NULL where from == to */
+};
+
+/* Frames of one rx burst this worker hands to one other worker, enqueued
+ * on its ring at the end of the burst's steering pass. */
+struct rplb_handoff_stage {
+	uint16_t count;
+	struct rte_mbuf *pkts[RPLB_BURST];
+};
+
 struct rplb_worker {
 	/* Written by the control plane only, read once per loop iteration. */
 	volatile uint32_t stop_requested __rte_cache_aligned;
@@ -52,6 +72,18 @@ struct rplb_worker {
 	void *engine_local;         /* this worker's own engine data */
 	unsigned int lcore_id;
 	int socket_id;
+	/* With several workers: the rings between them (NULL: this worker is
+	 * alone, and nothing is steered), this worker's index among them, its
+	 * ring to each other worker (outgoing[handoff_index] is NULL) and the
+	 * rings from the others (n_workers - 1 of them). */
+	struct rplb_handoff *handoff;
+	uint16_t handoff_index;
+	struct rte_ring **outgoing;
+	struct rte_ring **incoming;
+	/* The other workers a steering pass staged frames for, in order. */
+	uint16_t n_staged;
+	uint16_t *staged_for;
+	struct rplb_handoff_stage *stages;      /* one per worker */
 
 	struct rplb_tx_buffer tx[RPLB_SIDES] __rte_cache_aligned;
 	struct rplb_lcore_counters counters;
@@ -126,5 +158,16 @@ rplb_worker_drop(struct rplb_worker *worker, enum rplb_drop_reason reason, struc
 	worker->counters.drops[reason]++;
 	rte_pktmbuf_free(m);
 }
+
+/* Several workers (worker->handoff set): keep in pkts[0..n) the frames of
+ * an rx burst from in_side that this worker owns, and hand the others to
+ * their owners' rings.  Returns how many were kept (worker.c). */
+uint16_t rplb_worker_steer_burst(struct rplb_worker *worker, unsigned int in_side,
+				 struct rte_mbuf **pkts, uint16_t n);
+
+/* Several workers: process what the other workers handed to this one, a
+ * burst per ring, each frame as received from the side its port
+ * (mbuf->port) is.  Returns how many frames. */
+unsigned int rplb_worker_take_handed_over(struct rplb_worker *worker);
 
 #endif /* RPLB_WORKER_H */

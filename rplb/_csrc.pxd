@@ -44,6 +44,8 @@ cdef extern from "rplb.h" nogil:
         pass
     struct rplb_lb_tables:
         pass
+    struct rplb_handoff:
+        pass
 
     struct rplb_worker_params:
         uint16_t frontend_port
@@ -54,6 +56,8 @@ cdef extern from "rplb.h" nogil:
         uint8_t rx_cksum_offload[RPLB_SIDES]
         uint32_t drain_us
         int socket_id
+        rplb_handoff *handoff
+        uint16_t handoff_index
 
     const rplb_engine *rplb_engine_fwd()
     const rplb_engine *rplb_engine_lb()
@@ -65,6 +69,17 @@ cdef extern from "rplb.h" nogil:
     void rplb_worker_request_stop(rplb_worker *worker)
     void rplb_worker_rearm(rplb_worker *worker)
     const rplb_lcore_counters *rplb_worker_counters(const rplb_worker *worker)
+
+    int RPLB_HANDOFF_RING_SIZE
+    int RPLB_MAX_WORKERS
+    rplb_handoff *rplb_handoff_create(unsigned int n_workers, int socket_id)
+    void rplb_handoff_free(rplb_handoff *handoff)
+    size_t rplb_handoff_memory(unsigned int n_workers)
+    int rplb_handoff_steer_in_hardware(rplb_handoff *handoff, const uint8_t *rss_key,
+                                       unsigned int key_len, unsigned int reta_size)
+    unsigned int rplb_handoff_owner(const rplb_handoff *handoff, uint32_t client_addr)
+    unsigned int rplb_steer_software_owner(uint32_t client_addr, unsigned int n_workers)
+    unsigned int rplb_worker_discard_handed_over(rplb_worker *worker)
 
     struct rplb_service_spec:
         pass
@@ -122,6 +137,7 @@ cdef extern from "rplb.h" nogil:
     const rplb_service_counters *rplb_lb_service_counters(const rplb_lb *lb, unsigned int worker)
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
+    uint32_t rplb_lb_worker_flows(const rplb_lb *lb, unsigned int worker)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
     size_t rplb_lb_worker_memory(uint32_t flow_table_size)
 

@@ -80,10 +80,26 @@ cdef extern from "rte_ethdev.h" nogil:
         uint16_t nb_max
         uint16_t nb_min
         uint16_t nb_align
+    uint64_t RTE_ETH_RSS_IPV4
+    uint64_t RTE_ETH_RSS_FRAG_IPV4
+    uint64_t RTE_ETH_RSS_NONFRAG_IPV4_TCP
+    uint64_t RTE_ETH_RSS_NONFRAG_IPV4_UDP
+    uint64_t RTE_ETH_RSS_NONFRAG_IPV4_OTHER
+    uint64_t RTE_ETH_RSS_L3_SRC_ONLY
+    uint64_t RTE_ETH_RSS_L3_DST_ONLY
+    enum rte_eth_rx_mq_mode:
+        RTE_ETH_MQ_RX_NONE
+        RTE_ETH_MQ_RX_RSS
+    enum rte_eth_hash_function:
+        RTE_ETH_HASH_FUNCTION_TOEPLITZ
+
     struct rte_eth_dev_info:
         const char *driver_name
         uint16_t max_rx_queues
         uint16_t max_tx_queues
+        uint16_t reta_size
+        uint8_t hash_key_size
+        uint64_t flow_type_rss_offloads
         uint64_t rx_offload_capa
         uint64_t tx_offload_capa
         rte_eth_rxconf default_rxconf
@@ -91,12 +107,21 @@ cdef extern from "rte_ethdev.h" nogil:
         rte_eth_desc_lim rx_desc_lim
         rte_eth_desc_lim tx_desc_lim
     struct rte_eth_rxmode:
+        rte_eth_rx_mq_mode mq_mode
         uint64_t offloads
     struct rte_eth_txmode:
         uint64_t offloads
+    struct rte_eth_rss_conf:
+        uint8_t *rss_key
+        uint8_t rss_key_len
+        uint64_t rss_hf
+    # An anonymous struct in rte_ethdev.h: only reached through the conf.
+    ctypedef struct rte_eth_rx_adv_conf:
+        rte_eth_rss_conf rss_conf
     struct rte_eth_conf:
         rte_eth_rxmode rxmode
         rte_eth_txmode txmode
+        rte_eth_rx_adv_conf rx_adv_conf
     struct rte_eth_link:
         uint32_t link_speed
         uint16_t link_duplex
@@ -134,3 +159,47 @@ cdef extern from "rte_ethdev.h" nogil:
     int rte_eth_stats_get(uint16_t port_id, rte_eth_stats *stats)
     int rte_eth_stats_reset(uint16_t port_id)
     int rte_eth_macaddr_get(uint16_t port_id, rte_ether_addr *mac_addr)
+
+
+cdef extern from "rte_flow.h" nogil:
+    enum rte_flow_item_type:
+        RTE_FLOW_ITEM_TYPE_END
+        RTE_FLOW_ITEM_TYPE_ETH
+        RTE_FLOW_ITEM_TYPE_IPV4
+    enum rte_flow_action_type:
+        RTE_FLOW_ACTION_TYPE_END
+        RTE_FLOW_ACTION_TYPE_RSS
+
+    struct rte_flow_attr:
+        uint32_t group
+        uint32_t priority
+        uint32_t ingress
+    struct rte_flow_item:
+        rte_flow_item_type type
+        const void *spec
+        const void *last
+        const void *mask
+    struct rte_flow_action:
+        rte_flow_action_type type
+        const void *conf
+    struct rte_flow_action_rss:
+        rte_eth_hash_function func
+        uint32_t level
+        uint64_t types
+        uint32_t key_len
+        uint32_t queue_num
+        const uint8_t *key
+        const uint16_t *queue
+    struct rte_flow_error:
+        int type
+        const char *message
+    struct rte_flow:
+        pass
+
+    int rte_flow_validate(uint16_t port_id, const rte_flow_attr *attr,
+                          const rte_flow_item *pattern, const rte_flow_action *actions,
+                          rte_flow_error *error)
+    rte_flow *rte_flow_create(uint16_t port_id, const rte_flow_attr *attr,
+                              const rte_flow_item *pattern, const rte_flow_action *actions,
+                              rte_flow_error *error)
+    int rte_flow_destroy(uint16_t port_id, rte_flow *flow, rte_flow_error *error)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from rplb import contract, dataplane, sizing
+from rplb import contract, dataplane, sizing, steering
 from rplb.balancer import Balancer
 from rplb.config import Config
 from rplb.errors import RplbError
@@ -24,11 +24,36 @@ class SetupError(Exception):
     """The appliance cannot start as asked; the message says what to change."""
 
 
+# How to give a virtual port more queue pairs (one per worker lcore).
+_QUEUE_HINTS = {
+    "net_af_packet": "net_af_packet: qpairs=N",
+    "net_pcap": "net_pcap: one rx_pcap=/rx_iface= and one tx_pcap=/tx_iface= per queue",
+    "net_null": "net_null: it has as many as asked, up to its limit",
+    "net_tap": "net_tap: queues as asked, up to its limit",
+}
+
+
+def sum_counters(parts: List[dict]) -> dict:
+    """Counters shaped like a worker's ("port" by side, "drops", "events"),
+    added up."""
+    total = {"port": [dict.fromkeys(side, 0) for side in parts[0]["port"]],
+             "drops": dict.fromkeys(parts[0]["drops"], 0),
+             "events": dict.fromkeys(parts[0]["events"], 0)} if parts else None
+    for part in parts:
+        for side, counters in enumerate(part["port"]):
+            for key, value in counters.items():
+                total["port"][side][key] += value
+        for group in ("drops", "events"):
+            for key, value in part[group].items():
+                total[group][key] += value
+    return total
+
+
 @dataclass
 class Options:
     ports: Tuple[int, int] = (0, 1)
     config: Optional[Config] = None     # None: the pass-through engine
-    mbufs: int = 16383
+    mbufs: Optional[int] = None         # None: sizing.default_mbufs
     rx_descriptors: int = 1024
     tx_descriptors: int = 1024
     software_checksums: bool = False    # never use TX checksum offload
@@ -82,6 +107,8 @@ class Appliance:
         self.lb = None
         self.balancer: Optional[Balancer] = None
         self.workers: List = []
+        self.handoff = None                 # the rings between several workers
+        self.steering_log: List[str] = []   # how frames reach their worker, per port
         self.started_at = None
         self.mbufs_in_use_at_exit: Optional[int] = None
         self.pdump = False                  # dpdk-dumpcap can attach
@@ -127,58 +154,103 @@ class Appliance:
             if port_id not in available:
                 raise SetupError(f"--ports: {role} port {port_id} does not exist "
                                  f"(ports available: {', '.join(map(str, available))})")
-        workers = dataplane.worker_lcores()
-        if not workers:
+        lcores = dataplane.worker_lcores()
+        if not lcores:
             raise SetupError("rplb needs a worker lcore besides the main one: "
                              "give EAL at least two lcores, e.g. -l 0-1")
 
         ports = [dataplane.Port(port_id) for port_id in (frontend_id, backend_id)]
-        self.check_resources(ports)
-        self.pool = dataplane.Mempool("rplb_mbufs", self.options.mbufs,
-                                      sizing.mempool_cache_size(self.options.mbufs))
+        config = self.options.config
+        # Several workers of the load balancer steer frames to each other;
+        # the pass-through engine keeps no state, so its workers need not.
+        steered = config is not None and len(lcores) > 1
+        mbufs = self.check_resources(ports, len(lcores), steered)
+        self.pool = dataplane.Mempool("rplb_mbufs", mbufs, sizing.mempool_cache_size(mbufs))
         for port in ports:
             self.ports.append(port)
-            port.configure(self.pool, self.options.rx_descriptors, self.options.tx_descriptors,
+            port.configure(self.pool, len(lcores), self.options.rx_descriptors,
+                           self.options.tx_descriptors,
                            allow_tx_cksum_offload=not self.options.software_checksums)
 
-        config = self.options.config
         if config is not None:
             self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
-                                             max_workers=1)
-            # Create the worker (and with it its flow table) before the first
-            # publish, so the tables are in place before any packet.
-            self.workers.append(dataplane.Worker(workers[0], *self.ports, lb=self.lb,
-                                                 drain_us=self.options.drain_us))
+                                             max_workers=len(lcores))
+            if steered:
+                self.handoff = dataplane.Handoff(len(lcores))
+        # Create the workers (and with them their flow tables) before the
+        # first publish, so the tables are in place before any packet.
+        # Worker i polls queue i of each port.
+        for index, lcore in enumerate(lcores):
+            self.workers.append(dataplane.Worker(
+                lcore, *self.ports, lb=self.lb, drain_us=self.options.drain_us, queue=index,
+                handoff=self.handoff, handoff_index=index))
+        if config is not None:
             self.balancer = Balancer(self.lb, config)
-        else:
-            self.workers.append(dataplane.Worker(workers[0], *self.ports,
-                                                 drain_us=self.options.drain_us))
         for port in self.ports:
             port.start()
+        self.steering_log = self.choose_steering()
         for worker in self.workers:
             worker.launch()
         self.started_at = time.monotonic()
 
-    def check_resources(self, ports) -> None:
-        """Refuse descriptor counts a port cannot take and a pool too small
-        for the rings and bursts (SetupError naming the limit): both would
-        otherwise start and forward nothing, or fail obscurely."""
+    def choose_steering(self) -> List[str]:
+        """Hardware steering where both ports take the rule (each spreads
+        IPv4 by the client address: the frontend by source, the backend by
+        destination, one key), else software steering on both.  Returns the
+        log lines that say which, per port."""
+        if self.handoff is None:
+            return []
+        frontend, backend = self.ports
+        refusals = {}
+        for port, by_source in ((frontend, True), (backend, False)):
+            reason = port.steer_by_client(by_source, steering.RSS_KEY)
+            if reason is not None:
+                refusals[port.port_id] = reason
+                break           # software on both: the other need not try
+        decision = steering.decide(
+            [(port.port_id, port.name, role, port.reta_size)
+             for port, role in zip(self.ports, ("frontend", "backend"))], refusals)
+        if decision.hardware:
+            self.handoff.steer_in_hardware(steering.RSS_KEY, decision.reta_size)
+        else:
+            for port in self.ports:
+                port.remove_steering()
+        return decision.log_lines(len(self.workers))
+
+    def check_resources(self, ports, workers: int, steered: bool) -> int:
+        """Refuse a port without a queue pair for every worker, descriptor
+        counts a port cannot take and a pool too small for the rings and
+        bursts (SetupError naming the limit): each would otherwise start and
+        forward nothing, or fail obscurely.  Returns the pool's size
+        (--mbufs, or the default for this many workers)."""
         options = self.options
         for port in ports:
+            if port.max_queues < workers:
+                raise SetupError(
+                    f"port {port.port_id} ({port.name}, {port.driver}) offers at most "
+                    f"{port.max_queues} rx/tx queue pair{'' if port.max_queues == 1 else 's'}, "
+                    f"and {workers} worker lcores need {workers} (one each): give it more "
+                    f"queues ({_QUEUE_HINTS.get(port.driver, 'see its driver')}) or EAL "
+                    f"fewer lcores")
             problem = sizing.check_port_descriptors(
                 options.rx_descriptors, options.tx_descriptors, port.descriptor_limits,
                 f"port {port.port_id} ({port.name}, {port.driver})")
             if problem:
                 raise SetupError(problem)
-        # One worker with one queue on each port (start() below); with
-        # several workers per port, both grow.
-        need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
-                                   workers=1, rx_descriptors=options.rx_descriptors,
-                                   tx_descriptors=options.tx_descriptors,
-                                   burst=contract.BURST)
-        problem = sizing.check_mbufs(options.mbufs, need)
+
+        def need_for(n_mbufs: int) -> sizing.MbufNeed:
+            # One queue pair per worker on each port (start() above).
+            return sizing.mbufs_needed(
+                n_mbufs, ports=len(ports), queues_per_port=workers, workers=workers,
+                rx_descriptors=options.rx_descriptors, tx_descriptors=options.tx_descriptors,
+                burst=contract.BURST,
+                handoff_ring_size=contract.CONSTANTS["RPLB_HANDOFF_RING_SIZE"] if steered else 0)
+        if options.mbufs is None:
+            return sizing.default_mbufs(need_for)
+        problem = sizing.check_mbufs(options.mbufs, need_for(options.mbufs))
         if problem:
             raise SetupError(problem)
+        return options.mbufs
 
     # ---- run time ------------------------------------------------------------
 
@@ -192,29 +264,34 @@ class Appliance:
 
     def counters(self) -> dict:
         """The fast path's counters summed over workers."""
-        total = None
-        for worker in self.workers:
-            c = worker.counters()
-            if total is None:
-                total = c
-                continue
-            for side in range(2):
-                for k, v in c["port"][side].items():
-                    total["port"][side][k] += v
-            for group in ("drops", "events"):
-                for k, v in c[group].items():
-                    total[group][k] += v
-        return total
+        return sum_counters([worker.counters() for worker in self.workers])
+
+    def worker_counters(self) -> List[dict]:
+        """Per worker, in lcore order: its lcore, its queue, and its counters
+        shaped like counters() ("port", "drops", "events"), with the flows
+        its flow table holds (load balancer only)."""
+        out = []
+        for index, worker in enumerate(self.workers):
+            entry = {"lcore": worker.lcore_id, "queue": worker.queue, **worker.counters()}
+            if self.lb is not None:
+                entry["flows"] = self.lb.worker_flows(index)
+            out.append(entry)
+        return out
 
     def snapshot(self, services_limit: Optional[int] = None) -> dict:
-        """Everything an operator sees: ports, fast-path counters, services
-        (the first services_limit of them; default all)."""
+        """Everything an operator sees: ports, fast-path counters (summed,
+        and per worker under "workers"), services (the first services_limit
+        of them; default all)."""
+        workers = self.worker_counters()
         snap = {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
                 "engine": self.workers[0].engine if self.workers else None,
-                "ports": [], **self.counters()}
+                "ports": [], **(sum_counters(workers) or {}), "workers": workers}
+        if self.handoff is not None:
+            snap["steering"] = self.handoff.mode
         for role, port in zip(("frontend", "backend"), self.ports):
             entry = {"role": role, "port_id": port.port_id, "name": port.name,
-                     "driver": port.driver, "tx_cksum_offload": port.tx_cksum_offload}
+                     "driver": port.driver, "tx_cksum_offload": port.tx_cksum_offload,
+                     "queues": port.queues}
             try:
                 entry["ethdev"] = port.stats()
                 entry["link"] = port.link()
@@ -230,8 +307,15 @@ class Appliance:
     # ---- stop ----------------------------------------------------------------
 
     def stop_workers(self) -> None:
+        """Stop every worker; then, none running, free (and count) what
+        they handed each other and nobody took."""
+        for worker in self.workers:
+            worker.request_stop()
         for worker in self.workers:
             worker.stop()
+        if self.handoff is not None:
+            for worker in self.workers:
+                worker.discard_handed_over()
 
     def close(self) -> None:
         """Release everything, in order, even after a failed start."""
@@ -244,6 +328,9 @@ class Appliance:
                 errors.append(err)
         for worker in self.workers:
             worker.close()
+        if self.handoff is not None:
+            self.handoff.close()
+            self.handoff = None
         if self.pool is not None:
             self.mbufs_in_use_at_exit = self.pool.in_use
             self.pool.close()

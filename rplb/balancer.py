@@ -173,8 +173,9 @@ class Balancer:
     # ---- reading ---------------------------------------------------------------
 
     def flow_sample(self, count: int = 16) -> List[dict]:
-        """Up to count flows per worker: client, service, backend, state and
-        idle seconds (RplbError if a worker does not answer)."""
+        """Up to count flows per worker: client, service, backend, state,
+        idle seconds and the lcore of the worker that holds it (RplbError if
+        a worker does not answer)."""
         # Requests are serialised in C (flow_sample.c), not by a lock here.
         flows = self._lb.flow_sample(count)
         config, placed = self._view
@@ -186,7 +187,7 @@ class Balancer:
                 "client": f"{f['client'][0]}:{f['client'][1]}",
                 "service": svc.label if svc else f"{f['vip'][0]}:{f['proto']}:{f['vip'][1]}",
                 "backend": f"{f['backend'][0]}:{f['backend'][1]}",
-                "state": f["state"], "idle_s": f["idle_ms"] / 1000.0})
+                "state": f["state"], "idle_s": f["idle_ms"] / 1000.0, "lcore": f["lcore"]})
         return sample
 
     def service_stats(self, limit: Optional[int] = None) -> List[dict]:

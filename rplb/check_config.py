@@ -9,22 +9,36 @@ will allocate.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from rplb import sizing
 from rplb.config import Config
 
-#: Worker lcores today (one worker, one queue per port).
-WORKERS = 1
 
-
-def memory_estimate(config: Config, workers: int = WORKERS) -> sizing.MemoryEstimate:
+def memory_estimate(config: Config, workers: int) -> sizing.MemoryEstimate:
     from rplb import contract, dataplane
     return sizing.MemoryEstimate(
         tables=contract.tables_memory(len(config.services), config.backend_count),
         maglev=config.maglev_memory(),
         worker=dataplane.worker_memory(config.flow_table_size),
-        workers=workers)
+        workers=workers, handoff=dataplane.handoff_memory(workers))
+
+
+def mbuf_need(mbufs: int, workers: int, descriptors: int) -> sizing.MbufNeed:
+    """What the pool must hold with this many workers (one queue pair each
+    on both ports; rings between them when there are several)."""
+    from rplb import contract
+    return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=workers, workers=workers,
+                               rx_descriptors=descriptors, tx_descriptors=descriptors,
+                               burst=contract.BURST,
+                               handoff_ring_size=contract.CONSTANTS["RPLB_HANDOFF_RING_SIZE"])
+
+
+def pool_size(mbufs: Optional[int], workers: int, descriptors: int) -> int:
+    """--mbufs, or the default pool for this many workers."""
+    if mbufs is not None:
+        return mbufs
+    return sizing.default_mbufs(lambda n: mbuf_need(n, workers, descriptors))
 
 
 def empty_warning(path: str) -> str:
@@ -32,8 +46,10 @@ def empty_warning(path: str) -> str:
             "(add services, then SIGHUP, `rplbctl reload` or `systemctl reload rplb`)")
 
 
-def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str]:
-    """The lines --check-config prints for a valid file."""
+def summary(path: str, config: Config, mbufs: Optional[int], descriptors: int,
+            workers: int) -> List[str]:
+    """The lines --check-config prints for a valid file, for this many
+    workers (rplb.lcores.worker_count of the EAL options)."""
     from rplb import contract
     backends = [b for service in config.services for b in service.backends]
     active = sum(1 for b in backends if b.weight > 0)
@@ -45,7 +61,7 @@ def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str
         lines.append(f"  {service.label:<{width}}  {str(service.key):<22} "
                      f"{_plural(len(service.backends), 'backend')}, total weight {weights}, "
                      f"Maglev {config.maglev_size(service)}")
-    memory = memory_estimate(config)
+    memory = memory_estimate(config, workers)
     lines.append(f"  lookup tables: {sizing.mebibytes(memory.tables)} and Maglev tables "
                  f"{sizing.mebibytes(memory.maglev)}; at most "
                  f"{sizing.mebibytes(2 * (memory.tables + memory.maglev))} while a change is "
@@ -53,11 +69,14 @@ def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str
     lines.append(f"  flow table: {sizing.mebibytes(memory.worker)} per worker lcore "
                  f"({config.flow_table_size} flows, counters included) x "
                  f"{_plural(memory.workers, 'worker')}")
-    need = sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=memory.workers,
-                               rx_descriptors=descriptors, tx_descriptors=descriptors,
-                               burst=contract.BURST)
+    if memory.handoff:
+        lines.append(f"  handoff rings between the workers: {sizing.mebibytes(memory.handoff)} "
+                     f"({workers * (workers - 1)} rings of "
+                     f"{contract.CONSTANTS['RPLB_HANDOFF_RING_SIZE']} entries)")
+    pool = pool_size(mbufs, workers, descriptors)
+    need = mbuf_need(pool, workers, descriptors)
     lines.append(f"  load-balancer memory at most {sizing.mebibytes(memory.peak)}, "
-                 f"besides the pool of {mbufs} mbufs ({need.total} needed: {need.explain()})")
+                 f"besides the pool of {pool} mbufs ({need.total} needed: {need.explain()})")
     return lines
 
 

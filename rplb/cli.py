@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the final statistics as JSON to FILE at exit")
     p.add_argument("--software-checksums", action="store_true",
                    help="never use TX checksum offload, even where the port has it")
-    p.add_argument("--mbufs", type=_positive(int), default=16383, metavar="N",
+    p.add_argument("--mbufs", type=_positive(int), default=None, metavar="N",
                    help="mbufs in the packet pool, at least what the rings and bursts need "
-                        "(refused otherwise, with the figure; default: 16383)")
+                        "(refused otherwise, with the figure; default: 16383, or what the "
+                        "rings and bursts of many workers need)")
     p.add_argument("--descriptors", type=_descriptor_count, default=1024, metavar="N",
                    help="rx and tx descriptors per port queue, a power of two within the "
                         "port's limits (default: 1024)")
@@ -211,33 +212,33 @@ def list_drivers() -> int:
     return 0
 
 
-def check_config(args: argparse.Namespace) -> int:
+def check_config(eal_args: List[str], args: argparse.Namespace) -> int:
     """--check-config: 0 if the file is valid (summary on stdout), else
-    CliError; EAL is never started."""
-    from rplb.check_config import empty_warning, summary
+    CliError; EAL is never started, its lcore options are only read (one
+    worker per lcore but the main one)."""
+    from rplb.check_config import empty_warning, mbuf_need, summary
     from rplb.config import ConfigError, load_config
+    from rplb.lcores import LcoreError, worker_count
     path = args.check_config or args.config
     if not path:
         raise CliError("--check-config: which file? give --check-config FILE")
     try:
+        workers = worker_count(eal_args)
+    except LcoreError as err:
+        raise CliError(str(err)) from None
+    try:
         config = load_config(path)
     except ConfigError as err:
         raise CliError(str(err)) from None
-    print("\n".join(summary(path, config, args.mbufs, args.descriptors)), flush=True)
+    print("\n".join(summary(path, config, args.mbufs, args.descriptors, workers)), flush=True)
     if not config.services:
         log(empty_warning(path), WARNING)
-    problem = sizing.check_mbufs(args.mbufs, _mbuf_need(args))
-    if problem:
-        raise CliError(problem)
+    if args.mbufs is not None:
+        problem = sizing.check_mbufs(args.mbufs, mbuf_need(args.mbufs, workers,
+                                                           args.descriptors))
+        if problem:
+            raise CliError(problem)
     return 0
-
-
-def _mbuf_need(args: argparse.Namespace) -> sizing.MbufNeed:
-    from rplb import contract
-    from rplb.check_config import WORKERS
-    return sizing.mbufs_needed(args.mbufs, ports=2, queues_per_port=1, workers=WORKERS,
-                               rx_descriptors=args.descriptors,
-                               tx_descriptors=args.descriptors, burst=contract.BURST)
 
 
 def install_service(args: argparse.Namespace) -> int:
@@ -352,12 +353,16 @@ def _run(eal_args: List[str], args: argparse.Namespace) -> int:
             log(f"prometheus metrics at {prometheus.url}")
         for port in appliance.ports:
             log(f"port {port.port_id} ({port.name}, {port.driver}): "
-                f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}")
+                f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}, "
+                f"{port.queues} queue pair{'' if port.queues == 1 else 's'}")
+        for line in appliance.steering_log:
+            log(line)
         log("dpdk-dumpcap can capture on these ports" if appliance.pdump else
             f"dpdk-dumpcap cannot attach ({appliance.pdump_error}; it needs hugepages "
             "and no --no-shconf)")
-        log(f"forwarding with the {appliance.workers[0].engine} engine on lcore "
-            f"{appliance.workers[0].lcore_id}"
+        lcores = [w.lcore_id for w in appliance.workers]
+        log(f"forwarding with the {appliance.workers[0].engine} engine on "
+            f"lcore{'' if len(lcores) == 1 else 's'} {', '.join(map(str, lcores))}"
             + (f", {len(config.services)} services" if config else "")
             + " (Ctrl-C to stop)")
         notify("READY=1", f"STATUS={_status(appliance)}")
@@ -466,7 +471,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if args.list_drivers:
             return list_drivers()
         if args.check_config is not None:
-            return check_config(args)
+            return check_config(eal_args, args)
         if args.install_service:
             return install_service(args)
         return run(eal_args, args)

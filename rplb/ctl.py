@@ -184,8 +184,11 @@ def build_request(args: argparse.Namespace) -> dict:
 # ---- output ----------------------------------------------------------------
 
 def _format_status(reply: dict) -> str:
+    lcores = reply["lcores"]
     lines = [f"rplb-dpdk pid {reply['pid']}, up {reply['uptime_s']:.1f} s, "
-             f"{reply['engine']} engine on lcore {', '.join(map(str, reply['lcores']))}"]
+             f"{reply['engine']} engine on lcore{'' if len(lcores) == 1 else 's'} "
+             f"{', '.join(map(str, lcores))}"
+             + (f" (steering in {reply['steering']})" if reply.get("steering") else "")]
     for port in reply["ports"]:
         link = port.get("link") or {}
         state = ("link up" if link.get("up") else "link down") if link else "link ?"
@@ -240,10 +243,11 @@ def _format_flows(reply: dict) -> str:
     if reply.get("sample") is None:
         lines.append(f"sample: {reply.get('sample_note')}")
         return "\n".join(lines)
-    lines.append(f"sample of {len(reply['sample'])} (client -> service -> backend, state, idle):")
+    lines.append(f"sample of {len(reply['sample'])} (client -> service -> backend, state, idle, "
+                 "worker lcore):")
     for f in reply["sample"]:
         lines.append(f"  {f['client']} -> {f['service']} -> {f['backend']}  {f['state']}  "
-                     f"{f['idle_s']:.1f} s")
+                     f"{f['idle_s']:.1f} s  lcore {f.get('lcore', '?')}")
     return "\n".join(lines)
 
 

@@ -111,6 +111,12 @@ def maglev_memory(uint32_t size, uint32_t n_backends):
     return rplb_lb_maglev_memory(size, n_backends)
 
 
+def handoff_memory(unsigned int n_workers):
+    """Bytes the rings between n_workers workers take, with each worker's
+    handoff state (0 for one worker; no EAL needed)."""
+    return rplb_handoff_memory(n_workers)
+
+
 def worker_memory(uint32_t flow_table_size):
     """Bytes one worker's load-balancing state takes: its flow table of
     flow_table_size flows, its counters, its flow sample (no EAL needed)."""
@@ -308,8 +314,17 @@ _OFFLOAD_NAMES = (
 )
 
 
+# The IPv4 frames rte_flow RSS spreads by the client address (steering in
+# hardware): every IPv4 type, fragments included, so that a flow's
+# fragments follow it.
+cdef uint64_t RSS_IPV4_TYPES = (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_FRAG_IPV4
+                                | RTE_ETH_RSS_NONFRAG_IPV4_TCP | RTE_ETH_RSS_NONFRAG_IPV4_UDP
+                                | RTE_ETH_RSS_NONFRAG_IPV4_OTHER)
+
+
 cdef class Port:
-    """One ethdev port: configure with one rx and one tx queue, start, stop, close."""
+    """One ethdev port: configure with one rx and one tx queue per worker,
+    start, stop, close."""
 
     cdef readonly uint16_t port_id
     cdef readonly str name
@@ -320,9 +335,14 @@ cdef class Port:
     cdef readonly uint16_t rx_descriptors
     cdef readonly uint16_t tx_descriptors
     cdef readonly dict descriptor_limits
+    cdef readonly unsigned int max_queues
+    cdef readonly unsigned int queues
+    cdef readonly unsigned int reta_size
+    cdef readonly bint rss_spreads
     cdef bint started
     cdef bint closed
     cdef Mempool pool
+    cdef rte_flow *steering_rule
 
     def __cinit__(self, int port_id):
         cdef char name[64]
@@ -344,22 +364,35 @@ cdef class Port:
                    "align": info.rx_desc_lim.nb_align},
             "tx": {"min": info.tx_desc_lim.nb_min, "max": info.tx_desc_lim.nb_max,
                    "align": info.tx_desc_lim.nb_align}}
+        # A worker takes one rx and one tx queue of each port.
+        self.max_queues = min(info.max_rx_queues, info.max_tx_queues)
+        self.reta_size = info.reta_size
+        self.queues = 0
+        self.rss_spreads = False
+        self.steering_rule = NULL
         self.started = False
         self.closed = False
 
-    def configure(self, Mempool pool, unsigned int rx_descriptors=1024,
+    def configure(self, Mempool pool, unsigned int queues=1, unsigned int rx_descriptors=1024,
                   unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True):
-        """Set up one rx and one tx queue.  TX checksum offload (IPv4, TCP, UDP)
-        is enabled when the port has all three and it is allowed; RX checksum
-        offload whenever the port has it (the engine drops what it flags bad)."""
+        """Set up queues rx and tx queues (one pair per worker).  TX checksum
+        offload (IPv4, TCP, UDP) is enabled when the port has all three and
+        it is allowed; RX checksum offload whenever the port has it (the
+        engine drops what it flags bad).  With several queues, RSS spreads
+        IPv4 over them where the port offers it (so that no worker receives
+        everything; the workers steer each frame to its owner anyway)."""
         cdef rte_eth_conf conf
         cdef rte_eth_dev_info info
         cdef rte_eth_txconf txconf
         cdef uint16_t nb_rxd = rx_descriptors, nb_txd = tx_descriptors
+        cdef uint16_t queue
         cdef int socket_id = rte_eth_dev_socket_id(self.port_id)
         what = f"port {self.port_id} ({self.name})"
         if socket_id < 0:
             socket_id = rte_socket_id()
+        if queues < 1 or queues > self.max_queues:
+            raise RplbError(22, f"{what}: {queues} queue pairs asked, it offers at most "
+                                f"{self.max_queues}")
         check_rc(rte_eth_dev_info_get(self.port_id, &info), f"{what}: device info")
         memset(&conf, 0, sizeof(conf))
         self.tx_cksum_offload = allow_tx_cksum_offload and (info.tx_offload_capa & TX_CKSUM) == TX_CKSUM
@@ -367,18 +400,84 @@ cdef class Port:
             conf.txmode.offloads |= TX_CKSUM
         conf.rxmode.offloads |= info.rx_offload_capa & RX_CKSUM
         self.rx_cksum_offload = (info.rx_offload_capa & RX_CKSUM) != 0
-        check_rc(rte_eth_dev_configure(self.port_id, 1, 1, &conf), f"{what}: configure")
+        self.rss_spreads = queues > 1 and (info.flow_type_rss_offloads & RSS_IPV4_TYPES) != 0
+        if self.rss_spreads:
+            conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS
+            conf.rx_adv_conf.rss_conf.rss_hf = info.flow_type_rss_offloads & RSS_IPV4_TYPES
+        check_rc(rte_eth_dev_configure(self.port_id, queues, queues, &conf), f"{what}: configure")
         check_rc(rte_eth_dev_adjust_nb_rx_tx_desc(self.port_id, &nb_rxd, &nb_txd),
                  f"{what}: descriptor counts")
-        check_rc(rte_eth_rx_queue_setup(self.port_id, 0, nb_rxd, socket_id, NULL, pool.pool),
-                 f"{what}: rx queue setup")
         txconf = info.default_txconf
         txconf.offloads = conf.txmode.offloads
-        check_rc(rte_eth_tx_queue_setup(self.port_id, 0, nb_txd, socket_id, &txconf),
-                 f"{what}: tx queue setup")
+        for queue in range(queues):
+            check_rc(rte_eth_rx_queue_setup(self.port_id, queue, nb_rxd, socket_id, NULL,
+                                            pool.pool), f"{what}: rx queue {queue} setup")
+            check_rc(rte_eth_tx_queue_setup(self.port_id, queue, nb_txd, socket_id, &txconf),
+                     f"{what}: tx queue {queue} setup")
+        self.queues = queues
         self.rx_descriptors = nb_rxd
         self.tx_descriptors = nb_txd
         self.pool = pool
+
+    def steer_by_client(self, bint source, bytes rss_key):
+        """Ask the port to spread IPv4 over its queues by one address only,
+        the source (frontend: the client's) or the destination (backend:
+        the client's too), Toeplitz with rss_key: an rte_flow RSS rule,
+        validated, then created.  Returns None once the rule is in place,
+        or the port's reason for refusing it (a str)."""
+        cdef rte_flow_attr attr
+        cdef rte_flow_item pattern[3]
+        cdef rte_flow_action actions[2]
+        cdef rte_flow_action_rss rss
+        cdef rte_flow_error error
+        cdef uint16_t queue_ids[1024]
+        cdef const uint8_t *key = rss_key
+        cdef unsigned int i
+        cdef int rc
+        if self.steering_rule != NULL:
+            return None
+        if self.queues < 2 or self.queues > 1024:
+            return f"{self.queues} queue(s): nothing to spread"
+        memset(&attr, 0, sizeof(attr))
+        memset(pattern, 0, sizeof(pattern))
+        memset(actions, 0, sizeof(actions))
+        memset(&rss, 0, sizeof(rss))
+        memset(&error, 0, sizeof(error))
+        attr.ingress = 1
+        pattern[0].type = RTE_FLOW_ITEM_TYPE_ETH
+        pattern[1].type = RTE_FLOW_ITEM_TYPE_IPV4
+        pattern[2].type = RTE_FLOW_ITEM_TYPE_END
+        for i in range(self.queues):
+            queue_ids[i] = i
+        rss.func = RTE_ETH_HASH_FUNCTION_TOEPLITZ
+        rss.level = 0
+        rss.types = RSS_IPV4_TYPES | (RTE_ETH_RSS_L3_SRC_ONLY if source else RTE_ETH_RSS_L3_DST_ONLY)
+        rss.key_len = len(rss_key)
+        rss.key = key
+        rss.queue_num = self.queues
+        rss.queue = queue_ids
+        actions[0].type = RTE_FLOW_ACTION_TYPE_RSS
+        actions[0].conf = &rss
+        actions[1].type = RTE_FLOW_ACTION_TYPE_END
+        rc = rte_flow_validate(self.port_id, &attr, pattern, actions, &error)
+        if rc == 0:
+            self.steering_rule = rte_flow_create(self.port_id, &attr, pattern, actions, &error)
+            if self.steering_rule != NULL:
+                return None
+            rc = -rte_errno
+        reason = rte_strerror(-rc).decode(errors="replace") if rc < 0 else "refused"
+        if error.message != NULL:
+            message = error.message.decode(errors="replace")
+            if message != reason:
+                reason = f"{message} ({reason})"
+        return reason
+
+    def remove_steering(self):
+        """Destroy the rule steer_by_client created, if any."""
+        cdef rte_flow_error error
+        if self.steering_rule != NULL:
+            rte_flow_destroy(self.port_id, self.steering_rule, &error)
+            self.steering_rule = NULL
 
     def start(self, bint promiscuous=True):
         what = f"port {self.port_id} ({self.name})"
@@ -419,6 +518,7 @@ cdef class Port:
     def close(self):
         """Stop and close (idempotent); a pcap vdev completes its files here."""
         if not self.closed:
+            self.remove_steering()
             self.stop()
             self.closed = True
             check_rc(rte_eth_dev_close(self.port_id), f"port {self.port_id}: close")
@@ -492,6 +592,7 @@ cdef class LoadBalancer:
 
     cdef rplb_lb *lb
     cdef readonly unsigned int flow_table_size
+    cdef readonly list lcores       # of the workers, by their index
     cdef object _service_dtype
     cdef object _backend_dtype
 
@@ -509,6 +610,7 @@ cdef class LoadBalancer:
         if self.lb == NULL:
             raise_rte_errno("cannot create the load balancer state")
         self.flow_table_size = flow_table_size
+        self.lcores = []
         self._service_dtype, self._backend_dtype = _spec_dtypes()
 
     cdef rplb_lb *_get(self) except NULL:
@@ -522,6 +624,7 @@ cdef class LoadBalancer:
             raise RplbError(-rc, f"cannot create the flow table of lcore {lcore_id} "
                             f"({self.flow_table_size} flows; lower flow_table_size or raise -m)",
                             rte_strerror(-rc).decode())
+        self.lcores.append(lcore_id)
         return rc
 
     def publish(self, services, backends, maglevs, timeouts, bint strict=False):
@@ -593,6 +696,10 @@ cdef class LoadBalancer:
     def worker_count(self):
         return rplb_lb_worker_count(self._get())
 
+    def worker_flows(self, unsigned int worker):
+        """Flows stored in one worker's flow table now."""
+        return rplb_lb_worker_flows(self._get(), worker)
+
     cdef _counters(self, bint services, worker, slots=None):
         from rplb import contract
         cdef rplb_lb *lb = self._get()
@@ -618,8 +725,10 @@ cdef class LoadBalancer:
             if total is None:
                 total = contract.summable(part)
             else:
+                # Viewed as int64 like the total (summable): uint64 plus
+                # int64 would be float64 in numpy.
                 for field in dtype.names:
-                    total[field] += part[field]
+                    total[field] += part[field].astype(np.int64)
         if total is None:
             total = contract.summable(np.zeros(n if slots is None else len(slots), dtype=dtype))
         return total
@@ -627,7 +736,7 @@ cdef class LoadBalancer:
     def flow_sample(self, unsigned int count=16, unsigned int timeout_ms=1000):
         """Up to count flows of each worker, copied by the worker between
         bursts: dicts with client, vip, backend (ip, port), proto, service_id,
-        backend_id, state and idle_ms.  Raises RplbError (ETIMEDOUT when a
+        backend_id, state, idle_ms and lcore (the worker's).  Raises RplbError (ETIMEDOUT when a
         worker is not running)."""
         cdef rplb_lb *lb = self._get()
         cdef rplb_flow_sample buf[256]
@@ -648,7 +757,7 @@ cdef class LoadBalancer:
                     "proto": {6: "tcp", 17: "udp"}.get(s.proto, str(s.proto)),
                     "service_id": s.service_id, "backend_id": s.backend_id,
                     "state": FLOW_STATE_NAMES[s.state] if s.state < RPLB_FLOW_STATES else "?",
-                    "idle_ms": s.idle_ms})
+                    "idle_ms": s.idle_ms, "lcore": self.lcores[w]})
         return flows
 
     @property
@@ -679,19 +788,88 @@ def _timeouts_tuple(timeouts):
     return tuple(int(getattr(timeouts, name)) for name in names)
 
 
+# ---- several workers: steering and handoff ------------------------------------
+
+HANDOFF_RING_SIZE = RPLB_HANDOFF_RING_SIZE
+MAX_WORKERS = RPLB_MAX_WORKERS
+
+
+def steering_owner(address, unsigned int n_workers):
+    """The index of the worker that owns a client address (a dotted quad or
+    an int in host order) among n_workers, with software steering
+    (csrc/steer.h; no EAL needed)."""
+    import ipaddress
+    cdef uint32_t host = int(ipaddress.IPv4Address(address))
+    # The C side takes the address as it lies on the wire.
+    cdef uint32_t wire = ((host & 0xFF) << 24) | ((host & 0xFF00) << 8) \
+        | ((host >> 8) & 0xFF00) | (host >> 24)
+    return rplb_steer_software_owner(wire, n_workers)
+
+
+cdef class Handoff:
+    """The rings between several workers of the load balancer (one per
+    ordered pair) and the steering that says which worker owns a frame.
+    Close it after the workers that use it."""
+
+    cdef rplb_handoff *handoff
+    cdef readonly unsigned int n_workers
+    cdef readonly str mode
+
+    def __cinit__(self, unsigned int n_workers, int socket_id=-1):
+        self.handoff = NULL
+        if socket_id < 0:
+            socket_id = rte_socket_id()
+        self.handoff = rplb_handoff_create(n_workers, socket_id)
+        if self.handoff == NULL:
+            raise_rte_errno(f"cannot create the handoff rings of {n_workers} workers "
+                            f"({n_workers * (n_workers - 1)} rings; raise -m?)")
+        self.n_workers = n_workers
+        self.mode = "software"
+
+    cdef rplb_handoff *_get(self) except NULL:
+        if self.handoff == NULL:
+            raise RplbError(9, "the handoff is closed")
+        return self.handoff
+
+    def steer_in_hardware(self, bytes rss_key, unsigned int reta_size):
+        """The ports spread frames by the client address (rte_flow RSS with
+        rss_key over reta_size entries): steer only what they cannot."""
+        check_rc(rplb_handoff_steer_in_hardware(self._get(), rss_key, len(rss_key), reta_size),
+                 "hardware steering")
+        self.mode = "hardware"
+
+    def owner(self, address):
+        """The index of the worker that owns a client address."""
+        import ipaddress
+        cdef uint32_t host = int(ipaddress.IPv4Address(address))
+        cdef uint32_t wire = ((host & 0xFF) << 24) | ((host & 0xFF00) << 8) \
+            | ((host >> 8) & 0xFF00) | (host >> 24)
+        return rplb_handoff_owner(self._get(), wire)
+
+    def close(self):
+        if self.handoff != NULL:
+            rplb_handoff_free(self.handoff)
+            self.handoff = NULL
+
+
 # ---- workers ---------------------------------------------------------------
 
 cdef class Worker:
-    """The C poll-mode loop on one worker lcore, between two ports."""
+    """The C poll-mode loop on one worker lcore, between two ports: it
+    polls rx queue `queue` of each and sends on tx queue `queue`.  With a
+    Handoff, it is worker handoff_index of several that steer frames to
+    each other."""
 
     cdef rplb_worker *worker
     cdef readonly unsigned int lcore_id
+    cdef readonly unsigned int queue
     cdef readonly str engine
     cdef readonly bint running
-    cdef object _keep      # ports / load balancer the C side points into
+    cdef object _keep      # ports / load balancer / handoff the C side points into
 
     def __cinit__(self, unsigned int lcore_id, Port frontend, Port backend,
-                  LoadBalancer lb=None, unsigned int drain_us=100):
+                  LoadBalancer lb=None, unsigned int drain_us=100, unsigned int queue=0,
+                  Handoff handoff=None, unsigned int handoff_index=0):
         cdef rplb_worker_params params
         cdef const rplb_engine *engine
         cdef void *state = NULL
@@ -700,6 +878,13 @@ cdef class Worker:
         memset(&params, 0, sizeof(params))
         params.frontend_port = frontend.port_id
         params.backend_port = backend.port_id
+        params.rx_queue = queue
+        params.tx_queue = queue
+        if handoff is not None:
+            if lb is None:
+                raise RplbError(22, "only the load balancer's workers steer frames")
+            params.handoff = handoff._get()
+            params.handoff_index = handoff_index
         params.tx_cksum_offload[0] = frontend.tx_cksum_offload
         params.tx_cksum_offload[1] = backend.tx_cksum_offload
         params.rx_cksum_offload[0] = frontend.rx_cksum_offload
@@ -716,8 +901,9 @@ cdef class Worker:
         if self.worker == NULL:
             raise_rte_errno(f"cannot create the worker of lcore {lcore_id}")
         self.lcore_id = lcore_id
+        self.queue = queue
         self.engine = rplb_engine_name(engine).decode()
-        self._keep = (frontend, backend, lb)
+        self._keep = (frontend, backend, lb, handoff)
 
     def launch(self):
         """Start the loop on its lcore (returns at once); again after stop()."""
@@ -731,6 +917,12 @@ cdef class Worker:
         check_rc(rc, f"cannot launch the worker on lcore {self.lcore_id}")
         self.running = True
 
+    def request_stop(self):
+        """Ask the loop to stop, without waiting (stop() waits): several
+        workers asked at once stop together."""
+        if self.running:
+            rplb_worker_request_stop(self.worker)
+
     def stop(self):
         """Ask the loop to stop and wait for it (without the GIL); returns its status."""
         cdef int rc = 0
@@ -742,6 +934,14 @@ cdef class Worker:
             if rc != 0:
                 raise RplbError(-rc, f"worker on lcore {self.lcore_id} failed")
         return rc
+
+    def discard_handed_over(self):
+        """Once every worker of its handoff stopped: free the frames handed
+        to this one that it never took (counted as drops, handoff_at_stop).
+        Returns how many."""
+        if self.worker == NULL or self.running:
+            raise RplbError(16, f"the worker on lcore {self.lcore_id} is running or closed")
+        return rplb_worker_discard_handed_over(self.worker)
 
     def counters(self):
         """{'port': [{rx_packets..}, {..}] by side, 'drops': {reason: n},

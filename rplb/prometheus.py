@@ -100,6 +100,7 @@ def render_chunks(snapshot: dict) -> List[bytes]:
     for event, value in snapshot["events"].items():
         f.add("rplb_events_total", "counter", "Fast-path events (packets and flows)",
               int(value), event=event)
+    _worker_families(f, snapshot)
     chunks = [f.text().encode()]
     services = snapshot.get("services", [])
     if services:
@@ -112,6 +113,31 @@ def render_chunks(snapshot: dict) -> List[bytes]:
               int(snapshot["mbufs"]["size"]))
         chunks.append(f.text().encode())
     return chunks
+
+
+def _worker_families(f: _Families, snapshot: dict) -> None:
+    """The same counters per worker lcore (label worker: its lcore id), in
+    families of their own (rplb_worker_*): a sum over a family must not
+    count the totals above twice."""
+    roles = [(port["port_id"], port["role"]) for port in snapshot["ports"]]
+    for worker in snapshot.get("workers", []):
+        lcore = worker["lcore"]
+        for (port_id, role), counters in zip(roles, worker["port"]):
+            for key, value in counters.items():
+                f.add(f"rplb_worker_port_{key}_total", "counter",
+                      f"{_PORT_HELP.get(key, key)}, by worker lcore", int(value),
+                      worker=lcore, port=port_id, role=role)
+        for reason, value in worker["drops"].items():
+            f.add("rplb_worker_drops_total", "counter",
+                  "Packets dropped by the fast path, by worker lcore and reason", int(value),
+                  worker=lcore, reason=reason)
+        for event, value in worker["events"].items():
+            f.add("rplb_worker_events_total", "counter",
+                  "Fast-path events (packets and flows), by worker lcore", int(value),
+                  worker=lcore, event=event)
+        if "flows" in worker:
+            f.add("rplb_worker_flows", "gauge", "Flows in the worker's flow table",
+                  int(worker["flows"]), worker=lcore)
 
 
 _SERVICE_FAMILIES = (

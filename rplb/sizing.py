@@ -41,12 +41,17 @@ class MbufNeed:
     - every tx descriptor may hold a sent mbuf the NIC has not freed yet
       (ports x queues_per_port x tx_descriptors);
     - each worker holds one rx burst in hand and a tx buffer per port it
-      sends to (workers x burst x (1 + ports));
+      sends to (workers x burst x (1 + ports)), and with several workers
+      that steer frames to each other, one more burst taken from the
+      others' rings;
     - each worker's mempool cache keeps up to 1.5 x its size
-      (workers x cache_flush_threshold(cache)).
+      (workers x cache_flush_threshold(cache));
+    - with several workers, every handoff ring (one per ordered pair of
+      workers, workers x (workers - 1)) may be full: handoff_ring_size - 1
+      mbufs each.
 
-    Today rplb runs one worker with one queue per port; with several
-    workers per port, queues_per_port grows with them.
+    rplb runs one worker per lcore but the main one, each with a queue of
+    its own on each port: queues_per_port is the worker count.
     """
     ports: int
     queues_per_port: int
@@ -55,33 +60,66 @@ class MbufNeed:
     tx_descriptors: int
     burst: int
     cache_size: int
+    handoff_ring_size: int = 0      # 0: the workers do not steer (one worker)
 
     @property
     def rings(self) -> int:
         return self.ports * self.queues_per_port * (self.rx_descriptors + self.tx_descriptors)
 
     @property
+    def handoff(self) -> int:
+        if not self.handoff_ring_size:
+            return 0
+        return self.workers * (self.workers - 1) * (self.handoff_ring_size - 1)
+
+    @property
+    def bursts_per_worker(self) -> int:
+        return 1 + self.ports + (1 if self.handoff_ring_size else 0)
+
+    @property
     def per_worker(self) -> int:
-        return self.burst * (1 + self.ports) + cache_flush_threshold(self.cache_size)
+        return self.burst * self.bursts_per_worker + cache_flush_threshold(self.cache_size)
 
     @property
     def total(self) -> int:
-        return self.rings + self.workers * self.per_worker
+        return self.rings + self.handoff + self.workers * self.per_worker
 
     def explain(self) -> str:
+        handoff = (f"{self.workers * (self.workers - 1)} handoff rings x "
+                   f"{self.handoff_ring_size - 1} + " if self.handoff_ring_size else "")
         return (f"{self.ports} ports x {_plural(self.queues_per_port, 'queue')} x "
                 f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors) "
-                f"+ {_plural(self.workers, 'worker')} x ({1 + self.ports} bursts of "
-                f"{self.burst} + {cache_flush_threshold(self.cache_size)} in its mempool "
-                f"cache) = {self.total}")
+                f"+ {handoff}{_plural(self.workers, 'worker')} x ({self.bursts_per_worker} "
+                f"bursts of {self.burst} + {cache_flush_threshold(self.cache_size)} in its "
+                f"mempool cache) = {self.total}")
 
 
 def mbufs_needed(n_mbufs: int, ports: int, queues_per_port: int, workers: int,
-                 rx_descriptors: int, tx_descriptors: int, burst: int) -> MbufNeed:
-    """What a pool of n_mbufs must hold (its cache size depends on n_mbufs)."""
+                 rx_descriptors: int, tx_descriptors: int, burst: int,
+                 handoff_ring_size: int = 0) -> MbufNeed:
+    """What a pool of n_mbufs must hold (its cache size depends on n_mbufs).
+    handoff_ring_size: of the rings between workers that steer frames to
+    each other (several workers of the load balancer), else 0."""
     return MbufNeed(ports=ports, queues_per_port=queues_per_port, workers=workers,
                     rx_descriptors=rx_descriptors, tx_descriptors=tx_descriptors,
-                    burst=burst, cache_size=mempool_cache_size(n_mbufs))
+                    burst=burst, cache_size=mempool_cache_size(n_mbufs),
+                    handoff_ring_size=handoff_ring_size if workers > 1 else 0)
+
+
+#: The pool rplb-dpdk makes when --mbufs is not given, unless the rings and
+#: bursts need more (default_mbufs).
+DEFAULT_MBUFS = 16383
+
+
+def default_mbufs(need_for) -> int:
+    """The pool size when the operator gave none: DEFAULT_MBUFS, or, when
+    the rings and bursts need more (many workers), the smallest 2^k - 1
+    (a mempool's best size) that holds them.  need_for(n) is the MbufNeed
+    of a pool of n mbufs."""
+    n = DEFAULT_MBUFS
+    while need_for(n).total > n:
+        n = n * 2 + 1
+    return n
 
 
 def check_mbufs(n_mbufs: int, need: MbufNeed) -> Optional[str]:
@@ -123,6 +161,7 @@ class MemoryEstimate:
     maglev: int             # the services' Maglev tables (generations share them)
     worker: int             # one worker's flow table, counters, sample
     workers: int
+    handoff: int = 0        # the rings between the workers (several workers)
 
     @property
     def peak(self) -> int:
@@ -130,8 +169,8 @@ class MemoryEstimate:
         every worker moved on, and with it the old Maglev tables of the
         services the change rebuilt: at most two of each (a reload that
         changes every service).  What tables_memory_mb bounds, plus the
-        workers' state."""
-        return 2 * (self.tables + self.maglev) + self.workers * self.worker
+        workers' state and the rings between them."""
+        return 2 * (self.tables + self.maglev) + self.workers * self.worker + self.handoff
 
 
 def mebibytes(n_bytes: int) -> str:

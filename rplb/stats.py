@@ -42,6 +42,22 @@ def format_ports(snapshot: dict, previous: Optional[dict] = None, interval: floa
     return "\n".join(_port_block(p, q, interval) for p, q in zip(snapshot["ports"], prev_ports))
 
 
+def format_worker(worker: dict) -> str:
+    """One worker's line: its lcore and queue, what it received and sent on
+    each side, what it handed to the others and took from them, its drops
+    and its flows."""
+    frontend, backend = worker["port"]
+    events, drops = worker["events"], worker["drops"]
+    text = (f"lcore {worker['lcore']} (queue {worker['queue']}): "
+            f"frontend rx {frontend['rx_packets']} tx {frontend['tx_packets']}, "
+            f"backend rx {backend['rx_packets']} tx {backend['tx_packets']}, "
+            f"handed over {events.get('handoff_sent', 0)} taken {events.get('handoff_received', 0)}, "
+            f"drops {sum(drops.values())}")
+    if "flows" in worker:
+        text += f", flows {worker['flows']}"
+    return text
+
+
 def format_rplb(snapshot: dict) -> str:
     """rplb's own counters: per side, drops by reason, events, services."""
     lines = [f"  rplb ({snapshot['engine']} engine, up {snapshot['uptime_s']:.1f} s)"]
@@ -51,6 +67,11 @@ def format_rplb(snapshot: dict) -> str:
                      f"tx-dropped {counters['tx_dropped']}")
     lines.append("  drops: " + " ".join(f"{k}={v}" for k, v in snapshot["drops"].items()))
     lines.append("  events: " + " ".join(f"{k}={v}" for k, v in snapshot["events"].items()))
+    workers = snapshot.get("workers", [])
+    if len(workers) > 1:
+        lines.append(f"  {len(workers)} workers, steering in {snapshot.get('steering', 'none')}:")
+        for worker in workers:
+            lines.append("    " + format_worker(worker))
     for svc in snapshot.get("services", []):
         lines.append(f"  service {svc['service']} [{svc['key']}]: packets={svc['packets']} "
                      f"bytes={svc['bytes']} new_flows={svc['new_flows']} "

@@ -31,7 +31,9 @@ Entry = Tuple[str, str, object]
 
 def stats_entries(snapshot: dict) -> List[Entry]:
     """/rplb/stats: {"uptime_s", "engine", "frontend": {...}, "backend": {...},
-    "drops": {...}, "events": {...}, "mbufs": {...}}."""
+    "drops": {...}, "events": {...}, "mbufs": {...}, and per worker lcore L
+    "worker_L": {queue, frontend/..., backend/..., handoff_sent,
+    handoff_received, drops, flows}}."""
     out: List[Entry] = [("", "uptime_s", int(snapshot.get("uptime_s", 0))),
                         ("", "engine", str(snapshot.get("engine")))]
     for port, counters in zip(snapshot["ports"], snapshot["port"]):
@@ -43,6 +45,16 @@ def stats_entries(snapshot: dict) -> List[Entry]:
         out.extend((group, k, int(v)) for k, v in snapshot[group].items())
     if "mbufs" in snapshot:
         out.extend(("mbufs", k, int(v)) for k, v in snapshot["mbufs"].items())
+    for worker in snapshot.get("workers", []):
+        group = f"worker_{worker['lcore']}"
+        out.append((group, "queue", int(worker["queue"])))
+        for port, counters in zip(snapshot["ports"], worker["port"]):
+            out.extend((group, f"{port['role']}/{k}", int(v)) for k, v in counters.items())
+        out.extend((group, k, int(worker["events"][k]))
+                   for k in ("handoff_sent", "handoff_received") if k in worker["events"])
+        out.append((group, "drops", sum(int(v) for v in worker["drops"].values())))
+        if "flows" in worker:
+            out.append((group, "flows", int(worker["flows"])))
     return out
 
 

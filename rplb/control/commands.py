@@ -173,6 +173,7 @@ class Controller:
             "uptime_s": (time.monotonic() - app.started_at) if app.started_at else 0.0,
             "engine": app.workers[0].engine if app.workers else None,
             "lcores": [w.lcore_id for w in app.workers],
+            "steering": app.handoff.mode if app.handoff is not None else None,
             "ports": ports,
             "control_socket": self.socket_path,
             "services": len(config.services) if config is not None else None,

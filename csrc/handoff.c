@@ -24,12 +24,24 @@ fill_reta(struct rplb_steering *steering, unsigned int entries)
 		steering->reta[i] = (uint16_t)(i % steering->n_workers);
 }
 
+unsigned int
+rplb_handoff_ring_size(unsigned int n_workers)
+{
+	unsigned int size = RPLB_HANDOFF_MIN_RING;
+
+	if (n_workers < 2)
+		return 0;
+	while (2 * size * (n_workers - 1) <= RPLB_HANDOFF_FRAMES_PER_WORKER)
+		size *= 2;
+	return size;
+}
+
 struct rplb_handoff *
 rplb_handoff_create(unsigned int n_workers, int socket_id)
 {
 	struct rplb_handoff *handoff;
 	size_t ring_bytes;
-	unsigned int from, to;
+	unsigned int from, to, ring_size;
 
 	if (n_workers < 2 || n_workers > RPLB_MAX_WORKERS) {
 		rte_errno = EINVAL;
@@ -50,7 +62,8 @@ rplb_handoff_create(unsigned int n_workers, int socket_id)
 	/* Rings in plain heap memory (rte_ring_init), not memzones
 	 * (rte_ring_create): n^2 rings would soon exhaust DPDK's memzones,
 	 * and nobody looks them up by name. */
-	ring_bytes = (size_t)rte_ring_get_memsize(RPLB_HANDOFF_RING_SIZE);
+	ring_size = rplb_handoff_ring_size(n_workers);
+	ring_bytes = (size_t)rte_ring_get_memsize(ring_size);
 	for (from = 0; from < n_workers; from++) {
 		for (to = 0; to < n_workers; to++) {
 			struct rte_ring *ring;
@@ -60,7 +73,7 @@ rplb_handoff_create(unsigned int n_workers, int socket_id)
 			ring = rte_zmalloc_socket("rplb_handoff_ring", ring_bytes, RTE_CACHE_LINE_SIZE,
 						  socket_id);
 			if (ring == NULL ||
-			    rte_ring_init(ring, "rplb_handoff", RPLB_HANDOFF_RING_SIZE,
+			    rte_ring_init(ring, "rplb_handoff", ring_size,
 					  RING_F_SP_ENQ | RING_F_SC_DEQ) != 0) {
 				rte_free(ring);
 				rplb_handoff_free(handoff);
@@ -93,7 +106,7 @@ rplb_handoff_memory(unsigned int n_workers)
 	return sizeof(struct rplb_handoff) +
 	       (size_t)n_workers * n_workers * sizeof(struct rte_ring *) +
 	       (size_t)n_workers * (n_workers - 1) *
-	       RTE_ALIGN_CEIL((size_t)rte_ring_get_memsize(RPLB_HANDOFF_RING_SIZE),
+	       RTE_ALIGN_CEIL((size_t)rte_ring_get_memsize(rplb_handoff_ring_size(n_workers)),
 			      RTE_CACHE_LINE_SIZE) +
 	       /* each worker's rings, list and stages (rplb_worker_create) */
 	       (size_t)n_workers * (2 * n_workers * sizeof(struct rte_ring *) +

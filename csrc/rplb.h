@@ -85,12 +85,20 @@ const struct rplb_lcore_counters *rplb_worker_counters(const struct rplb_worker 
 /* Both directions of a flow must reach the worker that holds it: its
  * owner, a function of the client's address (steer.h).  A worker keeps the
  * frames it owns and hands the others to their owner over a
- * single-producer, single-consumer ring, one per ordered pair of workers,
- * of RPLB_HANDOFF_RING_SIZE entries (it holds one fewer). */
-#define RPLB_HANDOFF_RING_SIZE 512
+ * single-producer, single-consumer ring, one per ordered pair of workers.
+ * The rings into one worker hold about RPLB_HANDOFF_FRAMES_PER_WORKER
+ * frames together (rplb_handoff_ring_size): room for a few milliseconds
+ * of its traffic should it stall (an oversubscribed CPU), while the mbufs
+ * they may hold grow with the workers, not with their square. */
+#define RPLB_HANDOFF_FRAMES_PER_WORKER 4096
+#define RPLB_HANDOFF_MIN_RING 64
 /* The most workers one handoff connects (its rings grow with the square). */
 #define RPLB_MAX_WORKERS 128
 
+/* Entries of each ring between n_workers workers: the largest power of two
+ * whose n_workers - 1 rings take at most RPLB_HANDOFF_FRAMES_PER_WORKER,
+ * and at least RPLB_HANDOFF_MIN_RING (a ring holds one fewer frame). */
+unsigned int rplb_handoff_ring_size(unsigned int n_workers);
 /* The rings between n_workers (2..RPLB_MAX_WORKERS) workers, steering in
  * software.  NULL + rte_errno (EINVAL, ENOMEM). */
 struct rplb_handoff *rplb_handoff_create(unsigned int n_workers, int socket_id);

@@ -70,7 +70,7 @@ cdef extern from "rplb.h" nogil:
     void rplb_worker_rearm(rplb_worker *worker)
     const rplb_lcore_counters *rplb_worker_counters(const rplb_worker *worker)
 
-    int RPLB_HANDOFF_RING_SIZE
+    unsigned int rplb_handoff_ring_size(unsigned int n_workers)
     int RPLB_MAX_WORKERS
     rplb_handoff *rplb_handoff_create(unsigned int n_workers, int socket_id)
     void rplb_handoff_free(rplb_handoff *handoff)

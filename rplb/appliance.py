@@ -244,7 +244,7 @@ class Appliance:
                 n_mbufs, ports=len(ports), queues_per_port=workers, workers=workers,
                 rx_descriptors=options.rx_descriptors, tx_descriptors=options.tx_descriptors,
                 burst=contract.BURST,
-                handoff_ring_size=contract.CONSTANTS["RPLB_HANDOFF_RING_SIZE"] if steered else 0)
+                handoff_ring_size=dataplane.handoff_ring_size(workers) if steered else 0)
         if options.mbufs is None:
             return sizing.default_mbufs(need_for)
         problem = sizing.check_mbufs(options.mbufs, need_for(options.mbufs))

@@ -27,11 +27,11 @@ def memory_estimate(config: Config, workers: int) -> sizing.MemoryEstimate:
 def mbuf_need(mbufs: int, workers: int, descriptors: int) -> sizing.MbufNeed:
     """What the pool must hold with this many workers (one queue pair each
     on both ports; rings between them when there are several)."""
-    from rplb import contract
+    from rplb import contract, dataplane
     return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=workers, workers=workers,
                                rx_descriptors=descriptors, tx_descriptors=descriptors,
                                burst=contract.BURST,
-                               handoff_ring_size=contract.CONSTANTS["RPLB_HANDOFF_RING_SIZE"])
+                               handoff_ring_size=dataplane.handoff_ring_size(workers))
 
 
 def pool_size(mbufs: Optional[int], workers: int, descriptors: int) -> int:
@@ -50,7 +50,7 @@ def summary(path: str, config: Config, mbufs: Optional[int], descriptors: int,
             workers: int) -> List[str]:
     """The lines --check-config prints for a valid file, for this many
     workers (rplb.lcores.worker_count of the EAL options)."""
-    from rplb import contract
+    from rplb import contract, dataplane
     backends = [b for service in config.services for b in service.backends]
     active = sum(1 for b in backends if b.weight > 0)
     lines = [f"{path}: valid: {_plural(len(config.services), 'service')}, "
@@ -72,7 +72,7 @@ def summary(path: str, config: Config, mbufs: Optional[int], descriptors: int,
     if memory.handoff:
         lines.append(f"  handoff rings between the workers: {sizing.mebibytes(memory.handoff)} "
                      f"({workers * (workers - 1)} rings of "
-                     f"{contract.CONSTANTS['RPLB_HANDOFF_RING_SIZE']} entries)")
+                     f"{dataplane.handoff_ring_size(workers)} entries)")
     pool = pool_size(mbufs, workers, descriptors)
     need = mbuf_need(pool, workers, descriptors)
     lines.append(f"  load-balancer memory at most {sizing.mebibytes(memory.peak)}, "

@@ -790,8 +790,13 @@ def _timeouts_tuple(timeouts):
 
 # ---- several workers: steering and handoff ------------------------------------
 
-HANDOFF_RING_SIZE = RPLB_HANDOFF_RING_SIZE
 MAX_WORKERS = RPLB_MAX_WORKERS
+
+
+def handoff_ring_size(unsigned int n_workers):
+    """Entries of each ring between n_workers workers (0 for one worker;
+    no EAL needed)."""
+    return rplb_handoff_ring_size(n_workers)
 
 
 def steering_owner(address, unsigned int n_workers):

@@ -54,7 +54,10 @@ def read_pcap(path: Path) -> List[bytes]:
 
 
 def eal_args(prefix: str, vdevs: Sequence[str], lcores: str = "0-1") -> List[str]:
-    return ["--no-huge", "-m", "512", "--no-pci", "-l", lcores, "--file-prefix", prefix,
+    """lcores: an -l list (0-1), or an --lcores map (0@0,1@0,2@1: several
+    lcores on one CPU)."""
+    lcore_option = "--lcores" if "@" in lcores or "(" in lcores else "-l"
+    return ["--no-huge", "-m", "512", "--no-pci", lcore_option, lcores, "--file-prefix", prefix,
             "--log-level=*:warning", *itertools.chain.from_iterable(("--vdev", v) for v in vdevs)]
 
 

@@ -116,6 +116,12 @@ class Topology:
             sh("ethtool", "-K", dev, "tx", "off", ns=ns)
             sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", ns=ns)
 
+    def add_client_addresses(self, addresses):
+        """More client addresses on the client's interface (the servers
+        reach the whole /24 on-link, through rplb)."""
+        for ip in addresses:
+            sh("ip", "addr", "add", f"{ip}/24", "dev", self.c0, ns=self.client_ns)
+
     def start_servers(self, blob_mb: int = 40):
         with open(self.blob, "wb") as f:
             f.write(os.urandom(blob_mb << 20))
@@ -136,11 +142,14 @@ class Topology:
             ["ip", "netns", "exec", ns, sys.executable, "-c", program, *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    def start_rplb(self, config: Path, *rplb_args):
+    def start_rplb(self, config: Path, *rplb_args, qpairs: int = 1, lcores: str = "0-1"):
+        """rplb on both root-side ends; qpairs: queue pairs of each
+        net_af_packet port (one per worker: give as many worker lcores)."""
         prefix = file_prefix()
-        vdevs = [f"net_af_packet0,iface={self.c1},framecnt=8192",
-                 f"net_af_packet1,iface={self.s1},framecnt=8192"]
-        self.rplb = LiveRplb([*eal_args(prefix, vdevs), "--", "--config", str(config),
+        queues = f",qpairs={qpairs}" if qpairs > 1 else ""
+        vdevs = [f"net_af_packet0,iface={self.c1}{queues},framecnt=8192",
+                 f"net_af_packet1,iface={self.s1}{queues},framecnt=8192"]
+        self.rplb = LiveRplb([*eal_args(prefix, vdevs, lcores), "--", "--config", str(config),
                               "--stats-json", str(self.tmp / "stats.json"),
                               "--control-socket", str(self.tmp / "rplb.sock"), *rplb_args],
                              prefix, cwd=self.tmp)

@@ -42,6 +42,21 @@ def flow_hash(client_ip: str, vip: str, client_port: int, vport: int, proto: int
     return crc32c_raw(key)
 
 
+#: csrc/steer.h: RPLB_STEER_SEED, RPLB_STEER_RETA_SIZE.
+STEER_SEED = 0x9E3779B9
+STEER_RETA_SIZE = 512
+
+
+def steering_owner(client_ip: str, workers: int) -> int:
+    """The worker that owns a client address with software steering: CRC32
+    of the address as on the wire, into an indirection table filled round
+    robin over the workers."""
+    if workers < 2:
+        return 0
+    hash_value = crc32c_raw(ipaddress.IPv4Address(client_ip).packed, STEER_SEED)
+    return (hash_value & (STEER_RETA_SIZE - 1)) % workers
+
+
 def maglev_slot(hash_value: int, size: int) -> int:
     return (hash_value * size) >> 32
 

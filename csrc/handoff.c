@@ -39,11 +39,19 @@ rplb_handoff_ring_size(unsigned int n_workers)
 struct rplb_handoff *
 rplb_handoff_create(unsigned int n_workers, int socket_id)
 {
+	return rplb_handoff_create_with_rings(n_workers, rplb_handoff_ring_size(n_workers),
+					      socket_id);
+}
+
+struct rplb_handoff *
+rplb_handoff_create_with_rings(unsigned int n_workers, unsigned int ring_size, int socket_id)
+{
 	struct rplb_handoff *handoff;
 	size_t ring_bytes;
-	unsigned int from, to, ring_size;
+	unsigned int from, to;
 
-	if (n_workers < 2 || n_workers > RPLB_MAX_WORKERS) {
+	if (n_workers < 2 || n_workers > RPLB_MAX_WORKERS || ring_size < 2 ||
+	    (ring_size & (ring_size - 1))) {
 		rte_errno = EINVAL;
 		return NULL;
 	}
@@ -62,7 +70,6 @@ rplb_handoff_create(unsigned int n_workers, int socket_id)
 	/* Rings in plain heap memory (rte_ring_init), not memzones
 	 * (rte_ring_create): n^2 rings would soon exhaust DPDK's memzones,
 	 * and nobody looks them up by name. */
-	ring_size = rplb_handoff_ring_size(n_workers);
 	ring_bytes = (size_t)rte_ring_get_memsize(ring_size);
 	for (from = 0; from < n_workers; from++) {
 		for (to = 0; to < n_workers; to++) {

@@ -159,6 +159,11 @@ rplb_worker_drop(struct rplb_worker *worker, enum rplb_drop_reason reason, struc
 	rte_pktmbuf_free(m);
 }
 
+/* rplb_handoff_create with rings of ring_size entries (a power of two)
+ * instead of rplb_handoff_ring_size's: the fuzz harness fills small ones. */
+struct rplb_handoff *rplb_handoff_create_with_rings(unsigned int n_workers,
+						    unsigned int ring_size, int socket_id);
+
 /* Several workers (worker->handoff set): keep in pkts[0..n) the frames of
  * an rx burst from in_side that this worker owns, and hand the others to
  * their owners' rings.  Returns how many were kept (worker.c). */

@@ -2,21 +2,34 @@
  *
  * fuzz_engine.c: libFuzzer harness for the load-balancing engine.
  *
- * Drives the real engine (engine_lb.c, with its flow table, tables and RCU)
- * on two net_null ports with arbitrary frames on both sides, interleaved
- * with table changes and clock jumps that make flows expire.  After every
- * input each mbuf must be back in the pool: a leak aborts like a crash.
+ * Drives the real engine (engine_lb.c, with its flow tables, tables and
+ * RCU) as two workers on two net_null ports of two queues each, with
+ * arbitrary frames on both sides arriving at either worker: each burst
+ * goes through the receiving worker's steering pass (worker.c, steer.h),
+ * which hands the frames of the other worker's clients over its ring, and
+ * the other worker takes them when the input says so.  Interleaved: table
+ * changes, clock jumps that make flows expire, flow samples, offloads,
+ * steering modes.  The rings are small (RING_SIZE), so full rings happen.
+ * After every input each mbuf must be back in the pool: a leak aborts like
+ * a crash.
  *
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
  *   op 0x02 / 0x03   the same, flagged by the port's RX offload: L4 checksum bad
+ *   op | 0x04        (0x04-0x07) the same, arriving at worker 1 (else worker 0)
  *   op 0x80          publish new tables described by the payload
- *   op 0x81          housekeeping with the clock moved payload[0] seconds on
- *   op 0x82          a flow-sample request (payload[0]: how many), answered by
- *                    housekeeping calls, unless payload[1] bit 0 leaves it
- *                    pending for a later request to supersede
+ *   op 0x81          housekeeping of both workers, the clock moved payload[0]
+ *                    seconds on
+ *   op 0x82          a flow-sample request (payload[0]: how many) to worker
+ *                    payload[2] & 1, answered by its housekeeping, unless
+ *                    payload[1] bit 0 leaves it pending for a later request
+ *                    to supersede
  *   op 0x83          the ports' checksum offloads from payload[0]'s bits: TX
  *                    frontend, TX backend, RX frontend, RX backend
+ *   op 0x84          worker payload[0] & 1 takes what the other handed it
+ *   op 0x85          steering in hardware (payload[0] bit 0) or software
+ *   op 0x86          both workers stop: what is left in the rings is
+ *                    discarded (counted); then they start again
  *
  * Build (clang):  CC=clang meson setup build-fuzz -Dfuzzer=true -Ddebug_checks=true \
  *                     -Dsanitizers=address,undefined
@@ -40,10 +53,15 @@
 #define MAX_SERVICES_FUZZ 4
 #define MAX_BACKENDS_PER_SERVICE 4
 #define MAGLEV_SIZE 13
+#define WORKERS 2
+/* Entries of each handoff ring: small, so that an input fills one (drop
+ * handoff_full). */
+#define RING_SIZE 16
 
 static struct rte_mempool *pool;
 static struct rplb_lb *lb;
-static struct rplb_worker *worker;
+static struct rplb_handoff *handoff;
+static struct rplb_worker *workers[WORKERS];
 static uint64_t clock_offset;
 static uint32_t next_backend_generation;
 
@@ -51,14 +69,46 @@ static int
 setup_port(uint16_t port_id)
 {
 	struct rte_eth_conf conf;
+	uint16_t queue;
 
 	memset(&conf, 0, sizeof(conf));
-	if (rte_eth_dev_configure(port_id, 1, 1, &conf) < 0 ||
-	    rte_eth_rx_queue_setup(port_id, 0, 128, rte_socket_id(), NULL, pool) < 0 ||
-	    rte_eth_tx_queue_setup(port_id, 0, 128, rte_socket_id(), NULL) < 0 ||
-	    rte_eth_dev_start(port_id) < 0)
+	if (rte_eth_dev_configure(port_id, WORKERS, WORKERS, &conf) < 0)
 		return -1;
-	return 0;
+	for (queue = 0; queue < WORKERS; queue++)
+		if (rte_eth_rx_queue_setup(port_id, queue, 128, rte_socket_id(), NULL, pool) < 0 ||
+		    rte_eth_tx_queue_setup(port_id, queue, 128, rte_socket_id(), NULL) < 0)
+			return -1;
+	return rte_eth_dev_start(port_id) < 0 ? -1 : 0;
+}
+
+/* Both workers run on this one thread, each under its own RCU thread id
+ * (its lcore_id, 0 and 1): out of the RCU around a publish, as workers
+ * between bursts would be. */
+static void
+workers_offline(void)
+{
+	unsigned int w;
+
+	for (w = 0; w < WORKERS; w++)
+		rte_rcu_qsbr_thread_offline(lb->qsbr, workers[w]->lcore_id);
+}
+
+static void
+workers_online(void)
+{
+	unsigned int w;
+
+	for (w = 0; w < WORKERS; w++)
+		rte_rcu_qsbr_thread_online(lb->qsbr, workers[w]->lcore_id);
+}
+
+static void
+housekeeping_all(int idle)
+{
+	unsigned int w;
+
+	for (w = 0; w < WORKERS; w++)
+		workers[w]->engine->housekeeping(workers[w], rte_rdtsc() + clock_offset, idle);
 }
 
 /* Tables from fuzz bytes: 1-4 services on 10.0.0.x, 0-4 backends each,
@@ -119,12 +169,12 @@ publish_tables(const uint8_t *p, size_t len)
 	specs.n_services = n_services;
 	specs.n_backends = n_backends;
 	specs.strict = n_services & 1;
-	/* The engine runs on this very thread: step out of the RCU while
-	 * publishing, as a worker between bursts would.  Specs the tables
+	/* The engines run on this very thread: step out of the RCU while
+	 * publishing, as workers between bursts would.  Specs the tables
 	 * refuse (e.g. two services with one key) change nothing. */
-	rte_rcu_qsbr_thread_offline(lb->qsbr, rte_lcore_id());
+	workers_offline();
 	rplb_lb_publish(lb, &specs);
-	rte_rcu_qsbr_thread_online(lb->qsbr, rte_lcore_id());
+	workers_online();
 	for (s = 0; s < n_services; s++)
 		rplb_maglev_release(maglevs[s]);
 }
@@ -135,9 +185,10 @@ publish_tables(const uint8_t *p, size_t len)
  * request left pending is superseded by the next one: its late answer must
  * never be taken for the next one's. */
 static void
-sample_flows(unsigned int max, int leave_pending)
+sample_flows(struct rplb_worker *worker, unsigned int max, int leave_pending)
 {
-	struct rplb_flow_sample_slot *slot = lb->workers[0].sample;
+	struct rplb_flow_sample_slot *slot =
+		((struct rplb_lb_worker *)worker->engine_local)->sample;
 	struct rplb_flow_sample *out = malloc(RTE_MAX(max, 1u) * sizeof(*out));
 	uint32_t request;
 	unsigned int calls = 0;
@@ -166,13 +217,33 @@ sample_flows(unsigned int max, int leave_pending)
 	free(out);
 }
 
+/* A burst received by worker from side: its steering pass, then its
+ * engine on the frames it kept. */
 static void
-run_burst(unsigned int side, struct rte_mbuf **pkts, uint16_t *n)
+run_burst(struct rplb_worker *worker, unsigned int side, struct rte_mbuf **pkts, uint16_t *n)
 {
+	uint16_t kept;
+
 	if (*n == 0)
 		return;
-	worker->engine->process_burst(worker, side, pkts, *n);
+	kept = rplb_worker_steer_burst(worker, side, pkts, *n);
+	if (kept > 0)
+		worker->engine->process_burst(worker, side, pkts, kept);
 	*n = 0;
+}
+
+/* Each worker takes what the other handed it, until the rings are empty
+ * (a frame taken is never handed over again: the taker owns it). */
+static void
+take_all(void)
+{
+	unsigned int w, taken;
+
+	do {
+		taken = 0;
+		for (w = 0; w < WORKERS; w++)
+			taken += rplb_worker_take_handed_over(workers[w]);
+	} while (taken > 0);
 }
 
 int
@@ -184,13 +255,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct rplb_lb_params lb_params = {
 		/* 108 flows: 32 buckets 84% full when the table is, so inserts
 		 * take cuckoo moves and the table fills (flow_table_full). */
-		.flow_table_size = 108, .max_workers = 1,
+		.flow_table_size = 108, .max_workers = WORKERS,
 		.timeout_s = { 60, 10, 300, 10 }, .socket_id = SOCKET_ID_ANY,
 	};
-	struct rplb_worker_params params = {
-		.frontend_port = 0, .backend_port = 1, .drain_us = 100,
-		.socket_id = SOCKET_ID_ANY,
-	};
+	unsigned int w;
 
 	if (rte_eal_init(RTE_DIM(eal_argv) - 1, eal_argv) < 0)
 		abort();
@@ -199,27 +267,47 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (pool == NULL || setup_port(0) < 0 || setup_port(1) < 0)
 		abort();
 	lb = rplb_lb_create(&lb_params);
-	if (lb == NULL || rplb_lb_add_worker(lb, rte_lcore_id()) < 0)
+	handoff = rplb_handoff_create_with_rings(WORKERS, RING_SIZE, rte_socket_id());
+	if (lb == NULL || handoff == NULL)
 		abort();
-	/* Offloads on one side, software on the other (op 0x83 changes them). */
-	params.tx_cksum_offload[RPLB_FRONTEND] = 1;
-	params.rx_cksum_offload[RPLB_BACKEND] = 1;
-	worker = rplb_worker_create(&params, rplb_engine_lb(), lb);
-	if (worker == NULL)
-		abort();
-	worker->lcore_id = rte_lcore_id();
-	if (worker->engine->start(worker) != 0)
-		abort();
+	for (w = 0; w < WORKERS; w++) {
+		struct rplb_worker_params params = {
+			.frontend_port = 0, .backend_port = 1, .rx_queue = w, .tx_queue = w,
+			.drain_us = 100, .socket_id = SOCKET_ID_ANY,
+			.handoff = handoff, .handoff_index = w,
+		};
+
+		/* Offloads on one side, software on the other (op 0x83
+		 * changes them). */
+		params.tx_cksum_offload[RPLB_FRONTEND] = 1;
+		params.rx_cksum_offload[RPLB_BACKEND] = 1;
+		/* Lcore ids 0 and 1 name the two workers in the RCU and the
+		 * engine (lb_start finds its flow table by it); both run here. */
+		if (rplb_lb_add_worker(lb, w) < 0)
+			abort();
+		workers[w] = rplb_worker_create(&params, rplb_engine_lb(), lb);
+		if (workers[w] == NULL)
+			abort();
+		workers[w]->lcore_id = w;
+		if (workers[w]->engine->start(workers[w]) != 0)
+			abort();
+	}
 	publish_tables((const uint8_t *)"\x03\x03\x01\x02\x05\x01\x01\x02\x00\x02", 10);
 	return 0;
 }
+
+static const uint8_t rss_key[RPLB_RSS_KEY_LEN] = {
+	0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+	0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+	0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a, 0x6d, 0x5a,
+};
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint16_t n = 0;
-	unsigned int burst_side = 0;
+	unsigned int burst_side = 0, burst_worker = 0, w, side;
 	size_t at = 0;
 
 	while (at + 3 <= size) {
@@ -231,30 +319,54 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = size - at - 3;
 		at += 3 + len;
 
+		if (op >= 0x80)
+			run_burst(workers[burst_worker], burst_side, pkts, &n);
 		if (op == 0x80) {
-			run_burst(burst_side, pkts, &n);
 			publish_tables(payload, len);
 		} else if (op == 0x81) {
-			run_burst(burst_side, pkts, &n);
 			clock_offset += (uint64_t)(len ? payload[0] : 1) * rte_get_tsc_hz();
-			worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 1);
+			housekeeping_all(1);
 		} else if (op == 0x82) {
-			run_burst(burst_side, pkts, &n);
-			sample_flows(len ? payload[0] : 8, len > 1 && (payload[1] & 1));
+			sample_flows(workers[len > 2 ? payload[2] & 1 : 0], len ? payload[0] : 8,
+				     len > 1 && (payload[1] & 1));
 		} else if (op == 0x83) {
-			unsigned int side;
-
-			run_burst(burst_side, pkts, &n);
-			for (side = 0; side < RPLB_SIDES && len > 0; side++) {
-				worker->tx_cksum_offload[side] = (payload[0] >> side) & 1;
-				worker->rx_cksum_offload[side] = (payload[0] >> (2 + side)) & 1;
+			for (w = 0; w < WORKERS; w++)
+				for (side = 0; side < RPLB_SIDES && len > 0; side++) {
+					workers[w]->tx_cksum_offload[side] = (payload[0] >> side) & 1;
+					workers[w]->rx_cksum_offload[side] = (payload[0] >> (2 + side)) & 1;
+				}
+		} else if (op == 0x84) {
+			rplb_worker_take_handed_over(workers[len ? payload[0] & 1 : 0]);
+		} else if (op == 0x85) {
+			if (len > 0 && (payload[0] & 1)) {
+				if (rplb_handoff_steer_in_hardware(handoff, rss_key, sizeof(rss_key),
+								   128) != 0)
+					abort();
+			} else {
+				handoff->steering.mode = RPLB_STEER_SOFTWARE;
+				handoff->steering.reta_mask = RPLB_STEER_RETA_SIZE - 1;
 			}
-		} else if (op <= 0x03) {
+		} else if (op == 0x86) {
+			/* What rplb does at shutdown: every worker stopped, then
+			 * the rings emptied; here they start again. */
+			for (w = 0; w < WORKERS; w++) {
+				rplb_worker_flush(workers[w], RPLB_FRONTEND);
+				rplb_worker_flush(workers[w], RPLB_BACKEND);
+				workers[w]->engine->stop(workers[w]);
+			}
+			for (w = 0; w < WORKERS; w++)
+				rplb_worker_discard_handed_over(workers[w]);
+			for (w = 0; w < WORKERS; w++)
+				if (workers[w]->engine->start(workers[w]) != 0)
+					abort();
+		} else if (op <= 0x07) {
 			struct rte_mbuf *m;
 
-			if ((op & 1) != burst_side || n == RPLB_BURST)
-				run_burst(burst_side, pkts, &n);
+			if ((op & 1) != burst_side || ((op >> 2) & 1) != burst_worker ||
+			    n == RPLB_BURST)
+				run_burst(workers[burst_worker], burst_side, pkts, &n);
 			burst_side = op & 1;
+			burst_worker = (op >> 2) & 1;
 			m = rte_pktmbuf_alloc(pool);
 			if (m == NULL)
 				abort();    /* the previous input leaked */
@@ -263,13 +375,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			memcpy(rte_pktmbuf_append(m, (uint16_t)len), payload, len);
 			if (op & 2)
 				m->ol_flags |= RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD;
+			/* As a port's rx sets it: the taker of a handed-over frame
+			 * reads its side from it. */
+			m->port = workers[burst_worker]->port_id[burst_side];
 			pkts[n++] = m;
 		}
 	}
-	run_burst(burst_side, pkts, &n);
-	rplb_worker_flush(worker, RPLB_FRONTEND);
-	rplb_worker_flush(worker, RPLB_BACKEND);
-	worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 0);
+	run_burst(workers[burst_worker], burst_side, pkts, &n);
+	take_all();
+	for (w = 0; w < WORKERS; w++) {
+		rplb_worker_flush(workers[w], RPLB_FRONTEND);
+		rplb_worker_flush(workers[w], RPLB_BACKEND);
+	}
+	housekeeping_all(0);
 	if (rte_mempool_in_use_count(pool) != 0) {
 		fprintf(stderr, "leak: %u mbufs not returned\n", rte_mempool_in_use_count(pool));
 		abort();

@@ -15,6 +15,10 @@ FRONTEND, BACKEND, TABLES, AGE, SAMPLE = 0x00, 0x01, 0x80, 0x81, 0x82
 # A frame the port's RX offload flagged (L4 checksum bad), and the ports'
 # checksum offloads (bits: TX frontend, TX backend, RX frontend, RX backend).
 FRONTEND_FLAGGED_BAD, BACKEND_FLAGGED_BAD, OFFLOADS = 0x02, 0x03, 0x83
+# Two workers: | AT_WORKER1, a frame arrives at worker 1's queue; TAKE, a
+# worker takes what the other handed it; STEERING, hardware or software;
+# STOP, both stop (rings discarded) and start again.
+AT_WORKER1, TAKE, STEERING, STOP = 0x04, 0x84, 0x85, 0x86
 VIP, VIP2 = "10.0.0.100", "10.0.0.101"
 
 
@@ -71,6 +75,54 @@ def seeds():
         [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=4100 + i, dport=80, flags="S")))
          for i in range(10)] +
         [record(AGE, b"\x00"), record(SAMPLE, b"\x03\x01"), record(SAMPLE, b"\x02")])
+    # Two workers: clients owned by either (the owner is a function of the
+    # client address), each frame on the other worker's queue half the
+    # time, replies handed over, taken, sampled on both workers.
+    clients = [f"203.0.113.{i}" for i in range(1, 9)]
+
+    # The harness's first tables send web's flows to 192.168.1.2:8080 or
+    # 192.168.1.1:8081: a reply from each, one of them the flow's.
+    def session(client, port, worker):
+        return [
+            record(FRONTEND | worker, frame(IP(src=client, dst=VIP) / TCP(sport=port, dport=80,
+                                                                          flags="S"))),
+            record(TAKE, b"\x00"), record(TAKE, b"\x01"),
+            record(BACKEND | (worker ^ AT_WORKER1), frame(IP(src="192.168.1.2", dst=client)
+                                                          / TCP(sport=8080, dport=port,
+                                                                flags="SA"))),
+            record(BACKEND | (worker ^ AT_WORKER1), frame(IP(src="192.168.1.1", dst=client)
+                                                          / TCP(sport=8081, dport=port,
+                                                                flags="SA"))),
+            record(FRONTEND | worker, frame(IP(src=client, dst=VIP) / TCP(sport=port, dport=80,
+                                                                          flags="A")))]
+    yield "two_workers", (
+        [rec for i, c in enumerate(clients) for rec in session(c, 5000 + i, AT_WORKER1 * (i & 1))]
+        + [record(SAMPLE, b"\x08\x00\x00"), record(SAMPLE, b"\x08\x00\x01"),
+           record(TAKE, b"\x00"), record(TAKE, b"\x01"), record(AGE, b"\x01")])
+    # More frames for the other worker than its ring holds, never taken
+    # until the end: handoff_full; then a stop discards what is left.
+    yield "handoff_full", (
+        [record(BACKEND | AT_WORKER1 * (i & 1), frame(IP(src="192.168.1.2", dst=c)
+                                                      / UDP(sport=8080, dport=6000 + i)))
+         for i in range(40) for c in clients[:2]] + [record(STOP, b"")])
+    # ICMP errors about flows: a router on the clients' side quotes a reply
+    # (vip:80 -> client), a router on the backends' side a request
+    # (client -> backend), each steered by the quoted client; in software
+    # and in hardware steering.
+    def icmp_errors(client, port):
+        return [
+            record(FRONTEND, frame(IP(src=client, dst=VIP) / TCP(sport=port, dport=80, flags="S"))),
+            record(FRONTEND | AT_WORKER1, frame(
+                IP(src="198.51.100.1", dst=VIP) / ICMP(type=3, code=4)
+                / IP(src=VIP, dst=client) / TCP(sport=80, dport=port, flags="SA"))),
+            record(BACKEND | AT_WORKER1, frame(
+                IP(src="192.168.9.1", dst=client) / ICMP(type=11, code=0)
+                / IP(src=client, dst="192.168.1.1") / TCP(sport=port, dport=8080))),
+            record(BACKEND, frame(IP(src="192.168.9.1", dst=client) / ICMP(type=12)
+                                  / IP(src=client, dst="192.168.1.1", ihl=15)))]
+    yield "icmp_errors_steered", (
+        icmp_errors(clients[0], 7000) + [record(STEERING, b"\x01")]
+        + icmp_errors(clients[1], 7001) + [record(STEERING, b"\x00"), record(TAKE, b"\x01")])
 
 
 if __name__ == "__main__":

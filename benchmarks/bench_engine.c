@@ -2,7 +2,8 @@
  *
  * bench_engine.c: the cost of an engine alone, without ports' rx.
  *
- *   rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]
+ *   rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory|
+ *                                          steered|handoff]
  *                     [--flows F] [--backends B] [--bursts N] [--flow-table T]
  *
  * Initialises EAL (default: --no-huge -m 1024 --no-pci -l 0 and two
@@ -23,7 +24,15 @@
  *                service lookup);
  *   memory       no packets: the bytes the flow table of --flow-table flows
  *                takes from the DPDK heap, per flow, next to the model of
- *                rplb_lb_flow_memory().
+ *                rplb_lb_flow_memory();
+ *   steered      established, as worker 0 of two (software steering): each
+ *                burst goes through the steering pass first, and every
+ *                frame is its own (a client of worker 0): what steering
+ *                costs a worker whose frames all arrive at it;
+ *   handoff      established, every frame received by worker 1 and handed
+ *                to worker 0, its owner, which takes and processes it: the
+ *                instructions of the handoff (both workers run on this one
+ *                thread: no cross-core cache traffic is counted or timed).
  *
  * Timing: the timed bursts are split into 64 chunks; ns_per_packet is the
  * median chunk (robust to other processes on a shared machine),
@@ -35,8 +44,9 @@
  * housekeeping call (RCU quiescent state, incremental aging), exactly what
  * rplb_worker_main does per received burst.
  *
- * The timed part is the function measured_burst(), so
- *   valgrind --tool=callgrind --toggle-collect=measured_burst rplb-bench-engine ...
+ * The timed part is the function measured_burst() (measured_burst_steered,
+ * measured_burst_handoff in those modes), so
+ *   valgrind --tool=callgrind --toggle-collect='measured_burst*' rplb-bench-engine ...
  * counts the instructions of exactly that part.  Prints one JSON object.
  */
 #define _XOPEN_SOURCE 700
@@ -69,12 +79,26 @@
 #define CLIENT_NET RTE_IPV4(198, 18, 0, 0)
 #define NOT_A_VIP RTE_IPV4(10, 0, 0, 200)
 
-enum mode { MODE_ESTABLISHED, MODE_NEW, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY };
+enum mode {
+	MODE_ESTABLISHED, MODE_NEW, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY, MODE_STEERED,
+	MODE_HANDOFF,
+};
 
 static const char *const mode_names[] = {
 	[MODE_ESTABLISHED] = "established", [MODE_NEW] = "new", [MODE_FWD] = "fwd",
-	[MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory",
+	[MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory", [MODE_STEERED] = "steered",
+	[MODE_HANDOFF] = "handoff",
 };
+
+/* The steered and handoff modes: two workers, worker 0 the owner of every
+ * flow (their clients are chosen so). */
+#define WORKERS 2
+
+static int
+two_workers(enum mode mode)
+{
+	return mode == MODE_STEERED || mode == MODE_HANDOFF;
+}
 
 struct options {
 	enum mode mode;
@@ -155,17 +179,19 @@ client_of(uint64_t n, uint32_t *ip, uint16_t *port)
 }
 
 static void
-setup_port(uint16_t port, struct rte_mempool *pool)
+setup_port(uint16_t port, struct rte_mempool *pool, uint16_t queues)
 {
 	struct rte_eth_conf conf;
+	uint16_t queue;
 	int rc;
 
 	memset(&conf, 0, sizeof(conf));
-	rc = rte_eth_dev_configure(port, 1, 1, &conf);
-	if (rc == 0)
-		rc = rte_eth_rx_queue_setup(port, 0, 512, rte_socket_id(), NULL, pool);
-	if (rc == 0)
-		rc = rte_eth_tx_queue_setup(port, 0, 512, rte_socket_id(), NULL);
+	rc = rte_eth_dev_configure(port, queues, queues, &conf);
+	for (queue = 0; rc == 0 && queue < queues; queue++) {
+		rc = rte_eth_rx_queue_setup(port, queue, 512, rte_socket_id(), NULL, pool);
+		if (rc == 0)
+			rc = rte_eth_tx_queue_setup(port, queue, 512, rte_socket_id(), NULL);
+	}
 	if (rc == 0)
 		rc = rte_eth_dev_start(port);
 	if (rc != 0)
@@ -173,10 +199,10 @@ setup_port(uint16_t port, struct rte_mempool *pool)
 }
 
 static struct rplb_lb *
-setup_lb(const struct options *o)
+setup_lb(const struct options *o, unsigned int workers)
 {
 	struct rplb_lb_params params = {
-		.flow_table_size = o->flow_table, .max_workers = 1,
+		.flow_table_size = o->flow_table, .max_workers = workers,
 		.timeout_s = {60, 10, 300, 10}, .socket_id = (int)rte_socket_id(),
 	};
 	struct rplb_service_spec service = {
@@ -198,9 +224,13 @@ setup_lb(const struct options *o)
 	lb = rplb_lb_create(&params);
 	if (lb == NULL)
 		die("rplb_lb_create", rte_errno);
-	rc = rplb_lb_add_worker(lb, rte_lcore_id());
-	if (rc < 0)
-		die("rplb_lb_add_worker", -rc);
+	/* The workers' lcore ids: this lcore's, then the next ones (the
+	 * steered and handoff modes run both workers on this thread). */
+	for (i = 0; i < workers; i++) {
+		rc = rplb_lb_add_worker(lb, rte_lcore_id() + i);
+		if (rc < 0)
+			die("rplb_lb_add_worker", -rc);
+	}
 	backends = calloc(o->backends, sizeof(*backends));
 	backend_ids = calloc(o->backends, sizeof(*backend_ids));
 	owners = malloc(maglev_size * sizeof(*owners));
@@ -288,6 +318,51 @@ reset_flows(struct rplb_lb *lb)
 	rplb_flow_table_reset(lb->workers[0].flows);
 }
 
+/* The steered mode's burst: what a worker of several does with one
+ * received burst of its own clients' frames. */
+static void
+steered_burst(struct rplb_worker *worker, struct rte_mbuf **pkts, uint16_t n)
+{
+	uint16_t kept = rplb_worker_steer_burst(worker, RPLB_FRONTEND, pkts, n);
+
+	if (kept > 0)
+		worker->engine->process_burst(worker, RPLB_FRONTEND, pkts, kept);
+	worker->engine->housekeeping(worker, rte_rdtsc(), 0);
+}
+
+/* The handoff mode's burst: received by the worker that does not own it
+ * (its steering pass hands it all over), then taken and processed by its
+ * owner. */
+static void
+handoff_burst(struct rplb_worker *receiver, struct rplb_worker *owner, struct rte_mbuf **pkts,
+	      uint16_t n)
+{
+	if (rplb_worker_steer_burst(receiver, RPLB_FRONTEND, pkts, n) != 0)
+		die("handoff mode: a frame stayed with its receiver", EINVAL);
+	rplb_worker_take_handed_over(owner);
+	receiver->engine->housekeeping(receiver, rte_rdtsc(), 0);
+	owner->engine->housekeeping(owner, rte_rdtsc(), 0);
+}
+
+/* Their timed parts (callgrind collects inside measured_burst*). */
+__attribute__((noinline)) void measured_burst_steered(struct rplb_worker *worker,
+						      struct rte_mbuf **pkts, uint16_t n);
+__attribute__((noinline)) void
+	      measured_burst_steered(struct rplb_worker *worker, struct rte_mbuf **pkts, uint16_t n)
+{
+	steered_burst(worker, pkts, n);
+}
+
+__attribute__((noinline)) void measured_burst_handoff(struct rplb_worker *receiver,
+						      struct rplb_worker *owner,
+						      struct rte_mbuf **pkts, uint16_t n);
+__attribute__((noinline)) void
+	      measured_burst_handoff(struct rplb_worker *receiver, struct rplb_worker *owner,
+				     struct rte_mbuf **pkts, uint16_t n)
+{
+	handoff_burst(receiver, owner, pkts, n);
+}
+
 /* The timed part: what rplb_worker_main does with one received burst. */
 __attribute__((noinline)) void measured_burst(struct rplb_worker *worker, struct rte_mbuf **pkts,
 	      uint16_t n);
@@ -351,7 +426,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]\n"
+		"usage: rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory|\n"
+		"       steered|handoff]\n"
 		"       [--flows F] [--backends B] [--bursts N] [--flow-table T]\n");
 	exit(2);
 }
@@ -388,6 +464,10 @@ parse_options(int argc, char **argv, struct options *o)
 				o->mode = MODE_PASSTHROUGH;
 			else if (strcmp(optarg, "memory") == 0)
 				o->mode = MODE_MEMORY;
+			else if (strcmp(optarg, "steered") == 0)
+				o->mode = MODE_STEERED;
+			else if (strcmp(optarg, "handoff") == 0)
+				o->mode = MODE_HANDOFF;
 			else
 				usage();
 			break;
@@ -428,7 +508,8 @@ main(int argc, char **argv)
 	struct options o;
 	struct rte_mempool *pool;
 	struct rplb_lb *lb = NULL;
-	struct rplb_worker *worker;
+	struct rplb_handoff *handoff = NULL;
+	struct rplb_worker *worker, *other = NULL;
 	struct rplb_worker_params wp;
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint8_t *frames;
@@ -471,8 +552,8 @@ main(int argc, char **argv)
 				       RTE_MBUF_DEFAULT_BUF_SIZE, (int)rte_socket_id());
 	if (pool == NULL)
 		die("rte_pktmbuf_pool_create", rte_errno);
-	setup_port(0, pool);
-	setup_port(1, pool);
+	setup_port(0, pool, two_workers(o.mode) ? WORKERS : 1);
+	setup_port(1, pool, two_workers(o.mode) ? WORKERS : 1);
 
 	memset(&wp, 0, sizeof(wp));
 	wp.frontend_port = 0;
@@ -481,8 +562,23 @@ main(int argc, char **argv)
 	wp.socket_id = (int)rte_socket_id();
 	if (o.mode == MODE_FWD) {
 		worker = rplb_worker_create(&wp, rplb_engine_fwd(), NULL);
+	} else if (two_workers(o.mode)) {
+		lb = setup_lb(&o, WORKERS);
+		handoff = rplb_handoff_create(WORKERS, (int)rte_socket_id());
+		if (handoff == NULL)
+			die("rplb_handoff_create", rte_errno);
+		wp.handoff = handoff;
+		worker = rplb_worker_create(&wp, rplb_engine_lb(), lb);
+		wp.handoff_index = 1;
+		wp.rx_queue = wp.tx_queue = 1;
+		other = rplb_worker_create(&wp, rplb_engine_lb(), lb);
+		if (other == NULL)
+			die("rplb_worker_create", rte_errno);
+		other->lcore_id = rte_lcore_id() + 1;
+		if ((rc = other->engine->start(other)) != 0)
+			die("engine start", -rc);
 	} else {
-		lb = setup_lb(&o);
+		lb = setup_lb(&o, 1);
 		worker = rplb_worker_create(&wp, rplb_engine_lb(), lb);
 	}
 	if (worker == NULL)
@@ -496,22 +592,34 @@ main(int argc, char **argv)
 	frames = malloc((size_t)n_frames * FRAME_LEN);
 	if (frames == NULL)
 		die("malloc", ENOMEM);
-	for (i = 0; i < (int)n_frames; i++) {
+	for (i = 0, next = 0; i < (int)n_frames; next++) {
 		uint32_t ip;
 		uint16_t port;
 
-		client_of((uint64_t)i, &ip, &port);
+		client_of(next, &ip, &port);
+		/* Two workers: only the clients worker 0 owns. */
+		if (two_workers(o.mode) &&
+		    rplb_handoff_owner(handoff, rte_cpu_to_be_32(ip)) != 0)
+			continue;
 		make_frame(frames + (size_t)i * FRAME_LEN, ip, port,
 			   o.mode == MODE_PASSTHROUGH ? NOT_A_VIP : VIP, RTE_TCP_ACK_FLAG);
+		i++;
 	}
+	next = 0;
 
 	/* Warm-up (untimed): one pass creates every flow; the caches settle. */
 	warm_bursts = (n_frames + RPLB_BURST - 1) / RPLB_BURST + 1000;
 	for (b = 0; b < warm_bursts; b++) {
 		prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, o.mode == MODE_NEW);
-		worker->engine->process_burst(worker, RPLB_FRONTEND, pkts, RPLB_BURST);
-		if (worker->engine->housekeeping != NULL)
-			worker->engine->housekeeping(worker, rte_rdtsc(), 0);
+		if (o.mode == MODE_HANDOFF) {
+			handoff_burst(other, worker, pkts, RPLB_BURST);
+		} else if (o.mode == MODE_STEERED) {
+			steered_burst(worker, pkts, RPLB_BURST);
+		} else {
+			worker->engine->process_burst(worker, RPLB_FRONTEND, pkts, RPLB_BURST);
+			if (worker->engine->housekeeping != NULL)
+				worker->engine->housekeeping(worker, rte_rdtsc(), 0);
+		}
 	}
 	rplb_worker_flush(worker, RPLB_FRONTEND);
 	rplb_worker_flush(worker, RPLB_BACKEND);
@@ -542,7 +650,12 @@ main(int argc, char **argv)
 		}
 		prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, o.mode == MODE_NEW);
 		t0 = rte_rdtsc();
-		measured_burst(worker, pkts, RPLB_BURST);
+		if (o.mode == MODE_HANDOFF)
+			measured_burst_handoff(other, worker, pkts, RPLB_BURST);
+		else if (o.mode == MODE_STEERED)
+			measured_burst_steered(worker, pkts, RPLB_BURST);
+		else
+			measured_burst(worker, pkts, RPLB_BURST);
 		dt = rte_rdtsc() - t0;
 		cycles += dt;
 		chunk_cycles += dt;
@@ -579,6 +692,11 @@ main(int argc, char **argv)
 	if (worker->engine->stop != NULL)
 		worker->engine->stop(worker);
 	rplb_worker_free(worker);
+	if (other != NULL) {
+		other->engine->stop(other);
+		rplb_worker_free(other);
+	}
+	rplb_handoff_free(handoff);
 	rte_eth_dev_stop(0);
 	rte_eth_dev_stop(1);
 	rte_eth_dev_close(0);

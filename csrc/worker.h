@@ -51,10 +51,11 @@ struct rplb_handoff {
 };
 
 /* Frames of one rx burst this worker hands to one other worker, enqueued
- * on its ring at the end of the burst's steering pass. */
+ * on its ring at the end of the burst's steering pass: each an mbuf's
+ * address with the side it came from in bit 0 (worker.c, handed_over). */
 struct rplb_handoff_stage {
 	uint16_t count;
-	struct rte_mbuf *pkts[RPLB_BURST];
+	void *entries[RPLB_BURST];
 };
 
 struct rplb_worker {
@@ -171,8 +172,9 @@ uint16_t rplb_worker_steer_burst(struct rplb_worker *worker, unsigned int in_sid
 				 struct rte_mbuf **pkts, uint16_t n);
 
 /* Several workers: process what the other workers handed to this one, a
- * burst per ring, each frame as received from the side its port
- * (mbuf->port) is.  Returns how many frames. */
+ * burst per ring, each frame as received from the side the worker that
+ * received it polled (its port's: mbuf->port), which travels with it.
+ * Returns how many frames. */
 unsigned int rplb_worker_take_handed_over(struct rplb_worker *worker);
 
 #endif /* RPLB_WORKER_H */

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from rplb.bench.engine import engine_report, maglev_build_ms
 from rplb.bench.peers import run_case, time_to_first_packet
 from rplb.bench.report import evaluate_targets, format_table, machine_info
 from rplb.bench.traffic import FRAME_LEN, N_BACKENDS
+from rplb.bench.workers import targets as workers_targets, workers_report
 
 DEFAULT_FLOWS = (1, 1000, 65536, 1000000)
 DEFAULT_NEW_FLOWS = 1000000
@@ -74,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--services", type=_positive_int, default=None, metavar="N",
                    help="services of the control-plane case (default 10000, 500 with "
                    "--quick), 10 backends each")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="only the case of N worker lcores: rplb with N workers against "
+                   "dpdk-testpmd --nb-cores N on two net_pcap ports of N queues, both "
+                   "directions of every flow, replies on their owner's queue and on the wrong "
+                   "worker's, and rplb with one worker (--flows: its first count, default "
+                   "1000)")
     p.add_argument("--hugepages", action="store_true",
                    help="run the throughput cases on hugepages (EAL without --no-huge; "
                    "needs a hugetlbfs mount and enough free pages, about 5 GB for the "
@@ -102,6 +110,15 @@ def run(args: argparse.Namespace) -> dict:
         tmp = tempfile.TemporaryDirectory(prefix="rplb-bench.")
         workdir = Path(tmp.name)
     try:
+        if args.workers is not None:
+            flows = args.flows[0] if args.flows != list(DEFAULT_FLOWS) else 1000
+            result["config"].update({"workers": args.workers, "flows": [flows],
+                                     "lcores": None, "sink": "net_pcap tx drop"})
+            result["workers_case"] = workers_report(workdir, args.workers, flows, args.rounds,
+                                                    args.seconds)
+            result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            result["targets"] = workers_targets(result["workers_case"])
+            return result
         if args.only in (None, "throughput"):
             result["throughput"] = []
             for flows in args.flows:

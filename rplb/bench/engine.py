@@ -74,7 +74,7 @@ def run_engine(binary: Path, args: Sequence[str], valgrind: bool = False,
     if valgrind:
         fd, cg_out = tempfile.mkstemp(prefix="rplb-bench-callgrind.")
         os.close(fd)
-        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=measured_burst",
+        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=measured_burst*",
                f"--callgrind-out-file={cg_out}", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     try:

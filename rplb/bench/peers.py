@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from rplb.bench.common import BenchError, file_prefix, log, remove_runtime_dir, rplb_burst, \
     rplb_command
@@ -119,39 +119,26 @@ def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs
             f"{stats_period:g}", "--config", str(services)]
 
 
-def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int,
-                mbufs: int, services: Optional[Path], samples_wanted: int,
-                first_pass: bool = False, timeout: float = 180.0,
-                hugepages: bool = False) -> dict:
-    """Run one program until it printed enough kept samples; SIGINT it."""
-    prefix = file_prefix(program)
-    period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
-    argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
-                        hugepages)
+def run_until(argv: List[str], program: str, prefix: str, cwd: Path,
+              enough: Callable[[StatsParser], bool], timeout: float = 180.0):
+    """Run a testpmd-style program until enough(parser) says its printed
+    statistics suffice (or timeout), then SIGINT it.  Returns (exit
+    status, parser, stderr, seconds)."""
     parser = StatsParser()
-    lines: List[str] = []
     started = time.monotonic()
     # cwd: away from a source checkout, whose rplb/ would shadow the install.
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            cwd=Path(capture).parent)
+                            stdin=subprocess.DEVNULL, text=True, errors="replace", cwd=cwd)
     err_chunks: List[str] = []
     err_thread = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()),
                                   daemon=True)
     err_thread.start()
     done = threading.Event()
 
-    def enough() -> bool:
-        if first_pass and program == "rplb":
-            # stop once the first pass is over (plus one block)
-            return any(b[0]["rx_packets"] > capture_frames for b in parser.blocks)
-        return len(steady_samples(parser.blocks, capture_frames)) >= samples_wanted
-
     def reader():
         for line in proc.stdout:
-            lines.append(line)
             parser.feed(line)
-            if not done.is_set() and enough():
+            if not done.is_set() and enough(parser):
                 done.set()
                 proc.send_signal(signal.SIGINT)
         done.set()
@@ -173,8 +160,33 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
             proc.kill()
             proc.wait()
         remove_runtime_dir(prefix)
-    elapsed = time.monotonic() - started
-    stderr = "".join(err_chunks)
+    return rc, parser, "".join(err_chunks), time.monotonic() - started
+
+
+def no_sample_error(program: str, rc: int, parser: StatsParser, stderr: str) -> BenchError:
+    tail = "\n".join((stderr.strip().splitlines() or ["(no stderr)"])[-8:])
+    return BenchError(f"{program} gave no sample past warm-up (exit {rc}, "
+                      f"{len(parser.blocks)} stats blocks); its stderr ends with:\n{tail}")
+
+
+def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int,
+                mbufs: int, services: Optional[Path], samples_wanted: int,
+                first_pass: bool = False, timeout: float = 180.0,
+                hugepages: bool = False) -> dict:
+    """Run one program until it printed enough kept samples; SIGINT it."""
+    prefix = file_prefix(program)
+    period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
+    argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
+                        hugepages)
+
+    def enough(parser: StatsParser) -> bool:
+        if first_pass and program == "rplb":
+            # stop once the first pass is over (plus one block)
+            return any(b[0]["rx_packets"] > capture_frames for b in parser.blocks)
+        return len(steady_samples(parser.blocks, capture_frames)) >= samples_wanted
+
+    rc, parser, stderr, elapsed = run_until(argv, program, prefix, Path(capture).parent, enough,
+                                            timeout)
     if first_pass and program == "rplb":
         samples = first_pass_samples(parser.blocks, capture_frames)
     else:
@@ -185,9 +197,7 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
     if program == "rplb" and parser.extra:
         result["events"] = parser.extra[-1]
     if not samples:
-        tail = "\n".join((stderr.strip().splitlines() or ["(no stderr)"])[-8:])
-        raise BenchError(f"{program} gave no sample past warm-up (exit {rc}, "
-                         f"{len(parser.blocks)} stats blocks); its stderr ends with:\n{tail}")
+        raise no_sample_error(program, rc, parser, stderr)
     return result
 
 

@@ -10,6 +10,7 @@ import subprocess
 from typing import List, Optional
 
 from rplb.bench.control_plane import format_report
+from rplb.bench.workers import format_report as format_workers
 
 # Targets of issue 4 (reported, never enforced).
 TARGETS = {
@@ -130,6 +131,17 @@ def format_table(result: dict) -> str:
                  f"{'hugepages (throughput cases)' if m.get('hugepages') else 'no hugepages'}, "
                  f"load average at start {m.get('load_average')}")
     cfg = result["config"]
+    if "workers_case" in result:
+        lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
+                     f"64-byte TCP; load average at the end {m.get('load_average_at_end')}")
+        lines.append("")
+        lines.extend(format_workers(result["workers_case"]))
+        lines.append("")
+        lines.append("targets of issue 18:")
+        for t in result.get("targets", []):
+            lines.append(f"  {t['target']:<52} {t['value']:>6} (goal {t['goal']}): "
+                         f"{'met' if t['met'] else 'NOT met'}")
+        return "\n".join(lines)
     lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
                  "lcores 0-1 (one forwarding lcore), 64-byte TCP, "
                  "net_pcap (infinite_rx) -> net_null")

@@ -32,9 +32,14 @@ def client_tuples(n: int, first: int = 0):
     return ips, ports
 
 
-def make_frames(n: int, syn: bool, first: int = 0) -> np.ndarray:
-    """n valid 64-byte Ethernet/IPv4/TCP frames, client i -> VIP:80 (uint8, n x 64)."""
-    src, sport = client_tuples(n, first)
+def tcp_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
+    """Valid 64-byte Ethernet/IPv4/TCP frames src:sport -> dst:dport (uint32
+    addresses and uint16 ports in host order, arrays of one length or
+    scalars), one per row (uint8, n x 64)."""
+    src, sport, dst, dport = np.broadcast_arrays(
+        np.asarray(src, np.uint32), np.asarray(sport, np.uint16),
+        np.asarray(dst, np.uint32), np.asarray(dport, np.uint16))
+    n = src.shape[0]
     f = np.zeros((n, FRAME_LEN), np.uint8)
     f[:, 0:6] = (2, 0, 0, 0, 0, 1)
     f[:, 6:12] = (2, 0, 0, 0, 0, 0xC1)
@@ -45,15 +50,15 @@ def make_frames(n: int, syn: bool, first: int = 0) -> np.ndarray:
     ip[:, 8] = 64
     ip[:, 9] = 6
     ip[:, 12:16] = src.astype(">u4").view(np.uint8).reshape(n, 4)
-    ip[:, 16:20] = [int(x) for x in VIP.split(".")]
+    ip[:, 16:20] = dst.astype(">u4").view(np.uint8).reshape(n, 4)
     ip[:, 10:12] = _csum(ip.copy().view(">u2").reshape(n, 10)).astype(">u2").view(
         np.uint8).reshape(n, 2)
     tcp = f[:, 34:64]
     tcp[:, 0:2] = sport.astype(">u2").view(np.uint8).reshape(n, 2)
-    tcp[:, 2:4] = (VIP_PORT >> 8, VIP_PORT & 255)
+    tcp[:, 2:4] = dport.astype(">u2").view(np.uint8).reshape(n, 2)
     tcp[:, 4:8] = (0, 0, 0x10, 0)                          # seq 4096
     tcp[:, 12] = 5 << 4
-    tcp[:, 13] = 0x02 if syn else 0x10                     # SYN / ACK
+    tcp[:, 13] = flags
     tcp[:, 14:16] = (0xFF, 0xFF)
     pseudo = np.zeros((n, 12), np.uint8)
     pseudo[:, 0:8] = ip[:, 12:20]
@@ -63,6 +68,27 @@ def make_frames(n: int, syn: bool, first: int = 0) -> np.ndarray:
                             tcp.copy().view(">u2").reshape(n, 15)], axis=1)
     tcp[:, 16:18] = _csum(words).astype(">u2").view(np.uint8).reshape(n, 2)
     return f
+
+
+def ipv4(text: str) -> int:
+    return int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
+
+
+def make_frames(n: int, syn: bool, first: int = 0) -> np.ndarray:
+    """n valid 64-byte Ethernet/IPv4/TCP frames, client i -> VIP:80 (uint8, n x 64)."""
+    src, sport = client_tuples(n, first)
+    return tcp_frames(src, sport, ipv4(VIP), VIP_PORT, 0x02 if syn else 0x10)   # SYN / ACK
+
+
+def write_frames(path: Path, frames: np.ndarray) -> int:
+    """A pcap of these frames (rows of FRAME_LEN bytes); returns their count."""
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        rec = np.zeros((frames.shape[0], 16 + FRAME_LEN), np.uint8)
+        rec[:, 8:16] = np.frombuffer(struct.pack("<II", FRAME_LEN, FRAME_LEN), np.uint8)
+        rec[:, 16:] = frames
+        out.write(rec.tobytes())
+    return frames.shape[0]
 
 
 def write_capture(path: Path, n_flows: int, syn: bool) -> int:
@@ -79,9 +105,9 @@ def write_capture(path: Path, n_flows: int, syn: bool) -> int:
     return n_flows
 
 
-def services_yaml(path: Path, flow_table_size: int) -> None:
+def services_yaml(path: Path, flow_table_size: int, n_backends: int = N_BACKENDS) -> None:
     backends = "\n".join(f"      - {{ip: 192.168.1.{i + 1}, port: 8080}}"
-                         for i in range(N_BACKENDS))
+                         for i in range(n_backends))
     path.write_text(f"""\
 # rplb-bench: one TCP service covering the capture's traffic.
 flow_table_size: {flow_table_size}

@@ -18,7 +18,9 @@ def check(*args, prefix=None):
     created /var/run/dpdk/<prefix>."""
     prefix = prefix or file_prefix()
     try:
-        proc = run_cli(["--no-huge", "--file-prefix", prefix, "--", "--check-config", *args])
+        # Two lcores: one worker, whatever the machine's CPUs.
+        proc = run_cli(["--no-huge", "-l", "0-1", "--file-prefix", prefix, "--",
+                        "--check-config", *args])
         assert not os.path.exists(f"/var/run/dpdk/{prefix}"), "EAL was started"
     finally:
         remove_runtime_dir(prefix)

@@ -20,10 +20,10 @@ import yaml
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from harness import eal_args, file_prefix, read_pcap, remove_runtime_dir, run_cli, write_pcap
 from lbcheck import assert_checksums_valid, expected_backend, steering_owner
 from queues import QueueWire, wait_until
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="veth pairs need root")
 
 VIP, VPORT = "10.0.0.100", 80
 MAGLEV_SIZE = 251
@@ -138,14 +138,20 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("veth pairs need root")
     tmp = tmp_path_factory.mktemp("workers")
     wire = QueueWire(tmp)
     config = tmp / "services.yaml"
     write_config(config, dict.fromkeys(BACKENDS, 1))
+    from test_observability import free_port
+    prometheus = free_port()
     try:
         wire.create()
-        wire.start_rplb(config, "0@(0,1),1@0,2@1")
-        yield Bench(wire, config)
+        wire.start_rplb(config, "0@(0,1),1@0,2@1", "--prometheus", f":{prometheus}")
+        bench = Bench(wire, config)
+        bench.prometheus = f"http://127.0.0.1:{prometheus}/metrics"
+        yield bench
     finally:
         exit_status = wire.destroy()
     assert exit_status == 0
@@ -301,3 +307,149 @@ def test_a_removal_acts_on_every_worker(bench):
     assert_workers_sum_to_totals(stats)
     text = bench.rplbctl("stats")
     assert "2 workers, steering in software:" in text
+    for worker, w in zip((0, 1), stats["workers"]):
+        assert (f"lcore {w['lcore']} (queue {worker}): frontend rx {w['port'][0]['rx_packets']} "
+                f"tx {w['port'][0]['tx_packets']}") in text
+
+
+def test_per_worker_counters_in_prometheus_telemetry_and_flow_samples(bench):
+    import socket
+    import urllib.request
+    from test_observability import metric, parse_metrics
+    # Nothing moves now: the three views see the same counters.
+    stats = bench.stats()
+    with urllib.request.urlopen(bench.prometheus, timeout=10) as reply:
+        prom = parse_metrics(reply.read().decode())
+    roles = ("frontend", "backend")
+    for w in stats["workers"]:
+        for side, role in enumerate(roles):
+            for key, value in w["port"][side].items():
+                assert metric(prom, f"rplb_worker_port_{key}_total", worker=w["lcore"],
+                              port=side, role=role) == value
+        for event, value in w["events"].items():
+            assert metric(prom, "rplb_worker_events_total", worker=w["lcore"],
+                          event=event) == value
+        for reason, value in w["drops"].items():
+            assert metric(prom, "rplb_worker_drops_total", worker=w["lcore"],
+                          reason=reason) == value
+        assert metric(prom, "rplb_worker_flows", worker=w["lcore"]) == w["flows"]
+    # The totals are families of their own: a sum over a per-worker family
+    # is the total.
+    for event, value in stats["events"].items():
+        assert metric(prom, "rplb_events_total", event=event) == value
+        assert sum(metric(prom, "rplb_worker_events_total", worker=w["lcore"], event=event)
+                   for w in stats["workers"]) == value
+
+    path = f"/var/run/dpdk/{bench.wire.rplb.prefix}/dpdk_telemetry.v2"
+
+    def telemetry():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.settimeout(10)
+            s.connect(path)
+            json.loads(s.recv(16384))                       # the greeting
+            s.send(b"/rplb/stats")
+            return json.loads(s.recv(65536))["/rplb/stats"]
+
+    # Published every 0.5 s: until a publish came after the last frame.
+    published = wait_until(lambda: (lambda t: t if all(
+        t.get(f"worker_{w['lcore']}", {}).get("handoff_sent") == w["events"]["handoff_sent"]
+        for w in stats["workers"]) else None)(telemetry()), "telemetry's per-worker counters")
+    for q, w in enumerate(stats["workers"]):
+        group = published[f"worker_{w['lcore']}"]
+        assert group["queue"] == q
+        assert group["frontend/rx_packets"] == w["port"][0]["rx_packets"]
+        assert group["backend/tx_packets"] == w["port"][1]["tx_packets"]
+        assert group["handoff_received"] == w["events"]["handoff_received"]
+        assert group["flows"] == w["flows"]
+
+    # rplbctl flows: samples from every worker, each from the worker that
+    # owns its client.
+    reply = json.loads(bench.rplbctl("flows", "--json"))
+    lcore_of = {q: w["lcore"] for q, w in enumerate(stats["workers"])}
+    sampled = collections.Counter()
+    for flow in reply["sample"]:
+        client = flow["client"].split(":")[0]
+        assert flow["lcore"] == lcore_of[steering_owner(client, WORKERS)], flow
+        sampled[flow["lcore"]] += 1
+    assert set(sampled) == set(lcore_of.values())
+
+
+# ---- without veths: refusals, sizing, the pass-through engine -------------------
+
+LCORES = "0@0,1@0,2@1"     # the main lcore and two workers on two CPUs
+
+
+def pcap_queues(tmp_path, port, inputs):
+    """net_pcap<port> with one rx_pcap (of its frames) and tx_pcap per queue."""
+    args = []
+    for q, frames in enumerate(inputs):
+        args.append(f"rx_pcap={write_pcap(tmp_path / f'in{port}{q}.pcap', frames)}")
+    for q in range(len(inputs)):
+        args.append(f"tx_pcap={tmp_path / f'out{port}{q}.pcap'}")
+    return f"net_pcap{port}," + ",".join(args)
+
+
+def run_with(tmp_path, vdevs, *rplb_args, lcores=LCORES):
+    prefix = file_prefix()
+    try:
+        return run_cli([*eal_args(prefix, vdevs, lcores), "--", "--duration", "1",
+                        "--control-socket", "none", "--stats-json",
+                        str(tmp_path / "stats.json"), *rplb_args], cwd=tmp_path)
+    finally:
+        remove_runtime_dir(prefix)
+
+
+def test_a_port_without_a_queue_pair_per_worker_is_refused_by_name(tmp_path):
+    proc = run_with(tmp_path, [pcap_queues(tmp_path, 0, [[], []]),
+                               pcap_queues(tmp_path, 1, [[]])])
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("rplb-dpdk: error:")]
+    assert errors == [
+        "rplb-dpdk: error: port 1 (net_pcap1, net_pcap) offers at most 1 rx/tx queue pair, and "
+        "2 worker lcores need 2 (one each): give it more queues (net_pcap: one rx_pcap=/"
+        "rx_iface= and one tx_pcap=/tx_iface= per queue) or EAL fewer lcores"], proc.stderr
+
+
+def test_check_config_sizes_the_workers_the_lcores_give(tmp_path):
+    from rplb import dataplane, sizing
+    config = tmp_path / "services.yaml"
+    write_config(config, dict.fromkeys(BACKENDS, 1))
+    prefix = file_prefix()
+    proc = run_cli(["--no-huge", "--lcores", LCORES, "--file-prefix", prefix, "--",
+                    "--check-config", str(config)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(f"/var/run/dpdk/{prefix}"), "EAL was started"
+    worker = dataplane.worker_memory(4096)
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (4096 flows, counters "
+            "included) x 2 workers") in proc.stdout
+    assert (f"handoff rings between the workers: {sizing.mebibytes(dataplane.handoff_memory(2))} "
+            "(2 rings of 4096 entries)") in proc.stdout
+    # The default pool covers 2 ports x 2 queues and the rings.
+    assert "2 ports x 2 queues x (1024 rx + 1024 tx descriptors) + 2 handoff rings x 4095" \
+        in proc.stdout
+    proc = run_cli(["--no-huge", "--lcores", LCORES, "--file-prefix", prefix, "--",
+                    "--check-config", str(config), "--mbufs", "16383"], cwd=tmp_path)
+    assert proc.returncode == 1 and "--mbufs 16383 is too few" in proc.stderr
+
+
+def test_the_pass_through_engine_forwards_each_queue_on_its_worker(tmp_path):
+    """Without --config nothing keeps state: the workers steer nothing, each
+    forwards its own queues unchanged."""
+    inputs = {(p, q): [bytes(Ether() / IP(src=f"198.51.100.{10 * p + q + 1}", dst="10.0.0.1")
+                             / TCP(sport=1000 + i, dport=80)) for i in range(20 + 5 * q)]
+              for p in (0, 1) for q in (0, 1)}
+    proc = run_with(tmp_path, [pcap_queues(tmp_path, p, [inputs[p, 0], inputs[p, 1]])
+                               for p in (0, 1)])
+    assert proc.returncode == 0, proc.stderr
+    assert "steering to" not in proc.stderr
+    for p in (0, 1):
+        for q in (0, 1):
+            assert read_pcap(tmp_path / f"out{1 - p}{q}.pcap") == inputs[p, q]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["mbufs_in_use_at_exit"] == 0
+    assert "steering" not in stats
+    for q, worker in enumerate(stats["workers"]):
+        assert worker["queue"] == q and worker["port"][0]["rx_packets"] == 20 + 5 * q
+        assert worker["events"]["passed_through"] == 2 * (20 + 5 * q)
+        assert worker["events"]["handoff_sent"] == 0
+    assert_workers_sum_to_totals(stats)

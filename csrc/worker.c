@@ -279,13 +279,15 @@ rplb_worker_take_handed_over(struct rplb_worker *worker)
 				break;
 			total += n;
 			/* Sorted by the side each was received from (the engine takes
-			 * a burst of one side), every header prefetched: they are
-			 * in the other core's cache, and the engine reads them all. */
+			 * a burst of one side), both lines of every header prefetched:
+			 * they are in the other core's cache, the engine reads the
+			 * first of each and the free after tx the second (its pool). */
 			for (i = 0; i < n; i++) {
 				struct rte_mbuf *m = handed_over_mbuf(entries[i]);
 				const unsigned int side = handed_over_side(entries[i]);
 
 				rte_prefetch0(m);
+				rte_prefetch0(RTE_PTR_ADD(m, RTE_CACHE_LINE_SIZE));
 				by_side[side][count[side]++] = m;
 			}
 			if (count[RPLB_FRONTEND] > 0)

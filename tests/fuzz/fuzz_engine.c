@@ -16,7 +16,7 @@
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
  *   op 0x02 / 0x03   the same, flagged by the port's RX offload: L4 checksum bad
- *   op | 0x04        (0x04-0x07) the same, arriving at worker 1 (else worker 0)
+ *   op | 0x08        (0x08-0x0b) the same, arriving at worker 1 (else worker 0)
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping of both workers, the clock moved payload[0]
  *                    seconds on
@@ -359,14 +359,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (w = 0; w < WORKERS; w++)
 				if (workers[w]->engine->start(workers[w]) != 0)
 					abort();
-		} else if (op <= 0x07) {
+		} else if ((op & ~0x08) <= 0x03) {
 			struct rte_mbuf *m;
 
-			if ((op & 1) != burst_side || ((op >> 2) & 1) != burst_worker ||
+			if ((op & 1) != burst_side || ((op >> 3) & 1) != burst_worker ||
 			    n == RPLB_BURST)
 				run_burst(workers[burst_worker], burst_side, pkts, &n);
 			burst_side = op & 1;
-			burst_worker = (op >> 2) & 1;
+			burst_worker = (op >> 3) & 1;
 			m = rte_pktmbuf_alloc(pool);
 			if (m == NULL)
 				abort();    /* the previous input leaked */

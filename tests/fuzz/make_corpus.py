@@ -18,7 +18,7 @@ FRONTEND_FLAGGED_BAD, BACKEND_FLAGGED_BAD, OFFLOADS = 0x02, 0x03, 0x83
 # Two workers: | AT_WORKER1, a frame arrives at worker 1's queue; TAKE, a
 # worker takes what the other handed it; STEERING, hardware or software;
 # STOP, both stop (rings discarded) and start again.
-AT_WORKER1, TAKE, STEERING, STOP = 0x04, 0x84, 0x85, 0x86
+AT_WORKER1, TAKE, STEERING, STOP = 0x08, 0x84, 0x85, 0x86
 VIP, VIP2 = "10.0.0.100", "10.0.0.101"
 
 

@@ -290,6 +290,14 @@ rplb_worker_take_handed_over(struct rplb_worker *worker)
 				rte_prefetch0(RTE_PTR_ADD(m, RTE_CACHE_LINE_SIZE));
 				by_side[side][count[side]++] = m;
 			}
+			/* Then every frame's first line, whose address is in the
+			 * header: the headers were all asked for at once above, so
+			 * they arrive together, and so do these; the engine's own
+			 * prefetch, a few frames ahead, would wait for each in turn. */
+			for (i = 0; i < count[RPLB_FRONTEND]; i++)
+				rte_prefetch0(rte_pktmbuf_mtod(by_side[RPLB_FRONTEND][i], void *));
+			for (i = 0; i < count[RPLB_BACKEND]; i++)
+				rte_prefetch0(rte_pktmbuf_mtod(by_side[RPLB_BACKEND][i], void *));
 			if (count[RPLB_FRONTEND] > 0)
 				worker->engine->process_burst(worker, RPLB_FRONTEND, by_side[RPLB_FRONTEND],
 							      (uint16_t)count[RPLB_FRONTEND]);

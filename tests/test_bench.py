@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rplb.bench import common, engine, peers, report, traffic
+from rplb.bench import common, engine, peers, report, traffic, workers
 
 pytestmark = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
                                 reason="dpdk-testpmd is not installed")
@@ -200,3 +200,74 @@ def test_testpmd_reads_bursts_as_large_as_rplb():
         assert f"--forward-mode={program}" in argv
     argv = peers.program_argv("rplb", "p", "c.pcap", 1024, 20000, "s.yaml", 1.0)
     assert not any(a.startswith("--burst") for a in argv)
+
+
+# ---- rplb-bench --workers N ---------------------------------------------------------
+
+def test_workers_captures_place_each_flow_on_its_owner_or_the_other_worker(tmp_path):
+    """Queue q of the frontend holds the clients' frames of the flows worker
+    q owns; of the backend, their replies (hardware-style) or those of worker
+    q+1's flows (wrong worker); every frame checksummed right."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import rdpcap
+
+    from rplb.dataplane import steering_owner
+
+    captures = workers.write_captures(tmp_path, 300, 2)
+    for q in range(2):
+        clients = [Ether(bytes(p)) for p in rdpcap(str(captures["clients"][q]))]
+        replies = [Ether(bytes(p)) for p in rdpcap(str(captures["replies"][q]))]
+        assert clients and len(clients) == len(replies)
+        for client, reply in zip(clients, replies):
+            assert steering_owner(client[IP].src, 2) == q
+            assert (client[IP].dst, client[TCP].dport) == (traffic.VIP, traffic.VIP_PORT)
+            # the reply of that very flow, from the service's one backend
+            assert (reply[IP].src, reply[TCP].sport) == (workers.BACKEND, workers.BACKEND_PORT)
+            assert (reply[IP].dst, reply[TCP].dport) == (client[IP].src, client[TCP].sport)
+            for pkt in (client, reply):
+                sums = pkt[IP].chksum, pkt[TCP].chksum
+                del pkt[IP].chksum, pkt[TCP].chksum
+                again = Ether(bytes(pkt))
+                assert (again[IP].chksum, again[TCP].chksum) == sums
+    hardware, wrong = workers.vdevs(captures, False), workers.vdevs(captures, True)
+    assert hardware[0] == wrong[0]       # the clients' frames: on their owner's queue
+    assert f"rx_pcap={captures['replies'][1]},rx_pcap={captures['replies'][0]}" in wrong[1]
+    assert f"rx_pcap={captures['replies'][0]},rx_pcap={captures['replies'][1]}" in hardware[1]
+    assert workers.lcore_map(2, 2) == "0@(0-1),1@0,2@1"
+    assert workers.lcore_map(1, 2) == "0@(0-1),1@0"
+
+
+def test_workers_samples_count_both_ports_after_a_full_pass():
+    blocks = [{0: {"rx_packets": rx, "tx_pps": 1}, 1: {"rx_packets": rx, "tx_pps": 2 * i}}
+              for i, rx in enumerate((10, 100, 200, 300))]
+    # captures of 100 frames on each port: blocks after the second count
+    assert workers.both_ports_samples(blocks, [100, 100]) == [1 + 4, 1 + 6]
+
+
+def test_workers_case_runs_and_reports_issue_18s_ratios():
+    """`rplb-bench --workers 2`, smallest: every program gave samples, the
+    replies of the wrong-worker placement crossed the rings and were
+    translated through their flows (rplb's counters), and the report has
+    both ratios for both placements (none is asserted: a shared machine)."""
+    proc = subprocess.run([sys.executable, "-m", "rplb.bench", "--workers", "2", "--rounds", "1",
+                           "--seconds", "1", "--flows", "200", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    case = result["workers_case"]
+    assert case["workers"] == 2 and sum(case["flows_per_worker"]) == 200
+    assert set(case["mpps"]) == {"5tswap", "rplb hardware-style", "rplb wrong worker",
+                                 "rplb one worker"}
+    assert all(v > 0 for v in case["mpps"].values())
+    for placement in ("hardware-style", "wrong worker"):
+        p = case["placements"][placement]
+        assert p["rplb_vs_rplb_one_worker"] > 0 and p["rplb_vs_5tswap"] > 0
+    events = {name: dict(item.split("=") for item in runs[0]["events"].split()[1:])
+              for name, runs in case["runs"].items() if name != "5tswap"}
+    assert int(events["rplb hardware-style"]["handoff_sent"]) == 0
+    assert int(events["rplb wrong worker"]["handoff_sent"]) > 0
+    assert int(events["rplb wrong worker"]["to_client_by_flow"]) > 0
+    assert {t["target"] for t in result["targets"]} == {
+        "rplb_workers_vs_5tswap (2 workers)", "rplb_workers_wrong_worker_vs_5tswap (2 workers)"}
+    assert "load_average_at_end" in result["machine"]

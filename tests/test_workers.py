@@ -161,9 +161,9 @@ def bench(tmp_path_factory):
     assert_workers_sum_to_totals(stats)
 
 
-def assert_workers_sum_to_totals(stats):
+def assert_workers_sum_to_totals(stats, count=WORKERS):
     workers = stats["workers"]
-    assert len(workers) == WORKERS
+    assert len(workers) == count
     for group in ("drops", "events"):
         for name, total in stats[group].items():
             assert sum(w[group][name] for w in workers) == total, (group, name)
@@ -453,3 +453,52 @@ def test_the_pass_through_engine_forwards_each_queue_on_its_worker(tmp_path):
         assert worker["events"]["passed_through"] == 2 * (20 + 5 * q)
         assert worker["events"]["handoff_sent"] == 0
     assert_workers_sum_to_totals(stats)
+
+
+def test_three_workers_translate_every_reply_on_the_next_workers_queue(tmp_path):
+    """Three workers (an indirection table of 512 entries they do not
+    divide), from files: each worker's queue holds the SYNs of the flows
+    it owns, and the replies of the flows the previous worker owns.  A
+    worker processes its own rx before what is handed to it, and its SYNs
+    fit one rx burst, so every flow exists before its reply arrives: each
+    reply goes through its flow, on its owner."""
+    workers = 3
+    svc = service(dict.fromkeys(BACKENDS, 1))
+    flows = [Flow(f"203.0.113.{i}", 30000 + i, steering_owner(f"203.0.113.{i}", workers))
+             for i in range(1, 91)]
+    for flow in flows:
+        flow.backend = expected_backend(svc, flow.client, flow.port, MAGLEV_SIZE)[0]
+    assert {f.owner for f in flows} == {0, 1, 2} and all(
+        sum(f.owner == w for f in flows) <= 64 for w in range(workers))
+    syns = [[f.to_vip("S") for f in flows if f.owner == q] for q in range(workers)]
+    replies = [[f.reply() for f in flows if f.owner == (q - 1) % workers]
+               for q in range(workers)]
+    config = tmp_path / "services.yaml"
+    write_config(config, dict.fromkeys(BACKENDS, 1))
+    proc = run_with(tmp_path, [pcap_queues(tmp_path, 0, syns), pcap_queues(tmp_path, 1, replies)],
+                    "--config", str(config), lcores="0@(0,1),1@0,2@1,3@0")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["mbufs_in_use_at_exit"] == 0
+    assert stats["events"]["to_client_by_flow"] == len(flows)
+    assert stats["events"]["to_client_stateless"] == 0
+    for q, worker in enumerate(stats["workers"]):
+        mine = [f for f in flows if f.owner == q]
+        assert worker["events"]["flows_created"] == len(mine)
+        assert worker["events"]["to_client_by_flow"] == len(mine)
+        # every reply on its queue belongs to the previous worker's flows
+        assert worker["events"]["handoff_sent"] == len(replies[q])
+        assert worker["events"]["handoff_received"] == len(mine)
+    assert_workers_sum_to_totals(stats, workers)
+    # What left: each SYN to its backend on its owner's queue, each reply
+    # from the VIP, rewritten by the worker that owns it.
+    for q in range(workers):
+        out = [Ether(f) for f in read_pcap(tmp_path / f"out1{q}.pcap")]
+        assert sorted((p[IP].src, p[TCP].sport, p[IP].dst) for p in out) == sorted(
+            (f.client, f.port, f.backend) for f in flows if f.owner == q)
+        back = read_pcap(tmp_path / f"out0{q}.pcap")
+        for frame in back:
+            assert_checksums_valid(frame)
+        assert sorted((Ether(f)[IP].src, Ether(f)[TCP].sport, Ether(f)[IP].dst,
+                       Ether(f)[TCP].dport) for f in back) == sorted(
+            (VIP, VPORT, f.client, f.port) for f in flows if f.owner == q)

@@ -61,7 +61,7 @@ class StatsParser:
             self._current[self._port] = {}
             return
         if self._port is None:
-            if line.strip().startswith("events:"):
+            if line.strip().startswith(("events:", "drops:")):
                 self.extra.append(line.strip())
             return
         fields = self._current[self._port]
@@ -194,8 +194,9 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
     result = {"program": program, "rc": rc, "seconds": round(elapsed, 2),
               "samples_pps": samples, "blocks": len(parser.blocks),
               "mpps": round(statistics.median(samples) / 1e6, 3) if samples else None}
-    if program == "rplb" and parser.extra:
-        result["events"] = parser.extra[-1]
+    events = [line for line in parser.extra if line.startswith("events:")]
+    if program == "rplb" and events:
+        result["events"] = events[-1]
     if not samples:
         raise no_sample_error(program, rc, parser, stderr)
     return result

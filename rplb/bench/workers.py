@@ -150,8 +150,10 @@ def run_one(program: str, workers: int, lcores: str, vdev_args: List[str], frame
         raise no_sample_error(program, rc, parser, stderr)
     result = {"program": program, "rc": rc, "seconds": round(elapsed, 2),
               "samples_pps": samples, "mpps": round(statistics.median(samples) / 1e6, 3)}
-    if program != "5tswap" and parser.extra:
-        result["events"] = parser.extra[-1]
+    for kind in ("events", "drops"):
+        lines = [line for line in parser.extra if line.startswith(kind + ":")]
+        if program != "5tswap" and lines:
+            result[kind] = lines[-1]
     return result
 
 
@@ -197,10 +199,23 @@ def workers_report(workdir: Path, workers: int, n_flows: int, rounds: int,
     placements = {}
     for placement in PLACEMENTS:
         rplb = mpps[f"rplb {placement}"]
+        # The counters of its runs: frames handed over, and dropped at a
+        # full ring (a worker off its CPU on a shared machine fills them).
+        counted = [counters(r) for r in runs[f"rplb {placement}"]]
+        # The same ratios round by round (each round runs every program
+        # back to back): this machine has phases in which everything runs
+        # at about half speed, slower than a round but not than a run.
+        by_round = [(r["mpps"] / t["mpps"], r["mpps"] / o["mpps"])
+                    for r, t, o in zip(runs[f"rplb {placement}"], runs["5tswap"],
+                                       runs["rplb one worker"])]
         placements[placement] = {
             "rplb_mpps": rplb,
             "rplb_vs_rplb_one_worker": round(rplb / one, 3) if one else None,
-            "rplb_vs_5tswap": round(rplb / testpmd, 3) if testpmd else None}
+            "rplb_vs_5tswap": round(rplb / testpmd, 3) if testpmd else None,
+            "rplb_vs_5tswap_by_round": [round(x, 3) for x, _ in by_round],
+            "rplb_vs_rplb_one_worker_by_round": [round(y, 3) for _, y in by_round],
+            "handoff_sent": [c.get("handoff_sent") for c in counted],
+            "handoff_full": [c.get("handoff_full") for c in counted]}
     for path in captures["clients"] + captures["replies"]:
         path.unlink(missing_ok=True)
     return {"workers": workers, "flows": n_flows, "flows_per_worker": per_queue,
@@ -208,6 +223,17 @@ def workers_report(workdir: Path, workers: int, n_flows: int, rounds: int,
             "mbufs": mbufs, "mpps": mpps, "placements": placements, "runs": runs,
             "sample": "frames sent per second by both ports together (Tx-pps of port 0 + "
                       "port 1), after one full pass of every capture"}
+
+
+def counters(run: dict) -> Dict[str, int]:
+    """rplb's final events and drops of a run, by name."""
+    out: Dict[str, int] = {}
+    for kind in ("events", "drops"):
+        for item in run.get(kind, "").split()[1:]:
+            name, _, value = item.partition("=")
+            if value.isdigit():
+                out[name] = int(value)
+    return out
 
 
 def targets(report: dict) -> List[dict]:
@@ -238,4 +264,18 @@ def format_report(report: dict) -> List[str]:
         p = report["placements"][placement]
         lines.append(f"  {placement:<18}{p['rplb_mpps']:>10.2f}"
                      f"{p['rplb_vs_rplb_one_worker']:>10.2f}{p['rplb_vs_5tswap']:>13.2f}")
+    for placement in PLACEMENTS:
+        p = report["placements"][placement]
+        lines.append(f"  {placement}, round by round: rplb({n})/5tswap({n}) "
+                     + " ".join(f"{x:.2f}" for x in p["rplb_vs_5tswap_by_round"])
+                     + f"; rplb({n})/rplb(1) "
+                     + " ".join(f"{x:.2f}" for x in p["rplb_vs_rplb_one_worker_by_round"]))
+    wrong = report["placements"]["wrong worker"]
+    lines.append("  wrong worker, by run: handed over "
+                 + ", ".join(f"{x:,}" for x in wrong["handoff_sent"] if x is not None)
+                 + "; dropped at a full ring "
+                 + ", ".join(f"{x:,}" for x in wrong["handoff_full"] if x is not None))
+    lines.append("  runs (Mpps): " + "; ".join(
+        f"{name} " + " ".join(f"{r['mpps']:.1f}" for r in rs)
+        for name, rs in report["runs"].items()))
     return lines

@@ -10,11 +10,15 @@ DPDK's telemetry socket, the Prometheus endpoint):
   - one backend added, one weight changed: the request until its reply,
     with all the services loaded (median and 90th percentile);
   - how long status, DPDK telemetry (/rplb/stats) and Prometheus take to
-    answer, idle and while a full reload is being built.
+    answer, idle and while a full reload is being built (Prometheus as a
+    Prometheus server scrapes: gzip accepted, the whole body read), with
+    the age of the counters each scrape carried;
+  - one scrape decompressed and checked whole, and a scrape without gzip.
 """
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import re
@@ -69,6 +73,7 @@ class _Daemon:
                 "--", "--config", str(config), "--control-socket", self.socket,
                 "--prometheus", "127.0.0.1:0"]
         self.lines: List[str] = []
+        self.scrape_ages_s: List[float] = []
         self._seen = threading.Condition()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -113,8 +118,40 @@ class _Daemon:
             return json.loads(sock.recv(1 << 20))
 
     def metrics(self) -> int:
-        with urllib.request.urlopen(self.metrics_url, timeout=60) as response:
-            return len(response.read())
+        """One scrape as Prometheus makes it (gzip accepted, the body read
+        whole, not decompressed: Prometheus does that on its side); the
+        age of its counters goes to scrape_ages_s.  Returns the bytes read."""
+        request = urllib.request.Request(self.metrics_url,
+                                         headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+            self.scrape_ages_s.append(float(response.headers["X-Rplb-Metrics-Age"]))
+        return len(body)
+
+    def check_metrics(self) -> dict:
+        """One fresh scrape (?max_age=0), decompressed and counted: sizes,
+        samples per family; and the time of a scrape without gzip."""
+        request = urllib.request.Request(self.metrics_url + "?max_age=0",
+                                         headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            encoding = response.headers.get("Content-Encoding")
+            body = response.read()
+        text = gzip.decompress(body) if encoding == "gzip" else body
+        samples: Dict[str, int] = {}
+        for line in text.splitlines():
+            if line and not line.startswith(b"#"):
+                name = line.split(b"{", 1)[0].split(b" ", 1)[0].decode()
+                samples[name] = samples.get(name, 0) + 1
+        plain_ms = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with urllib.request.urlopen(self.metrics_url, timeout=60) as response:
+                response.read()
+            plain_ms.append((time.perf_counter() - start) * 1e3)
+        return {"encoding": encoding, "wire_bytes": len(body), "text_bytes": len(text),
+                "samples": sum(samples.values()), "samples_by_family": samples,
+                "last_line": text.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode(),
+                "plain_ms": _summary(plain_ms)}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -234,6 +271,9 @@ def control_plane_report(workdir: Path, command: List[str], prefix: str,
                           "backend_del": _summary(remove_ms)}
         status = daemon.request({"cmd": "status"})
         out["loaded"] = {"services": status["services"], "backends": status["backends"]}
+        if daemon.metrics_url is not None:
+            out["prometheus"] = daemon.check_metrics()
+            out["prometheus"]["age_s"] = _summary(daemon.scrape_ages_s)
     finally:
         daemon.stop()
     out["targets"] = evaluate(out)
@@ -276,4 +316,12 @@ def format_report(out: dict) -> List[str]:
         lines.append(f"  readers {title}: " + "; ".join(parts))
     lines.append(f"  loaded at the end: {out['loaded']['services']:,} services, "
                  f"{out['loaded']['backends']:,} backends")
+    prometheus = out.get("prometheus")
+    if prometheus:
+        lines.append(f"  prometheus scrape: {prometheus['samples']:,} samples, "
+                     f"{prometheus['text_bytes'] / 1e6:.1f} MB of text, "
+                     f"{prometheus['wire_bytes'] / 1e6:.1f} MB sent ({prometheus['encoding']}); "
+                     f"counters' age median {prometheus['age_s']['median']} / "
+                     f"max {prometheus['age_s']['max']} s ({prometheus['age_s']['n']} scrapes); "
+                     f"without gzip median {prometheus['plain_ms']['median']} ms")
     return lines

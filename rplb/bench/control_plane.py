@@ -271,7 +271,7 @@ def control_plane_report(workdir: Path, command: List[str], prefix: str,
                           "backend_del": _summary(remove_ms)}
         status = daemon.request({"cmd": "status"})
         out["loaded"] = {"services": status["services"], "backends": status["backends"]}
-        if daemon.metrics_url is not None:
+        if daemon.metrics_url is not None and daemon.scrape_ages_s:
             out["prometheus"] = daemon.check_metrics()
             out["prometheus"]["age_s"] = _summary(daemon.scrape_ages_s)
     finally:

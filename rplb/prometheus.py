@@ -37,13 +37,18 @@ import zlib
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from operator import itemgetter
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qs
 
-import numpy as np
-
-from rplb import dataplane
 from rplb.gc_control import quiet_gc
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and rplb.dataplane are imported where they are used: rplb-dpdk
+# parses --prometheus with parse_address before it blocks its signals,
+# and importing numpy starts a thread, where a SIGINT would then land
+# (rplb/cli.py, run).
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_HOST = "127.0.0.1"
@@ -176,6 +181,7 @@ class LabelTable:
     def of(cls, blocks: Sequence[bytes], lengths) -> "LabelTable":
         """From label sets rendered back to back in blocks, and each set's
         length (an iterable of ints)."""
+        import numpy as np
         lengths = np.fromiter(lengths, dtype=np.uint64)
         offsets = np.zeros(len(lengths) + 1, dtype=np.uint64)
         np.cumsum(lengths, out=offsets[1:])
@@ -242,6 +248,7 @@ _FREE_SERVICES = 1024
 
 
 def _values(rows: List[dict], family: RowFamily) -> np.ndarray:
+    import numpy as np
     getter = itemgetter(family.field)
     values = np.empty(len(rows), dtype=np.int64)
     for start in range(0, len(rows), _GATHER_ROWS):
@@ -283,6 +290,8 @@ def render_text(snapshot: dict, labels: Optional[LabelCache] = None,
     which depends on when it is served), encoded; with backends=False
     without the per-backend families.  labels: a LabelCache kept between
     snapshots of one configuration's services (a new one otherwise)."""
+    import numpy as np
+    from rplb import dataplane
     services = snapshot.get("services", [])
     service_table, backend_table = (labels or LabelCache(backends)).tables(services)
     tables = [(service_table, SERVICE_FAMILIES, services)]
@@ -310,7 +319,7 @@ def render_text(snapshot: dict, labels: Optional[LabelCache] = None,
 
 
 def _put(out: np.ndarray, at: int, data: bytes) -> int:
-    out[at:at + len(data)] = np.frombuffer(data, dtype=np.uint8)
+    out[at:at + len(data)] = memoryview(data)
     return at + len(data)
 
 

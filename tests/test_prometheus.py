@@ -8,6 +8,8 @@ is tested in test_observability.py.
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -27,6 +29,17 @@ from rplb.prometheus import (CACHE_ABOVE_BACKENDS, LabelCache, PrometheusServer,
                              render_text)
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def test_importing_the_module_starts_no_thread():
+    """rplb-dpdk imports rplb.prometheus to parse --prometheus, before it
+    blocks its signals: a thread started then (numpy's OpenBLAS pool) took
+    the SIGINT of a stop, which became a KeyboardInterrupt mid-snapshot."""
+    probe = ("import sys, threading, rplb.prometheus; "
+             "print(threading.active_count(), 'numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["1", "False"]
 
 
 # ---- the C writer ------------------------------------------------------------------

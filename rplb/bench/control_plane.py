@@ -176,10 +176,12 @@ def _summary(samples: List[float]) -> dict:
             "max": round(ordered[-1], 2), "n": len(ordered)}
 
 
-# A Prometheus scrape of 100,000 backends is some 60 MB of text: scraped
+# A Prometheus scrape of 100,000 backends is some 55 MB of text: scraped
 # once a second at most (Prometheus's own default is every 15 s), not to
 # load the process being measured.
 PROMETHEUS_PERIOD = 1.0
+# After the last scrape, beyond two periods: a rendering under way ends.
+QUIET_S = 3.0
 
 
 def _probe_readers(daemon: _Daemon, stop: threading.Event, pause: float) -> Dict[str, list]:
@@ -245,6 +247,11 @@ def control_plane_report(workdir: Path, command: List[str], prefix: str,
                                 "runs": [round(s, 2) for s in reload_s]}
         out["readers_during_reload_ms"] = {k: _summary(v) for k, v in during.items() if v}
 
+        # The edits are measured alone: the endpoint renders ahead of the
+        # scrapes it expects until a scraper missed one by an interval
+        # (rplb/prometheus.py, plan_rendering), and would otherwise still
+        # render for the prober that just stopped.
+        time.sleep(2 * PROMETHEUS_PERIOD + QUIET_S)
         log(f"control plane: {edits} weight changes and {edits} backend additions, in turn")
         weight_ms, add_ms, remove_ms = [], [], []
         variant = reloads % 2

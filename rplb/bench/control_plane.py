@@ -8,7 +8,8 @@ DPDK's telemetry socket, the Prometheus endpoint):
   - full reloads: every service changed (other backends: every Maglev
     table rebuilt), end to end (the `reload` request until its reply);
   - one backend added, one weight changed: the request until its reply,
-    with all the services loaded (median and 90th percentile);
+    with all the services loaded (median and 90th percentile), once the
+    Prometheus endpoint stopped rendering ahead for the readers;
   - how long status, DPDK telemetry (/rplb/stats) and Prometheus take to
     answer, idle and while a full reload is being built (Prometheus as a
     Prometheus server scrapes: gzip accepted, the whole body read), with

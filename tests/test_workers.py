@@ -315,11 +315,11 @@ def test_a_removal_acts_on_every_worker(bench):
 def test_per_worker_counters_in_prometheus_telemetry_and_flow_samples(bench):
     import socket
     import urllib.request
-    from test_observability import metric, parse_metrics
+    from exposition import metric, parse
     # Nothing moves now: the three views see the same counters.
     stats = bench.stats()
     with urllib.request.urlopen(bench.prometheus, timeout=10) as reply:
-        prom = parse_metrics(reply.read().decode())
+        prom = parse(reply.read().decode())
     roles = ("frontend", "backend")
     for w in stats["workers"]:
         for side, role in enumerate(roles):

@@ -126,6 +126,13 @@ flush_to_kernel(struct rplb_worker *worker)
 	buf->count = 0;
 }
 
+void
+rplb_worker_flush_kernel(struct rplb_worker *worker)
+{
+	if (worker->local_addr != 0)
+		flush_to_kernel(worker);
+}
+
 int
 rplb_worker_to_kernel(struct rplb_worker *worker, struct rte_mbuf *m,
 		      enum rplb_kernel_class class)

@@ -159,4 +159,9 @@ enum rplb_kernel_class {
 int rplb_worker_to_kernel(struct rplb_worker *worker, struct rte_mbuf *m,
 			  enum rplb_kernel_class class);
 
+/* Hand the frames buffered for the kernel interface to it now (the worker
+ * loop does at each drain period; harnesses that call the engine directly
+ * do when they flush). */
+void rplb_worker_flush_kernel(struct rplb_worker *worker);
+
 #endif /* RPLB_WORKER_H */

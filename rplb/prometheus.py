@@ -132,6 +132,8 @@ _BACKEND_FAMILIES = (
     ("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
      "active_flows"),
     ("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)", "weight"),
+    ("rplb_backend_up", "gauge", "1 while the backend is up (its health check passes, or it has "
+     "none, and it is not disabled), 0 while it is down", "up"),
 )
 
 

@@ -3,7 +3,9 @@ and SIGHUP's reload.
 
 Every change goes through the same validator as the services file (the
 ``Config.with_*``/``without_*`` edits) and one :meth:`Balancer.apply`, so it
-is applied completely or not at all.  Changes, ``reload`` and SIGHUP are
+is applied completely or not at all.  ``backend disable``/``enable``
+change a backend's run-time state, not the configuration
+(:meth:`Balancer.set_disabled`).  Changes, ``reload`` and SIGHUP are
 serialised by one lock of the :class:`Controller`, so an edit is never
 computed from a configuration that a concurrent reload has replaced; the
 commands that only read (status, service list, flows, stats) do not take
@@ -178,6 +180,7 @@ class Controller:
             "services": len(config.services) if config is not None else None,
             "backends": config.backend_count if config is not None else None,
             "flows": _flows_in_tables(counters) if counters and balancer else None,
+            "health_checks": _health_summary(app, balancer, config, counters),
             **self._saved_state(config),
         }
 
@@ -189,9 +192,12 @@ class Controller:
             entry = {"key": str(svc.key), **svc.to_dict()}
             entry["counters"] = {k: counters[k] for k in
                                  ("packets", "bytes", "new_flows", "active_flows")}
+            entry["failing_open"] = counters["failing_open"]
             for backend, bstats in zip(entry["backends"], counters["backends"]):
                 backend["counters"] = {k: bstats[k] for k in
                                        ("packets", "bytes", "new_flows", "active_flows")}
+                backend["state"] = {k: bstats[k] for k in
+                                    ("state", "health", "reason", "disabled", "since")}
             services.append(entry)
         return {"services": services, **self._saved_state(config)}
 
@@ -254,6 +260,30 @@ class Controller:
                 text += " (draining: its flows stay, no new ones)"
             return text
         return self._change("backend.set-weight", edit, describe)
+
+    def _cmd_backend_disable(self, service: str, ip: str, port: int) -> dict:
+        return self._set_disabled("backend.disable", service, ip, port, True)
+
+    def _cmd_backend_enable(self, service: str, ip: str, port: int) -> dict:
+        return self._set_disabled("backend.enable", service, ip, port, False)
+
+    def _set_disabled(self, cmd: str, service: str, ip: str, port: int, disabled: bool) -> dict:
+        """A backend's administrative state: run-time state, kept by
+        reloads, not written by save (docs/control.md)."""
+        from rplb.config import ConfigError
+        from rplb.errors import RplbError
+        with self._lock:
+            balancer = self._balancer(cmd)
+            _find_service(balancer.config, cmd, service)
+            try:
+                message = balancer.set_disabled(service, ip, port, disabled)
+            except ConfigError as err:
+                raise ControlError(f"{command_label(cmd)}: {err.problem}") from None
+            except RplbError as err:
+                raise ControlError(f"{command_label(cmd)}: {err}") from None
+            reply = {"message": message, "notes": [], **self._saved_state()}
+        self._log(f"control: {message}")
+        return reply
 
     def _cmd_flows(self) -> dict:
         from rplb.errors import RplbError
@@ -334,6 +364,27 @@ def _config_message(cmd: str, err) -> str:
     """A ConfigError from an edit, without the edit method's name as source."""
     where = err.where if err.where and err.where != "services" else ""
     return ": ".join(part for part in (command_label(cmd), where, err.problem) if part)
+
+
+def _health_summary(app, balancer, config, counters) -> Optional[dict]:
+    """The kernel interface and the backends' states, for status."""
+    kernel = getattr(app, "kernel", None)
+    if kernel is None or balancer is None or config is None:
+        return None
+    states = balancer.backend_states()
+    checked = down = disabled = 0
+    for service in config.services:
+        own = states.get(service.key, {})
+        if service.health is not None:
+            checked += len(service.backends)
+        for state in own.values():
+            down += not state.up
+            disabled += state.disabled
+    events = counters["events"] if counters else {}
+    drops = counters["drops"] if counters else {}
+    return {**kernel.describe(), "checked": checked, "down": down, "disabled": disabled,
+            "to_kernel": events.get("to_kernel", 0), "from_kernel": events.get("from_kernel", 0),
+            "kernel_dropped": drops.get("kernel_rate", 0) + drops.get("kernel_full", 0)}
 
 
 def _flows_in_tables(counters: dict) -> int:

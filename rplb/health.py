@@ -145,9 +145,14 @@ _PROBES = {"tcp": _tcp, "http": _http, "udp": _udp}
 async def probe(source: _Source, address: Tuple[str, int], check: Health) -> Tuple[bool, str]:
     """One probe of address by check: (passed, what it found)."""
     loop = asyncio.get_running_loop()
+    attempt = _PROBES[check.type](loop, source, address, check)
     try:
-        return await asyncio.wait_for(_PROBES[check.type](loop, source, address, check),
-                                      check.timeout)
+        if hasattr(asyncio, "timeout"):
+            # Python 3.11's wait_for swallows a cancellation that meets the
+            # probe's end (gh-86296): a probe cancelled then would live on.
+            async with asyncio.timeout(check.timeout):
+                return await attempt
+        return await asyncio.wait_for(attempt, check.timeout)
     except asyncio.TimeoutError:
         if check.type == "udp":
             return False, f"no reply within {check.timeout:g} s"
@@ -214,6 +219,7 @@ class HealthChecker:
             max_workers=1, thread_name_prefix="rplb-health-report")
         self._random = random.Random()
         self._limit: Optional[asyncio.Semaphore] = None
+        self._stopping = False
         self.probes = 0                  # probes started (for tests and status)
 
     # ---- life cycle ----------------------------------------------------------
@@ -233,6 +239,7 @@ class HealthChecker:
                 pass
 
     def close(self) -> None:
+        self._stopping = True
         loop, self._loop = self._loop, None
         if loop is not None and self._thread is not None:
             try:
@@ -261,7 +268,9 @@ class HealthChecker:
                     target.task.cancel()
             tasks = [t.task for t in self._targets.values() if t.task is not None]
             if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                # Bounded: a task that missed its cancellation still sees
+                # _stopping at its next turn.
+                loop.run_until_complete(asyncio.wait(tasks, timeout=5))
             loop.close()
 
     # ---- targets (on the loop's thread) --------------------------------------
@@ -291,7 +300,7 @@ class HealthChecker:
         check = target.check
         passed_in_row = failed_in_row = 0
         start = loop.time() + self._random.uniform(0, check.interval)
-        while True:
+        while not self._stopping:
             await asyncio.sleep(max(0.0, start - loop.time()))
             start = loop.time()
             async with self._limit:

@@ -165,3 +165,17 @@ def test_the_flows_of_a_down_backend_stay_or_move(wire, name, vip):
             want = expected(wire, name, [("100.64.0.9", port)], without=(victim,))[port]
             assert backend == want != first[port], port
     assert moved - moved_before == (len(on_victim) if name == "reset" else 0)
+
+
+def test_a_service_added_at_run_time_is_checked_and_removed_unchecked(wire):
+    net = service_of(wire, "keep")["backends"][0]["ip"].rsplit(".", 1)[0]
+    service = {"name": "late", "vip": "10.0.0.103", "proto": "tcp", "port": 80,
+               "health": {**CHECK, "type": "http", "path": "/ready"},
+               "backends": [{"ip": f"{net}.40", "port": 8080}]}
+    reply = request(wire.socket, {"cmd": "service.add", "service": service})
+    assert reply["ok"], reply
+    entry = wait_all_down(wire, "late")
+    assert entry["backends"][0]["state"]["reason"] == "no answer within 0.1 s, first check"
+    assert request(wire.socket, {"cmd": "service.del", "service": "late"})["ok"]
+    assert all(s["name"] != "late"
+               for s in request(wire.socket, {"cmd": "service.list"})["services"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -164,3 +165,18 @@ def test_a_flood_to_the_appliance_is_rate_limited_and_counted(tmp_path, net):
     assert 64 + len(from_backend) <= crossed <= 64 + 5 + len(from_backend), (crossed, dropped)
     assert run.frontend_out == []
     assert run.stats["mbufs_in_use_at_exit"] == 0
+
+
+def test_an_interface_name_in_use_is_refused_before_forwarding(tmp_path, net):
+    _, interface, config = net
+    subprocess.run(["ip", "link", "add", interface, "type", "veth", "peer", "name",
+                    f"{interface}p"], check=True)
+    try:
+        run = run_rplb(tmp_path, rplb_args=["--config", str(config)], duration=0.5)
+    finally:
+        subprocess.run(["ip", "link", "del", interface], check=False)
+    assert run.rc == 1
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert errors == [f"rplb-dpdk: error: health_checks.interface {interface}: a network "
+                      "interface of that name exists already (another rplb? see `ip link "
+                      "show`): give health_checks an interface name of its own"], run.stderr

@@ -283,7 +283,7 @@ class Balancer:
                 pending[report.backend] = new
                 # One line per change of state; "unknown" is up already.
                 if old.health != health and (old.health, health) != ("unknown", "up"):
-                    lines.append(f"{service.label}: backend {_ident_text(report.backend)} "
+                    lines.append(f"{service.label}: backend {ident_text(report.backend)} "
                                  f"{health}: {report.reason}"
                                  + (" (disabled: stays down)" if new.disabled else ""))
             self._commit_states(config, changes)
@@ -505,7 +505,8 @@ def state_fields(state: BackendState, checked: bool) -> dict:
             "disabled": state.disabled, "since": state.since or None}
 
 
-def _ident_text(backend: Ident) -> str:
+def ident_text(backend: Ident) -> str:
+    """ip:port of an Ident."""
     ip, port = backend
     return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}:{port}"
 

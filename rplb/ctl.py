@@ -19,6 +19,8 @@ from rplb.control.client import request
 from rplb.control.protocol import DEFAULT_SOCKET, ControlError
 
 PROG = "rplbctl"
+#: Down backends rplbctl status names (service list shows them all).
+STATUS_DOWN_SHOWN = 20
 
 DESCRIPTION = """\
 Inspect and change a running rplb-dpdk through its control socket.  Changes
@@ -214,10 +216,21 @@ def _format_status(reply: dict) -> str:
     health = reply.get("health_checks")
     if health:
         lines.append(f"health checks from {health['source']} on {health['interface']}: "
-                     f"{health['checked']} backends checked, {health['down']} down "
-                     f"({health['disabled']} disabled); kernel interface: "
-                     f"{health['to_kernel']} frames in, {health['from_kernel']} out, "
-                     f"{health['kernel_dropped']} dropped")
+                     f"{health['checked']} backends checked ({health['probes']} probes); "
+                     f"kernel interface: {health['to_kernel']} frames in, "
+                     f"{health['from_kernel']} out, {health['kernel_dropped']} dropped")
+    down = reply.get("backends_down")
+    if down is not None:
+        import time
+        now = time.time()
+        lines.append(f"backends down: {len(down)}" + (":" if down else ""))
+        for entry in down[:STATUS_DOWN_SHOWN]:
+            state = {"state": "down", **entry}
+            lines.append(f"  {entry['service']}: {entry['backend']} "
+                         f"{_state_text(state, now)}")
+        if len(down) > STATUS_DOWN_SHOWN:
+            lines.append(f"  ... and {len(down) - STATUS_DOWN_SHOWN} more "
+                         "(rplbctl service list shows them all)")
     lines.append(_config_line(reply))
     lines.append(f"control socket {reply['control_socket']}")
     return "\n".join(lines)
@@ -264,14 +277,16 @@ def _state_text(state: Optional[dict], now: float) -> str:
     if not state:
         return "up"
     why = []
+    health, reason = state.get("health"), state.get("reason")
     if state.get("disabled"):
         why.append("disabled")
-    if state.get("health") == "down" or (state.get("health") and state.get("disabled")):
-        why.append(f"health {state['health']}" + (f": {state['reason']}"
-                                                  if state.get("reason") else ""))
-    elif state.get("health") == "up" and state.get("reason"):
-        why.append(state["reason"])
-    elif state.get("health") == "unknown":
+    if health == "down":
+        why.append("health down" + (f": {reason}" if reason else ""))
+    elif health == "up" and state.get("disabled"):
+        why.append("health up")
+    elif health == "up" and reason:
+        why.append(reason)
+    elif health == "unknown":
         why.append("not checked yet")
     text = state["state"] + (f" ({'; '.join(why)})" if why else "")
     if state.get("since"):

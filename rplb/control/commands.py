@@ -181,6 +181,7 @@ class Controller:
             "backends": config.backend_count if config is not None else None,
             "flows": _flows_in_tables(counters) if counters and balancer else None,
             "health_checks": _health_summary(app, balancer, config, counters),
+            "backends_down": _backends_down(balancer, config),
             **self._saved_state(config),
         }
 
@@ -367,24 +368,40 @@ def _config_message(cmd: str, err) -> str:
 
 
 def _health_summary(app, balancer, config, counters) -> Optional[dict]:
-    """The kernel interface and the backends' states, for status."""
+    """The kernel interface and what crossed it, for status (None without
+    health_checks)."""
     kernel = getattr(app, "kernel", None)
     if kernel is None or balancer is None or config is None:
         return None
-    states = balancer.backend_states()
-    checked = down = disabled = 0
-    for service in config.services:
-        own = states.get(service.key, {})
-        if service.health is not None:
-            checked += len(service.backends)
-        for state in own.values():
-            down += not state.up
-            disabled += state.disabled
+    checked = sum(len(s.backends) for s in config.services if s.health is not None)
+    health = getattr(app, "health", None)
     events = counters["events"] if counters else {}
     drops = counters["drops"] if counters else {}
-    return {**kernel.describe(), "checked": checked, "down": down, "disabled": disabled,
+    return {**kernel.describe(), "checked": checked,
+            "probes": health.probes if health is not None else 0,
             "to_kernel": events.get("to_kernel", 0), "from_kernel": events.get("from_kernel", 0),
             "kernel_dropped": drops.get("kernel_rate", 0) + drops.get("kernel_full", 0)}
+
+
+def _backends_down(balancer, config) -> Optional[list]:
+    """Every backend that is down (by its check or disabled), with why and
+    since when (None without load balancing)."""
+    if balancer is None or config is None:
+        return None
+    from rplb.balancer import ident_text
+    by_key = config._summary().by_key
+    down = []
+    for key, states in balancer.backend_states().items():
+        service = by_key.get(key)
+        if service is None:
+            continue
+        for backend, state in states.items():
+            if not state.up:
+                down.append({"service": service.label, "backend": ident_text(backend),
+                             "health": state.health if service.health is not None else None,
+                             "reason": state.reason,
+                             "disabled": state.disabled, "since": state.since or None})
+    return sorted(down, key=lambda d: (d["since"] or 0, d["service"], d["backend"]))
 
 
 def _flows_in_tables(counters: dict) -> int:

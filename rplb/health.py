@@ -225,6 +225,15 @@ class HealthChecker:
     # ---- life cycle ----------------------------------------------------------
 
     def start(self, config: Config) -> None:
+        if self._source.interface is not None:
+            try:
+                self._source.socket(socket.SOCK_DGRAM).close()
+            except PermissionError:
+                # SO_BINDTODEVICE needs CAP_NET_RAW: without it, probes
+                # follow the routing table (usually to the same interface).
+                self._log(f"health: warning: cannot bind probes to {self._source.interface} "
+                          "(no CAP_NET_RAW): they follow the routing table")
+                self._source.interface = None
         self._thread = threading.Thread(target=self._run, name="rplb-health", daemon=True)
         self._thread.start()
         self._ready.wait()

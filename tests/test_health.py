@@ -112,9 +112,19 @@ def test_arp_and_ping_to_the_appliance_from_the_backend_network(net):
     assert net.kernel_if in net.ctl("status").stdout
 
 
+def reload(net: HealthNet, **changes) -> None:
+    net.config_path.write_text(yaml.safe_dump(services_file(net, **changes)))
+    net.rplb.signal(signal.SIGHUP)
+    assert "reloaded" in net.rplb.wait_for_stderr("SIGHUP")
+
+
 def test_a_killed_backend_is_out_within_the_window_and_back_after_restart(net):
     victim, name = net.backends[1], net.names[net.backends[1]]
     down_window, up_window = INTERVAL * FALL + 1, INTERVAL * RISE + 1
+    # The victim takes two thirds of the new flows, so that the ten or so
+    # connections before it is found down surely reach it (with equal
+    # weights, none would in one run of 60).
+    reload(net, weights=(1, 4, 1))
     lines_before = len(state_lines(net, victim))
     client = net.start_client(period=0.1)
     try:
@@ -136,6 +146,7 @@ def test_a_killed_backend_is_out_within_the_window_and_back_after_restart(net):
             time.sleep(0.1)
     finally:
         attempts = client.stop()
+        reload(net)
     after_kill = [a for a in attempts if a["t"] >= killed]
     failed = [a for a in after_kill if "error" in a]
     late = [a for a in failed if a["t"] > killed + down_window]
@@ -247,9 +258,7 @@ def test_disable_and_enable_with_a_reload_in_between(net):
     # A reload that changes the service keeps the disabled backend down,
     # and every health state as it was: no flap.
     lines = len(net.rplb.stderr_lines)
-    net.config_path.write_text(yaml.safe_dump(services_file(net, weights=(1, 1, 2))))
-    net.rplb.signal(signal.SIGHUP)
-    assert "reloaded" in net.rplb.wait_for_stderr("SIGHUP")
+    reload(net, weights=(1, 1, 2))
     states = net.backend_states()
     assert states[net.backends[2]]["weight"] == 2
     assert states[victim]["state"]["disabled"] and states[victim]["state"]["state"] == "down"
@@ -275,9 +284,7 @@ def test_disable_and_enable_with_a_reload_in_between(net):
     assert bad.returncode == 1
     assert bad.stderr.strip() == (f"rplbctl: error: backend disable: service web has no "
                                   f"backend {net.net}.99:8080")
-    net.config_path.write_text(yaml.safe_dump(services_file(net)))
-    net.rplb.signal(signal.SIGHUP)
-    assert "reloaded" in net.rplb.wait_for_stderr("SIGHUP")
+    reload(net)
 
 
 def test_a_flood_to_the_appliance_leaves_forwarding_untouched(net):

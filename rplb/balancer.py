@@ -38,13 +38,12 @@ class BackendState:
     "unknown" until its first check ends (and always, without a check);
     reason: why (the last check's outcome); disabled: by the operator
     (rplbctl backend disable); since: time.time() of the last change of
-    up(); changed: time.monotonic() of the same (for durations)."""
+    up() (0: never changed)."""
 
     health: str = "unknown"
     reason: str = ""
     disabled: bool = False
     since: float = 0.0
-    changed: float = 0.0
 
     @property
     def up(self) -> bool:
@@ -61,12 +60,12 @@ class BackendState:
 UNKNOWN = BackendState()
 
 
-def _changed(state: BackendState, now: Tuple[float, float], **changes) -> BackendState:
-    """state with changes; since and changed move to now (wall clock,
-    monotonic) when up() changes."""
+def _changed(state: BackendState, now: float, **changes) -> BackendState:
+    """state with changes; since moves to now (time.time()) when up()
+    changes, or on the first change."""
     new = replace(state, **changes)
     if new.up != state.up or state.since == 0.0:
-        new = replace(new, since=now[0], changed=now[1])
+        new = replace(new, since=now)
     return new
 
 
@@ -230,7 +229,7 @@ class Balancer:
             if states is not None:
                 # Copied, not changed in place: readers iterate the one they
                 # took under the state lock.
-                now = (time.time(), time.monotonic())
+                now = time.time()
                 states = {backend: state if checked or state.health == "unknown"
                           else _changed(state, now, health="unknown", reason="")
                           for backend, state in states.items() if backend in kept}
@@ -260,7 +259,7 @@ class Balancer:
                 return []
             config = self._tables.config
             by_key = config._summary().by_key
-            now = (time.time(), time.monotonic())
+            now = time.time()
             changes: Dict[ServiceKey, Dict[Ident, BackendState]] = {}
             members: Dict[ServiceKey, set] = {}
             lines = []
@@ -309,7 +308,7 @@ class Balancer:
             what = f"{service.label}: backend {backend.label}"
             if old.disabled == disabled:
                 return f"{what} is already {'disabled' if disabled else 'enabled'}"
-            new = _changed(old, (time.time(), time.monotonic()), disabled=disabled)
+            new = _changed(old, time.time(), disabled=disabled)
             self._commit_states(config, {key: {backend_key: new}})
             if disabled:
                 return f"{what} disabled: no new flows until rplbctl backend enable"

@@ -8,6 +8,8 @@ const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_NO_BACKEND] = "no_backend",
 	[RPLB_DROP_STRICT] = "strict",
 	[RPLB_DROP_BAD_CHECKSUM] = "bad_checksum",
+	[RPLB_DROP_KERNEL_RATE] = "kernel_rate",
+	[RPLB_DROP_KERNEL_FULL] = "kernel_full",
 	[RPLB_DROP_HANDOFF_FULL] = "handoff_full",
 	[RPLB_DROP_HANDOFF_AT_STOP] = "handoff_at_stop",
 };
@@ -24,6 +26,8 @@ const char *const rplb_event_names[RPLB_EVENTS] = {
 	[RPLB_EV_FLOWS_MOVED] = "flows_moved",
 	[RPLB_EV_FLOW_TABLE_FULL] = "flow_table_full",
 	[RPLB_EV_TABLES_SEEN] = "tables_seen",
+	[RPLB_EV_TO_KERNEL] = "to_kernel",
+	[RPLB_EV_FROM_KERNEL] = "from_kernel",
 	[RPLB_EV_HANDOFF_SENT] = "handoff_sent",
 	[RPLB_EV_HANDOFF_RECEIVED] = "handoff_received",
 };

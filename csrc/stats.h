@@ -38,6 +38,8 @@ enum rplb_drop_reason {
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
 	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
 	RPLB_DROP_BAD_CHECKSUM, /* the NIC's RX offload found the IPv4 or L4 checksum bad */
+	RPLB_DROP_KERNEL_RATE,  /* for the appliance's own address, over its rate to the kernel */
+	RPLB_DROP_KERNEL_FULL,  /* for the appliance's own address, the kernel interface refused it */
 	RPLB_DROP_HANDOFF_FULL, /* its owner worker's handoff ring was full */
 	RPLB_DROP_HANDOFF_AT_STOP, /* still in a handoff ring when the workers stopped */
 	RPLB_DROP_REASONS
@@ -56,6 +58,8 @@ enum rplb_event {
 	RPLB_EV_FLOWS_MOVED,        /* their backend was removed */
 	RPLB_EV_FLOW_TABLE_FULL,    /* new flow served by Maglev without being stored */
 	RPLB_EV_TABLES_SEEN,        /* table generations this worker switched to */
+	RPLB_EV_TO_KERNEL,          /* from the backends to the appliance's own address: to its kernel interface */
+	RPLB_EV_FROM_KERNEL,        /* sent by the kernel interface, out of the backend port */
 	RPLB_EV_HANDOFF_SENT,       /* received here, handed to the worker that owns its client */
 	RPLB_EV_HANDOFF_RECEIVED,   /* handed here by the worker that received it */
 	RPLB_EVENTS

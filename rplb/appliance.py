@@ -1,9 +1,13 @@
 """The appliance: EAL, two ports, a mempool, the workers, and (with a
-services file) the load balancer, started and stopped in DPDK's order.
+services file) the load balancer, started and stopped in DPDK's order; with
+health_checks in the services file, also its own kernel interface on the
+backend network (rplb.kernel_interface) and the health checks
+(rplb.health).
 
-Shutdown order (DPDK's examples): stop flag -> wait for lcores -> read the
-final counters -> stop and close ports (pcap files complete) -> check that
-every mbuf is back in its pool -> free the pool -> EAL cleanup.
+Shutdown order (DPDK's examples): health checks stop -> stop flag -> wait
+for lcores -> read the final counters -> stop and close ports (pcap files
+complete; the kernel interface goes) -> check that every mbuf is back in
+its pool -> free the pool -> EAL cleanup.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import errno
 import glob
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from rplb import contract, dataplane, sizing, steering
 from rplb.balancer import Balancer
 from rplb.config import Config
 from rplb.errors import RplbError
+from rplb.kernel_interface import DESCRIPTORS as KERNEL_DESCRIPTORS
+from rplb.kernel_interface import KERNEL_BURST, KernelInterface, KernelInterfaceError
 
 
 class SetupError(Exception):
@@ -58,6 +64,7 @@ class Options:
     tx_descriptors: int = 1024
     software_checksums: bool = False    # never use TX checksum offload
     drain_us: int = 100
+    log: Optional[Callable[[str], None]] = None     # health checks' state changes
 
 
 def hugepages_reserved() -> int:
@@ -109,6 +116,8 @@ class Appliance:
         self.workers: List = []
         self.handoff = None                 # the rings between several workers
         self.steering_log: List[str] = []   # how frames reach their worker, per port
+        self.kernel: Optional[KernelInterface] = None
+        self.health = None                  # rplb.health.HealthChecker
         self.started_at = None
         self.mbufs_in_use_at_exit: Optional[int] = None
         self.pdump = False                  # dpdk-dumpcap can attach
@@ -161,16 +170,28 @@ class Appliance:
 
         ports = [dataplane.Port(port_id) for port_id in (frontend_id, backend_id)]
         config = self.options.config
+        health_checks = config.health_checks if config is not None else None
         # Several workers of the load balancer steer frames to each other;
         # the pass-through engine keeps no state, so its workers need not.
         steered = config is not None and len(lcores) > 1
-        mbufs = self.check_resources(ports, len(lcores), steered)
+        # The kernel interface of health checks: a queue pair per worker
+        # too, so that each exchanges frames with the kernel on its own.
+        kernel_queues = len(lcores) if health_checks is not None else 0
+        mbufs = self.check_resources(ports, len(lcores), steered, kernel_queues)
         self.pool = dataplane.Mempool("rplb_mbufs", mbufs, sizing.mempool_cache_size(mbufs))
         for port in ports:
             self.ports.append(port)
-            port.configure(self.pool, len(lcores), self.options.rx_descriptors,
-                           self.options.tx_descriptors,
-                           allow_tx_cksum_offload=not self.options.software_checksums)
+            port.configure(self.pool, self.options.rx_descriptors, self.options.tx_descriptors,
+                           allow_tx_cksum_offload=not self.options.software_checksums,
+                           queues=len(lcores))
+        if health_checks is not None:
+            # One queue pair per worker: each worker exchanges frames with
+            # the kernel on its own, with no handoff between workers.
+            self.kernel = KernelInterface(health_checks, queues=len(lcores))
+            try:
+                self.kernel.open(self.pool)
+            except KernelInterfaceError as err:
+                raise SetupError(str(err)) from None
 
         if config is not None:
             self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
@@ -179,11 +200,11 @@ class Appliance:
                 self.handoff = dataplane.Handoff(len(lcores))
         # Create the workers (and with them their flow tables) before the
         # first publish, so the tables are in place before any packet.
-        # Worker i polls queue i of each port.
+        # Worker i polls queue i of each port (and of the kernel interface).
         for index, lcore in enumerate(lcores):
             self.workers.append(dataplane.Worker(
                 lcore, *self.ports, lb=self.lb, drain_us=self.options.drain_us, queue=index,
-                handoff=self.handoff, handoff_index=index))
+                handoff=self.handoff, handoff_index=index, **self._kernel_path(index)))
         if config is not None:
             self.balancer = Balancer(self.lb, config)
         for port in self.ports:
@@ -192,6 +213,12 @@ class Appliance:
         for worker in self.workers:
             worker.launch()
         self.started_at = time.monotonic()
+        if health_checks is not None:
+            from rplb.health import HealthChecker
+            self.health = HealthChecker(self.balancer, health_checks,
+                                        log=self.options.log or (lambda line: None))
+            self.balancer.add_listener(self.health.update)
+            self.health.start(self.balancer.config)
 
     def choose_steering(self) -> List[str]:
         """Hardware steering where both ports take the rule (each spreads
@@ -217,11 +244,22 @@ class Appliance:
                 port.remove_steering()
         return decision.log_lines(len(self.workers))
 
-    def check_resources(self, ports, workers: int, steered: bool) -> int:
+    def _kernel_path(self, queue: int) -> dict:
+        """The exception path's arguments of the worker that owns queue."""
+        if self.kernel is None:
+            return {}
+        settings = self.kernel.settings
+        return {"kernel": self.kernel.port, "kernel_queue": queue,
+                "local_address": settings.source.ip, "kernel_rate": settings.kernel_rate,
+                "kernel_burst": KERNEL_BURST}
+
+    def check_resources(self, ports, workers: int, steered: bool,
+                        kernel_queues: int = 0) -> int:
         """Refuse a port without a queue pair for every worker, descriptor
         counts a port cannot take and a pool too small for the rings and
         bursts (SetupError naming the limit): each would otherwise start and
-        forward nothing, or fail obscurely.  Returns the pool's size
+        forward nothing, or fail obscurely.  kernel_queues: of the kernel
+        interface (its rings take mbufs too).  Returns the pool's size
         (--mbufs, or the default for this many workers)."""
         options = self.options
         for port in ports:
@@ -244,7 +282,8 @@ class Appliance:
                 n_mbufs, ports=len(ports), queues_per_port=workers, workers=workers,
                 rx_descriptors=options.rx_descriptors, tx_descriptors=options.tx_descriptors,
                 burst=contract.BURST,
-                handoff_ring_size=dataplane.handoff_ring_size(workers) if steered else 0)
+                handoff_ring_size=dataplane.handoff_ring_size(workers) if steered else 0,
+                kernel_queues=kernel_queues, kernel_descriptors=KERNEL_DESCRIPTORS)
         if options.mbufs is None:
             return sizing.default_mbufs(need_for)
         problem = sizing.check_mbufs(options.mbufs, need_for(options.mbufs))
@@ -300,6 +339,10 @@ class Appliance:
             snap["ports"].append(entry)
         if self.balancer is not None:
             snap["services"] = self.balancer.service_stats(services_limit)
+        if self.kernel is not None:
+            snap["kernel_interface"] = {
+                **self.kernel.describe(),
+                "checked_backends": self.health.checked if self.health is not None else 0}
         if self.pool is not None:
             snap["mbufs"] = {"size": self.pool.size, "in_use": self.pool.in_use}
         return snap
@@ -307,8 +350,10 @@ class Appliance:
     # ---- stop ----------------------------------------------------------------
 
     def stop_workers(self) -> None:
-        """Stop every worker; then, none running, free (and count) what
-        they handed each other and nobody took."""
+        """Stop the health checks, then every worker; then, none running,
+        free (and count) what they handed each other and nobody took."""
+        if self.health is not None:
+            self.health.close()
         for worker in self.workers:
             worker.request_stop()
         for worker in self.workers:
@@ -326,6 +371,12 @@ class Appliance:
                 port.close()
             except RplbError as err:
                 errors.append(err)
+        if self.kernel is not None:
+            try:
+                self.kernel.close()
+            except RplbError as err:
+                errors.append(err)
+            self.kernel = None
         for worker in self.workers:
             worker.close()
         if self.handoff is not None:

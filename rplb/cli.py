@@ -234,8 +234,8 @@ def check_config(eal_args: List[str], args: argparse.Namespace) -> int:
     if not config.services:
         log(empty_warning(path), WARNING)
     if args.mbufs is not None:
-        problem = sizing.check_mbufs(args.mbufs, mbuf_need(args.mbufs, workers,
-                                                           args.descriptors))
+        problem = sizing.check_mbufs(args.mbufs, mbuf_need(config, args.mbufs,
+                                                           args.descriptors, workers))
         if problem:
             raise CliError(problem)
     return 0
@@ -321,7 +321,8 @@ def _run(eal_args: List[str], args: argparse.Namespace) -> int:
 
     appliance = Appliance(eal_args, Options(
         ports=args.ports, config=config, mbufs=args.mbufs, rx_descriptors=args.descriptors,
-        tx_descriptors=args.descriptors, software_checksums=args.software_checksums))
+        tx_descriptors=args.descriptors, software_checksums=args.software_checksums,
+        log=log))
     status = 0
     telemetry = prometheus = None
     try:
@@ -357,6 +358,11 @@ def _run(eal_args: List[str], args: argparse.Namespace) -> int:
                 f"{port.queues} queue pair{'' if port.queues == 1 else 's'}")
         for line in appliance.steering_log:
             log(line)
+        if appliance.kernel is not None:
+            kernel = appliance.kernel.describe()
+            checked = sum(len(s.backends) for s in config.services if s.health is not None)
+            log(f"health checks from {kernel['source']} on interface {kernel['interface']} "
+                f"(port {kernel['port_id']}): {checked} backends checked")
         log("dpdk-dumpcap can capture on these ports" if appliance.pdump else
             f"dpdk-dumpcap cannot attach ({appliance.pdump_error}; it needs hugepages "
             "and no --no-shconf)")

@@ -228,6 +228,41 @@ def port_ids():
             if rte_eth_dev_is_valid_port(<uint16_t>p)]
 
 
+def vdev_add(str name, str args, str quiet_log_type=None):
+    """Hot-plug the virtual device name (e.g. "net_tap_rplb") with its
+    driver arguments (e.g. "iface=rplb0") after EAL's start, as --vdev
+    would have; returns the id of the port it creates.  quiet_log_type: a
+    DPDK log type (e.g. "pmd.net.tap") held to critical messages during
+    the probe, unless debug messages were asked for.  Raises RplbError."""
+    cdef uint16_t port_id
+    cdef int log_type = -1, level = 0
+    if quiet_log_type is not None:
+        log_type = rte_log_register(quiet_log_type.encode())
+        if log_type >= 0:
+            level = rte_log_get_level(log_type)
+            if level >= <int>RTE_LOG_DEBUG:
+                log_type = -1
+            else:
+                rte_log_set_level(log_type, RTE_LOG_CRIT)
+    try:
+        rc = rte_eal_hotplug_add(b"vdev", name.encode(), args.encode())
+    finally:
+        if log_type >= 0:
+            rte_log_set_level(log_type, level)
+    check_rc(rc, f"cannot create the virtual device {name},{args}")
+    rc = rte_eth_dev_get_port_by_name(name.encode(), &port_id)
+    if rc < 0:
+        rte_eal_hotplug_remove(b"vdev", name.encode())
+        check_rc(rc, f"the virtual device {name} made no port")
+    return port_id
+
+
+def vdev_remove(str name):
+    """Remove a virtual device vdev_add created (close its port first)."""
+    check_rc(rte_eal_hotplug_remove(b"vdev", name.encode()),
+             f"cannot remove the virtual device {name}")
+
+
 # ---- Maglev ----------------------------------------------------------------
 
 def maglev_fill(offset, skip, weight, unsigned int size):
@@ -421,8 +456,9 @@ cdef class Port:
         self.started = False
         self.closed = False
 
-    def configure(self, Mempool pool, unsigned int queues=1, unsigned int rx_descriptors=1024,
-                  unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True):
+    def configure(self, Mempool pool, unsigned int rx_descriptors=1024,
+                  unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True,
+                  unsigned int queues=1):
         """Set up queues rx and tx queues (one pair per worker).  TX checksum
         offload (IPv4, TCP, UDP) is enabled when the port has all three and
         it is allowed; RX checksum offload whenever the port has it (the
@@ -438,9 +474,6 @@ cdef class Port:
         what = f"port {self.port_id} ({self.name})"
         if socket_id < 0:
             socket_id = rte_socket_id()
-        if queues < 1 or queues > self.max_queues:
-            raise RplbError(22, f"{what}: {queues} queue pairs asked, it offers at most "
-                                f"{self.max_queues}")
         check_rc(rte_eth_dev_info_get(self.port_id, &info), f"{what}: device info")
         memset(&conf, 0, sizeof(conf))
         self.tx_cksum_offload = allow_tx_cksum_offload and (info.tx_offload_capa & TX_CKSUM) == TX_CKSUM
@@ -448,6 +481,9 @@ cdef class Port:
             conf.txmode.offloads |= TX_CKSUM
         conf.rxmode.offloads |= info.rx_offload_capa & RX_CKSUM
         self.rx_cksum_offload = (info.rx_offload_capa & RX_CKSUM) != 0
+        if queues < 1 or queues > info.max_rx_queues or queues > info.max_tx_queues:
+            raise RplbError(22, f"{what}: {queues} queue pairs asked, the port has at most "
+                                f"{min(info.max_rx_queues, info.max_tx_queues)}")
         self.rss_spreads = queues > 1 and (info.flow_type_rss_offloads & RSS_IPV4_TYPES) != 0
         if self.rss_spreads:
             conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS
@@ -818,6 +854,15 @@ cdef class LoadBalancer:
             self.lb = NULL
 
 
+cdef extern from "<arpa/inet.h>" nogil:
+    uint32_t htonl(uint32_t host_order)
+
+
+cdef uint32_t _network_order_ip(uint32_t host_order):
+    """The value whose memory holds host_order's bytes in network order."""
+    return htonl(host_order)
+
+
 def _ip(uint32_t network_order):
     """The dotted quad of an address stored as it was on the wire."""
     return ".".join(str((network_order >> shift) & 0xFF) for shift in (0, 8, 16, 24))
@@ -852,11 +897,9 @@ def steering_owner(address, unsigned int n_workers):
     an int in host order) among n_workers, with software steering
     (csrc/steer.h; no EAL needed)."""
     import ipaddress
-    cdef uint32_t host = int(ipaddress.IPv4Address(address))
     # The C side takes the address as it lies on the wire.
-    cdef uint32_t wire = ((host & 0xFF) << 24) | ((host & 0xFF00) << 8) \
-        | ((host >> 8) & 0xFF00) | (host >> 24)
-    return rplb_steer_software_owner(wire, n_workers)
+    return rplb_steer_software_owner(_network_order_ip(int(ipaddress.IPv4Address(address))),
+                                     n_workers)
 
 
 cdef class Handoff:
@@ -894,10 +937,8 @@ cdef class Handoff:
     def owner(self, address):
         """The index of the worker that owns a client address."""
         import ipaddress
-        cdef uint32_t host = int(ipaddress.IPv4Address(address))
-        cdef uint32_t wire = ((host & 0xFF) << 24) | ((host & 0xFF00) << 8) \
-            | ((host >> 8) & 0xFF00) | (host >> 24)
-        return rplb_handoff_owner(self._get(), wire)
+        return rplb_handoff_owner(self._get(),
+                                  _network_order_ip(int(ipaddress.IPv4Address(address))))
 
     def close(self):
         if self.handoff != NULL:
@@ -922,7 +963,17 @@ cdef class Worker:
 
     def __cinit__(self, unsigned int lcore_id, Port frontend, Port backend,
                   LoadBalancer lb=None, unsigned int drain_us=100, unsigned int queue=0,
-                  Handoff handoff=None, unsigned int handoff_index=0):
+                  Handoff handoff=None, unsigned int handoff_index=0, Port kernel=None,
+                  unsigned int kernel_queue=0, local_address=None,
+                  unsigned int kernel_rate=0, unsigned int kernel_burst=0):
+        """queue: this worker's rx and tx queue on both ports; handoff, with
+        handoff_index: the rings between several workers of the load
+        balancer and this worker's place among them.  kernel: the port of
+        the appliance's own kernel interface (the exception path,
+        csrc/rplb.h), whose queue pair kernel_queue is this worker's;
+        local_address its IPv4 address (an ipaddress.IPv4Address or text);
+        kernel_rate, kernel_burst: what the worker hands the kernel at most
+        (frames per second, at once)."""
         cdef rplb_worker_params params
         cdef const rplb_engine *engine
         cdef void *state = NULL
@@ -944,6 +995,17 @@ cdef class Worker:
         params.rx_cksum_offload[1] = backend.rx_cksum_offload
         params.drain_us = drain_us
         params.socket_id = rte_lcore_to_socket_id(lcore_id)
+        if kernel is not None:
+            import ipaddress
+            if kernel_queue >= kernel.queues:
+                raise RplbError(22, f"port {kernel.port_id} has no queue {kernel_queue}")
+            params.local_addr = _network_order_ip(int(ipaddress.IPv4Address(local_address)))
+            if params.local_addr == 0 or kernel_rate == 0 or kernel_burst == 0:
+                raise RplbError(22, "the exception path needs an address, a rate and a burst")
+            params.kernel_port = kernel.port_id
+            params.kernel_queue = kernel_queue
+            params.kernel_rate = kernel_rate
+            params.kernel_burst = kernel_burst
         if lb is None:
             engine = rplb_engine_fwd()
         else:
@@ -956,7 +1018,7 @@ cdef class Worker:
         self.lcore_id = lcore_id
         self.queue = queue
         self.engine = rplb_engine_name(engine).decode()
-        self._keep = (frontend, backend, lb, handoff)
+        self._keep = (frontend, backend, lb, handoff, kernel)
 
     def launch(self):
         """Start the loop on its lcore (returns at once); again after stop()."""

@@ -48,7 +48,10 @@ class MbufNeed:
       (workers x cache_flush_threshold(cache));
     - with several workers, every handoff ring (one per ordered pair of
       workers, workers x (workers - 1)) may be full: handoff_ring_size - 1
-      mbufs each.
+      mbufs each;
+    - the appliance's own kernel interface (health_checks), whose queues
+      hold mbufs as a port's do (kernel_queues x (2 x kernel_descriptors)),
+      and each worker's buffer of frames for it (workers x burst).
 
     rplb runs one worker per lcore but the main one, each with a queue of
     its own on each port: queues_per_port is the worker count.
@@ -61,10 +64,13 @@ class MbufNeed:
     burst: int
     cache_size: int
     handoff_ring_size: int = 0      # 0: the workers do not steer (one worker)
+    kernel_queues: int = 0
+    kernel_descriptors: int = 0
 
     @property
     def rings(self) -> int:
-        return self.ports * self.queues_per_port * (self.rx_descriptors + self.tx_descriptors)
+        return (self.ports * self.queues_per_port * (self.rx_descriptors + self.tx_descriptors)
+                + self.kernel_queues * 2 * self.kernel_descriptors)
 
     @property
     def handoff(self) -> int:
@@ -74,7 +80,10 @@ class MbufNeed:
 
     @property
     def bursts_per_worker(self) -> int:
-        return 1 + self.ports + (1 if self.handoff_ring_size else 0)
+        """The rx burst in hand, a tx buffer per port, with several workers
+        one burst taken from the rings, with a kernel interface its buffer."""
+        return (1 + self.ports + (1 if self.handoff_ring_size else 0)
+                + (1 if self.kernel_queues else 0))
 
     @property
     def per_worker(self) -> int:
@@ -87,8 +96,12 @@ class MbufNeed:
     def explain(self) -> str:
         handoff = (f"{self.workers * (self.workers - 1)} handoff rings x "
                    f"{self.handoff_ring_size - 1} + " if self.handoff_ring_size else "")
+        kernel = ""
+        if self.kernel_queues:
+            kernel = (f" + the kernel interface's {_plural(self.kernel_queues, 'queue')} x "
+                      f"2 x {self.kernel_descriptors} descriptors")
         return (f"{self.ports} ports x {_plural(self.queues_per_port, 'queue')} x "
-                f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors) "
+                f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors){kernel} "
                 f"+ {handoff}{_plural(self.workers, 'worker')} x ({self.bursts_per_worker} "
                 f"bursts of {self.burst} + {cache_flush_threshold(self.cache_size)} in its "
                 f"mempool cache) = {self.total}")
@@ -96,14 +109,17 @@ class MbufNeed:
 
 def mbufs_needed(n_mbufs: int, ports: int, queues_per_port: int, workers: int,
                  rx_descriptors: int, tx_descriptors: int, burst: int,
-                 handoff_ring_size: int = 0) -> MbufNeed:
+                 handoff_ring_size: int = 0, kernel_queues: int = 0,
+                 kernel_descriptors: int = 0) -> MbufNeed:
     """What a pool of n_mbufs must hold (its cache size depends on n_mbufs).
     handoff_ring_size: of the rings between workers that steer frames to
-    each other (several workers of the load balancer), else 0."""
+    each other (several workers of the load balancer), else 0;
+    kernel_queues: of the appliance's own kernel interface, 0 without one."""
     return MbufNeed(ports=ports, queues_per_port=queues_per_port, workers=workers,
                     rx_descriptors=rx_descriptors, tx_descriptors=tx_descriptors,
                     burst=burst, cache_size=mempool_cache_size(n_mbufs),
-                    handoff_ring_size=handoff_ring_size if workers > 1 else 0)
+                    handoff_ring_size=handoff_ring_size if workers > 1 else 0,
+                    kernel_queues=kernel_queues, kernel_descriptors=kernel_descriptors)
 
 
 #: The pool rplb-dpdk makes when --mbufs is not given, unless the rings and

@@ -10,8 +10,10 @@
  * the other worker takes them when the input says so.  Interleaved: table
  * changes, clock jumps that make flows expire, flow samples, offloads,
  * steering modes.  The rings are small (RING_SIZE), so full rings happen.
- * After every input each mbuf must be back in the pool: a leak aborts like
- * a crash.
+ * The workers have the exception path (a third net_null port as their
+ * kernel interface, a queue each, LOCAL_ADDR its address), so frames for
+ * the appliance's own address take it.  After every input each mbuf must
+ * be back in the pool: a leak aborts like a crash.
  *
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
@@ -57,6 +59,9 @@
 /* Entries of each handoff ring: small, so that an input fills one (drop
  * handoff_full). */
 #define RING_SIZE 16
+/* The appliance's own address: among the backends' (192.168.1.0-7 and
+ * this) so that frames from both rate classes reach it. */
+#define LOCAL_ADDR RTE_IPV4(192, 168, 1, 250)
 
 static struct rte_mempool *pool;
 static struct rplb_lb *lb;
@@ -251,7 +256,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char *eal_argv[] = { (*argv)[0], "--no-huge", "-m", "256", "--no-pci", "-l", "0",
 			     "--no-shconf", "--log-level=*:error",
-			     "--vdev", "net_null0,no-rx=1", "--vdev", "net_null1,no-rx=1", NULL };
+			     "--vdev", "net_null0,no-rx=1", "--vdev", "net_null1,no-rx=1",
+			     "--vdev", "net_null2,no-rx=1", NULL };
 	struct rplb_lb_params lb_params = {
 		/* 108 flows: 32 buckets 84% full when the table is, so inserts
 		 * take cuckoo moves and the table fills (flow_table_full). */
@@ -264,7 +270,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	pool = rte_pktmbuf_pool_create("fuzz", POOL_SIZE, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
 				       rte_socket_id());
-	if (pool == NULL || setup_port(0) < 0 || setup_port(1) < 0)
+	if (pool == NULL || setup_port(0) < 0 || setup_port(1) < 0 || setup_port(2) < 0)
 		abort();
 	lb = rplb_lb_create(&lb_params);
 	handoff = rplb_handoff_create_with_rings(WORKERS, RING_SIZE, rte_socket_id());
@@ -275,6 +281,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 			.frontend_port = 0, .backend_port = 1, .rx_queue = w, .tx_queue = w,
 			.drain_us = 100, .socket_id = SOCKET_ID_ANY,
 			.handoff = handoff, .handoff_index = w,
+			/* A low rate: inputs with many frames to the kernel hit it. */
+			.local_addr = RTE_BE32(LOCAL_ADDR), .kernel_port = 2, .kernel_queue = w,
+			.kernel_rate = 1000, .kernel_burst = 8,
 		};
 
 		/* Offloads on one side, software on the other (op 0x83
@@ -352,6 +361,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (w = 0; w < WORKERS; w++) {
 				rplb_worker_flush(workers[w], RPLB_FRONTEND);
 				rplb_worker_flush(workers[w], RPLB_BACKEND);
+				rplb_worker_flush_kernel(workers[w]);
 				workers[w]->engine->stop(workers[w]);
 			}
 			for (w = 0; w < WORKERS; w++)
@@ -386,6 +396,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (w = 0; w < WORKERS; w++) {
 		rplb_worker_flush(workers[w], RPLB_FRONTEND);
 		rplb_worker_flush(workers[w], RPLB_BACKEND);
+		rplb_worker_flush_kernel(workers[w]);
 	}
 	housekeeping_all(0);
 	if (rte_mempool_in_use_count(pool) != 0) {

@@ -61,7 +61,7 @@
 #define RING_SIZE 16
 /* The appliance's own address: among the backends' (192.168.1.0-7 and
  * this) so that frames from both rate classes reach it. */
-#define LOCAL_ADDR RTE_IPV4(192, 168, 1, 250)
+#define LOCAL_ADDR 0xc0a801fau    /* 192.168.1.250 (RTE_IPV4 shifts an int: UB for 192) */
 
 static struct rte_mempool *pool;
 static struct rplb_lb *lb;

@@ -215,14 +215,18 @@ class HealthNet:
                               "health": health,
                               "backends": [{"ip": ip, "port": 8080} for ip in self.backends]}]}
 
-    def start_rplb(self, config: dict, *rplb_args) -> None:
+    def start_rplb(self, config: dict, *rplb_args, qpairs: int = 1, lcores: str = "0-1") -> None:
+        """qpairs: queue pairs of each net_af_packet port (one per worker:
+        give as many worker lcores)."""
         import yaml
         self.config_path = self.tmp / "services.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         prefix = file_prefix()
-        vdevs = [f"net_af_packet0,iface={self.c1},framecnt=8192",
-                 f"net_af_packet1,iface={self.s1},framecnt=8192"]
-        self.rplb = LiveRplb([*eal_args(prefix, vdevs), "--", "--config", str(self.config_path),
+        queues = f",qpairs={qpairs}" if qpairs > 1 else ""
+        vdevs = [f"net_af_packet0,iface={self.c1}{queues},framecnt=8192",
+                 f"net_af_packet1,iface={self.s1}{queues},framecnt=8192"]
+        self.rplb = LiveRplb([*eal_args(prefix, vdevs, lcores), "--", "--config",
+                              str(self.config_path),
                               "--stats-json", str(self.tmp / "stats.json"),
                               "--control-socket", str(self.socket), *rplb_args],
                              prefix, cwd=self.tmp)

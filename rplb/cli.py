@@ -29,7 +29,11 @@ consistent hashing, replies are rewritten back, pings to VIPs are answered.
 
 EAL options (DPDK's own, e.g. -l 0-1 --vdev ... --no-huge -m 1024) come
 before `--`; without `--` every argument is an rplb option and EAL uses its
-defaults (all cores, hugepages, PCI devices)."""
+defaults (all cores, hugepages, PCI devices).  Every lcore but the main one
+runs a worker with an rx/tx queue pair of its own on each port (e.g. -l 0-4:
+four workers; net_af_packet needs qpairs=4); a flow's frames go to the
+worker that owns its client address, steered by the NICs where both ports
+accept an rte_flow RSS rule, else by the workers."""
 
 EPILOG = """\
 examples:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
 from typing import Callable, List
 
+from scapy.arch.linux import L2ListenSocket
 from scapy.config import conf
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
@@ -42,6 +45,54 @@ conf.verb = 0
 # IEEE 802's local experimental EtherType: not IPv4, so rplb passes it through.
 MARKER_ETHERTYPE = 0x88B5
 _names = itertools.count()
+
+# <linux/if_packet.h>: getsockopt(SOL_PACKET, PACKET_STATISTICS) gives
+# struct tpacket_stats {unsigned tp_packets, tp_drops} and resets it.
+SOL_PACKET, PACKET_STATISTICS = 263, 6
+SO_RCVBUFFORCE = 33              # <asm-generic/socket.h>; Python's socket lacks it
+# Room for every frame of an exchange while the capture thread waits for the
+# GIL (scapy asks for 64 KiB: about a hundred small frames on a tap).
+CAPTURE_BUFFER = 32 << 20
+
+
+class Capture:
+    """A capture of every frame seen on an interface, handed to prn in a
+    thread of its own (scapy's AsyncSniffer) from a socket with room for a
+    whole exchange; dropped() says how many frames the socket had to drop.
+
+    The thread shares the GIL with the test that sends: on a loaded machine
+    it fell a few hundred frames behind, scapy's 64 KiB buffer overflowed and
+    a frame rplb had sent was missing from the capture."""
+
+    def __init__(self, iface: str, prn: Callable):
+        self.socket = L2ListenSocket(iface=iface)
+        try:
+            self.socket.ins.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
+                                       CAPTURE_BUFFER)
+        except PermissionError:          # without CAP_NET_ADMIN: up to rmem_max
+            self.socket.ins.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER)
+        self.socket.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)   # from now on
+        self.started = threading.Event()
+        self._sniffer = AsyncSniffer(opened_socket=self.socket, prn=prn, store=False,
+                                     started_callback=self.started.set)
+
+    def start(self, timeout: float) -> None:
+        self._sniffer.start()
+        if not self.started.wait(timeout):
+            raise AssertionError(f"the capture on {self.socket.iface} did not start")
+
+    def dropped(self) -> int:
+        """Frames the socket dropped since the last call."""
+        _, drops = struct.unpack("II", self.socket.ins.getsockopt(
+            SOL_PACKET, PACKET_STATISTICS, 8))
+        return drops
+
+    def stop(self) -> None:
+        try:
+            if self._sniffer.running:
+                self._sniffer.stop()
+        finally:
+            self.socket.close()
 
 
 class TapWire:
@@ -93,7 +144,7 @@ class TapWire:
         marker = Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b",
                        type=MARKER_ETHERTYPE) / Raw(nonce)
         seen = []
-        started, marker_seen = threading.Event(), threading.Event()
+        marker_seen = threading.Event()
 
         def keep(pkt):
             if Ether in pkt and pkt[Ether].type == MARKER_ETHERTYPE:
@@ -102,12 +153,9 @@ class TapWire:
             elif match(pkt):
                 seen.append(pkt)
         # scapy fills sniffer.results only at stop(): collect as they arrive.
-        sniffer = AsyncSniffer(iface=in_iface, prn=keep, store=False,
-                               started_callback=started.set)
-        sniffer.start()
+        capture = Capture(in_iface, keep)
         try:
-            if not started.wait(timeout):
-                raise AssertionError(f"the capture on {in_iface} did not start")
+            capture.start(timeout)
             received = self.received(out_side)
             sendp(frames, iface=out_iface)
             deadline = time.monotonic() + timeout
@@ -120,8 +168,12 @@ class TapWire:
             if not marker_seen.wait(timeout):
                 raise AssertionError(f"the marker frame did not come through rplb to "
                                      f"{in_iface} within {timeout} s ({len(seen)} frames seen)")
+            dropped = capture.dropped()
+            if dropped:
+                raise AssertionError(f"the capture on {in_iface} dropped {dropped} frames "
+                                     f"({len(seen)} seen): the test, not rplb, lost them")
         finally:
-            sniffer.stop()
+            capture.stop()
         return list(seen)
 
     def to_backends(self, frames, match=None, timeout=10.0):

@@ -68,14 +68,17 @@ while True:
 
 # A client that opens a connection to the VIP every period seconds (each in
 # a thread of its own, so that a slow one does not delay the next) and
-# prints one JSON line per attempt: its start time, and the backend that
-# answered or the error.
+# prints one JSON line per attempt: when it began ("t") and ended ("end"),
+# and the backend that answered or the error.  Both times are taken by the
+# attempt itself: on a loaded machine a thread begins well after the time
+# it was scheduled for, and an attempt lasts long enough to be under way
+# when a backend is killed.
 CLIENT = r"""
 import json, socket, sys, threading, time
 vip, period, stop_file = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 lock = threading.Lock()
-def attempt(started):
-    result = {"t": started}
+def attempt():
+    result = {"t": time.time()}
     try:
         with socket.create_connection((vip, 80), timeout=2) as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
@@ -91,12 +94,13 @@ def attempt(started):
             result["error"] = head[:40].decode(errors="replace")
     except OSError as err:
         result["error"] = type(err).__name__
+    result["end"] = time.time()
     with lock:
         print(json.dumps(result), flush=True)
 import os
 next_start = time.time()
 while not os.path.exists(stop_file):
-    threading.Thread(target=attempt, args=(next_start,), daemon=True).start()
+    threading.Thread(target=attempt, daemon=True).start()
     next_start += period
     time.sleep(max(0.0, next_start - time.time()))
 time.sleep(2.5)

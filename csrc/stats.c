@@ -20,6 +20,7 @@ const char *const rplb_event_names[RPLB_EVENTS] = {
 	[RPLB_EV_FLOWS_CREATED] = "flows_created",
 	[RPLB_EV_FLOWS_EXPIRED] = "flows_expired",
 	[RPLB_EV_FLOWS_MOVED] = "flows_moved",
+	[RPLB_EV_FLOWS_SUPERSEDED] = "flows_superseded",
 	[RPLB_EV_FLOW_TABLE_FULL] = "flow_table_full",
 	[RPLB_EV_TABLES_SEEN] = "tables_seen",
 };

@@ -46,6 +46,7 @@ enum rplb_event {
 	RPLB_EV_FLOWS_CREATED,
 	RPLB_EV_FLOWS_EXPIRED,
 	RPLB_EV_FLOWS_MOVED,        /* their backend was removed */
+	RPLB_EV_FLOWS_SUPERSEDED,   /* ended: a newer flow took their backend-side tuple */
 	RPLB_EV_FLOW_TABLE_FULL,    /* new flow served by Maglev without being stored */
 	RPLB_EV_TABLES_SEEN,        /* table generations this worker switched to */
 	RPLB_EVENTS

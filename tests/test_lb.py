@@ -438,3 +438,41 @@ def test_bad_checksum_stays_bad_through_a_software_rewrite(tmp_path):
     # ... by exactly the same one's-complement error as on arrival
     assert (correct - out[TCP].chksum) % 0xFFFF == (good - bad) % 0xFFFF
     assert run.stats["drops"]["bad_checksum"] == 0
+
+
+def test_a_new_flow_takes_over_the_backend_tuple_of_an_older_one(tmp_path):
+    """Two flows, one backend-side tuple: a client reuses its source port for
+    a second VIP served by the same backend while the first connection's
+    flow is still stored (closing flows stay 10 s).  The backend can hold
+    one connection on client ip:port <-> backend ip:port: the new flow
+    takes that tuple over, so the backend's SYN-ACK leaves from the VIP the
+    client is calling now; the older flow ends, counted flows_superseded.
+    (Before, the SYN-ACK left from the old VIP and the client reset the
+    connection: 8-15 of 400 curls alternating between two such VIPs
+    failed.)"""
+    shared = {"ip": "192.168.9.9", "port": 8000}
+    services = [
+        {"name": "a", "vip": "10.0.0.100", "proto": "tcp", "port": 80, "backends": [shared]},
+        {"name": "b", "vip": "10.0.0.101", "proto": "tcp", "port": 81, "backends": [shared]},
+    ]
+    client_ip, port = "203.0.113.21", 45555
+    frontend = [client(client_ip, port, "10.0.0.100", 80, flags="S"),
+                client(client_ip, port, "10.0.0.100", 80, flags="A"),
+                client(client_ip, port, "10.0.0.100", 80, flags="FA"),     # closing
+                client(client_ip, port, "10.0.0.101", 81, flags="S")]      # port reused
+    synack = Ether(src=SERVER_MAC, dst=LB_MAC) / IP(src="192.168.9.9", dst=client_ip) \
+        / TCP(sport=8000, dport=port, flags="SA", seq=7000, ack=1001)
+    # The frontend's four frames are one rx burst, read before the backend's.
+    run = lb_run(tmp_path, frontend=frontend, backend=[synack], services=services)
+    assert [(Ether(f)[IP].dst, Ether(f)[TCP].dport) for f in run.backend_out] == \
+        [("192.168.9.9", 8000)] * 4
+    assert len(run.frontend_out) == 1
+    out = Ether(run.frontend_out[0])
+    assert (out[IP].src, out[TCP].sport) == ("10.0.0.101", 81)      # b's, the new flow
+    assert (out[IP].dst, out[TCP].dport) == (client_ip, port)
+    assert_checksums_valid(run.frontend_out[0])
+    events = run.stats["events"]
+    assert events["flows_created"] == 2 and events["flows_superseded"] == 1
+    assert events["to_client_by_flow"] == 1
+    active = {s["service"]: s["active_flows"] for s in run.stats["services"]}
+    assert active == {"a": 0, "b": 1}

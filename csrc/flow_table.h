@@ -275,7 +275,7 @@ rplb_note_placement(struct rplb_flow_table *table, uint32_t primary, uint32_t bu
 }
 
 /* Bit i set where word i of the bucket's 8 equals value. */
-static inline uint32_t
+static __rte_always_inline uint32_t
 rplb_bucket_match(const uint32_t words[RPLB_BUCKET_SLOTS], uint32_t value)
 {
 #if defined(RTE_ARCH_X86_64)
@@ -448,7 +448,7 @@ rplb_flow_match_first(const struct rplb_flow_table *table, const struct rplb_flo
  * it, and only if its primary bucket ever overflowed; unless its hash
  * equals an empty slot's signature, when EMPTY may have come from such a
  * slot. */
-static inline uint32_t
+static __rte_always_inline uint32_t
 rplb_flow_lookup_unmatched(const struct rplb_flow_table *table, const struct rplb_flow_key *key,
 			   uint32_t hash)
 {

@@ -20,6 +20,7 @@
 
 #include "flow_sample.h"
 #include "flow_table.h"
+#include "fragment_table.h"
 #include "rplb.h"
 
 #define RPLB_NO_BACKEND UINT32_MAX
@@ -89,8 +90,13 @@ struct rplb_lb_tables {
 	uint32_t *maglev;
 };
 
+/* What one worker owns: every piece of per-flow state (flows, fragments)
+ * lives here, never in shared state, so that workers fed by the client
+ * address (a client's packets, its replies, its fragments and the ICMP
+ * errors quoting it all reach one worker) never look at each other's. */
 struct rplb_lb_worker {
 	struct rplb_flow_table *flows;
+	struct rplb_fragment_table *fragments;
 	struct rplb_flow_sample_slot *sample;
 	struct rplb_service_counters *service_counters;
 	struct rplb_backend_counters *backend_counters;
@@ -103,6 +109,10 @@ struct rplb_lb {
 	struct rte_rcu_qsbr *qsbr;
 	uint32_t flow_table_size;
 	uint32_t timeout_ticks[RPLB_FLOW_STATES];   /* in flow clock ticks */
+	/* Each worker's fragment state (rplb_lb_params). */
+	uint32_t fragment_datagrams;
+	uint32_t fragment_held;
+	uint32_t fragment_timeout_s;
 	int socket_id;
 	unsigned int max_workers;
 	unsigned int n_workers;

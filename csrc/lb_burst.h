@@ -117,7 +117,7 @@ backend_slot(uint32_t backend_id)
 /* A packet of a flow, counted in its backend's slot: its service's totals
  * are summed from its backends' by the control plane (struct
  * rplb_service_counters). */
-static inline void
+static __rte_always_inline void
 count_packet(struct resolve_context *context, uint32_t slot, uint32_t bytes)
 {
 	struct rplb_backend_counters *counters = &context->backend_counters[slot];

@@ -351,6 +351,18 @@ rplb_lb_create(const struct rplb_lb_params *params)
 	lb->flow_table_size = params->flow_table_size;
 	lb->max_workers = params->max_workers;
 	lb->socket_id = params->socket_id;
+	lb->fragment_datagrams = params->fragment_datagrams != 0 ?
+		params->fragment_datagrams : RPLB_FRAGMENT_DEFAULT_DATAGRAMS;
+	lb->fragment_held = params->fragment_held;
+	lb->fragment_timeout_s = params->fragment_timeout_s != 0 ?
+		params->fragment_timeout_s : RPLB_FRAGMENT_DEFAULT_TIMEOUT_S;
+	if (lb->fragment_datagrams > RPLB_FRAGMENT_MAX_DATAGRAMS ||
+	    lb->fragment_held > RPLB_FRAGMENT_MAX_HELD ||
+	    lb->fragment_timeout_s > RPLB_FRAGMENT_MAX_TIMEOUT_S) {
+		rte_free(lb);
+		rte_errno = EINVAL;
+		return NULL;
+	}
 
 	/* Thread ids of the RCU are lcore ids: any lcore may host a worker. */
 	qsbr_size = rte_rcu_qsbr_get_memsize(RTE_MAX_LCORE);
@@ -388,6 +400,7 @@ rplb_lb_free(struct rplb_lb *lb)
 		return;
 	for (i = 0; i < lb->n_workers; i++) {
 		rplb_flow_table_free(lb->workers[i].flows);
+		rplb_fragment_table_free(lb->workers[i].fragments);
 		rte_free(lb->workers[i].service_counters);
 		rte_free(lb->workers[i].backend_counters);
 		rplb_flow_sample_slot_free(lb->workers[i].sample);
@@ -417,11 +430,24 @@ rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STAT
 	return 0;
 }
 
+/* Free what rplb_lb_add_worker allocated for a worker (NULLs skipped). */
+static void
+worker_state_free(struct rplb_lb_worker *lw)
+{
+	rplb_flow_table_free(lw->flows);
+	rplb_fragment_table_free(lw->fragments);
+	rte_free(lw->service_counters);
+	rte_free(lw->backend_counters);
+	rplb_flow_sample_slot_free(lw->sample);
+	memset(lw, 0, sizeof(*lw));
+}
+
 int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
 	struct rplb_lb_worker *lw;
 	unsigned int index = lb->n_workers;
+	uint64_t fragment_ticks;
 	int rc;
 
 	if (index >= lb->max_workers || lcore_id >= RTE_MAX_LCORE)
@@ -430,6 +456,17 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 	memset(lw, 0, sizeof(*lw));
 	lw->lcore_id = lcore_id;
 	lw->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
+	if (lw->flows == NULL) {
+		rc = -rte_errno;
+		worker_state_free(lw);
+		return rc;
+	}
+	/* In the flow clock's ticks: the worker ages fragments with it. */
+	fragment_ticks = ((uint64_t)lb->fragment_timeout_s * rte_get_tsc_hz()) >>
+			 lw->flows->clock_shift;
+	lw->fragments = rplb_fragment_table_create(lb->fragment_datagrams, lb->fragment_held,
+						   (uint32_t)RTE_MAX(fragment_ticks, 1ull),
+						   lb->socket_id);
 	lw->service_counters = rte_zmalloc_socket("rplb_service_counters",
 		RPLB_MAX_SERVICES * sizeof(*lw->service_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
@@ -437,23 +474,14 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		RPLB_MAX_BACKENDS * sizeof(*lw->backend_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
 	lw->sample = rplb_flow_sample_slot_create(lb->socket_id);
-	if (lw->flows == NULL || lw->service_counters == NULL || lw->backend_counters == NULL ||
-	    lw->sample == NULL) {
-		rc = lw->flows == NULL ? -rte_errno : -ENOMEM;
-		rplb_flow_table_free(lw->flows);
-		rte_free(lw->service_counters);
-		rte_free(lw->backend_counters);
-		rplb_flow_sample_slot_free(lw->sample);
-		memset(lw, 0, sizeof(*lw));
-		return rc != 0 ? rc : -ENOMEM;
+	if (lw->fragments == NULL || lw->service_counters == NULL ||
+	    lw->backend_counters == NULL || lw->sample == NULL) {
+		worker_state_free(lw);
+		return -ENOMEM;
 	}
 	rc = rte_rcu_qsbr_thread_register(lb->qsbr, lcore_id);
 	if (rc != 0) {
-		rplb_flow_table_free(lw->flows);
-		rte_free(lw->service_counters);
-		rte_free(lw->backend_counters);
-		rplb_flow_sample_slot_free(lw->sample);
-		memset(lw, 0, sizeof(*lw));
+		worker_state_free(lw);
 		return -rte_errno;
 	}
 	lb->n_workers++;
@@ -494,9 +522,13 @@ rplb_lb_worker_count(const struct rplb_lb *lb)
 }
 
 size_t
-rplb_lb_worker_memory(uint32_t flow_table_size)
+rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
+		      uint32_t fragment_held)
 {
+	if (fragment_datagrams == 0)
+		fragment_datagrams = RPLB_FRAGMENT_DEFAULT_DATAGRAMS;
 	return rplb_flow_table_memory(flow_table_size) +
+	       rplb_fragment_table_memory(fragment_datagrams, fragment_held) +
 	       RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
 	       RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters) +
 	       sizeof(struct rplb_flow_sample_slot);

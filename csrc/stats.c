@@ -4,10 +4,15 @@
 const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_TX_FULL] = "tx_full",
 	[RPLB_DROP_MALFORMED] = "malformed",
-	[RPLB_DROP_FRAGMENT] = "fragment",
 	[RPLB_DROP_NO_BACKEND] = "no_backend",
 	[RPLB_DROP_STRICT] = "strict",
 	[RPLB_DROP_BAD_CHECKSUM] = "bad_checksum",
+	[RPLB_DROP_FRAGMENT_OVERLAP] = "fragment_overlap",
+	[RPLB_DROP_FRAGMENT_DUPLICATE] = "fragment_duplicate",
+	[RPLB_DROP_FRAGMENT_TIMEOUT] = "fragment_timeout",
+	[RPLB_DROP_FRAGMENT_NO_ROOM] = "fragment_no_room",
+	[RPLB_DROP_ICMP_ERROR_MALFORMED] = "icmp_error_malformed",
+	[RPLB_DROP_ICMP_ERROR_NO_BACKEND] = "icmp_error_no_backend",
 };
 
 const char *const rplb_event_names[RPLB_EVENTS] = {
@@ -23,6 +28,14 @@ const char *const rplb_event_names[RPLB_EVENTS] = {
 	[RPLB_EV_FLOWS_SUPERSEDED] = "flows_superseded",
 	[RPLB_EV_FLOW_TABLE_FULL] = "flow_table_full",
 	[RPLB_EV_TABLES_SEEN] = "tables_seen",
+	[RPLB_EV_FRAGMENTS_HELD] = "fragments_held",
+	[RPLB_EV_FRAGMENT_DATAGRAMS_TIMED_OUT] = "fragment_datagrams_timed_out",
+	[RPLB_EV_FRAGMENT_DATAGRAMS_EVICTED] = "fragment_datagrams_evicted",
+	[RPLB_EV_ICMP_ERRORS_TO_BACKEND] = "icmp_errors_to_backend",
+	[RPLB_EV_ICMP_ERRORS_TO_BACKEND_STATELESS] = "icmp_errors_to_backend_stateless",
+	[RPLB_EV_ICMP_ERRORS_TO_CLIENT] = "icmp_errors_to_client",
+	[RPLB_EV_ICMP_ERRORS_TO_CLIENT_STATELESS] = "icmp_errors_to_client_stateless",
+	[RPLB_EV_ICMP_ERRORS_UNMATCHED] = "icmp_errors_unmatched",
 };
 
 const char *const rplb_flow_state_names[RPLB_FLOW_STATES] = {

@@ -4,16 +4,16 @@ The control plane is this package; the fast path is C (csrc/) reached
 through the Cython bridge rplb.dataplane.  Public API:
 
 - configuration (no DPDK needed): Config, Service, Backend, Timeouts,
-  ServiceKey, load_config, parse_config, dump_config, ConfigError;
+  Fragments, ServiceKey, load_config, parse_config, dump_config, ConfigError;
 - running: Appliance and Options (EAL, ports, workers), Balancer (apply a
   configuration or edit services and backends atomically), RplbError.
 """
 
-from rplb.config import (Backend, Config, ConfigError, Service, ServiceKey, Timeouts,
-                         dump_config, load_config, parse_config)
+from rplb.config import (Backend, Config, ConfigError, Fragments, Service, ServiceKey,
+                         Timeouts, dump_config, load_config, parse_config)
 from rplb.errors import RplbError
 
-__all__ = ["Appliance", "Backend", "Balancer", "Config", "ConfigError", "Options",
+__all__ = ["Appliance", "Backend", "Balancer", "Config", "ConfigError", "Fragments", "Options",
            "RplbError", "Service", "ServiceKey", "SetupError", "Timeouts", "dump_config",
            "load_config", "parse_config"]
 

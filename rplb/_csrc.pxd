@@ -90,6 +90,9 @@ cdef extern from "rplb.h" nogil:
         uint32_t max_workers
         uint32_t timeout_s[4]
         int socket_id
+        uint32_t fragment_datagrams
+        uint32_t fragment_held
+        uint32_t fragment_timeout_s
 
     rplb_lb *rplb_lb_create(const rplb_lb_params *params)
     void rplb_lb_free(rplb_lb *lb)
@@ -123,7 +126,17 @@ cdef extern from "rplb.h" nogil:
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
     size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size)
-    size_t rplb_lb_worker_memory(uint32_t flow_table_size)
+    size_t rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
+                                 uint32_t fragment_held)
+
+
+cdef extern from "fragment_table.h" nogil:
+    uint32_t RPLB_FRAGMENT_MAX_DATAGRAMS
+    uint32_t RPLB_FRAGMENT_MAX_HELD
+    uint32_t RPLB_FRAGMENT_MAX_TIMEOUT_S
+    uint32_t RPLB_FRAGMENT_DEFAULT_DATAGRAMS
+    uint32_t RPLB_FRAGMENT_DEFAULT_HELD
+    uint32_t RPLB_FRAGMENT_DEFAULT_TIMEOUT_S
 
 
 cdef extern from "telemetry.h" nogil:

@@ -144,7 +144,7 @@ class Appliance:
         config = self.options.config
         if config is not None:
             self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
-                                             max_workers=1)
+                                             max_workers=1, fragments=config.fragments)
             # Create the worker (and with it its flow table) before the first
             # publish, so the tables are in place before any packet.
             self.workers.append(dataplane.Worker(workers[0], *self.ports, lb=self.lb,
@@ -171,11 +171,14 @@ class Appliance:
             if problem:
                 raise SetupError(problem)
         # One worker with one queue on each port (start() below); with
-        # several workers per port, both grow.
+        # several workers per port, both grow.  The load balancer's worker
+        # may hold IPv4 fragments (mbufs) until their datagram's first
+        # fragment comes, up to its bound.
+        held = options.config.fragments.held if options.config is not None else 0
         need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
                                    workers=1, rx_descriptors=options.rx_descriptors,
                                    tx_descriptors=options.tx_descriptors,
-                                   burst=dataplane.BURST_SIZE)
+                                   burst=dataplane.BURST_SIZE, fragments_held=held)
         problem = sizing.check_mbufs(options.mbufs, need)
         if problem:
             raise SetupError(problem)

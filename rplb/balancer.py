@@ -58,6 +58,12 @@ class Balancer:
             if config.flow_table_size != self._lb.flow_table_size:
                 notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
                              f"next start (running with {self._lb.flow_table_size})")
+            fragments = config.fragments
+            if (fragments.datagrams, fragments.held, fragments.timeout) != \
+                    self._lb.fragment_bounds:
+                running = dict(zip(("datagrams", "held", "timeout"), self._lb.fragment_bounds))
+                notes.append(f"fragments {fragments.__dict__} take effect at the next start "
+                             f"(running with {running})")
             try:
                 service_ids, backend_ids, commit = self._ids.plan(config)
             except ValueError as err:

@@ -23,7 +23,7 @@ def memory_estimate(config: Config, workers: int = WORKERS) -> sizing.MemoryEsti
     return sizing.MemoryEstimate(
         tables=dataplane.tables_memory(len(config.services), backends,
                                        config.maglev_table_size),
-        worker=dataplane.worker_memory(config.flow_table_size),
+        worker=dataplane.worker_memory(config.flow_table_size, config.fragments),
         workers=workers)
 
 
@@ -49,11 +49,12 @@ def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str
                  f"(Maglev: {config.maglev_table_size} slots per service); twice that while "
                  "a change is applied")
     lines.append(f"  flow table: {sizing.mebibytes(memory.worker)} per worker lcore "
-                 f"({config.flow_table_size} flows, counters included) x "
-                 f"{_plural(memory.workers, 'worker')}")
+                 f"({config.flow_table_size} flows, {config.fragments.datagrams} fragmented "
+                 f"datagrams, counters included) x {_plural(memory.workers, 'worker')}")
     need = sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=memory.workers,
                                rx_descriptors=descriptors, tx_descriptors=descriptors,
-                               burst=dataplane.BURST_SIZE)
+                               burst=dataplane.BURST_SIZE,
+                               fragments_held=config.fragments.held)
     lines.append(f"  load-balancer memory at most {sizing.mebibytes(memory.peak)}, "
                  f"besides the pool of {mbufs} mbufs ({need.total} needed: {need.explain()})")
     return lines

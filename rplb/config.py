@@ -6,6 +6,7 @@ The services file is YAML::
     maglev_table_size: 65537        # prime, >= backends of any service
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
     strict: false                   # drop client traffic to backend addresses
+    fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 fragments, per worker
     services:
       - name: web                   # optional, unique
         vip: 10.0.0.100
@@ -43,6 +44,7 @@ __all__ = [
     "Backend",
     "Config",
     "ConfigError",
+    "Fragments",
     "NotFoundError",
     "Service",
     "ServiceKey",
@@ -55,6 +57,9 @@ __all__ = [
     "DEFAULT_MAGLEV_TABLE_SIZE",
     "MAX_BACKENDS",
     "MAX_FLOW_TABLE_SIZE",
+    "MAX_FRAGMENT_DATAGRAMS",
+    "MAX_FRAGMENT_HELD",
+    "MAX_FRAGMENT_TIMEOUT",
     "MAX_MAGLEV_TABLE_SIZE",
     "MAX_SERVICES",
     "MAX_TIMEOUT",
@@ -73,6 +78,11 @@ MAX_BACKENDS = 8192  # in total, over all services
 MAX_TIMEOUT = 86400
 MAX_WEIGHT = 65535
 MAX_NAME_LENGTH = 63
+# IPv4 fragments, per worker (csrc/fragment_table.h has the same limits:
+# tests/test_fragments.py compares them).
+MAX_FRAGMENT_DATAGRAMS = 1 << 20
+MAX_FRAGMENT_HELD = 32768
+MAX_FRAGMENT_TIMEOUT = 60
 PROTOCOLS = ("tcp", "udp")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
@@ -219,6 +229,24 @@ class Timeouts:
     tcp_fin: int = 10
 
 
+@dataclass(frozen=True)
+class Fragments:
+    """What each worker keeps of IPv4 datagrams in fragments (rplb translates
+    them fragment by fragment: docs/fastpath.md, "Fragments").
+
+    ``datagrams``: datagrams tracked at once; a new one replaces the oldest
+    when they are all taken.  ``held``: fragments held until their
+    datagram's first fragment comes (each an mbuf out of the pool: rplb-dpdk
+    checks that ``--mbufs`` covers them); 0 drops such fragments.
+    ``timeout``: seconds after which an incomplete datagram is forgotten and
+    its held fragments freed.
+    """
+
+    datagrams: int = 4096
+    held: int = 1024
+    timeout: int = 5
+
+
 ServiceRef = Union[ServiceKey, str]
 """A service named by its key, its key as text (``"10.0.0.100:tcp:80"``) or its name."""
 
@@ -240,6 +268,7 @@ class Config:
     # network is not reachable through the balancer.  Off by default: the
     # service forwards traffic that is not for a service unchanged.
     strict: bool = False
+    fragments: Fragments = Fragments()
 
     def service(self, key_or_name: ServiceRef) -> Service:
         """The service named by key, key text or name.
@@ -366,16 +395,22 @@ class Config:
             "maglev_table_size": self.maglev_table_size,
             "timeouts": dataclasses.asdict(self.timeouts),
             "strict": self.strict,
+            "fragments": dataclasses.asdict(self.fragments),
             "services": [service.to_dict() for service in self.services],
         }
 
 
-_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "timeouts", "strict", "services")
+_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "timeouts", "strict", "fragments",
+                   "services")
 _SERVICE_KEYS = ("name", "vip", "proto", "port", "backends")
 _SERVICE_REQUIRED_KEYS = ("vip", "proto", "port")
 _BACKEND_KEYS = ("ip", "port", "weight")
 _BACKEND_REQUIRED_KEYS = ("ip", "port")
 _TIMEOUT_KEYS = tuple(f.name for f in dataclasses.fields(Timeouts))
+_FRAGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Fragments))
+# (low, high) of each key of `fragments`.
+_FRAGMENT_RANGES = {"datagrams": (1, MAX_FRAGMENT_DATAGRAMS), "held": (0, MAX_FRAGMENT_HELD),
+                    "timeout": (1, MAX_FRAGMENT_TIMEOUT)}
 
 
 # --------------------------------------------------------------------------
@@ -516,9 +551,10 @@ class _Checker:
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
             self.fail(root.key("strict"), f"must be true or false, got {_describe(strict)}")
+        fragments = self.fragments(data.get("fragments"), root.key("fragments"))
         services = self.services(data.get("services"), root.key("services"),
                                  maglev_table_size)
-        return Config(services, flow_table_size, maglev_table_size, timeouts, strict)
+        return Config(services, flow_table_size, maglev_table_size, timeouts, strict, fragments)
 
     def maglev_table_size(self, value: Any, path: _Path) -> int:
         size = self.integer(value, path, MIN_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE)
@@ -536,6 +572,14 @@ class _Checker:
         return Timeouts(**{
             name: self.integer(data[name], path.key(name), 1, MAX_TIMEOUT)
             for name in _TIMEOUT_KEYS if name in data})
+
+    def fragments(self, data: Any, path: _Path) -> Fragments:
+        if data is None:  # "fragments:" with nothing under it
+            return Fragments()
+        self.mapping(data, path, _FRAGMENT_KEYS)
+        return Fragments(**{
+            name: self.integer(data[name], path.key(name), *_FRAGMENT_RANGES[name])
+            for name in _FRAGMENT_KEYS if name in data})
 
     # -- services
 

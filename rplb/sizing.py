@@ -43,7 +43,10 @@ class MbufNeed:
     - each worker holds one rx burst in hand and a tx buffer per port it
       sends to (workers x burst x (1 + ports));
     - each worker's mempool cache keeps up to 1.5 x its size
-      (workers x cache_flush_threshold(cache)).
+      (workers x cache_flush_threshold(cache));
+    - each worker of the load balancer may hold IPv4 fragments until their
+      datagram's first fragment comes (workers x fragments_held, the
+      services file's ``fragments.held``).
 
     Today rplb runs one worker with one queue per port; with several
     workers per port, queues_per_port grows with them.
@@ -55,6 +58,7 @@ class MbufNeed:
     tx_descriptors: int
     burst: int
     cache_size: int
+    fragments_held: int = 0
 
     @property
     def rings(self) -> int:
@@ -62,34 +66,41 @@ class MbufNeed:
 
     @property
     def per_worker(self) -> int:
-        return self.burst * (1 + self.ports) + cache_flush_threshold(self.cache_size)
+        return (self.burst * (1 + self.ports) + cache_flush_threshold(self.cache_size)
+                + self.fragments_held)
 
     @property
     def total(self) -> int:
         return self.rings + self.workers * self.per_worker
 
     def explain(self) -> str:
+        held = (f" + {self.fragments_held} fragments held" if self.fragments_held else "")
         return (f"{self.ports} ports x {_plural(self.queues_per_port, 'queue')} x "
                 f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors) "
                 f"+ {_plural(self.workers, 'worker')} x ({1 + self.ports} bursts of "
                 f"{self.burst} + {cache_flush_threshold(self.cache_size)} in its mempool "
-                f"cache) = {self.total}")
+                f"cache{held}) = {self.total}")
 
 
 def mbufs_needed(n_mbufs: int, ports: int, queues_per_port: int, workers: int,
-                 rx_descriptors: int, tx_descriptors: int, burst: int) -> MbufNeed:
-    """What a pool of n_mbufs must hold (its cache size depends on n_mbufs)."""
+                 rx_descriptors: int, tx_descriptors: int, burst: int,
+                 fragments_held: int = 0) -> MbufNeed:
+    """What a pool of n_mbufs must hold (its cache size depends on n_mbufs);
+    fragments_held: the fragments each worker may hold (0 without the load
+    balancer)."""
     return MbufNeed(ports=ports, queues_per_port=queues_per_port, workers=workers,
                     rx_descriptors=rx_descriptors, tx_descriptors=tx_descriptors,
-                    burst=burst, cache_size=mempool_cache_size(n_mbufs))
+                    burst=burst, cache_size=mempool_cache_size(n_mbufs),
+                    fragments_held=fragments_held)
 
 
 def check_mbufs(n_mbufs: int, need: MbufNeed) -> Optional[str]:
     """None, or one line naming the limit."""
     if n_mbufs >= need.total:
         return None
+    held = " or a lower fragments.held in the services file" if need.fragments_held else ""
     return (f"--mbufs {n_mbufs} is too few: the rings and bursts need {need.explain()}; "
-            f"give --mbufs {need.total} or more (or fewer --descriptors)")
+            f"give --mbufs {need.total} or more (or fewer --descriptors{held})")
 
 
 def check_descriptor_count(count: int) -> Optional[str]:

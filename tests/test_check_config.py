@@ -45,22 +45,31 @@ def test_valid_file_prints_services_backends_and_memory_from_the_c_sizes():
     assert worker > 65536 * 32             # a 32-byte record per flow alone
     assert (f"lookup tables: {sizing.mebibytes(tables)} (Maglev: 65537 slots per service); "
             "twice that while a change is applied") in proc.stdout
-    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (65536 flows, counters "
-            "included) x 1 worker") in proc.stdout
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (65536 flows, 4096 "
+            "fragmented datagrams, counters included) x 1 worker") in proc.stdout
     assert f"load-balancer memory at most {sizing.mebibytes(2 * tables + worker)}" in proc.stdout
-    assert "besides the pool of 16383 mbufs (4672 needed:" in proc.stdout
+    # the rings and bursts, and the 1,024 fragments the worker may hold
+    assert "besides the pool of 16383 mbufs (5696 needed:" in proc.stdout
+    assert "+ 1024 fragments held) = 5696" in proc.stdout
 
 
 def test_memory_follows_the_file(tmp_path):
     from rplb import dataplane, sizing
     big = tmp_path / "big.yaml"
-    big.write_text("flow_table_size: 1048576\nmaglev_table_size: 251\nservices:\n"
+    big.write_text("flow_table_size: 1048576\nmaglev_table_size: 251\n"
+                   "fragments: {datagrams: 65536, held: 2048}\nservices:\n"
                    "  - {vip: 10.0.0.1, proto: udp, port: 53, backends: [{ip: 10.1.0.1, port: 53}]}\n")
     proc = check(str(big))
     assert proc.returncode == 0, proc.stderr
-    worker = dataplane.worker_memory(1 << 20)
-    assert worker > dataplane.worker_memory(65536) * 15
-    assert f"flow table: {sizing.mebibytes(worker)} per worker lcore (1048576 flows" in proc.stdout
+    from rplb.config import Fragments
+    fragments = Fragments(datagrams=65536, held=2048)
+    worker = dataplane.worker_memory(1 << 20, fragments)
+    # a 32-byte record per flow, a 64-byte record per datagram, at least
+    assert worker - dataplane.worker_memory(65536, fragments) > (1048576 - 65536) * 32
+    assert worker - dataplane.worker_memory(1 << 20) > (65536 - 4096) * 64
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (1048576 flows, 65536 "
+            "fragmented datagrams") in proc.stdout
+    assert "+ 2048 fragments held)" in proc.stdout
     assert "(Maglev: 251 slots per service)" in proc.stdout
 
 

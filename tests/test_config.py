@@ -199,7 +199,8 @@ INVALID_FILES = {
     # top level
     "top-level unknown key": (put("flow_table_sise", 1), "flow_table_sise", "flow_table_sise",
                               "unknown key (allowed: flow_table_size, maglev_table_size, "
-                              "timeouts, strict, services); did you mean 'flow_table_size'?"),
+                              "timeouts, strict, fragments, services); did you mean "
+                              "'flow_table_size'?"),
     "strict not a boolean": (put("strict", "yes"), "strict", "strict", "must be true or false"),
     "top-level non-string key": (put(7, 1), "7", "7", "unknown key"),
     "flow_table_size zero": (put("flow_table_size", 0), "flow_table_size", "flow_table_size",

@@ -181,14 +181,17 @@ setup_lb(const struct options *o)
 	};
 	struct rplb_service_spec service = {
 		.vip = rte_cpu_to_be_32(VIP), .port = rte_cpu_to_be_16(VIP_PORT),
-		.proto = IPPROTO_TCP, .service_id = 0, .first_backend = 0,
-		.n_backends = o->backends,
+		.proto = IPPROTO_TCP, .service_id = 0,
+	};
+	struct rplb_table_specs specs = {
+		.services = &service, .n_services = 1, .timeout_s = {60, 10, 300, 10},
 	};
 	struct rplb_backend_spec *backends;
-	struct rplb_lb_tables *tables;
+	struct rplb_maglev *maglev;
 	const uint32_t maglev_size = 65537;
+	uint32_t *backend_ids;
 	struct rplb_lb *lb;
-	int32_t *maglev;
+	int32_t *owners;
 	uint32_t i;
 	int rc;
 
@@ -199,27 +202,35 @@ setup_lb(const struct options *o)
 	if (rc < 0)
 		die("rplb_lb_add_worker", -rc);
 	backends = calloc(o->backends, sizeof(*backends));
-	maglev = malloc(maglev_size * sizeof(*maglev));
-	if (backends == NULL || maglev == NULL)
+	backend_ids = calloc(o->backends, sizeof(*backend_ids));
+	owners = malloc(maglev_size * sizeof(*owners));
+	if (backends == NULL || backend_ids == NULL || owners == NULL)
 		die("malloc", ENOMEM);
-	for (i = 0; i < o->backends; i++)
+	for (i = 0; i < o->backends; i++) {
+		backend_ids[i] = rplb_backend_id(i, 0);
 		backends[i] = (struct rplb_backend_spec){
 			.ip = rte_cpu_to_be_32(RTE_IPV4(192, 168, 1 + i / 250, 1 + i % 250)),
-			.port = rte_cpu_to_be_16(8080), .weight = 1, .backend_id = i,
-			.service_index = 0,
+			.port = rte_cpu_to_be_16(8080), .weight = 1, .backend_id = backend_ids[i],
+			.service_id = 0,
 		};
+	}
 	/* Not Maglev's permutations: the engine only reads slot -> backend. */
 	for (i = 0; i < maglev_size; i++)
-		maglev[i] = (int32_t)(i % o->backends);
-	tables = rplb_lb_tables_create(&service, 1, backends, o->backends, maglev, maglev_size, 0,
-				       (int)rte_socket_id());
-	if (tables == NULL)
-		die("rplb_lb_tables_create", rte_errno);
-	rc = rplb_lb_publish(lb, tables);
+		owners[i] = (int32_t)(i % o->backends);
+	maglev = rplb_maglev_create(owners, maglev_size, backend_ids, o->backends,
+				    (int)rte_socket_id());
+	if (maglev == NULL)
+		die("rplb_maglev_create", rte_errno);
+	specs.backends = backends;
+	specs.n_backends = o->backends;
+	specs.maglevs = &maglev;
+	rc = rplb_lb_publish(lb, &specs);
 	if (rc < 0)
 		die("rplb_lb_publish", -rc);
+	rplb_maglev_release(maglev);     /* the published tables hold it */
 	free(backends);
-	free(maglev);
+	free(backend_ids);
+	free(owners);
 	return lb;
 }
 

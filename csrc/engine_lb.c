@@ -92,7 +92,7 @@ prepare_new_flows(const struct rplb_flow_table *flow_table, const struct rplb_lb
 						    lookup->key.proto);
 		if (lookup->service == NULL)
 			continue;
-		pick = rplb_maglev_pick(tables, lookup->service, lookup->hash);
+		pick = rplb_maglev_pick(lookup->service, lookup->hash);
 		lookup->new_backend = pick;
 		if (pick == RPLB_NO_BACKEND)
 			continue;
@@ -191,6 +191,31 @@ resolve_from_backends_offloaded(struct rplb_worker *worker, struct rplb_lb_worke
 	resolve_burst(worker, lb_worker, tables, RPLB_BACKEND, lookups, end, 1, 1);
 }
 
+/* A worker meets a table generation for the first time, at the start of a
+ * burst or between bursts, before any packet uses it: the slots it hands
+ * to new backends start counting their active flows from zero.  Every
+ * running worker adopts every generation (rplb_lb_publish waits for it
+ * before the next one can be published), so the generation's own list of
+ * those slots is enough; a worker that missed generations (it was
+ * stopped) looks at every slot instead. */
+static __rte_noinline void
+adopt_tables(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	     const struct rplb_lb_tables *tables)
+{
+	uint32_t i;
+
+	if (tables->generation == lb_worker->generation_seen + 1) {
+		for (i = 0; i < tables->n_reused; i++)
+			lb_worker->backend_counters[tables->reused_slots[i]].active_flows = 0;
+	} else if (lb_worker->generation_seen != 0) {
+		for (i = 0; i < RPLB_MAX_BACKENDS; i++)
+			if (tables->slot_taken_in[i] > (uint32_t)lb_worker->generation_seen)
+				lb_worker->backend_counters[i].active_flows = 0;
+	}
+	lb_worker->generation_seen = tables->generation;
+	worker->counters.events[RPLB_EV_TABLES_SEEN]++;
+}
+
 /* One burst from one side; inlined into lb_process_burst once per side,
  * so neither copy tests the side per packet. */
 static __rte_always_inline void
@@ -214,6 +239,8 @@ process_burst_from(struct rplb_worker *worker, const unsigned int in_side,
 										   RPLB_FRONTEND];
 	const int rx_checked = worker->rx_cksum_offload[in_side];
 
+	if (unlikely(tables->generation != lb_worker->generation_seen))
+		adopt_tables(worker, lb_worker, tables);
 	/* Pass 1: classify. */
 	for (i = 0; i < n && i < PREFETCH_AHEAD; i++)
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -274,9 +301,10 @@ lb_process_burst(struct rplb_worker *worker, unsigned int in_side, struct rte_mb
 }
 
 static __rte_noinline void
-expire_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker, uint32_t index)
+expire_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	    const struct rplb_lb_tables *tables, uint32_t index)
 {
-	count_flow_end(lb_worker, &lb_worker->flows->flows[index]);
+	rplb_lb_count_flow_end(lb_worker, tables->backends, lb_worker->flows->flows[index].backend_id);
 	rplb_flow_remove(lb_worker->flows, index);
 	worker->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
 }
@@ -301,12 +329,11 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	/* Between bursts this worker holds no table reference: tell the RCU,
 	 * so a publish waiting to free older tables may go on (lb_tables.c). */
 	rte_rcu_qsbr_quiescent(lb->qsbr, lb_worker->lcore_id);
-	/* Count generations seen (only compared, never dereferenced here). */
+	/* The tables this call ages with, held until the next quiescent
+	 * state; a new generation is adopted before anything uses it. */
 	tables = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
-	if (unlikely(tables != lb_worker->tables_seen)) {
-		lb_worker->tables_seen = tables;
-		worker->counters.events[RPLB_EV_TABLES_SEEN]++;
-	}
+	if (unlikely(tables->generation != lb_worker->generation_seen))
+		adopt_tables(worker, lb_worker, tables);
 	if (unlikely(rplb_flow_sample_wanted(lb_worker->sample)))
 		rplb_flow_sample_serve(lb_worker->sample, flow_table, now_tsc,
 				       idle ? SAMPLE_BUDGET_IDLE : SAMPLE_BUDGET_BUSY);
@@ -320,9 +347,8 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	     flow++) {
 		/* The flow clock wraps: idle time is a difference modulo 2^32. */
 		if (flow->state != RPLB_FLOW_FREE &&
-		    unlikely((uint32_t)(now - flow->last_seen) >
-			     __atomic_load_n(&lb->timeout_ticks[flow->state], __ATOMIC_RELAXED)))
-			expire_flow(worker, lb_worker, (uint32_t)(flow - flow_table->flows));
+		    unlikely((uint32_t)(now - flow->last_seen) > tables->timeout_ticks[flow->state]))
+			expire_flow(worker, lb_worker, tables, (uint32_t)(flow - flow_table->flows));
 	}
 	/* Incomplete fragmented datagrams past their timeout. */
 	if (unlikely(lb_worker->fragments->oldest != RPLB_NO_DATAGRAM))

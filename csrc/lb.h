@@ -3,12 +3,15 @@
  * lb.h: data of the load-balancing engine.
  *
  * struct rplb_lb_tables is immutable once published: the control plane
- * builds a new one for every change and swaps the pointer (lb_tables.c).
- * Workers read it without locks and report quiescent states to the RCU.
+ * builds a new generation for every change and swaps the pointer
+ * (lb_tables.c); the services' Maglev tables are shared between
+ * generations.  Workers read it without locks and report quiescent
+ * states to the RCU.
  */
 #ifndef RPLB_LB_H
 #define RPLB_LB_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <string.h>
@@ -27,6 +30,14 @@
 #define RPLB_SERVICE_SHARED UINT16_MAX  /* backend ip:port owned by several services */
 #define RPLB_NO_SERVICE UINT16_MAX      /* service_id of an unused backend slot */
 
+struct rplb_maglev {
+	uint32_t refcount;          /* atomic: the control plane's threads share it */
+	uint32_t size;
+	uint32_t n_backends;
+	uint32_t *backend_ids;      /* the service's backends (after slots) */
+	uint32_t slots[];           /* size backend slots or RPLB_NO_BACKEND */
+};
+
 struct rplb_lb_service {
 	uint32_t vip;
 	uint16_t port;
@@ -34,16 +45,20 @@ struct rplb_lb_service {
 	uint8_t reserved;
 	uint16_t service_id;
 	uint16_t reserved2;
+	uint32_t maglev_size;
 	const uint32_t *maglev;     /* maglev_size backend slots or RPLB_NO_BACKEND */
 };
 
-/* At its slot (backend_id's low bits) in rplb_lb_tables.backends.  port,
+/* At its slot (rplb_backend_slot) in rplb_lb_tables.backends.  port,
  * service_id, backend_id: the order of the same fields of a flow record,
  * so one 8-byte compare tells whether a flow's backend is configured. */
 struct rplb_lb_backend {
 	uint32_t ip;
 	uint16_t port;
 	uint16_t service_id;        /* of its service; RPLB_NO_SERVICE: unused slot */
+	/* An unused slot keeps the id of its last backend: the flows that
+	 * still hold it count down the slot's active_flows, flows of older
+	 * owners do not (rplb_lb_count_flow_end). */
 	uint32_t backend_id;
 	/* Checksum changes of rewriting the service's vip:port to ip:port. */
 	struct rplb_cksum_deltas to_backend;
@@ -71,9 +86,11 @@ struct rplb_owner_slot {
 };
 
 struct rplb_lb_tables {
+	/* Generations are numbered from 1, one more per publish: a worker
+	 * adopts each one it meets (adopt_tables in engine_lb.c). */
+	uint64_t generation;
 	uint32_t n_services;
 	uint32_t n_backends;
-	uint32_t maglev_size;
 	uint32_t service_mask;      /* slots - 1, a power of two minus one */
 	uint32_t vip_mask;
 	uint32_t owner_mask;
@@ -87,7 +104,21 @@ struct rplb_lb_tables {
 	/* RPLB_MAX_BACKENDS, indexed by slot (backend_id's low bits): a flow
 	 * finds its backend without an index table. */
 	struct rplb_lb_backend *backends;
-	uint32_t *maglev;
+	/* Idle time after which a flow is forgotten, by enum rplb_flow_state,
+	 * in flow clock ticks: published with the tables, so a change that
+	 * fails changes no timeout either. */
+	uint32_t timeout_ticks[RPLB_FLOW_STATES];
+	/* Slots that changed hands in this generation (their backend id is
+	 * not the one the previous generation had there), and, per slot, the
+	 * generation in which its current backend took it: a worker that
+	 * adopts this generation zeroes the active_flows of those slots
+	 * (adopt_tables in engine_lb.c). */
+	uint32_t n_reused;
+	uint32_t *reused_slots;
+	uint32_t *slot_taken_in;    /* RPLB_MAX_BACKENDS generation numbers (low 32 bits) */
+	/* One reference per service (NULL: no Maglev table), released with
+	 * the generation. */
+	struct rplb_maglev **maglevs;
 };
 
 /* What one worker owns: every piece of per-flow state (flows, fragments)
@@ -101,14 +132,15 @@ struct rplb_lb_worker {
 	struct rplb_service_counters *service_counters;
 	struct rplb_backend_counters *backend_counters;
 	unsigned int lcore_id;
-	const struct rplb_lb_tables *tables_seen;
+	/* The generation this worker adopted last (0: none yet). */
+	uint64_t generation_seen;
 };
 
 struct rplb_lb {
 	struct rplb_lb_tables *tables;          /* the published generation */
 	struct rte_rcu_qsbr *qsbr;
+	pthread_mutex_t publish_lock;           /* one publish at a time */
 	uint32_t flow_table_size;
-	uint32_t timeout_ticks[RPLB_FLOW_STATES];   /* in flow clock ticks */
 	/* Each worker's fragment state (rplb_lb_params). */
 	uint32_t fragment_datagrams;
 	uint32_t fragment_held;
@@ -230,10 +262,24 @@ rplb_find_owner(const struct rplb_lb_tables *tables, uint32_t ip, uint16_t port,
 
 /* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */
 static inline uint32_t
-rplb_maglev_pick(const struct rplb_lb_tables *tables, const struct rplb_lb_service *service,
-		 uint32_t flow_hash)
+rplb_maglev_pick(const struct rplb_lb_service *service, uint32_t flow_hash)
 {
-	return service->maglev[((uint64_t)flow_hash * tables->maglev_size) >> 32];
+	return service->maglev[((uint64_t)flow_hash * service->maglev_size) >> 32];
+}
+
+/* A flow of this worker ends (expired, moved to another backend, or
+ * replaced): its backend's slot counts one active flow fewer, unless the
+ * slot has changed hands since the flow took it (the slot's count is its
+ * new backend's, zeroed when the worker adopted the tables that handed it
+ * over).  backends: of the generation this worker adopted. */
+static inline void
+rplb_lb_count_flow_end(struct rplb_lb_worker *lb_worker, const struct rplb_lb_backend *backends,
+		       uint32_t backend_id)
+{
+	uint32_t slot = rplb_backend_slot(backend_id);
+
+	if (likely(backends[slot].backend_id == backend_id))
+		lb_worker->backend_counters[slot].active_flows--;
 }
 
 #endif /* RPLB_LB_H */

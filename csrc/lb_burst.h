@@ -106,14 +106,6 @@ counter_add(uint64_t *counter, uint64_t value)
 #endif
 }
 
-/* The counter slot (and rplb_lb_tables.backends index) of a backend id:
- * its low bits; the high bits are the generation (rplb.h). */
-static inline uint32_t
-backend_slot(uint32_t backend_id)
-{
-	return backend_id & (RPLB_MAX_BACKENDS - 1);
-}
-
 /* A packet of a flow, counted in its backend's slot: its service's totals
  * are summed from its backends' by the control plane (struct
  * rplb_service_counters). */
@@ -126,23 +118,28 @@ count_packet(struct resolve_context *context, uint32_t slot, uint32_t bytes)
 	counter_add(&counters->bytes, bytes);
 }
 
+/* A new flow, counted under its backend only (struct
+ * rplb_service_counters: the control plane adds a service's up). */
 static inline void
-count_flow_start(struct rplb_lb_worker *lb_worker, uint16_t service_id, uint32_t backend_id)
+count_flow_start(struct resolve_context *context, uint32_t backend_id)
 {
 	struct rplb_backend_counters *counters =
-		&lb_worker->backend_counters[backend_slot(backend_id)];
+		&context->backend_counters[rplb_backend_slot(backend_id)];
 
-	lb_worker->service_counters[service_id].new_flows++;
-	lb_worker->service_counters[service_id].active_flows++;
 	counters->new_flows++;
 	counters->active_flows++;
 }
 
-static inline void
-count_flow_end(struct rplb_lb_worker *lb_worker, const struct rplb_flow *flow)
+/* A flow moved or replaced by the resolve loop ends (a rare path), counted
+ * by rplb_lb_count_flow_end (lb.h).  Out of line: its test of the slot's
+ * owner would otherwise take a register of the resolve loop, which then
+ * kept the tables' backends on the stack (one more load per packet).
+ * (Unused where lb_burst.h is included for its helpers alone: lb_icmp.c.) */
+static __rte_noinline __rte_unused void
+count_flow_end(struct rplb_lb_worker *lb_worker, const struct rplb_lb_backend *backends,
+	       uint32_t backend_id)
 {
-	lb_worker->service_counters[flow->service_id].active_flows--;
-	lb_worker->backend_counters[backend_slot(flow->backend_id)].active_flows--;
+	rplb_lb_count_flow_end(lb_worker, backends, backend_id);
 }
 
 /* Store 8 bytes as one plain store.  Why asm: GCC's SLP vectorizer pairs

@@ -262,7 +262,7 @@ first_fragment_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb
 	flow = flow_index != RPLB_NO_FLOW ? &flow_table->flows[flow_index] : NULL;
 	backend = flow != NULL ? configured_backend(tables->backends, flow) : NULL;
 	set_translation(datagram, RPLB_EV_TO_BACKEND, vip, ip->dst_addr,
-			backend != NULL ? backend_slot(backend->backend_id) :
+			backend != NULL ? rplb_backend_slot(backend->backend_id) :
 					  RPLB_FRAGMENT_COUNT_NONE);
 	worker->counters.events[RPLB_EV_TO_BACKEND]++;
 	rplb_worker_send(worker, RPLB_BACKEND, m);
@@ -308,7 +308,7 @@ first_fragment_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *l
 		/* A backend shared by services, without a flow: unchanged. */
 		set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_REPLY_UNMATCHED);
 	} else if (flow_index != RPLB_NO_FLOW) {
-		count = backend_slot(flow_table->flows[flow_index].backend_id);
+		count = rplb_backend_slot(flow_table->flows[flow_index].backend_id);
 		set_translation(datagram, RPLB_EV_TO_CLIENT_FLOW, backend_ip, ip->src_addr, count);
 	} else {
 		const struct rplb_owner_slot *owner = rplb_find_owner(

@@ -102,7 +102,7 @@ rplb_lb_icmp_error_from_client(struct rplb_worker *worker, const struct rplb_lb_
 			icmp_error_unmatched(worker, m, RPLB_BACKEND);
 			return;
 		}
-		pick = rplb_maglev_pick(tables, service, hash);
+		pick = rplb_maglev_pick(service, hash);
 		if (pick == RPLB_NO_BACKEND) {
 			rplb_worker_drop(worker, RPLB_DROP_ICMP_ERROR_NO_BACKEND, m);
 			return;

@@ -116,7 +116,7 @@ mark_changed(struct changed_filter *filter, uint32_t hash)
 static inline const struct rplb_lb_backend *
 configured_backend(const struct rplb_lb_backend *backends, const struct rplb_flow *flow)
 {
-	const struct rplb_lb_backend *backend = &backends[backend_slot(flow->backend_id)];
+	const struct rplb_lb_backend *backend = &backends[rplb_backend_slot(flow->backend_id)];
 	uint64_t flow_word, backend_word;
 
 	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow, service_id) -
@@ -146,8 +146,9 @@ configured_backend(const struct rplb_lb_backend *backends, const struct rplb_flo
  * new flow. */
 static __rte_noinline void
 supersede_backend_key(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
-		      uint32_t backend_ip, uint16_t backend_port, uint32_t client_ip,
-		      uint16_t client_port, uint8_t proto, uint32_t backend_hash, uint32_t mover,
+		      const struct rplb_lb_backend *backends, uint32_t backend_ip,
+		      uint16_t backend_port, uint32_t client_ip, uint16_t client_port,
+		      uint8_t proto, uint32_t backend_hash, uint32_t mover,
 		      struct changed_filter *flows_changed)
 {
 	struct rplb_flow_table *flow_table = lb_worker->flows;
@@ -161,7 +162,7 @@ supersede_backend_key(struct rplb_worker *worker, struct rplb_lb_worker *lb_work
 	 * a stale answer now. */
 	rplb_client_key(&flow_table->flows[index], &client_key);
 	mark_changed(flows_changed, rplb_flow_key_hash(&client_key));
-	count_flow_end(lb_worker, &flow_table->flows[index]);
+	count_flow_end(lb_worker, backends, flow_table->flows[index].backend_id);
 	rplb_flow_remove(flow_table, index);
 	worker->counters.events[RPLB_EV_FLOWS_SUPERSEDED]++;
 }
@@ -171,13 +172,13 @@ supersede_backend_key(struct rplb_worker *worker, struct rplb_lb_worker *lb_work
  * does, and insert.  Out of line: nearly every new flow does without. */
 static __rte_noinline uint32_t
 insert_superseding(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
-		   const struct rplb_flow_key *client_key, uint32_t client_hash,
-		   const struct rplb_lb_backend *backend, uint32_t backend_hash,
-		   struct changed_filter *flows_changed)
+		   const struct rplb_lb_tables *tables, const struct rplb_flow_key *client_key,
+		   uint32_t client_hash, const struct rplb_lb_backend *backend,
+		   uint32_t backend_hash, struct changed_filter *flows_changed)
 {
-	supersede_backend_key(worker, lb_worker, backend->ip, backend->port, client_key->src_ip,
-			      client_key->src_port, client_key->proto, backend_hash, RPLB_NO_FLOW,
-			      flows_changed);
+	supersede_backend_key(worker, lb_worker, tables->backends, backend->ip, backend->port,
+			      client_key->src_ip, client_key->src_port, client_key->proto,
+			      backend_hash, RPLB_NO_FLOW, flows_changed);
 	return rplb_flow_insert(lb_worker->flows, client_key, client_hash, backend->ip,
 				backend->port, backend_hash);
 }
@@ -198,18 +199,18 @@ ensure_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	if (likely(backend != NULL))
 		return backend;
 
-	pick = rplb_maglev_pick(tables, service, flow_hash);
+	pick = rplb_maglev_pick(service, flow_hash);
 	if (pick == RPLB_NO_BACKEND)
 		return NULL;
 	backend = &tables->backends[pick];
-	count_flow_end(lb_worker, flow);
+	count_flow_end(lb_worker, tables->backends, flow->backend_id);
 	mark_changed(flows_changed, flow_hash);
 	backend_hash = rplb_backend_side_hash(backend->ip, backend->port, flow->client_ip,
 					      flow->client_port, flow->proto);
 	if (rplb_flow_hash_may_be_stored(lb_worker->flows, backend_hash))
-		supersede_backend_key(worker, lb_worker, backend->ip, backend->port,
-				      flow->client_ip, flow->client_port, flow->proto,
-				      backend_hash, flow_index, flows_changed);
+		supersede_backend_key(worker, lb_worker, tables->backends, backend->ip,
+				      backend->port, flow->client_ip, flow->client_port,
+				      flow->proto, backend_hash, flow_index, flows_changed);
 	if (rplb_flow_move(lb_worker->flows, flow_index, backend->ip, backend->port) < 0) {
 		/* No room for its new backend key: forget the flow; the stateless
 		 * path still rewrites replies of a backend owned by one service. */
@@ -218,8 +219,7 @@ ensure_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 		return backend;
 	}
 	flow->backend_id = backend->backend_id;
-	lb_worker->backend_counters[backend_slot(backend->backend_id)].active_flows++;
-	lb_worker->service_counters[flow->service_id].active_flows++;
+	lb_worker->backend_counters[rplb_backend_slot(backend->backend_id)].active_flows++;
 	worker->counters.events[RPLB_EV_FLOWS_MOVED]++;
 	return backend;
 }
@@ -231,7 +231,7 @@ to_known_flow(struct rplb_worker *worker, struct resolve_context *context,
 	      struct lookup_record *lookup, struct rplb_flow *flow)
 {
 	const struct rplb_lb_backend *backend = configured_backend(context->backends, flow);
-	const uint32_t slot = backend_slot(flow->backend_id);   /* backend's, when not NULL */
+	const uint32_t slot = rplb_backend_slot(flow->backend_id);   /* backend's, when not NULL */
 	const uint8_t tcp_flags = lookup->parsed.tcp_flags;
 
 	if (unlikely(backend == NULL))
@@ -292,20 +292,20 @@ new_or_changed_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 				flow->last_seen = context->now;
 				track_state(flow, lookup->parsed.tcp_flags, 1);
 				send_to_backend(context, lookup, backend,
-						backend_slot(backend->backend_id));
+						rplb_backend_slot(backend->backend_id));
 				return;
 			}
 		} else {
 			/* The service was replaced under the same vip:proto:port, or
 			 * the client reopens the tuple: start over. */
-			count_flow_end(lb_worker, flow);
+			count_flow_end(lb_worker, tables->backends, flow->backend_id);
 			rplb_flow_remove(flow_table, index);
 			mark_changed(flows_changed, flow_hash);
 		}
 	}
 
 	/* A prepared miss has its backend chosen already. */
-	pick = prepared ? lookup->new_backend : rplb_maglev_pick(tables, service, flow_hash);
+	pick = prepared ? lookup->new_backend : rplb_maglev_pick(service, flow_hash);
 	if (unlikely(pick == RPLB_NO_BACKEND)) {
 		rplb_worker_drop(worker, RPLB_DROP_NO_BACKEND, lookup->m);
 		return;
@@ -317,8 +317,8 @@ new_or_changed_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 		index = rplb_flow_insert(flow_table, &lookup->key, flow_hash, backend->ip,
 					 backend->port, backend_hash);
 	else
-		index = insert_superseding(worker, lb_worker, &lookup->key, flow_hash, backend,
-					   backend_hash, flows_changed);
+		index = insert_superseding(worker, lb_worker, tables, &lookup->key, flow_hash,
+					   backend, backend_hash, flows_changed);
 	if (unlikely(index == RPLB_NO_FLOW)) {
 		worker->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
 	} else {
@@ -327,12 +327,12 @@ new_or_changed_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 		flow->backend_id = backend->backend_id;
 		set_state(flow, initial_state(&lookup->key, lookup->parsed.tcp_flags));
 		flow->last_seen = context->now;
-		count_flow_start(lb_worker, service->service_id, backend->backend_id);
+		count_flow_start(context, backend->backend_id);
 		worker->counters.events[RPLB_EV_FLOWS_CREATED]++;
 		mark_changed(flows_changed, flow_hash);
 	}
 	RTE_ASSERT(backend->service_id == service->service_id);
-	send_to_backend(context, lookup, backend, backend_slot(backend->backend_id));
+	send_to_backend(context, lookup, backend, rplb_backend_slot(backend->backend_id));
 }
 
 /* A client-side packet: lookup->first_ref is its first signature match
@@ -399,7 +399,7 @@ resolve_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worke
 			return;
 		flow->last_seen = context->now;
 		track_state(flow, lookup->parsed.tcp_flags, 0);
-		count_packet(context, backend_slot(flow->backend_id), lookup->m->pkt_len);
+		count_packet(context, rplb_backend_slot(flow->backend_id), lookup->m->pkt_len);
 		worker->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
 		send_to_client(context, lookup, flow->backend_ip, flow->backend_port, flow->vip,
 			       flow->vport);

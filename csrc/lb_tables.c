@@ -3,12 +3,15 @@
  * lb_tables.c: control-plane side of the load-balancing engine.  Builds the
  * immutable lookup tables from the specs Python hands over, and publishes
  * them to running workers through RCU (after GLB director's reload: build
- * new, swap a pointer, free the old after every worker moved on).
+ * new, swap a pointer, free the old after every worker moved on).  The
+ * services' Maglev tables, by far the largest part, are built once per
+ * change of the service and shared by the generations that keep it.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <rte_cycles.h>
@@ -21,34 +24,6 @@
 #define LOG(level, fmt, ...) \
 	rte_log(RTE_LOG_ ## level, RTE_LOGTYPE_USER1, "rplb: " fmt "\n", ##__VA_ARGS__)
 
-#define FIELD(s, f) { #s, #f, offsetof(struct s, f), sizeof(((struct s *)0)->f) }
-
-const struct rplb_field_layout rplb_spec_layout[] = {
-	FIELD(rplb_service_spec, vip),
-	FIELD(rplb_service_spec, port),
-	FIELD(rplb_service_spec, proto),
-	FIELD(rplb_service_spec, reserved),
-	FIELD(rplb_service_spec, service_id),
-	FIELD(rplb_service_spec, first_backend),
-	FIELD(rplb_service_spec, n_backends),
-	FIELD(rplb_backend_spec, ip),
-	FIELD(rplb_backend_spec, port),
-	FIELD(rplb_backend_spec, weight),
-	FIELD(rplb_backend_spec, backend_id),
-	FIELD(rplb_backend_spec, service_index),
-	{ NULL, NULL, 0, 0 },
-};
-
-size_t
-rplb_spec_size(const char *struct_name)
-{
-	if (strcmp(struct_name, "rplb_service_spec") == 0)
-		return sizeof(struct rplb_service_spec);
-	if (strcmp(struct_name, "rplb_backend_spec") == 0)
-		return sizeof(struct rplb_backend_spec);
-	return 0;
-}
-
 /* A power of two at least twice n: open addressing stays short. */
 static uint32_t
 slots_for(uint32_t n)
@@ -60,22 +35,24 @@ slots_for(uint32_t n)
 	return slots;
 }
 
-/* The arrays of one generation of tables, in bytes: what
- * rplb_lb_tables_create allocates, and what rplb_lb_tables_memory adds up
- * for operators (rplb-dpdk --check-config) without creating anything. */
+/* The arrays of one generation of tables, in bytes: what tables_create
+ * allocates, and what rplb_lb_tables_memory adds up for operators
+ * (rplb-dpdk --check-config) without creating anything.  The services'
+ * Maglev tables are apart (rplb_lb_maglev_memory): generations share them. */
 struct tables_sizes {
 	size_t service_slots;
 	size_t vip_slots;
 	size_t backend_ip_slots;
 	size_t owner_slots;
 	size_t services;
+	size_t maglevs;             /* the references, one per service */
 	size_t backends;
-	size_t maglev;
+	size_t slot_taken_in;
+	size_t reused_slots;
 };
 
 static void
-tables_sizes(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size,
-	     struct tables_sizes *size)
+tables_sizes(uint32_t n_services, uint32_t n_backends, struct tables_sizes *size)
 {
 	size_t service_slots = slots_for(n_services), backend_slots = slots_for(n_backends);
 
@@ -84,25 +61,10 @@ tables_sizes(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size,
 	size->backend_ip_slots = backend_slots * sizeof(uint32_t);
 	size->owner_slots = backend_slots * sizeof(struct rplb_owner_slot);
 	size->services = RTE_MAX(n_services, 1u) * sizeof(struct rplb_lb_service);
+	size->maglevs = RTE_MAX(n_services, 1u) * sizeof(struct rplb_maglev *);
 	size->backends = RPLB_MAX_BACKENDS * sizeof(struct rplb_lb_backend);
-	size->maglev = RTE_MAX((size_t)n_services * maglev_size, (size_t)1) * sizeof(uint32_t);
-}
-
-size_t
-rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size)
-{
-	struct tables_sizes size;
-
-	tables_sizes(n_services, n_backends, maglev_size, &size);
-	return sizeof(struct rplb_lb_tables) + size.service_slots + size.vip_slots +
-	       size.backend_ip_slots + size.owner_slots + size.services + size.backends +
-	       size.maglev;
-}
-
-static inline uint32_t
-backend_slot(const struct rplb_backend_spec *bp)
-{
-	return bp->backend_id & (RPLB_MAX_BACKENDS - 1);
+	size->slot_taken_in = RPLB_MAX_BACKENDS * sizeof(uint32_t);
+	size->reused_slots = RTE_MAX(n_backends, 1u) * sizeof(uint32_t);
 }
 
 static void
@@ -116,213 +78,328 @@ add_address(uint32_t *slots, uint32_t mask, uint32_t addr)
 	slots[i] = addr;
 }
 
-void
-rplb_lb_tables_free(struct rplb_lb_tables *t)
+/* ---- Maglev tables, shared between generations -------------------------- */
+
+/* The table of a service without a backend of weight > 0. */
+static const uint32_t no_backend_table[1] = { RPLB_NO_BACKEND };
+
+size_t
+rplb_lb_maglev_memory(uint32_t size, uint32_t n_backends)
 {
-	if (t == NULL)
-		return;
-	rte_free(t->service_slots);
-	rte_free(t->vip_slots);
-	rte_free(t->backend_ip_slots);
-	rte_free(t->owner_slots);
-	rte_free(t->services);
-	rte_free(t->backends);
-	rte_free(t->maglev);
-	rte_free(t);
+	return sizeof(struct rplb_maglev) + ((size_t)size + n_backends) * sizeof(uint32_t);
 }
 
-static int
-validate_specs(const struct rplb_service_spec *services, uint32_t n_services,
-	       const struct rplb_backend_spec *backends, uint32_t n_backends,
-	       const int32_t *maglev, uint32_t maglev_size)
+struct rplb_maglev *
+rplb_maglev_create(const int32_t *owners, uint32_t size, const uint32_t *backend_ids,
+		   uint32_t n_backends, int socket_id)
 {
-	uint64_t slot_used[RPLB_MAX_BACKENDS / 64] = {0};
+	struct rplb_maglev *maglev;
+	uint32_t i;
+
+	if (size < RPLB_MAGLEV_MIN_SIZE || size > RPLB_MAGLEV_MAX_SIZE ||
+	    n_backends > RPLB_MAX_BACKENDS) {
+		LOG(ERR, "maglev: size %u or %u backends out of range", size, n_backends);
+		rte_errno = EINVAL;
+		return NULL;
+	}
+	for (i = 0; i < size; i++) {
+		if (owners[i] < -1 || owners[i] >= (int64_t)n_backends) {
+			LOG(ERR, "maglev: entry %u names backend %d of %u", i, owners[i], n_backends);
+			rte_errno = EINVAL;
+			return NULL;
+		}
+	}
+	maglev = rte_malloc_socket("rplb_maglev", rplb_lb_maglev_memory(size, n_backends),
+			      RTE_CACHE_LINE_SIZE, socket_id);
+	if (maglev == NULL) {
+		rte_errno = ENOMEM;
+		return NULL;
+	}
+	maglev->refcount = 1;
+	maglev->size = size;
+	maglev->n_backends = n_backends;
+	maglev->backend_ids = &maglev->slots[size];
+	memcpy(maglev->backend_ids, backend_ids, (size_t)n_backends * sizeof(*backend_ids));
+	for (i = 0; i < size; i++)
+		maglev->slots[i] = owners[i] < 0 ? RPLB_NO_BACKEND :
+			      rplb_backend_slot(backend_ids[owners[i]]);
+	return maglev;
+}
+
+static void
+maglev_take(struct rplb_maglev *maglev)
+{
+	__atomic_fetch_add(&maglev->refcount, 1, __ATOMIC_RELAXED);
+}
+
+void
+rplb_maglev_release(struct rplb_maglev *maglev)
+{
+	if (maglev != NULL && __atomic_sub_fetch(&maglev->refcount, 1, __ATOMIC_ACQ_REL) == 0)
+		rte_free(maglev);
+}
+
+uint32_t
+rplb_maglev_size(const struct rplb_maglev *maglev)
+{
+	return maglev->size;
+}
+
+/* ---- table generations ------------------------------------------------- */
+
+size_t
+rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
+{
+	struct tables_sizes size;
+
+	tables_sizes(n_services, n_backends, &size);
+	return sizeof(struct rplb_lb_tables) + size.service_slots + size.vip_slots +
+	       size.backend_ip_slots + size.owner_slots + size.services + size.maglevs +
+	       size.backends + size.slot_taken_in + size.reused_slots;
+}
+
+static void
+tables_free(struct rplb_lb_tables *tables)
+{
+	uint32_t s;
+
+	if (tables == NULL)
+		return;
+	for (s = 0; tables->maglevs != NULL && s < tables->n_services; s++)
+		rplb_maglev_release(tables->maglevs[s]);
+	rte_free(tables->service_slots);
+	rte_free(tables->vip_slots);
+	rte_free(tables->backend_ip_slots);
+	rte_free(tables->owner_slots);
+	rte_free(tables->services);
+	rte_free(tables->backends);
+	rte_free(tables->reused_slots);
+	rte_free(tables->slot_taken_in);
+	rte_free(tables->maglevs);
+	rte_free(tables);
+}
+
+#define SPEC_ERROR(fmt, ...) \
+	do { LOG(ERR, "tables: " fmt, ##__VA_ARGS__); return -EINVAL; } while (0)
+
+/* What one generation's specs must satisfy on their own; service_index:
+ * RPLB_MAX_SERVICES entries, filled with each service id's spec index. */
+static int
+validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
+{
 	uint32_t s, b, i;
 
-	if (n_services > RPLB_MAX_SERVICES || n_backends > RPLB_MAX_BACKENDS ||
-	    (n_services > 0 && maglev_size == 0)) {
-		LOG(ERR, "tables: %u services / %u backends / maglev size %u out of range",
-		    n_services, n_backends, maglev_size);
-		return -EINVAL;
-	}
-	for (s = 0; s < n_services; s++) {
-		const struct rplb_service_spec *sp = &services[s];
+	if (specs->n_services > RPLB_MAX_SERVICES || specs->n_backends > RPLB_MAX_BACKENDS)
+		SPEC_ERROR("%u services / %u backends: at most %u / %u", specs->n_services,
+			   specs->n_backends, RPLB_MAX_SERVICES, RPLB_MAX_BACKENDS);
+	if ((specs->n_services > 0 && (specs->services == NULL || specs->maglevs == NULL)) ||
+	    (specs->n_backends > 0 && specs->backends == NULL))
+		SPEC_ERROR("spec arrays missing");
+	for (i = 0; i < RPLB_FLOW_STATES; i++)
+		/* The flow clock wraps after 4 days: longer timeouts are refused. */
+		if (specs->timeout_s[i] == 0 || specs->timeout_s[i] > RPLB_MAX_TIMEOUT_S)
+			SPEC_ERROR("timeout of flow state %s is %u s, not 1-%u",
+				   rplb_flow_state_names[i], specs->timeout_s[i], RPLB_MAX_TIMEOUT_S);
+	for (i = 0; i < RPLB_MAX_SERVICES; i++)
+		service_index[i] = UINT32_MAX;
+	for (s = 0; s < specs->n_services; s++) {
+		const struct rplb_service_spec *spec = &specs->services[s];
 
-		if (sp->vip == 0 || (sp->proto != IPPROTO_TCP && sp->proto != IPPROTO_UDP) ||
-		    sp->service_id >= RPLB_MAX_SERVICES ||
-		    sp->first_backend > n_backends ||
-		    sp->n_backends > n_backends - sp->first_backend) {
-			LOG(ERR, "tables: service spec %u is invalid", s);
-			return -EINVAL;
-		}
-		/* A backend belongs to the one service whose range holds it (its
-		 * checksum deltas and its owner slot depend on that service). */
-		for (b = sp->first_backend; b < sp->first_backend + sp->n_backends; b++) {
-			if (backends[b].service_index != s) {
-				LOG(ERR, "tables: backend spec %u is in the range of service %u "
-				    "but names service %u", b, s, backends[b].service_index);
-				return -EINVAL;
-			}
-		}
-		for (i = 0; i < maglev_size; i++) {
-			int32_t owner = maglev[(size_t)s * maglev_size + i];
-
-			if (owner != -1 && ((uint32_t)owner < sp->first_backend ||
-					    (uint32_t)owner >= sp->first_backend + sp->n_backends)) {
-				LOG(ERR, "tables: maglev slot %u of service %u names backend %d "
-				    "outside the service", i, s, owner);
-				return -EINVAL;
-			}
-		}
+		if (spec->vip == 0 || (spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
+		    spec->service_id >= RPLB_MAX_SERVICES)
+			SPEC_ERROR("service spec %u is invalid (vip %08x, proto %u, service id %u)",
+				   s, spec->vip, spec->proto, spec->service_id);
+		if (service_index[spec->service_id] != UINT32_MAX)
+			SPEC_ERROR("service specs %u and %u share service id %u",
+				   service_index[spec->service_id], s, spec->service_id);
+		service_index[spec->service_id] = s;
 	}
-	for (b = 0; b < n_backends; b++) {
-		if (backends[b].service_index >= n_services) {
-			LOG(ERR, "tables: backend spec %u names service %u", b,
-			    backends[b].service_index);
-			return -EINVAL;
-		}
-	}
-	/* Each backend has a slot of its own (the low bits of its id). */
-	for (b = 0; b < n_backends; b++) {
-		uint32_t slot = backend_slot(&backends[b]);
+	for (b = 0; b < specs->n_backends; b++) {
+		const struct rplb_backend_spec *spec = &specs->backends[b];
 
-		if (slot_used[slot / 64] & (1ull << (slot % 64))) {
-			for (i = 0; backend_slot(&backends[i]) != slot; i++)
-				;
-			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
-			    i, b, slot, backends[i].backend_id, backends[b].backend_id);
-			return -EINVAL;
-		}
-		slot_used[slot / 64] |= 1ull << (slot % 64);
+		if (spec->service_id >= RPLB_MAX_SERVICES || service_index[spec->service_id] == UINT32_MAX)
+			SPEC_ERROR("backend spec %u names service id %u, which no service spec has",
+				   b, spec->service_id);
 	}
 	return 0;
 }
 
-struct rplb_lb_tables *
-rplb_lb_tables_create(const struct rplb_service_spec *services, uint32_t n_services,
-		      const struct rplb_backend_spec *backends, uint32_t n_backends,
-		      const int32_t *maglev, uint32_t maglev_size, uint32_t flags,
-		      int socket_id)
+/* The next generation after prev (NULL: the first), built from specs;
+ * NULL + rte_errno.  Called by the one publisher (publish_lock). */
+static struct rplb_lb_tables *
+tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
+	      const struct rplb_table_specs *specs)
 {
-	struct rplb_lb_tables *t;
+	const uint32_t n_services = specs->n_services, n_backends = specs->n_backends;
+	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
+	uint32_t *service_index;
+	struct rplb_lb_tables *tables;
 	struct tables_sizes size;
 	uint32_t s, b, i;
+	int socket_id = lb->socket_id;
 	int rc;
 
-	rc = validate_specs(services, n_services, backends, n_backends, maglev, maglev_size);
+	service_index = malloc(RPLB_MAX_SERVICES * sizeof(*service_index));
+	if (service_index == NULL) {
+		rte_errno = ENOMEM;
+		return NULL;
+	}
+	rc = validate_specs(specs, service_index);
 	if (rc < 0) {
+		free(service_index);
 		rte_errno = -rc;
 		return NULL;
 	}
-	t = rte_zmalloc_socket("rplb_tables", sizeof(*t), RTE_CACHE_LINE_SIZE, socket_id);
-	if (t == NULL)
+	tables = rte_zmalloc_socket("rplb_tables", sizeof(*tables), RTE_CACHE_LINE_SIZE, socket_id);
+	if (tables == NULL)
 		goto nomem;
-	t->n_services = n_services;
-	t->n_backends = n_backends;
-	t->maglev_size = maglev_size;
-	t->strict = !!(flags & RPLB_TABLES_STRICT);
+	tables->generation = prev == NULL ? 1 : prev->generation + 1;
+	tables->strict = !!specs->strict;
+	for (i = 0; i < RPLB_FLOW_STATES; i++) {
+		uint64_t ticks = ((uint64_t)specs->timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
 
-	tables_sizes(n_services, n_backends, maglev_size, &size);
-	t->service_mask = slots_for(n_services) - 1;
-	t->service_slots = rte_zmalloc_socket("rplb_service_slots", size.service_slots,
-					      RTE_CACHE_LINE_SIZE, socket_id);
-	t->vip_mask = t->service_mask;
-	t->vip_slots = rte_zmalloc_socket("rplb_vip_slots", size.vip_slots,
-					  RTE_CACHE_LINE_SIZE, socket_id);
-	t->backend_ip_mask = slots_for(n_backends) - 1;
-	t->backend_ip_slots = rte_zmalloc_socket("rplb_backend_ip_slots", size.backend_ip_slots,
-						 RTE_CACHE_LINE_SIZE, socket_id);
-	t->owner_mask = t->backend_ip_mask;
-	t->owner_slots = rte_zmalloc_socket("rplb_owner_slots", size.owner_slots,
-					    RTE_CACHE_LINE_SIZE, socket_id);
-	t->services = rte_zmalloc_socket("rplb_services", size.services,
-					 RTE_CACHE_LINE_SIZE, socket_id);
-	t->backends = rte_malloc_socket("rplb_backends", size.backends,
-					RTE_CACHE_LINE_SIZE, socket_id);
-	t->maglev = rte_malloc_socket("rplb_maglev", size.maglev, RTE_CACHE_LINE_SIZE, socket_id);
-	if (t->service_slots == NULL || t->vip_slots == NULL || t->owner_slots == NULL ||
-	    t->backend_ip_slots == NULL ||
-	    t->services == NULL || t->backends == NULL || t->maglev == NULL)
+		tables->timeout_ticks[i] = (uint32_t)RTE_MAX(ticks, 1ull);
+	}
+
+	tables_sizes(n_services, n_backends, &size);
+#define ALLOCATE(field, zeroed) \
+	(tables->field = (zeroed ? rte_zmalloc_socket : rte_malloc_socket)( \
+		"rplb_" #field, size.field, RTE_CACHE_LINE_SIZE, socket_id))
+	tables->service_mask = tables->vip_mask = slots_for(n_services) - 1;
+	tables->backend_ip_mask = tables->owner_mask = slots_for(n_backends) - 1;
+	/* The hash slots and the services are zeroed (0: an empty slot). */
+	if (ALLOCATE(service_slots, 1) == NULL || ALLOCATE(vip_slots, 1) == NULL ||
+	    ALLOCATE(backend_ip_slots, 1) == NULL || ALLOCATE(owner_slots, 1) == NULL ||
+	    ALLOCATE(services, 1) == NULL || ALLOCATE(maglevs, 1) == NULL ||
+	    ALLOCATE(backends, 0) == NULL || ALLOCATE(slot_taken_in, 0) == NULL ||
+	    ALLOCATE(reused_slots, 0) == NULL)
 		goto nomem;
+#undef ALLOCATE
 
-	for (i = 0; i < RPLB_MAX_BACKENDS; i++)
-		t->backends[i] = (struct rplb_lb_backend){.service_id = RPLB_NO_SERVICE};
+	/* Every slot unused, keeping the id of its last backend. */
+	for (i = 0; i < RPLB_MAX_BACKENDS; i++) {
+		tables->backends[i] = (struct rplb_lb_backend){
+			.service_id = RPLB_NO_SERVICE,
+			.backend_id = prev == NULL ? 0 : prev->backends[i].backend_id,
+		};
+		tables->slot_taken_in[i] = prev == NULL ? 0 : prev->slot_taken_in[i];
+	}
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &backends[b];
-		const struct rplb_service_spec *sp = &services[bp->service_index];
+		const struct rplb_backend_spec *spec = &specs->backends[b];
+		const struct rplb_service_spec *service =
+			&specs->services[service_index[spec->service_id]];
+		uint32_t slot = rplb_backend_slot(spec->backend_id);
 
-		t->backends[backend_slot(bp)] = (struct rplb_lb_backend){
-			.ip = bp->ip,
-			.port = bp->port,
-			.service_id = (uint16_t)sp->service_id,
-			.backend_id = bp->backend_id,
-			.to_backend = rplb_cksum_deltas(sp->vip, sp->port, bp->ip, bp->port),
+		if (tables->backends[slot].service_id != RPLB_NO_SERVICE) {
+			for (i = 0; rplb_backend_slot(specs->backends[i].backend_id) != slot; i++)
+				;
+			LOG(ERR, "tables: backend specs %u and %u share slot %u (backend ids %u, %u)",
+			    i, b, slot, specs->backends[i].backend_id, spec->backend_id);
+			goto invalid;
+		}
+		if (tables->backends[slot].backend_id != spec->backend_id || prev == NULL) {
+			/* The slot changes hands (or is taken for the first time). */
+			tables->slot_taken_in[slot] = (uint32_t)tables->generation;
+			tables->reused_slots[tables->n_reused++] = slot;
+		}
+		tables->backends[slot] = (struct rplb_lb_backend){
+			.ip = spec->ip,
+			.port = spec->port,
+			.service_id = (uint16_t)service->service_id,
+			.backend_id = spec->backend_id,
+			.to_backend = rplb_cksum_deltas(service->vip, service->port, spec->ip, spec->port),
 		};
 	}
 
 	for (s = 0; s < n_services; s++) {
-		const struct rplb_service_spec *sp = &services[s];
-		struct rplb_lb_service *svc = &t->services[s];
-		uint32_t *table = &t->maglev[(size_t)s * maglev_size];
+		const struct rplb_service_spec *spec = &specs->services[s];
+		const struct rplb_maglev *maglev = specs->maglevs[s];
+		struct rplb_lb_service *service = &tables->services[s];
+		struct rplb_service_slot *slot;
 
-		*svc = (struct rplb_lb_service){
-			.vip = sp->vip, .port = sp->port, .proto = sp->proto,
-			.service_id = (uint16_t)sp->service_id, .maglev = table,
-		};
-		for (i = 0; i < maglev_size; i++) {
-			int32_t owner = maglev[(size_t)s * maglev_size + i];
+		/* A Maglev table may only name backends of its own service. */
+		for (i = 0; maglev != NULL && i < maglev->n_backends; i++) {
+			const struct rplb_lb_backend *owner =
+				&tables->backends[rplb_backend_slot(maglev->backend_ids[i])];
 
-			table[i] = owner < 0 ? RPLB_NO_BACKEND : backend_slot(&backends[owner]);
-		}
-
-		for (i = rplb_lookup_hash(sp->vip, sp->port, sp->proto) & t->service_mask;
-		     t->service_slots[i].used; i = (i + 1) & t->service_mask) {
-			if (t->service_slots[i].vip == sp->vip && t->service_slots[i].port == sp->port &&
-			    t->service_slots[i].proto == sp->proto) {
-				LOG(ERR, "tables: service spec %u duplicates service %u", s,
-				    t->service_slots[i].service_index);
-				rplb_lb_tables_free(t);
-				rte_errno = EINVAL;
-				return NULL;
+			if (owner->backend_id != maglev->backend_ids[i] ||
+			    owner->service_id != spec->service_id) {
+				LOG(ERR, "tables: the Maglev table of service spec %u names backend id "
+				    "%u, which is not one of the service's", s, maglev->backend_ids[i]);
+				goto invalid;
 			}
 		}
-		t->service_slots[i] = (struct rplb_service_slot){
-			.vip = sp->vip, .port = sp->port, .proto = sp->proto, .used = 1,
-			.service_index = (uint16_t)s, .service = svc,
+		*service = (struct rplb_lb_service){
+			.vip = spec->vip, .port = spec->port, .proto = spec->proto,
+			.service_id = (uint16_t)spec->service_id,
+			.maglev_size = maglev != NULL ? maglev->size : RTE_DIM(no_backend_table),
+			.maglev = maglev != NULL ? maglev->slots : no_backend_table,
 		};
 
-		add_address(t->vip_slots, t->vip_mask, sp->vip);
+		for (i = rplb_lookup_hash(spec->vip, spec->port, spec->proto) & tables->service_mask;
+		     tables->service_slots[i].used; i = (i + 1) & tables->service_mask) {
+			slot = &tables->service_slots[i];
+			if (slot->vip == spec->vip && slot->port == spec->port &&
+			    slot->proto == spec->proto) {
+				LOG(ERR, "tables: service spec %u duplicates service spec %u", s,
+				    slot->service_index);
+				goto invalid;
+			}
+		}
+		tables->service_slots[i] = (struct rplb_service_slot){
+			.vip = spec->vip, .port = spec->port, .proto = spec->proto, .used = 1,
+			.service_index = (uint16_t)s, .service = service,
+		};
+
+		add_address(tables->vip_slots, tables->vip_mask, spec->vip);
 	}
 
 	for (b = 0; b < n_backends; b++) {
-		const struct rplb_backend_spec *bp = &backends[b];
-		const struct rplb_service_spec *sp = &services[bp->service_index];
-		uint8_t proto = sp->proto;
+		const struct rplb_backend_spec *spec = &specs->backends[b];
+		const uint32_t index = service_index[spec->service_id];
+		uint8_t proto = specs->services[index].proto;
+		struct rplb_owner_slot *owner;
 
-		if (bp->ip != 0)
-			add_address(t->backend_ip_slots, t->backend_ip_mask, bp->ip);
+		if (spec->ip != 0)
+			add_address(tables->backend_ip_slots, tables->backend_ip_mask, spec->ip);
 
-		for (i = rplb_lookup_hash(bp->ip, bp->port, proto) & t->owner_mask;
-		     t->owner_slots[i].used; i = (i + 1) & t->owner_mask) {
-			struct rplb_owner_slot *o = &t->owner_slots[i];
-
-			if (o->ip == bp->ip && o->port == bp->port && o->proto == proto)
+		for (i = rplb_lookup_hash(spec->ip, spec->port, proto) & tables->owner_mask;
+		     tables->owner_slots[i].used; i = (i + 1) & tables->owner_mask) {
+			owner = &tables->owner_slots[i];
+			if (owner->ip == spec->ip && owner->port == spec->port && owner->proto == proto)
 				break;
 		}
-		if (t->owner_slots[i].used) {
-			if (t->owner_slots[i].service_index != bp->service_index)
-				t->owner_slots[i].service_index = RPLB_SERVICE_SHARED;
+		owner = &tables->owner_slots[i];
+		if (owner->used) {
+			if (owner->service_index != index)
+				owner->service_index = RPLB_SERVICE_SHARED;
 			continue;
 		}
-		t->owner_slots[i] = (struct rplb_owner_slot){
-			.ip = bp->ip, .port = bp->port, .proto = proto, .used = 1,
-			.service_index = (uint16_t)bp->service_index,
+		*owner = (struct rplb_owner_slot){
+			.ip = spec->ip, .port = spec->port, .proto = proto, .used = 1,
+			.service_index = (uint16_t)index,
 		};
 	}
-	return t;
 
+	/* Valid: the generation holds its services' Maglev tables. */
+	tables->n_services = n_services;
+	tables->n_backends = n_backends;
+	for (s = 0; s < n_services; s++) {
+		tables->maglevs[s] = specs->maglevs[s];
+		if (tables->maglevs[s] != NULL)
+			maglev_take(tables->maglevs[s]);
+	}
+	free(service_index);
+	return tables;
+
+invalid:
+	tables_free(tables);
+	free(service_index);
+	rte_errno = EINVAL;
+	return NULL;
 nomem:
-	rplb_lb_tables_free(t);
+	tables_free(tables);
+	free(service_index);
 	rte_errno = ENOMEM;
 	return NULL;
 }
@@ -336,7 +413,8 @@ rplb_lb_create(const struct rplb_lb_params *params)
 	size_t qsbr_size;
 	int rc;
 
-	if (params == NULL || params->flow_table_size == 0 || params->max_workers == 0 ||
+	if (params == NULL || params->flow_table_size == 0 ||
+	    params->flow_table_size > RPLB_MAX_FLOW_TABLE_SIZE || params->max_workers == 0 ||
 	    params->max_workers > RTE_MAX_LCORE) {
 		rte_errno = EINVAL;
 		return NULL;
@@ -363,6 +441,7 @@ rplb_lb_create(const struct rplb_lb_params *params)
 		rte_errno = EINVAL;
 		return NULL;
 	}
+	pthread_mutex_init(&lb->publish_lock, NULL);
 
 	/* Thread ids of the RCU are lcore ids: any lcore may host a worker. */
 	qsbr_size = rte_rcu_qsbr_get_memsize(RTE_MAX_LCORE);
@@ -374,12 +453,12 @@ rplb_lb_create(const struct rplb_lb_params *params)
 		return NULL;
 	}
 	rc = rte_rcu_qsbr_init(lb->qsbr, RTE_MAX_LCORE);
-	if (rc == 0)
-		rc = rplb_lb_set_timeouts(lb, params->timeout_s);
 	if (rc == 0) {
 		/* Start with empty tables: everything passes through. */
-		lb->tables = rplb_lb_tables_create(NULL, 0, NULL, 0, NULL, 0, 0,
-						   params->socket_id);
+		struct rplb_table_specs empty = {0};
+
+		memcpy(empty.timeout_s, params->timeout_s, sizeof(empty.timeout_s));
+		lb->tables = tables_create(lb, NULL, &empty);
 		if (lb->tables == NULL)
 			rc = -rte_errno;
 	}
@@ -405,83 +484,65 @@ rplb_lb_free(struct rplb_lb *lb)
 		rte_free(lb->workers[i].backend_counters);
 		rplb_flow_sample_slot_free(lb->workers[i].sample);
 	}
-	rplb_lb_tables_free(lb->tables);
+	tables_free(lb->tables);
 	rte_free(lb->qsbr);
+	pthread_mutex_destroy(&lb->publish_lock);
 	rte_free(lb);
-}
-
-int
-rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES])
-{
-	uint32_t clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
-	unsigned int i;
-
-	for (i = 0; i < RPLB_FLOW_STATES; i++)
-		/* The flow clock wraps after 4 days: longer timeouts are refused. */
-		if (timeout_s[i] == 0 || timeout_s[i] > RPLB_MAX_TIMEOUT_S)
-			return -EINVAL;
-	/* Each value is one aligned 32-bit store: a worker reads old or new. */
-	for (i = 0; i < RPLB_FLOW_STATES; i++) {
-		uint64_t ticks = ((uint64_t)timeout_s[i] * rte_get_tsc_hz()) >> clock_shift;
-
-		__atomic_store_n(&lb->timeout_ticks[i], (uint32_t)RTE_MAX(ticks, 1ull),
-				 __ATOMIC_RELAXED);
-	}
-	return 0;
 }
 
 /* Free what rplb_lb_add_worker allocated for a worker (NULLs skipped). */
 static void
-worker_state_free(struct rplb_lb_worker *lw)
+worker_state_free(struct rplb_lb_worker *lb_worker)
 {
-	rplb_flow_table_free(lw->flows);
-	rplb_fragment_table_free(lw->fragments);
-	rte_free(lw->service_counters);
-	rte_free(lw->backend_counters);
-	rplb_flow_sample_slot_free(lw->sample);
-	memset(lw, 0, sizeof(*lw));
+	rplb_flow_table_free(lb_worker->flows);
+	rplb_fragment_table_free(lb_worker->fragments);
+	rte_free(lb_worker->service_counters);
+	rte_free(lb_worker->backend_counters);
+	rplb_flow_sample_slot_free(lb_worker->sample);
+	memset(lb_worker, 0, sizeof(*lb_worker));
 }
 
 int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
-	struct rplb_lb_worker *lw;
+	struct rplb_lb_worker *lb_worker;
 	unsigned int index = lb->n_workers;
 	uint64_t fragment_ticks;
 	int rc;
 
 	if (index >= lb->max_workers || lcore_id >= RTE_MAX_LCORE)
 		return -EINVAL;
-	lw = &lb->workers[index];
-	memset(lw, 0, sizeof(*lw));
-	lw->lcore_id = lcore_id;
-	lw->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
-	if (lw->flows == NULL) {
+	lb_worker = &lb->workers[index];
+	memset(lb_worker, 0, sizeof(*lb_worker));
+	lb_worker->lcore_id = lcore_id;
+	lb_worker->flows = rplb_flow_table_create(lb->flow_table_size, lb->socket_id);
+	if (lb_worker->flows == NULL) {
 		rc = -rte_errno;
-		worker_state_free(lw);
+		worker_state_free(lb_worker);
 		return rc;
 	}
 	/* In the flow clock's ticks: the worker ages fragments with it. */
 	fragment_ticks = ((uint64_t)lb->fragment_timeout_s * rte_get_tsc_hz()) >>
-			 lw->flows->clock_shift;
-	lw->fragments = rplb_fragment_table_create(lb->fragment_datagrams, lb->fragment_held,
-						   (uint32_t)RTE_MAX(fragment_ticks, 1ull),
-						   lb->socket_id);
-	lw->service_counters = rte_zmalloc_socket("rplb_service_counters",
-		RPLB_MAX_SERVICES * sizeof(*lw->service_counters), RTE_CACHE_LINE_SIZE,
+			 lb_worker->flows->clock_shift;
+	lb_worker->fragments = rplb_fragment_table_create(lb->fragment_datagrams,
+							  lb->fragment_held,
+							  (uint32_t)RTE_MAX(fragment_ticks, 1ull),
+							  lb->socket_id);
+	lb_worker->service_counters = rte_zmalloc_socket("rplb_service_counters",
+		RPLB_MAX_SERVICES * sizeof(*lb_worker->service_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
-	lw->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
-		RPLB_MAX_BACKENDS * sizeof(*lw->backend_counters), RTE_CACHE_LINE_SIZE,
+	lb_worker->backend_counters = rte_zmalloc_socket("rplb_backend_counters",
+		RPLB_MAX_BACKENDS * sizeof(*lb_worker->backend_counters), RTE_CACHE_LINE_SIZE,
 		lb->socket_id);
-	lw->sample = rplb_flow_sample_slot_create(lb->socket_id);
-	if (lw->fragments == NULL || lw->service_counters == NULL ||
-	    lw->backend_counters == NULL || lw->sample == NULL) {
-		worker_state_free(lw);
+	lb_worker->sample = rplb_flow_sample_slot_create(lb->socket_id);
+	if (lb_worker->fragments == NULL || lb_worker->service_counters == NULL ||
+	    lb_worker->backend_counters == NULL || lb_worker->sample == NULL) {
+		worker_state_free(lb_worker);
 		return -ENOMEM;
 	}
 	rc = rte_rcu_qsbr_thread_register(lb->qsbr, lcore_id);
 	if (rc != 0) {
-		worker_state_free(lw);
+		worker_state_free(lb_worker);
 		return -rte_errno;
 	}
 	lb->n_workers++;
@@ -489,17 +550,33 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 }
 
 int
-rplb_lb_publish(struct rplb_lb *lb, struct rplb_lb_tables *tables)
+rplb_lb_publish(struct rplb_lb *lb, const struct rplb_table_specs *specs)
 {
-	struct rplb_lb_tables *old;
+	struct rplb_lb_tables *tables, *old;
 
-	if (lb == NULL || tables == NULL)
+	if (lb == NULL || specs == NULL)
 		return -EINVAL;
+	pthread_mutex_lock(&lb->publish_lock);
+	/* Built against the published generation: unused slots keep their
+	 * last backend's id, and the slots that change hands are listed. */
+	tables = tables_create(lb, lb->tables, specs);
+	if (tables == NULL) {
+		pthread_mutex_unlock(&lb->publish_lock);
+		return -rte_errno;
+	}
 	old = __atomic_exchange_n(&lb->tables, tables, __ATOMIC_ACQ_REL);
 	/* Workers that are offline (not started, or stopped) do not hold old
-	 * tables; online ones report a quiescent state every loop iteration. */
+	 * tables; online ones report a quiescent state every loop iteration.
+	 * After the first grace period no worker uses the old generation;
+	 * after the second every running worker has adopted the new one (a
+	 * worker loads the tables after each quiescent state and adopts what
+	 * it loads before the next), so it never meets a generation without
+	 * having met its predecessor (the list of slots changing hands is
+	 * relative to that). */
 	rte_rcu_qsbr_synchronize(lb->qsbr, RTE_QSBR_THRID_INVALID);
-	rplb_lb_tables_free(old);
+	rte_rcu_qsbr_synchronize(lb->qsbr, RTE_QSBR_THRID_INVALID);
+	pthread_mutex_unlock(&lb->publish_lock);
+	tables_free(old);
 	return 0;
 }
 

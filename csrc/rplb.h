@@ -65,53 +65,117 @@ struct rplb_worker *rplb_worker_create(const struct rplb_worker_params *params,
 				       void *engine_state);
 void rplb_worker_free(struct rplb_worker *worker);
 
-/* lcore_function_t: pass to rte_eal_remote_launch() with the worker. */
+/* lcore_function_t: pass to rte_eal_remote_launch() with the worker.  A
+ * worker stopped (and waited for) may be launched again after
+ * rplb_worker_rearm(). */
 int rplb_worker_main(void *worker);
 void rplb_worker_request_stop(struct rplb_worker *worker);
+void rplb_worker_rearm(struct rplb_worker *worker);
 const struct rplb_lcore_counters *rplb_worker_counters(const struct rplb_worker *worker);
 
 /* ---- load-balancing tables (built by the control plane) ---------------- */
 
-/* Specs handed over by Python as numpy structured arrays.  The dtypes are
- * generated from rplb_spec_layout below, so there is one definition. */
+/* A backend id: the backend's counter slot (which also indexes the
+ * tables' backends) in its low RPLB_BACKEND_SLOT_BITS bits, a generation
+ * above them.  Flows remember it.  The control plane bumps a slot's
+ * generation whenever the slot changes hands, so an id names one backend
+ * of one service for as long as flows may hold it: a flow whose backend id
+ * is still configured under the flow's service_id skips the service
+ * lookup.  A slot's ids repeat after RPLB_BACKEND_GENERATIONS reuses. */
+#define RPLB_BACKEND_GENERATIONS (1u << (32 - RPLB_BACKEND_SLOT_BITS))
+
+static inline uint32_t
+rplb_backend_slot(uint32_t backend_id)
+{
+	return backend_id & (RPLB_MAX_BACKENDS - 1);
+}
+
+static inline uint32_t
+rplb_backend_generation(uint32_t backend_id)
+{
+	return backend_id >> RPLB_BACKEND_SLOT_BITS;
+}
+
+/* generation is taken modulo RPLB_BACKEND_GENERATIONS. */
+static inline uint32_t
+rplb_backend_id(uint32_t slot, uint32_t generation)
+{
+	return (slot & (RPLB_MAX_BACKENDS - 1)) | generation << RPLB_BACKEND_SLOT_BITS;
+}
+
+/* Entries of one service's Maglev table.  The control plane requires a
+ * prime size (the permutations need it); the engine does not. */
+#define RPLB_MAGLEV_MIN_SIZE 3
+#define RPLB_MAGLEV_MAX_SIZE 1000003
+#define RPLB_MAX_WEIGHT UINT16_MAX
+/* Flows per worker (the flow table's records, buckets and keys are sized
+ * from it at start). */
+#define RPLB_MAX_FLOW_TABLE_SIZE (1u << 24)
+
+/* Specs handed over by Python as numpy structured arrays, in any order.
+ * The dtypes are generated from rplb_layout (contract.c), so there is one
+ * definition. */
 struct rplb_service_spec {
 	uint32_t vip;            /* network byte order */
 	uint16_t port;           /* network byte order */
 	uint8_t proto;           /* IPPROTO_TCP or IPPROTO_UDP */
 	uint8_t reserved;
 	uint32_t service_id;     /* stable counter slot, < RPLB_MAX_SERVICES */
-	uint32_t first_backend;  /* index of its first backend spec */
-	uint32_t n_backends;
 };
 
 struct rplb_backend_spec {
 	uint32_t ip;             /* network byte order */
 	uint16_t port;           /* network byte order */
 	uint16_t weight;
-	/* counter slot | generation << RPLB_BACKEND_SLOT_BITS.  Flows remember
-	 * it: an id must keep naming a backend of the same vip:proto:port
-	 * while flows may hold it (the control plane bumps the generation
-	 * whenever a slot changes hands), because a flow whose backend id is
-	 * still configured under the flow's service_id skips the service
-	 * lookup. */
-	uint32_t backend_id;
-	uint32_t service_index;  /* index of its service spec */
+	uint32_t backend_id;     /* rplb_backend_id() */
+	uint32_t service_id;     /* of its service spec */
 };
 
-struct rplb_field_layout {
-	const char *struct_name;
-	const char *field;
-	uint32_t offset;
-	uint32_t size;
+/* One service's Maglev table: which backend slot serves each entry.  It
+ * is shared by every table generation that keeps the service unchanged
+ * (reference counted: the control plane holds one reference, each
+ * generation one; freed with the last), so an edit builds and copies only
+ * the tables of the services it changes. */
+struct rplb_maglev;
+
+/* A table of size entries; owners[i] is an index into backend_ids (the
+ * service's backends) or -1 for no backend.  The table is checked against
+ * the service at every publish: each of backend_ids must be configured
+ * under it.  Returns the caller's reference, or NULL + rte_errno (EINVAL,
+ * ENOMEM). */
+struct rplb_maglev *rplb_maglev_create(const int32_t *owners, uint32_t size,
+				       const uint32_t *backend_ids, uint32_t n_backends,
+				       int socket_id);
+/* Drop one reference (NULL is ignored).  Any thread of the control plane. */
+void rplb_maglev_release(struct rplb_maglev *maglev);
+uint32_t rplb_maglev_size(const struct rplb_maglev *maglev);
+
+/* Everything one table generation is built from. */
+struct rplb_table_specs {
+	const struct rplb_service_spec *services;
+	uint32_t n_services;
+	const struct rplb_backend_spec *backends;
+	uint32_t n_backends;
+	/* One per service spec, in the same order; NULL: the service has no
+	 * backend of weight > 0 (new flows to it are dropped). */
+	struct rplb_maglev *const *maglevs;
+	uint32_t timeout_s[RPLB_FLOW_STATES];   /* by enum rplb_flow_state */
+	uint32_t strict;         /* drop client traffic to backend addresses */
 };
-/* Terminated by an entry with struct_name == NULL. */
-extern const struct rplb_field_layout rplb_spec_layout[];
-size_t rplb_spec_size(const char *struct_name);
+
+/* Bytes of DPDK heap one table generation of this size takes (computed
+ * without EAL, from the sizes its allocations use).  While a change is
+ * published the old generation lives on until every worker moved on:
+ * twice this at peak.  The services' Maglev tables are shared between
+ * generations and counted apart: rplb_lb_maglev_memory for one of size
+ * entries naming n_backends backends. */
+size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends);
+size_t rplb_lb_maglev_memory(uint32_t size, uint32_t n_backends);
 
 struct rplb_lb_params {
-	uint32_t flow_table_size;   /* flows per worker */
+	uint32_t flow_table_size;   /* flows per worker, <= RPLB_MAX_FLOW_TABLE_SIZE */
 	uint32_t max_workers;
-	uint32_t timeout_s[RPLB_FLOW_STATES];
+	uint32_t timeout_s[RPLB_FLOW_STATES];   /* of the first, empty tables */
 	int socket_id;
 	/* IPv4 fragments, per worker (fragment_table.h): datagrams tracked at
 	 * once (0: RPLB_FRAGMENT_DEFAULT_DATAGRAMS), fragments held until
@@ -130,26 +194,15 @@ void rplb_lb_free(struct rplb_lb *lb);
 /* Create the flow table of one more worker; returns its index or -errno.
  * Call before that worker is launched. */
 int rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id);
-int rplb_lb_set_timeouts(struct rplb_lb *lb, const uint32_t timeout_s[RPLB_FLOW_STATES]);
 
-/* Flags of rplb_lb_tables_create. */
-#define RPLB_TABLES_STRICT 1u   /* drop client traffic to backend addresses */
-
-/* Build immutable tables from specs.  maglev is n_services * maglev_size
- * entries: the index into backends of the slot's owner, or -1.
- * NULL + rte_errno (EINVAL with a log line naming the bad entry, ENOMEM). */
-struct rplb_lb_tables *rplb_lb_tables_create(const struct rplb_service_spec *services,
-					     uint32_t n_services,
-					     const struct rplb_backend_spec *backends,
-					     uint32_t n_backends,
-					     const int32_t *maglev, uint32_t maglev_size,
-					     uint32_t flags, int socket_id);
-void rplb_lb_tables_free(struct rplb_lb_tables *tables);
-
-/* Publish tables to the workers without stopping them: swap the pointer,
- * wait until every worker passed a quiescent point, free the old tables.
- * Blocks (call without the GIL).  Takes ownership of tables. */
-int rplb_lb_publish(struct rplb_lb *lb, struct rplb_lb_tables *tables);
+/* Build the next table generation from specs and publish it to the
+ * workers without stopping them: swap one pointer, wait until every
+ * running worker has adopted it, free the generation it replaces.  Specs
+ * are checked first: -EINVAL (with a log line naming the bad entry) or
+ * -ENOMEM change nothing.  The flow timeouts are part of the generation.
+ * Blocks (call without the GIL); concurrent calls are serialised.  The
+ * specs and Maglev tables stay the caller's. */
+int rplb_lb_publish(struct rplb_lb *lb, const struct rplb_table_specs *specs);
 
 /* A copy of one stored flow, for operators (rplbctl flows). */
 struct rplb_flow_sample {
@@ -176,7 +229,9 @@ struct rplb_flow_sample {
 int rplb_lb_flow_sample(struct rplb_lb *lb, unsigned int worker,
 			struct rplb_flow_sample *out, unsigned int max, unsigned int timeout_ms);
 
-/* Per-worker counters of the engine (index from rplb_lb_add_worker). */
+/* Per-worker counters of the engine (index from rplb_lb_add_worker):
+ * RPLB_MAX_SERVICES and RPLB_MAX_BACKENDS entries, written by that
+ * worker only. */
 const struct rplb_service_counters *rplb_lb_service_counters(const struct rplb_lb *lb,
 							     unsigned int worker);
 const struct rplb_backend_counters *rplb_lb_backend_counters(const struct rplb_lb *lb,
@@ -187,15 +242,45 @@ size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
 
 /* Memory estimates for operators (rplb-dpdk --check-config), computed
  * without EAL from the sizes the allocations use; the allocator's own
- * overhead (a cache line or two per allocation) aside.
- * One generation of tables (while a change is published, the old one
- * lives until every worker moved on: twice this at peak): */
-size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size);
-/* One worker's state: its flow table, its fragment state, its counters,
- * its flow sample (fragment bounds as in rplb_lb_params; the held
- * fragments' mbufs come from the pool and are not counted here). */
+ * overhead (a cache line or two per allocation) aside.  The tables:
+ * rplb_lb_tables_memory and rplb_lb_maglev_memory above.  One worker's
+ * state: its flow table, its fragment state, its counters, its flow
+ * sample (fragment bounds as in rplb_lb_params; the held fragments' mbufs
+ * come from the pool and are not counted here). */
 size_t rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
 			     uint32_t fragment_held);
+
+/* ---- what Python reads of the C side (contract.c) ---------------------- */
+
+/* Every limit and encoding constant the control plane needs, by name. */
+struct rplb_constant {
+	const char *name;
+	int64_t value;
+};
+/* Terminated by an entry with name == NULL. */
+extern const struct rplb_constant rplb_constants[];
+
+/* Fields of the structs Python reads or writes as numpy arrays.  kind:
+ * 'u' or 'i' (unsigned or signed integer of size bytes), or 's' for a
+ * struct named by type; count > 1 for an array field. */
+struct rplb_field_layout {
+	const char *struct_name;
+	const char *field;
+	uint32_t offset;
+	uint32_t size;           /* of one element */
+	uint32_t count;
+	char kind;
+	const char *type;        /* kind 's': the struct's name */
+};
+/* Terminated by an entry with struct_name == NULL. */
+extern const struct rplb_field_layout rplb_layout[];
+
+struct rplb_struct_size {
+	const char *name;
+	uint32_t size;
+};
+/* Terminated by an entry with name == NULL. */
+extern const struct rplb_struct_size rplb_struct_sizes[];
 
 #ifdef __cplusplus
 }

@@ -44,3 +44,8 @@ const char *const rplb_flow_state_names[RPLB_FLOW_STATES] = {
 	[RPLB_FLOW_TCP_ESTABLISHED] = "tcp",
 	[RPLB_FLOW_TCP_CLOSING] = "tcp_fin",
 };
+
+const char *const rplb_side_names[RPLB_SIDES] = {
+	[RPLB_FRONTEND] = "frontend",
+	[RPLB_BACKEND] = "backend",
+};

@@ -5,8 +5,10 @@
  * Every counter has exactly one writer (the worker lcore that owns it), so
  * they are plain uint64_t in per-lcore, cache-aligned structs.  The control
  * plane reads them (64-bit aligned loads are atomic on the CPUs DPDK runs
- * on) and sums them over lcores.  Names for Python come from the tables in
- * stats.c, so adding a counter here is the only edit needed.
+ * on) and sums them over lcores.  Python reads every counter struct
+ * through its layout and its names from the tables in stats.c
+ * (contract.c exports both), so adding a counter here is the only edit
+ * needed.
  */
 #ifndef RPLB_STATS_H
 #define RPLB_STATS_H
@@ -19,10 +21,14 @@
 #define RPLB_FRONTEND 0
 #define RPLB_BACKEND 1
 
-#define RPLB_MAX_SERVICES 1024
-#define RPLB_BACKEND_SLOT_BITS 13
+/* Services and backends: a service id indexes the service counters and is
+ * a uint16 in every flow record (UINT16_MAX means none); a backend slot
+ * (the low bits of a backend id, rplb.h) indexes the backend counters and
+ * the tables' backends. */
+#define RPLB_MAX_SERVICES (1u << 15)
+#define RPLB_BACKEND_SLOT_BITS 17
 #define RPLB_MAX_BACKENDS (1u << RPLB_BACKEND_SLOT_BITS)
-#define RPLB_MAX_TIMEOUT_S 86400 /* one day; config.py's MAX_TIMEOUT */
+#define RPLB_MAX_TIMEOUT_S 86400 /* one day: the flow clock wraps after four */
 
 /* Why a packet was dropped.  Keep in step with rplb_drop_names (stats.c). */
 enum rplb_drop_reason {
@@ -96,28 +102,31 @@ struct rplb_lcore_counters {
 	uint64_t events[RPLB_EVENTS];
 } __rte_cache_aligned;
 
-/* Indexed by service_id / backend slot; one array per worker.  A packet
- * of a flow is counted once, under its backend: a service's packets and
- * bytes are its own counters (the replies rewritten without a flow, which
- * have no backend) plus its backends' (the control plane adds them up,
- * rplb/balancer.py), one counter update per packet fewer on the fast
- * path. */
+/* Indexed by service_id / backend slot; one array per worker.  Whatever
+ * belongs to a flow is counted once, under its backend: a service's
+ * packets, bytes, new and active flows are its own counters (the replies
+ * rewritten without a flow, which have no backend) plus its backends'
+ * (the control plane adds them up, rplb/balancer.py), fewer counter
+ * updates per packet and per new flow on the fast path. */
 struct rplb_service_counters {
 	uint64_t packets;          /* replies rewritten without a flow */
 	uint64_t bytes;
-	uint64_t new_flows;
-	int64_t active_flows;      /* a gauge: created - expired on this worker */
 };
 
 struct rplb_backend_counters {
 	uint64_t packets;          /* both directions */
 	uint64_t bytes;
 	uint64_t new_flows;
+	/* A gauge: flows of this slot's backend stored on this worker.  When
+	 * the slot changes hands, the worker zeroes it as it adopts the
+	 * tables that hand it over (lb_tables.c), and flows of the slot's
+	 * earlier backends no longer count down here. */
 	int64_t active_flows;
 };
 
 extern const char *const rplb_drop_names[RPLB_DROP_REASONS];
 extern const char *const rplb_event_names[RPLB_EVENTS];
 extern const char *const rplb_flow_state_names[RPLB_FLOW_STATES];
+extern const char *const rplb_side_names[RPLB_SIDES];
 
 #endif /* RPLB_STATS_H */

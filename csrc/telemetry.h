@@ -14,6 +14,9 @@
 #include <stdint.h>
 
 #define RPLB_TEL_NAME_LEN 64    /* < RTE_TEL_MAX_STRING_LEN */
+/* Entries of one dict of a reply, at most (rte_telemetry.h's limit): so
+ * /rplb/services names at most this many services. */
+#define RPLB_TEL_MAX_ENTRIES 256
 
 enum rplb_tel_command {
 	RPLB_TEL_STATS,         /* /rplb/stats */

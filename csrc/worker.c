@@ -66,6 +66,12 @@ rplb_worker_request_stop(struct rplb_worker *worker)
 	__atomic_store_n(&worker->stop_requested, 1, __ATOMIC_RELEASE);
 }
 
+void
+rplb_worker_rearm(struct rplb_worker *w)
+{
+	__atomic_store_n(&w->stop_requested, 0, __ATOMIC_RELEASE);
+}
+
 const struct rplb_lcore_counters *
 rplb_worker_counters(const struct rplb_worker *worker)
 {

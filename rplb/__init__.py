@@ -3,7 +3,8 @@
 The control plane is this package; the fast path is C (csrc/) reached
 through the Cython bridge rplb.dataplane.  Public API:
 
-- configuration (no DPDK needed): Config, Service, Backend, Timeouts,
+- configuration (no EAL needed; validating loads the compiled extension
+  for the fast path's limits): Config, Service, Backend, Timeouts,
   Fragments, ServiceKey, load_config, parse_config, dump_config, ConfigError;
 - running: Appliance and Options (EAL, ports, workers), Balancer (apply a
   configuration or edit services and backends atomically), RplbError.

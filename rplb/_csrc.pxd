@@ -4,35 +4,29 @@
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 
+# Limits and layouts are not declared field by field here: Python reads
+# them from the tables of csrc/contract.c (rplb/contract.py), so they are
+# defined once, in the C headers.
 cdef extern from "stats.h" nogil:
-    int RPLB_SIDES
-    int RPLB_FRONTEND
-    int RPLB_BACKEND
-    int RPLB_MAX_SERVICES
-    int RPLB_MAX_BACKENDS
-    int RPLB_BACKEND_SLOT_BITS
-    int RPLB_DROP_REASONS
-    int RPLB_EVENTS
-    int RPLB_FLOW_STATES
+    enum:
+        RPLB_SIDES
+        RPLB_DROP_REASONS
+        RPLB_EVENTS
+        RPLB_FLOW_STATES
+        RPLB_MAX_SERVICES
+        RPLB_MAX_BACKENDS
 
-    struct rplb_port_counters:
-        uint64_t rx_packets
-        uint64_t rx_bytes
-        uint64_t tx_packets
-        uint64_t tx_bytes
-        uint64_t tx_dropped
     struct rplb_lcore_counters:
-        rplb_port_counters port[2]
-        uint64_t drops[1]
-        uint64_t events[1]
+        pass
     struct rplb_service_counters:
-        uint64_t packets
+        pass
     struct rplb_backend_counters:
-        uint64_t packets
+        pass
 
     const char *rplb_drop_names[]
     const char *rplb_event_names[]
     const char *rplb_flow_state_names[]
+    const char *rplb_side_names[]
 
 
 cdef extern from "maglev_fill.h" nogil:
@@ -56,8 +50,8 @@ cdef extern from "rplb.h" nogil:
         uint16_t backend_port
         uint16_t rx_queue
         uint16_t tx_queue
-        uint8_t tx_cksum_offload[2]
-        uint8_t rx_cksum_offload[2]
+        uint8_t tx_cksum_offload[RPLB_SIDES]
+        uint8_t rx_cksum_offload[RPLB_SIDES]
         uint32_t drain_us
         int socket_id
 
@@ -69,26 +63,41 @@ cdef extern from "rplb.h" nogil:
     void rplb_worker_free(rplb_worker *worker)
     int rplb_worker_main(void *worker)
     void rplb_worker_request_stop(rplb_worker *worker)
+    void rplb_worker_rearm(rplb_worker *worker)
     const rplb_lcore_counters *rplb_worker_counters(const rplb_worker *worker)
 
     struct rplb_service_spec:
         pass
     struct rplb_backend_spec:
         pass
-    struct rplb_field_layout:
-        const char *struct_name
-        const char *field
-        uint32_t offset
-        uint32_t size
-    const rplb_field_layout rplb_spec_layout[]
-    size_t rplb_spec_size(const char *struct_name)
 
-    uint32_t RPLB_TABLES_STRICT
+    uint32_t rplb_backend_slot(uint32_t backend_id)
+    uint32_t rplb_backend_generation(uint32_t backend_id)
+    uint32_t rplb_backend_id(uint32_t slot, uint32_t generation)
+
+    struct rplb_maglev:
+        pass
+    rplb_maglev *rplb_maglev_create(const int32_t *owners, uint32_t size,
+                                    const uint32_t *backend_ids, uint32_t n_backends,
+                                    int socket_id)
+    void rplb_maglev_release(rplb_maglev *maglev)
+    uint32_t rplb_maglev_size(const rplb_maglev *maglev)
+
+    struct rplb_table_specs:
+        const rplb_service_spec *services
+        uint32_t n_services
+        const rplb_backend_spec *backends
+        uint32_t n_backends
+        rplb_maglev **maglevs
+        uint32_t timeout_s[RPLB_FLOW_STATES]
+        uint32_t strict
+    size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
+    size_t rplb_lb_maglev_memory(uint32_t size, uint32_t n_backends)
 
     struct rplb_lb_params:
         uint32_t flow_table_size
         uint32_t max_workers
-        uint32_t timeout_s[4]
+        uint32_t timeout_s[RPLB_FLOW_STATES]
         int socket_id
         uint32_t fragment_datagrams
         uint32_t fragment_held
@@ -97,15 +106,7 @@ cdef extern from "rplb.h" nogil:
     rplb_lb *rplb_lb_create(const rplb_lb_params *params)
     void rplb_lb_free(rplb_lb *lb)
     int rplb_lb_add_worker(rplb_lb *lb, unsigned int lcore_id)
-    int rplb_lb_set_timeouts(rplb_lb *lb, const uint32_t *timeout_s)
-    rplb_lb_tables *rplb_lb_tables_create(const rplb_service_spec *services,
-                                          uint32_t n_services,
-                                          const rplb_backend_spec *backends,
-                                          uint32_t n_backends,
-                                          const int32_t *maglev, uint32_t maglev_size,
-                                          uint32_t flags, int socket_id)
-    void rplb_lb_tables_free(rplb_lb_tables *tables)
-    int rplb_lb_publish(rplb_lb *lb, rplb_lb_tables *tables)
+    int rplb_lb_publish(rplb_lb *lb, const rplb_table_specs *specs)
     struct rplb_flow_sample:
         uint32_t client_ip
         uint32_t vip
@@ -125,18 +126,32 @@ cdef extern from "rplb.h" nogil:
     const rplb_backend_counters *rplb_lb_backend_counters(const rplb_lb *lb, unsigned int worker)
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
-    size_t rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends, uint32_t maglev_size)
     size_t rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
                                  uint32_t fragment_held)
 
 
 cdef extern from "fragment_table.h" nogil:
-    uint32_t RPLB_FRAGMENT_MAX_DATAGRAMS
-    uint32_t RPLB_FRAGMENT_MAX_HELD
-    uint32_t RPLB_FRAGMENT_MAX_TIMEOUT_S
     uint32_t RPLB_FRAGMENT_DEFAULT_DATAGRAMS
     uint32_t RPLB_FRAGMENT_DEFAULT_HELD
     uint32_t RPLB_FRAGMENT_DEFAULT_TIMEOUT_S
+
+    struct rplb_constant:
+        const char *name
+        int64_t value
+    const rplb_constant rplb_constants[]
+    struct rplb_field_layout:
+        const char *struct_name
+        const char *field
+        uint32_t offset
+        uint32_t size
+        uint32_t count
+        char kind
+        const char *type
+    const rplb_field_layout rplb_layout[]
+    struct rplb_struct_size:
+        const char *name
+        uint32_t size
+    const rplb_struct_size rplb_struct_sizes[]
 
 
 cdef extern from "telemetry.h" nogil:

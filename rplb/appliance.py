@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from rplb import dataplane, sizing
+from rplb import contract, dataplane, sizing
 from rplb.balancer import Balancer
 from rplb.config import Config
 from rplb.errors import RplbError
@@ -178,7 +178,7 @@ class Appliance:
         need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
                                    workers=1, rx_descriptors=options.rx_descriptors,
                                    tx_descriptors=options.tx_descriptors,
-                                   burst=dataplane.BURST_SIZE, fragments_held=held)
+                                   burst=contract.BURST, fragments_held=held)
         problem = sizing.check_mbufs(options.mbufs, need)
         if problem:
             raise SetupError(problem)
@@ -209,8 +209,9 @@ class Appliance:
                     total[group][k] += v
         return total
 
-    def snapshot(self) -> dict:
-        """Everything an operator sees: ports, fast-path counters, services."""
+    def snapshot(self, services_limit: Optional[int] = None) -> dict:
+        """Everything an operator sees: ports, fast-path counters, services
+        (the first services_limit of them; default all)."""
         snap = {"uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
                 "engine": self.workers[0].engine if self.workers else None,
                 "ports": [], **self.counters()}
@@ -224,7 +225,7 @@ class Appliance:
                 pass
             snap["ports"].append(entry)
         if self.balancer is not None:
-            snap["services"] = self.balancer.service_stats()
+            snap["services"] = self.balancer.service_stats(services_limit)
         if self.pool is not None:
             snap["mbufs"] = {"size": self.pool.size, "in_use": self.pool.in_use}
         return snap
@@ -249,6 +250,8 @@ class Appliance:
         if self.pool is not None:
             self.mbufs_in_use_at_exit = self.pool.in_use
             self.pool.close()
+        if self.balancer is not None:
+            self.balancer.close()
         if self.lb is not None:
             self.lb.close()
         self.workers, self.ports, self.pool, self.lb = [], [], None, None

@@ -1,157 +1,193 @@
 """The run-time API of the load balancer, for the CLI and for programs that
 embed rplb: apply a whole configuration or edit one service or backend,
 each change atomic, and read per-service and per-backend counters.
+
+A change rebuilds only the services it changes (rplb.tables), without
+holding the lock readers take: status, counters, telemetry and Prometheus
+keep answering while a large reload is being built.  Only publishing the
+new tables and committing the bookkeeping hold it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from rplb.config import Backend, Config, ConfigError, Service, ServiceKey
-from rplb.tables import MAX_BACKENDS, IdAssigner, build_specs, spec_dtypes
+from rplb import contract
+from rplb.config import (Backend, Config, ConfigError, Service, ServiceKey, edit_lineage,
+                         forget_lineage)
+from rplb.errors import RplbError
+from rplb.gc_control import LARGE_CHANGE, freeze_long_lived, quiet_gc, release_slowly
+from rplb.tables import Placed, Plan, TableState
 
-_PACKETS, _BYTES, _NEW_FLOWS, _ACTIVE_FLOWS = range(4)
+# Cumulative counters of a backend slot, and of a service's own (the
+# replies rewritten without a flow), as the C layout names them.
+_SLOT_TOTALS = ("packets", "bytes", "new_flows")
+_SERVICE_TOTALS = ("packets", "bytes")
 
 
 class Balancer:
     """Owns the configuration published to a running LoadBalancer.
 
-    Every change goes through :meth:`apply`: the new tables are built and
-    published completely, or (on any error) nothing changes and the error
-    is raised: ConfigError for a bad configuration, RplbError for DPDK.
+    Every change goes through :meth:`apply` (or an edit method): the new
+    tables are built and published completely, or (on any error) nothing
+    changes, timeouts included, and the error is raised: ConfigError for a
+    bad configuration, RplbError for DPDK.
     """
 
     def __init__(self, lb, config: Optional[Config] = None):
         self._lb = lb
-        self._ids = IdAssigner()
-        self._dtypes = spec_dtypes()
-        self._lock = threading.Lock()      # one change at a time
-        self._config = Config()
-        self._service_base = np.zeros((1024, 4), dtype=np.int64)
-        self._backend_base = np.zeros((MAX_BACKENDS, 4), dtype=np.int64)
-        # The fast path counts a flow's packets under its backend only; a
-        # service's packets and bytes add up its backends' (_traffic).  A
-        # backend slot stays its service's after the backend is removed
-        # (replies of its flows may still be counted there) until the slot
-        # is reused; then what it counted moves into _retired.  Services
-        # are told apart by incarnation: a service removed and added again
-        # under the same key starts from zero.
-        self._incarnation: Dict[ServiceKey, int] = {}
-        self._next_incarnation = 0
-        self._slot_owner: Dict[int, int] = {}
-        self._retired: Dict[int, np.ndarray] = {}
+        self._tables = TableState()
+        self._change_lock = threading.RLock()   # one change at a time, builds included
+        self._state_lock = threading.Lock()     # publish + commit; what readers wait for
+        self._view: Tuple[Config, Dict[ServiceKey, Placed]] = (Config(), {})
+        self._closed = False
+        # The fast path counts whatever belongs to a flow under its
+        # backend's slot only; a service's totals add up its slots' (and
+        # its own counters, the replies rewritten without a flow).  A slot
+        # stays its service's after the backend is removed (replies of its
+        # flows may still be counted there) until the slot is reused; then
+        # what it counted moves into _retired.  Counters are read relative
+        # to a base taken when their slot or service id changed hands.  A
+        # slot's active_flows needs no base: the workers zero it when the
+        # slot changes hands.
+        self._service_base = np.zeros((contract.MAX_SERVICES, len(_SERVICE_TOTALS)), np.int64)
+        self._backend_base = np.zeros((contract.MAX_BACKENDS, len(_SLOT_TOTALS)), np.int64)
+        self._retired = np.zeros((contract.MAX_SERVICES, len(_SLOT_TOTALS)), np.int64)
+        # Per slot: the service id and incarnation of the service whose
+        # counts it holds, or -1 (a service removed and added again under
+        # the same key is a new incarnation and starts from zero).
+        self._slot_service = np.full(contract.MAX_BACKENDS, -1, np.int64)
+        self._slot_incarnation = np.full(contract.MAX_BACKENDS, -1, np.int64)
         if config is not None:
             self.apply(config)
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self._view[0]
+
+    # ---- changes -------------------------------------------------------------
 
     def apply(self, config: Config) -> List[str]:
-        """Publish config atomically.  Returns notes for the operator (e.g.
-        settings that only take effect at restart)."""
+        """Publish config atomically, rebuilding what differs from the
+        running configuration: a config made from the running one by
+        Config's edits is known to differ only in the services they
+        changed; any other is compared service by service.  Returns notes
+        for the operator (e.g. settings that only take effect at restart)."""
+        with self._change_lock:
+            return self._apply(config, edit_lineage(config, self._tables.config))
+
+    def _apply(self, config: Config, keys: Optional[Iterable[ServiceKey]]) -> List[str]:
+        if self._closed:
+            raise RplbError(9, "the load balancer is closed")
+        # A Config built by its constructor was never validated: at least
+        # its tables must fit in its budget (ConfigError names the figure).
+        if config.tables_memory() > config.tables_memory_mb << 20:
+            from rplb.config import _Checker
+            _Checker("<running>").memory(config, config._summary())
         notes = []
-        with self._lock:
-            if config.flow_table_size != self._lb.flow_table_size:
-                notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
-                             f"next start (running with {self._lb.flow_table_size})")
-            fragments = config.fragments
-            if (fragments.datagrams, fragments.held, fragments.timeout) != \
-                    self._lb.fragment_bounds:
-                running = dict(zip(("datagrams", "held", "timeout"), self._lb.fragment_bounds))
-                notes.append(f"fragments {fragments.__dict__} take effect at the next start "
-                             f"(running with {running})")
+        if config.flow_table_size != self._lb.flow_table_size:
+            notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
+                         f"next start (running with {self._lb.flow_table_size})")
+        fragments = config.fragments
+        if (fragments.datagrams, fragments.held, fragments.timeout) != self._lb.fragment_bounds:
+            running = dict(zip(("datagrams", "held", "timeout"), self._lb.fragment_bounds))
+            notes.append(f"fragments {dataclasses.asdict(fragments)} take effect at the next "
+                         f"start (running with {running})")
+        with quiet_gc(large=keys is None or len(keys) > LARGE_CHANGE):
             try:
-                service_ids, backend_ids, commit = self._ids.plan(config)
+                plan = self._tables.plan(config, keys)
             except ValueError as err:
                 raise ConfigError("<running>", "services", str(err)) from None
-            specs = build_specs(config, service_ids, backend_ids, self._dtypes)
-            new_service_slots = [i for k, i in service_ids.items()
-                                 if k not in self._ids.service_ids]
-            new_backends = {k: i & (MAX_BACKENDS - 1) for k, i in backend_ids.items()
-                            if k not in self._ids.backend_ids}
-            new_backend_slots = list(new_backends.values())
-            self._lb.set_timeouts(config.timeouts)
-            self._lb.publish(specs.services, specs.backends, specs.maglev, specs.maglev_size,
-                             strict=config.strict)
-            commit()
-            self._track_owners(config)
-            # A reused counter slot starts from zero for its new owner.
-            if new_service_slots:
-                self._service_base[new_service_slots] = self._lb.service_counters()[new_service_slots]
-            if new_backend_slots:
-                now = self._lb.backend_counters()
-                self._retire_slots(new_backend_slots, now)
-                self._backend_base[new_backend_slots] = now[new_backend_slots]
-                for key, slot in new_backends.items():
-                    self._slot_owner[slot] = self._incarnation[key[0]]
-            self._service_base[:, _ACTIVE_FLOWS] = 0
-            self._backend_base[:, _ACTIVE_FLOWS] = 0
-            self._config = config
+            with self._state_lock:
+                services, backends, maglevs = self._tables.arrays()
+                try:
+                    self._lb.publish(services, backends, maglevs, config.timeouts,
+                                     strict=config.strict)
+                except BaseException:
+                    self._tables.rollback(plan)
+                    raise
+                self._tables.commit(plan)
+                self._account(plan)
+                forget_lineage(config)
+                old_view, self._view = self._view, (config, plan.placed)
+            if plan.changed > LARGE_CHANGE:
+                freeze_long_lived()
+                old_config, old_placed = old_view
+                release_slowly([list(old_config.services), list(old_placed.values()),
+                                plan.journal.forget()])
         return notes
 
-    def _track_owners(self, config: Config) -> None:
-        """Incarnations for new services; forget removed ones."""
-        keys = {svc.key for svc in config.services}
-        for key in list(self._incarnation):
-            if key not in keys:
-                self._retired.pop(self._incarnation.pop(key), None)
-        for key in keys:
-            if key not in self._incarnation:
-                self._incarnation[key] = self._next_incarnation
-                self._retired[self._next_incarnation] = np.zeros(2, dtype=np.int64)
-                self._next_incarnation += 1
-
-    def _retire_slots(self, slots, now) -> None:
-        """Slots about to be reused: what they counted since their base
-        stays with the service that owned them (if it is still there)."""
-        for slot in slots:
-            owner = self._slot_owner.pop(slot, None)
-            if owner in self._retired:
-                self._retired[owner] += (now[slot] - self._backend_base[slot])[[_PACKETS, _BYTES]]
-
-    def _traffic(self, services, backends) -> Dict[ServiceKey, np.ndarray]:
-        """Packets and bytes per service: its own counters (replies
-        rewritten without a flow), its slots' (current and removed
-        backends) and what its reused slots had counted."""
-        by_incarnation = {inc: retired.copy() for inc, retired in self._retired.items()}
-        for slot, owner in self._slot_owner.items():
-            if owner in by_incarnation:
-                by_incarnation[owner] += backends[slot][[_PACKETS, _BYTES]]
-        return {key: by_incarnation[inc] + services[self._ids.service_ids[key]][[_PACKETS, _BYTES]]
-                for key, inc in self._incarnation.items()}
+    def _edit(self, edit) -> List[str]:
+        """Apply edit(running config), a Config edit of one service."""
+        with self._change_lock:
+            return self.apply(edit(self._tables.config))
 
     # ---- one-object edits (ConfigError when the edit is invalid) ----------
 
-    def add_service(self, service: Service) -> None:
-        self.apply(self._config.with_service(service))
+    def add_service(self, service: Service) -> List[str]:
+        return self._edit(lambda c: c.with_service(service))
 
-    def remove_service(self, service) -> None:
-        self.apply(self._config.without_service(service))
+    def remove_service(self, service) -> List[str]:
+        return self._edit(lambda c: c.without_service(service))
 
-    def add_backend(self, service, backend: Backend) -> None:
-        self.apply(self._config.with_backend(service, backend))
+    def add_backend(self, service, backend: Backend) -> List[str]:
+        return self._edit(lambda c: c.with_backend(service, backend))
 
-    def remove_backend(self, service, ip, port: int) -> None:
-        self.apply(self._config.without_backend(service, ip, port))
+    def remove_backend(self, service, ip, port: int) -> List[str]:
+        return self._edit(lambda c: c.without_backend(service, ip, port))
 
-    def set_weight(self, service, ip, port: int, weight: int) -> None:
-        self.apply(self._config.with_weight(service, ip, port, weight))
+    def set_weight(self, service, ip, port: int, weight: int) -> List[str]:
+        return self._edit(lambda c: c.with_weight(service, ip, port, weight))
+
+    def close(self) -> None:
+        """Release the Maglev tables this object holds (before the
+        LoadBalancer closes and EAL cleans up); no change is possible after."""
+        with self._change_lock:
+            self._closed = True
+            self._tables.close()
+
+    # ---- counter bookkeeping ---------------------------------------------------
+
+    def _account(self, plan: Plan) -> None:
+        """After a publish: counters of ids and slots that changed hands
+        start from zero for their new owner; what reused slots counted stays
+        with the service that had them (if it is still there)."""
+        if plan.removed_incarnations:
+            gone = np.isin(self._slot_incarnation, plan.removed_incarnations)
+            self._slot_service[gone] = -1
+            self._slot_incarnation[gone] = -1
+        if plan.new_service_ids:
+            ids = np.array(plan.new_service_ids, dtype=np.int64)
+            now = self._lb.service_counters(slots=ids)
+            self._service_base[ids] = _columns(now, _SERVICE_TOTALS)
+            self._retired[ids] = 0
+        if plan.new_backend_slots:
+            slots = np.fromiter(plan.new_backend_slots, dtype=np.int64)
+            owners = np.array([plan.new_backend_slots[s] for s in slots.tolist()], np.int64)
+            now = _columns(self._lb.backend_counters(slots=slots), _SLOT_TOTALS)
+            previous = self._slot_service[slots]
+            kept = previous >= 0
+            np.add.at(self._retired, previous[kept], (now - self._backend_base[slots])[kept])
+            self._backend_base[slots] = now
+            self._slot_incarnation[slots] = owners[:, 0]
+            self._slot_service[slots] = owners[:, 1]
+
+    # ---- reading ---------------------------------------------------------------
 
     def flow_sample(self, count: int = 16) -> List[dict]:
         """Up to count flows per worker: client, service, backend, state and
         idle seconds (RplbError if a worker does not answer)."""
-        with self._lock:
-            flows = self._lb.flow_sample(count)
-            services = {sid: key for key, sid in self._ids.service_ids.items()}
-        by_key = {svc.key: svc for svc in self._config.services}
+        # Requests are serialised in C (flow_sample.c), not by a lock here.
+        flows = self._lb.flow_sample(count)
+        config, placed = self._view
+        by_id = {p.service_id: p.service for p in placed.values()}
         sample = []
         for f in flows:
-            key = services.get(f["service_id"])
-            svc = by_key.get(key)
+            svc = by_id.get(f["service_id"])
             sample.append({
                 "client": f"{f['client'][0]}:{f['client'][1]}",
                 "service": svc.label if svc else f"{f['vip'][0]}:{f['proto']}:{f['vip'][1]}",
@@ -159,30 +195,55 @@ class Balancer:
                 "state": f["state"], "idle_s": f["idle_ms"] / 1000.0})
         return sample
 
-    # ---- counters ----------------------------------------------------------
+    def service_stats(self, limit: Optional[int] = None) -> List[dict]:
+        """Per service (the first limit services; default all) and per
+        backend: packets, bytes, new_flows, active_flows."""
+        return self.config_and_stats(limit)[1]
 
-    def service_stats(self) -> List[dict]:
-        """Per service and backend: packets, bytes, new_flows, active_flows."""
-        with self._lock:
-            services = self._lb.service_counters() - self._service_base
-            backends = self._lb.backend_counters() - self._backend_base
-            traffic = self._traffic(services, backends)
-            result = []
-            for svc in self._config.services:
-                row = services[self._ids.service_ids[svc.key]].copy()
-                row[[_PACKETS, _BYTES]] = traffic[svc.key]
-                entry = {"service": svc.label, "key": str(svc.key),
-                         **_counter_dict(row), "backends": []}
-                for b in svc.backends:
-                    slot = (self._ids.backend_ids[(svc.key, str(b.ip), b.port)]
-                            & (MAX_BACKENDS - 1))
-                    entry["backends"].append({"backend": f"{b.ip}:{b.port}",
-                                              "weight": b.weight,
-                                              **_counter_dict(backends[slot])})
-                result.append(entry)
-        return result
+    def config_and_stats(self, limit: Optional[int] = None) -> Tuple[Config, List[dict]]:
+        """The running configuration and service_stats() of it, from the
+        same moment (a change may land between two separate calls).  The
+        lock a change's publish takes is held only to copy the counters."""
+        with self._state_lock:
+            config, placed = self._view
+            services = self._lb.service_counters()
+            backends = self._lb.backend_counters()
+            service_base = self._service_base.copy()
+            backend_base = self._backend_base.copy()
+            retired = self._retired.copy()
+            slot_service = self._slot_service.copy()
+        slot_totals = _columns(backends, _SLOT_TOTALS) - backend_base
+        active = np.asarray(backends["active_flows"], dtype=np.int64)
+        owned = slot_service >= 0
+        owners = slot_service[owned]
+        totals = retired
+        np.add.at(totals, owners, slot_totals[owned])
+        active_flows = np.zeros(contract.MAX_SERVICES, np.int64)
+        np.add.at(active_flows, owners, active[owned])
+        own = _columns(services, _SERVICE_TOTALS) - service_base
+        # Python ints once per column, not once per backend.
+        packets, byte_counts, new_flows = (slot_totals[:, i].tolist() for i in range(3))
+        active_list = active.tolist()
+        result = []
+        for svc in config.services[:limit]:
+            p = placed[svc.key]
+            sid = p.service_id
+            entry = {"service": svc.label, "key": str(svc.key),
+                     "packets": int(own[sid, 0] + totals[sid, 0]),
+                     "bytes": int(own[sid, 1] + totals[sid, 1]),
+                     "new_flows": int(totals[sid, 2]),
+                     "active_flows": int(active_flows[sid]),
+                     "backends": [{"backend": b.label, "weight": b.weight,
+                                   "packets": packets[slot], "bytes": byte_counts[slot],
+                                   "new_flows": new_flows[slot],
+                                   "active_flows": active_list[slot]}
+                                  for b, slot in zip(svc.backends, p.backend_slots)]}
+            result.append(entry)
+        return config, result
 
 
-def _counter_dict(row) -> dict:
-    return {"packets": int(row[_PACKETS]), "bytes": int(row[_BYTES]),
-            "new_flows": int(row[_NEW_FLOWS]), "active_flows": int(row[_ACTIVE_FLOWS])}
+def _columns(counters: np.ndarray, names) -> np.ndarray:
+    """The named fields of a counter array as an int64 (n, len(names)) array."""
+    return np.stack([np.asarray(counters[name], dtype=np.int64) for name in names], axis=-1)
+
+

@@ -2,8 +2,9 @@
 it will cost, without starting DPDK (after ``nginx -t`` and ``haproxy -c``).
 
 The memory figures come from the C side's own arithmetic
-(rplb.dataplane.tables_memory / worker_memory: the sizes its allocations
-use), so they cannot drift from what rplb-dpdk will allocate.
+(rplb.contract.tables_memory / maglev_memory, rplb.dataplane.worker_memory:
+the sizes its allocations use), so they cannot drift from what rplb-dpdk
+will allocate.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ WORKERS = 1
 
 
 def memory_estimate(config: Config, workers: int = WORKERS) -> sizing.MemoryEstimate:
-    from rplb import dataplane
-    backends = sum(len(service.backends) for service in config.services)
+    from rplb import contract, dataplane
     return sizing.MemoryEstimate(
-        tables=dataplane.tables_memory(len(config.services), backends,
-                                       config.maglev_table_size),
+        tables=contract.tables_memory(len(config.services), config.backend_count),
+        maglev=config.maglev_memory(),
         worker=dataplane.worker_memory(config.flow_table_size, config.fragments),
         workers=workers)
 
@@ -34,7 +34,7 @@ def empty_warning(path: str) -> str:
 
 def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str]:
     """The lines --check-config prints for a valid file."""
-    from rplb import dataplane
+    from rplb import contract
     backends = [b for service in config.services for b in service.backends]
     active = sum(1 for b in backends if b.weight > 0)
     lines = [f"{path}: valid: {_plural(len(config.services), 'service')}, "
@@ -43,17 +43,19 @@ def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str
     for service in config.services:
         weights = sum(b.weight for b in service.backends)
         lines.append(f"  {service.label:<{width}}  {str(service.key):<22} "
-                     f"{_plural(len(service.backends), 'backend')}, total weight {weights}")
+                     f"{_plural(len(service.backends), 'backend')}, total weight {weights}, "
+                     f"Maglev {config.maglev_size(service)}")
     memory = memory_estimate(config)
-    lines.append(f"  lookup tables: {sizing.mebibytes(memory.tables)} "
-                 f"(Maglev: {config.maglev_table_size} slots per service); twice that while "
-                 "a change is applied")
+    lines.append(f"  lookup tables: {sizing.mebibytes(memory.tables)} and Maglev tables "
+                 f"{sizing.mebibytes(memory.maglev)}; at most "
+                 f"{sizing.mebibytes(2 * (memory.tables + memory.maglev))} while a change is "
+                 f"applied (tables_memory_mb {config.tables_memory_mb})")
     lines.append(f"  flow table: {sizing.mebibytes(memory.worker)} per worker lcore "
                  f"({config.flow_table_size} flows, {config.fragments.datagrams} fragmented "
                  f"datagrams, counters included) x {_plural(memory.workers, 'worker')}")
     need = sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=memory.workers,
                                rx_descriptors=descriptors, tx_descriptors=descriptors,
-                               burst=dataplane.BURST_SIZE,
+                               burst=contract.BURST,
                                fragments_held=config.fragments.held)
     lines.append(f"  load-balancer memory at most {sizing.mebibytes(memory.peak)}, "
                  f"besides the pool of {mbufs} mbufs ({need.total} needed: {need.explain()})")

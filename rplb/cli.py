@@ -233,11 +233,11 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def _mbuf_need(args: argparse.Namespace) -> sizing.MbufNeed:
-    from rplb import dataplane
+    from rplb import contract
     from rplb.check_config import WORKERS
     return sizing.mbufs_needed(args.mbufs, ports=2, queues_per_port=1, workers=WORKERS,
                                rx_descriptors=args.descriptors,
-                               tx_descriptors=args.descriptors, burst=dataplane.BURST_SIZE)
+                               tx_descriptors=args.descriptors, burst=contract.BURST)
 
 
 def install_service(args: argparse.Namespace) -> int:

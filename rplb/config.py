@@ -3,7 +3,8 @@
 The services file is YAML::
 
     flow_table_size: 1048576        # flows per worker lcore
-    maglev_table_size: 65537        # prime, >= backends of any service
+    maglev_table_size: 65537        # optional: every service's Maglev table size
+    tables_memory_mb: 512           # what all load-balancing tables may take
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
     strict: false                   # drop client traffic to backend addresses
     fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 fragments, per worker
@@ -12,31 +13,43 @@ The services file is YAML::
         vip: 10.0.0.100
         proto: tcp
         port: 80
+        maglev_table_size: 4099     # optional, this service's own size
         backends:
           - {ip: 192.168.1.10, port: 8080, weight: 10}
 
-Every value is checked by one validator, :func:`parse_config`; every way of
-obtaining a :class:`Config` (loading a file, the ``with_*``/``without_*`` edit
-methods) goes through it, so a ``Config`` produced by this module is always
-valid.  Errors are :class:`ConfigError`, whose message names the file, the
-service and the field, on one line.
+A service's Maglev table size is its own ``maglev_table_size``, else the
+file's, else derived from its backend count (:func:`default_maglev_table_size`).
+The tables all services need together are checked against
+``tables_memory_mb``.
 
-This module is pure Python (stdlib + PyYAML) on purpose: the control plane
-validates a file before anything touches DPDK.
+Every value is checked by one validator, the ``_Checker`` behind
+:func:`parse_config`; every way of obtaining a :class:`Config` (loading a
+file, the ``with_*``/``without_*`` edit methods) goes through it, so a
+``Config`` produced by this module is always valid.  An edit validates the
+service it changes and the totals, not the whole file again: its cost does
+not grow with the number of services.  Errors are :class:`ConfigError`,
+whose message names the file, the service and the field, on one line.
+
+No DPDK is initialised here: the limits come from the C headers through
+rplb.contract (which loads the compiled extension), so a file is validated
+before anything touches DPDK.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import ipaddress
+import json
 import numbers
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any, NamedTuple, NoReturn, Optional, Tuple, Union
+from functools import lru_cache
+from typing import Any, Dict, NamedTuple, NoReturn, Optional, Tuple, Union
 
 import yaml
 
@@ -49,12 +62,14 @@ __all__ = [
     "Service",
     "ServiceKey",
     "Timeouts",
+    "config_form",
+    "default_maglev_table_size",
     "dump_config",
     "load_config",
     "parse_config",
     "parse_service_key",
     "DEFAULT_FLOW_TABLE_SIZE",
-    "DEFAULT_MAGLEV_TABLE_SIZE",
+    "DEFAULT_TABLES_MEMORY_MB",
     "MAX_BACKENDS",
     "MAX_FLOW_TABLE_SIZE",
     "MAX_FRAGMENT_DATAGRAMS",
@@ -62,6 +77,7 @@ __all__ = [
     "MAX_FRAGMENT_TIMEOUT",
     "MAX_MAGLEV_TABLE_SIZE",
     "MAX_SERVICES",
+    "MAX_TABLES_MEMORY_MB",
     "MAX_TIMEOUT",
     "MAX_WEIGHT",
     "MIN_MAGLEV_TABLE_SIZE",
@@ -69,24 +85,63 @@ __all__ = [
 ]
 
 DEFAULT_FLOW_TABLE_SIZE = 1 << 20
-MAX_FLOW_TABLE_SIZE = 1 << 24
-DEFAULT_MAGLEV_TABLE_SIZE = 65537
-MIN_MAGLEV_TABLE_SIZE = 3
-MAX_MAGLEV_TABLE_SIZE = 1000003
-MAX_SERVICES = 1024
-MAX_BACKENDS = 8192  # in total, over all services
-MAX_TIMEOUT = 86400
-MAX_WEIGHT = 65535
 MAX_NAME_LENGTH = 63
-# IPv4 fragments, per worker (csrc/fragment_table.h has the same limits:
-# tests/test_fragments.py compares them).
-MAX_FRAGMENT_DATAGRAMS = 1 << 20
-MAX_FRAGMENT_HELD = 32768
-MAX_FRAGMENT_TIMEOUT = 60
+# What the load-balancing tables may take at most, MiB: two table
+# generations (the one serving and the one being published) and two of
+# every Maglev table (a reload that changes every service rebuilds them).
+DEFAULT_TABLES_MEMORY_MB = 512
+MAX_TABLES_MEMORY_MB = 1 << 20
+# A derived Maglev table has at least this many entries per backend (the
+# Maglev paper: within about 1 % of the weights' shares), and sizes step
+# from the first prime above _MAGLEV_LADDER_BASE, doubling.
+MAGLEV_ENTRIES_PER_BACKEND = 100
+_MAGLEV_LADDER_BASE = 1000
+
+# The limits the fast path imposes come from its headers (csrc/stats.h,
+# rplb.h) through rplb.contract, which loads the compiled extension and
+# numpy: loaded at first use, not at import, so `import rplb` stays light
+# (and starts no thread: rplb-dpdk blocks its signals first).
+_CONTRACT_LIMITS = {
+    "MAX_FLOW_TABLE_SIZE": "MAX_FLOW_TABLE_SIZE",
+    "MIN_MAGLEV_TABLE_SIZE": "MAGLEV_MIN_SIZE",
+    "MAX_MAGLEV_TABLE_SIZE": "MAGLEV_MAX_SIZE",
+    "MAX_SERVICES": "MAX_SERVICES",
+    "MAX_BACKENDS": "MAX_BACKENDS",      # in total, over all services
+    "MAX_TIMEOUT": "MAX_TIMEOUT",
+    "MAX_WEIGHT": "MAX_WEIGHT",
+    # IPv4 fragments, per worker (csrc/fragment_table.h)
+    "MAX_FRAGMENT_DATAGRAMS": "MAX_FRAGMENT_DATAGRAMS",
+    "MAX_FRAGMENT_HELD": "MAX_FRAGMENT_HELD",
+    "MAX_FRAGMENT_TIMEOUT": "MAX_FRAGMENT_TIMEOUT",
+}
+
+
+_contract_module = None
+
+
+def _contract():
+    global _contract_module
+    if _contract_module is None:
+        from rplb import contract
+        _contract_module = contract
+    return _contract_module
+
+
+@lru_cache(maxsize=None)
+def _limit(name: str) -> int:
+    return getattr(_contract(), _CONTRACT_LIMITS[name])
+
+
+def __getattr__(name: str) -> int:
+    """MAX_SERVICES and the other limits, read from the C side on first use."""
+    if name in _CONTRACT_LIMITS:
+        return _limit(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 PROTOCOLS = ("tcp", "udp")
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
-_BROADCAST = IPv4Address("255.255.255.255")
+# Four decimal octets without leading zeros (which ipaddress refuses).
+_DOTTED_QUAD = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 
 
 # --------------------------------------------------------------------------
@@ -158,8 +213,13 @@ class Backend:
         """``(ip, port)``: unique within a service."""
         return (self.ip, self.port)
 
-    def __str__(self) -> str:
+    @functools.cached_property
+    def label(self) -> str:
+        """``ip:port`` (made once: counters name every backend often)."""
         return f"{self.ip}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.label
 
     def to_dict(self) -> dict:
         """The backend as it is written in the services file."""
@@ -178,6 +238,9 @@ class Service:
     port: int
     backends: Tuple[Backend, ...] = ()
     name: Optional[str] = None
+    #: Entries of its Maglev table; None: the file's maglev_table_size, or
+    #: derived from the backend count (Config.maglev_size).
+    maglev_table_size: Optional[int] = None
 
     @property
     def key(self) -> ServiceKey:
@@ -210,8 +273,10 @@ class Service:
     def to_dict(self) -> dict:
         """The service as it is written in the services file."""
         data: dict = {} if self.name is None else {"name": self.name}
-        data.update(vip=str(self.vip), proto=self.proto, port=self.port,
-                    backends=[backend.to_dict() for backend in self.backends])
+        data.update(vip=str(self.vip), proto=self.proto, port=self.port)
+        if self.maglev_table_size is not None:
+            data["maglev_table_size"] = self.maglev_table_size
+        data["backends"] = [backend.to_dict() for backend in self.backends]
         return data
 
 
@@ -239,7 +304,8 @@ class Fragments:
     datagram's first fragment comes (each an mbuf out of the pool: rplb-dpdk
     checks that ``--mbufs`` covers them); 0 drops such fragments.
     ``timeout``: seconds after which an incomplete datagram is forgotten and
-    its held fragments freed.
+    its held fragments freed.  The defaults are the C side's
+    (tests/test_contract.py compares them).
     """
 
     datagrams: int = 4096
@@ -257,18 +323,49 @@ class Config:
 
     Build it with :func:`parse_config`/:func:`load_config` and change it with
     the ``with_*``/``without_*`` methods, which return a new, validated
-    ``Config``.  (Calling the constructor directly validates nothing.)
+    ``Config`` (checking the service they change and the totals, in time
+    independent of the number of services).  (Calling the constructor
+    directly validates nothing.)
     """
 
     services: Tuple[Service, ...] = ()
     flow_table_size: int = DEFAULT_FLOW_TABLE_SIZE
-    maglev_table_size: int = DEFAULT_MAGLEV_TABLE_SIZE
+    #: Every service's Maglev table size, unless the service sets its own;
+    #: None: derived per service from its backend count.
+    maglev_table_size: Optional[int] = None
     timeouts: Timeouts = Timeouts()
     # Drop IPv4 arriving on the frontend for a backend address, so the backend
     # network is not reachable through the balancer.  Off by default: the
     # service forwards traffic that is not for a service unchanged.
     strict: bool = False
+    tables_memory_mb: int = DEFAULT_TABLES_MEMORY_MB
     fragments: Fragments = Fragments()
+
+    def maglev_size(self, service: Service) -> int:
+        """Entries of the service's Maglev table: its own maglev_table_size,
+        else this file's, else default_maglev_table_size(its backends)."""
+        if service.maglev_table_size is not None:
+            return service.maglev_table_size
+        if self.maglev_table_size is not None:
+            return self.maglev_table_size
+        return default_maglev_table_size(len(service.backends))
+
+    @property
+    def backend_count(self) -> int:
+        """Backends over all services."""
+        return self._summary().backends
+
+    def tables_memory(self) -> int:
+        """Bytes the load-balancing tables of this configuration may take
+        at most, what tables_memory_mb bounds: two table generations and
+        two of every service's Maglev table (while a change is published,
+        the serving generation and the new one coexist, and a reload that
+        changes every service builds every Maglev table anew)."""
+        return self._summary().memory(self)
+
+    def maglev_memory(self) -> int:
+        """Bytes the services' Maglev tables take (once)."""
+        return self._summary().maglev_bytes
 
     def service(self, key_or_name: ServiceRef) -> Service:
         """The service named by key, key text or name.
@@ -276,15 +373,13 @@ class Config:
         Raises NotFoundError (a KeyError) if there is no such service, and
         TypeError if ``key_or_name`` is neither a ServiceKey nor a str.
         """
-        return self.services[self._service_index(key_or_name)]
-
-    def _service_index(self, key_or_name: ServiceRef) -> int:
+        summary = self._summary()
         if isinstance(key_or_name, str) and ":" not in key_or_name:
             # Names cannot contain ':', so this cannot be a key.
-            for index, service in enumerate(self.services):
-                if service.name == key_or_name:
-                    return index
-            raise NotFoundError(f"no service named {key_or_name!r}")
+            try:
+                return summary.by_name[key_or_name]
+            except KeyError:
+                raise NotFoundError(f"no service named {key_or_name!r}") from None
         if isinstance(key_or_name, str):
             try:
                 key = parse_service_key(key_or_name)
@@ -296,36 +391,51 @@ class Config:
         else:
             raise TypeError("a service is named by a ServiceKey or a str, "
                             f"not {type(key_or_name).__name__}")
-        for index, service in enumerate(self.services):
-            if service.key == key:
-                return index
-        raise NotFoundError(f"no service {_key_text(key)}")
+        try:
+            return summary.by_key[key]
+        except (KeyError, TypeError):
+            raise NotFoundError(f"no service {_key_text(key)}") from None
 
-    # -- immutable edits: each builds the file-format dict of the result and
-    # -- runs it through parse_config, the one validator.
+    def _service_index(self, key_or_name: ServiceRef) -> int:
+        # Services are unique objects in the tuple: index() finds this one
+        # by identity first, in C.
+        return self.services.index(self.service(key_or_name))
+
+    def _summary(self) -> "_Summary":
+        summary = self.__dict__.get("_summary_cache")
+        if summary is None:
+            summary = _Summary.of(self)
+            object.__setattr__(self, "_summary_cache", summary)
+        return summary
+
+    # -- immutable edits: each validates the one service it changes (as the
+    # -- file's validator would, at the same index) and the totals.
 
     def with_service(self, service: Service) -> Config:
         """This configuration plus ``service``.
 
         Raises ConfigError if the result is invalid (e.g. the key or name is
-        taken, too many services/backends), TypeError if ``service`` is not
-        a Service made of Backends.
+        taken, too many services/backends, tables over tables_memory_mb),
+        TypeError if ``service`` is not a Service made of Backends.
         """
         _require_type(service, Service, "service")
         for backend in service.backends:
             _require_type(backend, Backend, "each of service.backends")
-        data = self.to_dict()
-        data["services"].append(service.to_dict())
-        return parse_config(data, source="with_service")
+        return self.with_service_data(service.to_dict(), source="with_service")
+
+    def with_service_data(self, data: Any, source: str = "with_service") -> Config:
+        """This configuration plus the service ``data`` in the file format
+        (a mapping as under ``services:``), validated as the file's next
+        service.  Raises ConfigError (with ``source``) like with_service."""
+        return _Edit(self, source).add(data)
 
     def without_service(self, key_or_name: ServiceRef) -> Config:
         """This configuration minus one service.
 
         Raises ConfigError if there is no such service.
         """
-        data = self.to_dict()
-        del data["services"][self._edit_target("without_service", key_or_name)]
-        return parse_config(data, source="without_service")
+        edit = _Edit(self, "without_service")
+        return edit.remove(edit.target(key_or_name))
 
     def with_backend(self, service_key_or_name: ServiceRef, backend: Backend) -> Config:
         """This configuration with ``backend`` appended to a service.
@@ -336,10 +446,11 @@ class Config:
         TypeError if ``backend`` is not a Backend.
         """
         _require_type(backend, Backend, "backend")
-        index = self._edit_target("with_backend", service_key_or_name)
-        data = self.to_dict()
-        data["services"][index]["backends"].append(backend.to_dict())
-        return parse_config(data, source="with_backend")
+        edit = _Edit(self, "with_backend")
+        index = edit.target(service_key_or_name)
+        data = self.services[index].to_dict()
+        data["backends"].append(backend.to_dict())
+        return edit.replace(index, data)
 
     def without_backend(self, service_key_or_name: ServiceRef,
                         ip: Union[IPv4Address, str], port: int) -> Config:
@@ -347,12 +458,11 @@ class Config:
 
         Raises ConfigError if there is no such service or backend.
         """
-        operation = "without_backend"
-        service_index = self._edit_target(operation, service_key_or_name)
-        backend_index = self._edit_backend_target(operation, service_index, ip, port)
-        data = self.to_dict()
-        del data["services"][service_index]["backends"][backend_index]
-        return parse_config(data, source=operation)
+        edit = _Edit(self, "without_backend")
+        index = edit.target(service_key_or_name)
+        data = self.services[index].to_dict()
+        del data["backends"][edit.backend_target(index, ip, port)]
+        return edit.replace(index, data)
 
     def with_weight(self, service_key_or_name: ServiceRef,
                     ip: Union[IPv4Address, str], port: int, weight: int) -> Config:
@@ -361,56 +471,218 @@ class Config:
         Raises ConfigError if there is no such service or backend, or if
         ``weight`` is not an integer in 0..65535.
         """
-        operation = "with_weight"
-        service_index = self._edit_target(operation, service_key_or_name)
-        backend_index = self._edit_backend_target(operation, service_index, ip, port)
-        data = self.to_dict()
-        data["services"][service_index]["backends"][backend_index]["weight"] = weight
-        return parse_config(data, source=operation)
-
-    def _edit_target(self, operation: str, key_or_name: ServiceRef) -> int:
-        try:
-            return self._service_index(key_or_name)
-        except NotFoundError as err:
-            raise ConfigError(operation, "services", str(err)) from None
-
-    def _edit_backend_target(self, operation: str, service_index: int,
-                             ip: Union[IPv4Address, str], port: int) -> int:
-        service = self.services[service_index]
-        try:
-            return service._backend_index(ip, port)
-        except NotFoundError:
-            path = (_Path().key("services").index(service_index)
-                    .in_service(service.label).key("backends"))
-            raise ConfigError(operation, path.field, f"no backend {ip}:{port}",
-                              path.text) from None
+        edit = _Edit(self, "with_weight")
+        index = edit.target(service_key_or_name)
+        data = self.services[index].to_dict()
+        data["backends"][edit.backend_target(index, ip, port)]["weight"] = weight
+        return edit.replace(index, data)
 
     def to_dict(self) -> dict:
         """The configuration as plain dicts/lists/str/int in the file format.
 
         ``parse_config(config.to_dict()) == config`` for any valid config.
         """
-        return {
-            "flow_table_size": self.flow_table_size,
-            "maglev_table_size": self.maglev_table_size,
+        data: dict = {"flow_table_size": self.flow_table_size}
+        if self.maglev_table_size is not None:
+            data["maglev_table_size"] = self.maglev_table_size
+        data.update({
+            "tables_memory_mb": self.tables_memory_mb,
             "timeouts": dataclasses.asdict(self.timeouts),
             "strict": self.strict,
             "fragments": dataclasses.asdict(self.fragments),
             "services": [service.to_dict() for service in self.services],
-        }
+        })
+        return data
 
 
-_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "timeouts", "strict", "fragments",
-                   "services")
-_SERVICE_KEYS = ("name", "vip", "proto", "port", "backends")
+class _Summary:
+    """What an edit checks against, kept with each Config and handed to the
+    next one changed where the edit changed it: services by key and by
+    name, and the totals."""
+
+    __slots__ = ("by_key", "by_name", "backends", "maglev_bytes")
+
+    def __init__(self, by_key: Dict[ServiceKey, Service], by_name: Dict[str, Service],
+                 backends: int, maglev_bytes: int) -> None:
+        self.by_key = by_key
+        self.by_name = by_name
+        self.backends = backends
+        self.maglev_bytes = maglev_bytes
+
+    @classmethod
+    def of(cls, config: Config) -> "_Summary":
+        summary = cls({}, {}, 0, 0)
+        for service in config.services:
+            summary.add(config, service)
+        return summary
+
+    def copy(self) -> "_Summary":
+        return _Summary(dict(self.by_key), dict(self.by_name), self.backends, self.maglev_bytes)
+
+    def add(self, config: Config, service: Service) -> None:
+        self.by_key[service.key] = service
+        if service.name is not None:
+            self.by_name[service.name] = service
+        self.backends += len(service.backends)
+        self.maglev_bytes += maglev_memory(config, service)
+
+    def remove(self, config: Config, service: Service) -> None:
+        del self.by_key[service.key]
+        if service.name is not None:
+            del self.by_name[service.name]
+        self.backends -= len(service.backends)
+        self.maglev_bytes -= maglev_memory(config, service)
+
+    def memory(self, config: Config) -> int:
+        generation = _contract().tables_memory(len(config.services), self.backends)
+        return 2 * (self.maglev_bytes + generation)
+
+
+def edit_lineage(config: Config, ancestor: Config, limit: int = 64) -> Optional[set]:
+    """The keys of the services that may differ between config and
+    ancestor, when config was made from ancestor by at most limit edits
+    (each differs from its parent in one service); None otherwise."""
+    keys = set()
+    while config is not ancestor:
+        made_from = config.__dict__.get("_edited_from")
+        if made_from is None or len(keys) >= limit:
+            return None
+        config, key = made_from
+        keys.add(key)
+    return keys
+
+
+def forget_lineage(config: Config) -> None:
+    """Let config's ancestors be freed (a running config keeps no chain)."""
+    config.__dict__.pop("_edited_from", None)
+
+
+def maglev_memory(config: Config, service: Service) -> int:
+    """Bytes the service's Maglev table takes (none without backends)."""
+    if not service.backends:
+        return 0
+    return _contract().maglev_memory(config.maglev_size(service), len(service.backends))
+
+
+@lru_cache(maxsize=None)
+def default_maglev_table_size(backends: int) -> int:
+    """The Maglev table size of a service with this many backends, where
+    neither the service nor the file sets one: a prime of at least
+    MAGLEV_ENTRIES_PER_BACKEND entries per backend, from a ladder of sizes
+    doubling from 1009 (so most backend additions and removals keep the
+    size, and with it Maglev's minimal disruption), at most
+    MAX_MAGLEV_TABLE_SIZE."""
+    largest = _limit("MAX_MAGLEV_TABLE_SIZE")
+    target = _MAGLEV_LADDER_BASE
+    while target < MAGLEV_ENTRIES_PER_BACKEND * backends and target < largest:
+        target *= 2
+    if target >= largest:
+        return _prime_at_most(largest)
+    return _prime_at_least(target)
+
+
+class _Edit:
+    """One edit of a Config: finds its target, validates the changed
+    service with the file's validator at its index, checks the totals, and
+    builds the result with its summary."""
+
+    def __init__(self, config: Config, source: str) -> None:
+        self.config = config
+        self.source = source
+        self.checker = _Checker(source)
+
+    def target(self, key_or_name: ServiceRef) -> int:
+        try:
+            return self.config._service_index(key_or_name)
+        except NotFoundError as err:
+            raise ConfigError(self.source, "services", str(err)) from None
+
+    def backend_target(self, service_index: int, ip: Union[IPv4Address, str],
+                       port: int) -> int:
+        service = self.config.services[service_index]
+        try:
+            return service._backend_index(ip, port)
+        except NotFoundError:
+            path = (_Path().key("services").index(service_index)
+                    .in_service(service.label).key("backends"))
+            raise ConfigError(self.source, path.field, f"no backend {ip}:{port}",
+                              path.text) from None
+
+    def add(self, data: Any) -> Config:
+        config = self.config
+        summary = config._summary()
+        index = len(config.services)
+        path = _Path().key("services")
+        limit = _limit("MAX_SERVICES")
+        if index + 1 > limit:
+            self.checker.fail(path, f"{index + 1} services, more than the limit of {limit}")
+        service_path = path.index(index)
+        service = self.checker.service(data, service_path, summary.backends,
+                                       config.maglev_table_size)
+        located = service_path.in_service(service.label)
+        self._check_unique(service, located, summary)
+        services = config.services + (service,)
+        new_summary = summary.copy()
+        return self._result(services, new_summary, add=service)
+
+    def remove(self, index: int) -> Config:
+        config = self.config
+        removed = config.services[index]
+        services = config.services[:index] + config.services[index + 1:]
+        return self._result(services, config._summary().copy(), remove=removed)
+
+    def replace(self, index: int, data: dict) -> Config:
+        """The service at index replaced by data (same key and name)."""
+        config = self.config
+        summary = config._summary()
+        old = config.services[index]
+        service = self.checker.service(data, _Path().key("services").index(index),
+                                       summary.backends - len(old.backends),
+                                       config.maglev_table_size)
+        services = config.services[:index] + (service,) + config.services[index + 1:]
+        return self._result(services, summary.copy(), add=service, remove=old)
+
+    def _check_unique(self, service: Service, located: "_Path", summary: _Summary) -> None:
+        services = self.config.services
+        first = summary.by_key.get(service.key)
+        if first is not None:
+            position = services.index(first)
+            first_text = _Path().key("services").index(position).in_service(first.label).text
+            self.checker.fail(located, f"duplicate service, already defined at {first_text}")
+        if service.name is not None and service.name in summary.by_name:
+            position = services.index(summary.by_name[service.name])
+            first_text = _Path().key("services").index(position).text
+            self.checker.fail(located.key("name"), f"duplicate name {service.name!r}, "
+                                                   f"already used by {first_text}")
+
+    def _result(self, services: Tuple[Service, ...], summary: _Summary,
+                add: Optional[Service] = None, remove: Optional[Service] = None) -> Config:
+        config = dataclasses.replace(self.config, services=services)
+        if remove is not None:
+            summary.remove(self.config, remove)
+        if add is not None:
+            summary.add(self.config, add)
+        self.checker.memory(config, summary)
+        object.__setattr__(config, "_summary_cache", summary)
+        # Which config this one was made from, and the one service that
+        # differs: whoever applies it can rebuild that service alone
+        # (edit_lineage).
+        object.__setattr__(config, "_edited_from", (self.config, (add or remove).key))
+        return config
+
+
+_TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "tables_memory_mb", "timeouts",
+                   "strict", "fragments", "services")
+_SERVICE_KEYS = ("name", "vip", "proto", "port", "maglev_table_size", "backends")
 _SERVICE_REQUIRED_KEYS = ("vip", "proto", "port")
 _BACKEND_KEYS = ("ip", "port", "weight")
 _BACKEND_REQUIRED_KEYS = ("ip", "port")
 _TIMEOUT_KEYS = tuple(f.name for f in dataclasses.fields(Timeouts))
 _FRAGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Fragments))
-# (low, high) of each key of `fragments`.
-_FRAGMENT_RANGES = {"datagrams": (1, MAX_FRAGMENT_DATAGRAMS), "held": (0, MAX_FRAGMENT_HELD),
-                    "timeout": (1, MAX_FRAGMENT_TIMEOUT)}
+# (lowest, the limit's name) of each key of `fragments`.
+_FRAGMENT_RANGES = {"datagrams": (1, "MAX_FRAGMENT_DATAGRAMS"),
+                    "held": (0, "MAX_FRAGMENT_HELD"),
+                    "timeout": (1, "MAX_FRAGMENT_TIMEOUT")}
 
 
 # --------------------------------------------------------------------------
@@ -453,11 +725,14 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
 
 def load_config(path: Union[str, os.PathLike]) -> Config:
-    """Read, parse and validate a services file.
+    """Read, parse and validate a services file, YAML or JSON.
 
-    Raises ConfigError naming the file if it cannot be read, is not valid
-    YAML (the message gives the line and column), repeats a key within one
-    mapping, or fails validation (see :func:`parse_config`).
+    JSON (a subset of YAML) loads some fifty times faster, which counts
+    from a few thousand services on: a file whose text is a JSON object is
+    read as JSON, anything else as YAML.  Raises ConfigError naming the file
+    if it cannot be read, is not valid YAML (the message gives the line and
+    column), repeats a key within one mapping, or fails validation (see
+    :func:`parse_config`).
     """
     source = os.fsdecode(path)
     try:
@@ -465,8 +740,98 @@ def load_config(path: Union[str, os.PathLike]) -> Config:
             raw = stream.read()
     except OSError as err:
         raise ConfigError(source, "", f"cannot read file: {err.strerror or err}") from err
+    data = _load_json(raw, source) if raw.lstrip()[:1] == b"{" else _NOT_JSON
+    if data is _NOT_JSON:
+        data = _load_yaml(raw, source)
+    return parse_config(data, source)
+
+
+_NOT_JSON = object()
+
+
+def _load_json(raw: bytes, source: str) -> Any:
+    """The document, or _NOT_JSON when raw is not JSON (YAML's flow style,
+    e.g. `{services: []}`, is read as YAML then)."""
+    def unique_keys(pairs: list) -> dict:
+        mapping: dict = {}
+        for key, value in pairs:
+            if key in mapping:
+                raise ConfigError(source, "", f"invalid JSON: duplicate key {_show(key)}")
+            mapping[key] = value
+        return mapping
+    decoder = json.JSONDecoder(object_pairs_hook=unique_keys)
     try:
-        data = yaml.load(raw, Loader=_UniqueKeySafeLoader)  # noqa: S506 (safe loader)
+        text = raw.decode("utf-8")
+        try:
+            return _decode_by_service(text, decoder, unique_keys)
+        except ValueError:
+            # Not of the top-level shape read piecewise: the whole parse
+            # says what is wrong (or that it is not JSON).
+            return decoder.decode(text)
+    except ConfigError:
+        raise
+    except RecursionError as err:
+        raise ConfigError(source, "", "invalid JSON: nested too deeply") from err
+    except ValueError:           # not JSON (UnicodeDecodeError and huge ints included)
+        return _NOT_JSON
+
+
+def _decode_by_service(text: str, decoder: json.JSONDecoder, unique_keys) -> dict:
+    """A top-level JSON object whose "services" list is decoded one service
+    at a time: one json.loads of a 10,000-service file holds the GIL for
+    some 60 ms, in which the control socket cannot answer; between two
+    services the other threads may run.  ValueError where the text is not
+    such an object."""
+    space = json.decoder.WHITESPACE.match
+    at = space(text, 0).end()
+    if text[at:at + 1] != "{":
+        raise ValueError("not an object")
+    at = space(text, at + 1).end()
+    pairs = []
+    if text[at:at + 1] != "}":
+        while True:
+            key, at = decoder.raw_decode(text, at)
+            if not isinstance(key, str):
+                raise ValueError("a key is not a string")
+            at = space(text, at).end()
+            if text[at:at + 1] != ":":
+                raise ValueError("no ':' after a key")
+            at = space(text, at + 1).end()
+            if key == "services" and text[at:at + 1] == "[":
+                value, at = _decode_list(text, at, decoder, space)
+            else:
+                value, at = decoder.raw_decode(text, at)
+            pairs.append((key, value))
+            at = space(text, at).end()
+            if text[at:at + 1] != ",":
+                break
+            at = space(text, at + 1).end()
+    if text[at:at + 1] != "}":
+        raise ValueError("no ',' or '}' after a value")
+    if space(text, at + 1).end() != len(text):
+        raise ValueError("text after the object")
+    return unique_keys(pairs)
+
+
+def _decode_list(text: str, at: int, decoder: json.JSONDecoder, space) -> Tuple[list, int]:
+    items = []
+    at = space(text, at + 1).end()
+    if text[at:at + 1] != "]":
+        while True:
+            item, at = decoder.raw_decode(text, at)
+            items.append(item)
+            at = space(text, at).end()
+            if text[at:at + 1] != ",":
+                break
+            at = space(text, at + 1).end()
+    if text[at:at + 1] != "]":
+        raise ValueError("no ',' or ']' after a list item")
+    return items, at + 1
+
+
+def _load_yaml(raw: bytes, source: str) -> Any:
+    try:
+        return yaml.load(raw, Loader=_UniqueKeySafeLoader)  # noqa: S506 (safe loader)
     except yaml.MarkedYAMLError as err:
         raise ConfigError(source, "", _describe_yaml_error(err)) from err
     except yaml.YAMLError as err:
@@ -476,14 +841,30 @@ def load_config(path: Union[str, os.PathLike]) -> Config:
     except ValueError as err:
         # PyYAML lets int() errors escape, e.g. for a number over 4300 digits.
         raise ConfigError(source, "", f"invalid YAML: {err}") from err
-    return parse_config(data, source)
 
 
-def dump_config(config: Config) -> str:
-    """The services file text for ``config``; loading it gives ``config`` back."""
+def dump_config(config: Config, form: str = "yaml") -> str:
+    """The services file text for ``config`` in form "yaml" or "json";
+    loading it gives ``config`` back."""
+    if form == "json":
+        # One service a line: readable, and as fast to load as JSON goes.
+        data = config.to_dict()
+        services = data.pop("services")
+        head = json.dumps(data)[:-1]
+        lines = ",\n  ".join(json.dumps(service) for service in services)
+        return f'{head}, "services": [\n  {lines}\n]}}\n' if services else \
+            f'{head}, "services": []}}\n'
+    if form != "yaml":
+        raise ValueError(f"form must be yaml or json, not {form!r}")
     # default_flow_style=None writes collections of scalars (a backend, the
     # timeouts) on one line, as people write them by hand.
     return yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def config_form(path: Union[str, os.PathLike]) -> str:
+    """The form a services file is written in, by its name: "json" for
+    *.json, else "yaml"."""
+    return "json" if os.fspath(path).lower().endswith(".json") else "yaml"
 
 
 # --------------------------------------------------------------------------
@@ -491,32 +872,59 @@ def dump_config(config: Config) -> str:
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Path:
     """Where a value sits in the file.
 
     ``field`` is the path for programs (``services[1].backends[0].port``);
     ``head``/``tail`` make the path for people, with the service named:
     ``services[1] (dns)`` / ``backends[0].port``.
+
+    A path is a link to its parent plus one step, made for every value
+    checked: its strings are built only when an error names it.
     """
 
-    field: str = ""
-    head: str = ""
-    tail: str = ""
+    __slots__ = ("_parent", "_step", "_kind")
+
+    def __init__(self, parent: Optional[_Path] = None, step: Any = None,
+                 kind: str = "") -> None:
+        self._parent = parent
+        self._step = step
+        self._kind = kind         # "key", "index", "service" (step: its label), or root
 
     def key(self, name: str) -> _Path:
-        return _Path(_dotted(self.field, name), self.head, _dotted(self.tail, name))
+        return _Path(self, name, "key")
 
     def index(self, position: int) -> _Path:
-        return _Path(f"{self.field}[{position}]", self.head, f"{self.tail}[{position}]")
+        return _Path(self, position, "index")
 
     def in_service(self, label: str) -> _Path:
         """This path (``services[i]``), now naming the service it points at."""
-        return _Path(self.field, f"{self.text} ({label})", "")
+        return _Path(self, label, "service")
+
+    def _parts(self) -> Tuple[str, str, str]:
+        """(field, head, tail)."""
+        if self._parent is None:
+            return "", "", ""
+        field, head, tail = self._parent._parts()
+        if self._kind == "key":
+            return _dotted(field, self._step), head, _dotted(tail, self._step)
+        if self._kind == "index":
+            return f"{field}[{self._step}]", head, f"{tail}[{self._step}]"
+        text = ": ".join(part for part in (head, tail) if part)
+        return field, f"{text} ({self._step})", ""
+
+    @property
+    def field(self) -> str:
+        return self._parts()[0]
+
+    @property
+    def tail(self) -> str:
+        return self._parts()[2]
 
     @property
     def text(self) -> str:
-        return ": ".join(part for part in (self.head, self.tail) if part)
+        _, head, tail = self._parts()
+        return ": ".join(part for part in (head, tail) if part)
 
 
 def _dotted(prefix: str, name: str) -> str:
@@ -543,34 +951,59 @@ class _Checker:
         self.known_keys(data, root, _TOP_LEVEL_KEYS)
         flow_table_size = self.integer(
             data.get("flow_table_size", DEFAULT_FLOW_TABLE_SIZE),
-            root.key("flow_table_size"), 1, MAX_FLOW_TABLE_SIZE)
-        maglev_table_size = self.maglev_table_size(
-            data.get("maglev_table_size", DEFAULT_MAGLEV_TABLE_SIZE),
-            root.key("maglev_table_size"))
+            root.key("flow_table_size"), 1, _limit("MAX_FLOW_TABLE_SIZE"))
+        maglev_table_size = data.get("maglev_table_size")
+        if maglev_table_size is not None:
+            maglev_table_size = self.maglev_table_size(maglev_table_size,
+                                                       root.key("maglev_table_size"))
+        tables_memory_mb = self.integer(
+            data.get("tables_memory_mb", DEFAULT_TABLES_MEMORY_MB),
+            root.key("tables_memory_mb"), 1, MAX_TABLES_MEMORY_MB)
         timeouts = self.timeouts(data.get("timeouts"), root.key("timeouts"))
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
             self.fail(root.key("strict"), f"must be true or false, got {_describe(strict)}")
         fragments = self.fragments(data.get("fragments"), root.key("fragments"))
-        services = self.services(data.get("services"), root.key("services"),
-                                 maglev_table_size)
-        return Config(services, flow_table_size, maglev_table_size, timeouts, strict, fragments)
+        services, summary = self.services(data.get("services"), root.key("services"),
+                                          maglev_table_size)
+        config = Config(services, flow_table_size, maglev_table_size, timeouts, strict,
+                        tables_memory_mb, fragments)
+        summary.maglev_bytes = sum(maglev_memory(config, service) for service in services)
+        self.memory(config, summary)
+        object.__setattr__(config, "_summary_cache", summary)
+        return config
 
     def maglev_table_size(self, value: Any, path: _Path) -> int:
-        size = self.integer(value, path, MIN_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE)
+        size = self.integer(value, path, _limit("MIN_MAGLEV_TABLE_SIZE"),
+                            _limit("MAX_MAGLEV_TABLE_SIZE"))
         if not _is_prime(size):
-            lower = next(n for n in range(size - 1, 1, -1) if _is_prime(n))
-            higher = next(n for n in range(size + 1, 2 * size) if _is_prime(n))
+            lower = _prime_at_most(size)
+            higher = _prime_at_least(size)
             self.fail(path, f"{size} is not prime (the Maglev permutation needs a "
                             f"prime table size; the nearest are {lower} and {higher})")
         return size
+
+    def memory(self, config: Config, summary: _Summary) -> None:
+        """The tables of config must fit in its tables_memory_mb."""
+        need = summary.memory(config)
+        budget = config.tables_memory_mb << 20
+        if need <= budget:
+            return
+        entries = sum(config.maglev_size(s) for s in summary.by_key.values() if s.backends)
+        self.fail(_Path().key("tables_memory_mb"),
+                  f"the load-balancing tables would need {_mib(need)} MiB, more than "
+                  f"tables_memory_mb {config.tables_memory_mb}: {len(config.services):,} "
+                  f"services' Maglev tables take {_mib(summary.maglev_bytes)} MiB "
+                  f"({entries:,} entries of 4 bytes), twice while a reload rebuilds them; "
+                  "give services smaller maglev_table_size values (or none: the default "
+                  "follows each service's backend count), or raise tables_memory_mb")
 
     def timeouts(self, data: Any, path: _Path) -> Timeouts:
         if data is None:  # "timeouts:" with nothing under it
             return Timeouts()
         self.mapping(data, path, _TIMEOUT_KEYS)
         return Timeouts(**{
-            name: self.integer(data[name], path.key(name), 1, MAX_TIMEOUT)
+            name: self.integer(data[name], path.key(name), 1, _limit("MAX_TIMEOUT"))
             for name in _TIMEOUT_KEYS if name in data})
 
     def fragments(self, data: Any, path: _Path) -> Fragments:
@@ -578,18 +1011,20 @@ class _Checker:
             return Fragments()
         self.mapping(data, path, _FRAGMENT_KEYS)
         return Fragments(**{
-            name: self.integer(data[name], path.key(name), *_FRAGMENT_RANGES[name])
+            name: self.integer(data[name], path.key(name), _FRAGMENT_RANGES[name][0],
+                               _limit(_FRAGMENT_RANGES[name][1]))
             for name in _FRAGMENT_KEYS if name in data})
 
     # -- services
 
     def services(self, data: Any, path: _Path,
-                 maglev_table_size: int) -> Tuple[Service, ...]:
+                 maglev_table_size: Optional[int]) -> Tuple[Tuple[Service, ...], _Summary]:
         if data is None:  # "services:" with nothing under it
-            return ()
+            return (), _Summary({}, {}, 0, 0)
         items = self.sequence(data, path)
-        if len(items) > MAX_SERVICES:
-            self.fail(path, f"{len(items)} services, more than the limit of {MAX_SERVICES}")
+        limit = _limit("MAX_SERVICES")
+        if len(items) > limit:
+            self.fail(path, f"{len(items)} services, more than the limit of {limit}")
         services = []
         index_by_key: dict = {}
         index_by_name: dict = {}
@@ -611,10 +1046,14 @@ class _Checker:
             if service.name is not None:
                 index_by_name[service.name] = index
             services.append(service)
-        return tuple(services)
+        summary = _Summary({s.key: s for s in services},
+                           {s.name: s for s in services if s.name is not None},
+                           backend_count, 0)
+        return tuple(services), summary
 
     def service(self, data: Any, path: _Path, earlier_backends: int,
-                maglev_table_size: int) -> Service:
+                maglev_table_size: Optional[int]) -> Service:
+        """One service at path; maglev_table_size: the file's (None: not set)."""
         if not isinstance(data, Mapping):
             self.fail(path, f"must be a mapping, got {_describe(data)}")
         path = path.in_service(_provisional_label(data))
@@ -623,9 +1062,12 @@ class _Checker:
         vip = self.ipv4(data["vip"], path.key("vip"))
         proto = self.protocol(data["proto"], path.key("proto"))
         port = self.integer(data["port"], path.key("port"), 1, 65535)
+        own_size = data.get("maglev_table_size")
+        if own_size is not None:
+            own_size = self.maglev_table_size(own_size, path.key("maglev_table_size"))
         backends = self.backends(data.get("backends"), path.key("backends"),
-                                 earlier_backends, maglev_table_size)
-        return Service(vip, proto, port, backends, name)
+                                 earlier_backends, own_size, maglev_table_size)
+        return Service(vip, proto, port, backends, name, own_size)
 
     def name(self, value: Any, path: _Path) -> Optional[str]:
         if value is None:  # "name:" with no value: an unnamed service
@@ -639,18 +1081,24 @@ class _Checker:
         return value
 
     def backends(self, data: Any, path: _Path, earlier_backends: int,
-                 maglev_table_size: int) -> Tuple[Backend, ...]:
+                 own_size: Optional[int], file_size: Optional[int]) -> Tuple[Backend, ...]:
         if data is None:  # "backends:" with nothing under it
             return ()
         items = self.sequence(data, path)
         # Counted before parsing them, so that a huge list fails fast.
-        if earlier_backends + len(items) > MAX_BACKENDS:
+        limit = _limit("MAX_BACKENDS")
+        if earlier_backends + len(items) > limit:
             self.fail(path, f"{len(items)} backends bring the total over all services to "
                             f"{earlier_backends + len(items)}, more than the limit of "
-                            f"{MAX_BACKENDS} backends over all services")
-        if len(items) > maglev_table_size:
+                            f"{limit} backends over all services")
+        # A derived size always fits (100 entries a backend, or the largest).
+        if own_size is not None and len(items) > own_size:
+            self.fail(path, f"{len(items)} backends do not fit in the service's "
+                            f"maglev_table_size {own_size}, which must be at least its "
+                            "number of backends")
+        if own_size is None and file_size is not None and len(items) > file_size:
             self.fail(path, f"{len(items)} backends do not fit in maglev_table_size "
-                            f"{maglev_table_size}, which must be at least the number "
+                            f"{file_size}, which must be at least the number "
                             "of backends of every service")
         backends = []
         index_by_key: dict = {}
@@ -669,7 +1117,7 @@ class _Checker:
         return Backend(
             self.ipv4(data["ip"], path.key("ip")),
             self.integer(data["port"], path.key("port"), 1, 65535),
-            self.integer(data.get("weight", 1), path.key("weight"), 0, MAX_WEIGHT),
+            self.integer(data.get("weight", 1), path.key("weight"), 0, _limit("MAX_WEIGHT")),
         )
 
     # -- values
@@ -713,6 +1161,8 @@ class _Checker:
     def ipv4(self, value: Any, path: _Path) -> IPv4Address:
         if isinstance(value, IPv4Address):
             address = value
+        elif isinstance(value, str) and (address := _dotted_quad(value)) is not None:
+            pass
         elif isinstance(value, str):
             try:
                 address = IPv4Address(value)
@@ -724,11 +1174,13 @@ class _Checker:
             self.fail(path, f"{value} is an IPv6 address; only IPv4 is supported")
         else:
             self.fail(path, f"must be an IPv4 address, got {_describe(value)}")
-        if address.is_unspecified:
+        # The integer, not the properties: a large file checks 100,000s.
+        number = int(address)
+        if number == 0:
             self.fail(path, f"{address} is the unspecified address, not a unicast address")
-        if address == _BROADCAST:
+        if number == 0xFFFFFFFF:
             self.fail(path, f"{address} is the broadcast address, not a unicast address")
-        if address.is_multicast:
+        if number >> 28 == 0xE:       # 224.0.0.0/4
             self.fail(path, f"{address} is a multicast address, not a unicast address")
         return address
 
@@ -739,6 +1191,18 @@ class _Checker:
         if proto not in PROTOCOLS:
             self.fail(path, f"unknown protocol {_show(value)} (expected tcp or udp)")
         return proto
+
+
+def _dotted_quad(text: str) -> Optional[IPv4Address]:
+    """The address of the common spelling (four decimal octets), parsed
+    without ipaddress's general parser: a large file has 100,000s.  None
+    for anything else, which that parser then checks (with its messages)."""
+    if not _DOTTED_QUAD.fullmatch(text):
+        return None
+    a, b, c, d = map(int, text.split("."))
+    if a > 255 or b > 255 or c > 255 or d > 255:
+        return None
+    return IPv4Address(a << 24 | b << 16 | c << 8 | d)
 
 
 def _provisional_label(data: Mapping) -> str:
@@ -782,6 +1246,22 @@ def _is_prime(n: int) -> bool:
             return False
         divisor += 2
     return True
+
+
+def _prime_at_least(n: int) -> int:
+    while not _is_prime(n):
+        n += 1
+    return n
+
+
+def _prime_at_most(n: int) -> int:
+    while n > 2 and not _is_prime(n):
+        n -= 1
+    return n
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):,.1f}"
 
 
 def _is_ipv6(text: str) -> bool:
@@ -833,20 +1313,93 @@ def _one_line(text: str) -> str:
 # --------------------------------------------------------------------------
 
 
-class _UniqueKeySafeLoader(yaml.SafeLoader):
+# libyaml's parser where PyYAML has it (its wheels do): a services file of
+# 10,000 services loads in seconds instead of tens of seconds.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeySafeLoader(_SafeLoader):
     """yaml.SafeLoader that rejects a key repeated within one mapping.
 
     Plain PyYAML keeps the last value silently, so a doubled ``port:`` in a
     service would be accepted with one of the two ports.
+
+    The document is built from the composed nodes by a direct recursion
+    for the tags a services file uses (mappings, sequences, strings,
+    integers, booleans, null), several times faster than PyYAML's
+    generic construction; any other tag, and a mapping with a merge key,
+    is built by PyYAML itself.  Scalars are resolved through a cache: a
+    services file repeats few values (keys, protocols, ports, weights)
+    many times.
     """
 
+    _resolved: dict = {}
+
+    def resolve(self, kind, value, implicit):
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        tag = self._resolved.get(key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(self._resolved) < 4096:
+                _UniqueKeySafeLoader._resolved[key] = tag
+        return tag
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        return None if node is None else self._build(node, {})
+
+    def _build(self, node: yaml.Node, built: dict) -> Any:
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag == _STR:
+                return node.value
+            if tag == _INT:
+                return self.construct_yaml_int(node)
+            if tag == _BOOL:
+                return self.construct_yaml_bool(node)
+            if tag == _NULL:
+                return None
+            return self.construct_object(node, deep=True)
+        done = built.get(id(node))     # an alias of a node built already
+        if done is not None:
+            return done
+        if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
+            items: list = []
+            built[id(node)] = items
+            items.extend(self._build(child, built) for child in node.value)
+            return items
+        if (not isinstance(node, yaml.MappingNode) or tag != _MAP
+                or any(k.tag == _MERGE for k, _ in node.value)):
+            return self.construct_object(node, deep=True)
+        mapping: dict = {}
+        built[id(node)] = mapping
+        first_line_of_key: dict = {}
+        for key_node, value_node in node.value:
+            key = self._build(key_node, built)
+            try:
+                first_line = first_line_of_key.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, "found unhashable key",
+                    key_node.start_mark) from None
+            if first_line is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {_show(key)} (first at line {first_line})",
+                    key_node.start_mark)
+            first_line_of_key[key] = key_node.start_mark.line + 1
+            mapping[key] = self._build(value_node, built)
+        return mapping
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # PyYAML's own construction (merge keys, other tags): the same check.
         first_line_of_key: dict = {}
         for key_node, _ in node.value:
             # A '<<' merge key may legitimately be overridden; only scalar
             # keys written twice in this very mapping are mistakes.
             if (not isinstance(key_node, yaml.ScalarNode)
-                    or key_node.tag == "tag:yaml.org,2002:merge"):
+                    or key_node.tag == _MERGE):
                 continue
             key = self.construct_object(key_node)
             try:
@@ -859,6 +1412,10 @@ class _UniqueKeySafeLoader(yaml.SafeLoader):
                     key_node.start_mark)
             first_line_of_key[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
+
+
+_STR, _INT, _BOOL, _NULL, _SEQ, _MAP, _MERGE = (
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "bool", "null", "seq", "map", "merge"))
 
 
 def _describe_yaml_error(err: yaml.MarkedYAMLError) -> str:

@@ -15,7 +15,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from rplb.control import DEFAULT_SOCKET, ControlError, request
+from rplb.control.client import request
+from rplb.control.protocol import DEFAULT_SOCKET, ControlError
 
 PROG = "rplbctl"
 

@@ -21,15 +21,113 @@ from rplb.errors import RplbError
 
 cnp.import_array()
 
-MAX_SERVICES = RPLB_MAX_SERVICES
-BURST_SIZE = RPLB_BURST         # the worker's rx burst and tx buffer (rplb.h)
-MAX_BACKENDS = RPLB_MAX_BACKENDS
-BACKEND_SLOT_BITS = RPLB_BACKEND_SLOT_BITS
-DROP_NAMES = tuple(rplb_drop_names[i].decode() for i in range(RPLB_DROP_REASONS))
-EVENT_NAMES = tuple(rplb_event_names[i].decode() for i in range(RPLB_EVENTS))
-FLOW_STATE_NAMES = tuple(rplb_flow_state_names[i].decode() for i in range(RPLB_FLOW_STATES))
-PORT_COUNTER_NAMES = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped")
-FLOW_COUNTER_NAMES = ("packets", "bytes", "new_flows", "active_flows")
+
+# ---- the C side's contract (csrc/contract.c): rplb/contract.py reads it ------
+
+def constants():
+    """{name: value} of every limit and encoding constant (rplb_constants)."""
+    result = {}
+    cdef int i = 0
+    while rplb_constants[i].name != NULL:
+        result[rplb_constants[i].name.decode()] = rplb_constants[i].value
+        i += 1
+    return result
+
+
+def layout():
+    """[(struct, field, offset, size, count, kind, type)] of the structs
+    Python reads or writes as numpy arrays (rplb_layout): kind 'u'/'i' for
+    integers of size bytes, 's' for a struct named by type."""
+    fields = []
+    cdef int i = 0
+    while rplb_layout[i].struct_name != NULL:
+        entry = &rplb_layout[i]
+        fields.append((entry.struct_name.decode(), entry.field.decode(), entry.offset,
+                       entry.size, entry.count, chr(entry.kind),
+                       entry.type.decode() if entry.type != NULL else None))
+        i += 1
+    return fields
+
+
+def struct_sizes():
+    """{struct name: sizeof} of the structs in layout()."""
+    result = {}
+    cdef int i = 0
+    while rplb_struct_sizes[i].name != NULL:
+        result[rplb_struct_sizes[i].name.decode()] = rplb_struct_sizes[i].size
+        i += 1
+    return result
+
+
+cdef tuple _names(const char **table, int n):
+    return tuple(table[i].decode() if table[i] != NULL else None for i in range(n))
+
+
+def enum_names():
+    """The names of the C enums, in enum order (stats.c)."""
+    return {"drops": _names(<const char **>rplb_drop_names, RPLB_DROP_REASONS),
+            "events": _names(<const char **>rplb_event_names, RPLB_EVENTS),
+            "flow_states": _names(<const char **>rplb_flow_state_names, RPLB_FLOW_STATES),
+            "sides": _names(<const char **>rplb_side_names, RPLB_SIDES)}
+
+
+FLOW_STATE_NAMES = enum_names()["flow_states"]
+
+
+def backend_id(uint32_t slot, uint32_t generation):
+    """rplb_backend_id(): the id of a slot's backend in a generation
+    (generation modulo BACKEND_GENERATIONS)."""
+    return rplb_backend_id(slot, generation)
+
+
+def backend_slot(uint32_t backend_id):
+    return rplb_backend_slot(backend_id)
+
+
+def backend_generation(uint32_t backend_id):
+    return rplb_backend_generation(backend_id)
+
+
+def backend_slots(backend_ids):
+    """rplb_backend_slot() of each id of a uint32 array."""
+    cdef cnp.ndarray ids = np.ascontiguousarray(backend_ids, dtype=np.uint32)
+    cdef cnp.ndarray slots = np.empty(ids.shape[0], dtype=np.uint32)
+    cdef const uint32_t *source = <const uint32_t *>ids.data
+    cdef uint32_t *target = <uint32_t *>slots.data
+    cdef Py_ssize_t i
+    for i in range(ids.shape[0]):
+        target[i] = rplb_backend_slot(source[i])
+    return slots
+
+
+def tables_memory(uint32_t n_services, uint32_t n_backends):
+    """Bytes of DPDK heap one table generation of this size takes, its
+    services' Maglev tables apart (maglev_memory)."""
+    return rplb_lb_tables_memory(n_services, n_backends)
+
+
+def maglev_memory(uint32_t size, uint32_t n_backends):
+    """Bytes of DPDK heap one service's Maglev table takes."""
+    return rplb_lb_maglev_memory(size, n_backends)
+
+
+def worker_memory(uint32_t flow_table_size, fragments=None):
+    """Bytes one worker's load-balancing state takes: its flow table of
+    flow_table_size flows, its fragment state (fragments: an
+    rplb.config.Fragments, None for the defaults; the held fragments'
+    mbufs come from the pool), its counters, its flow sample (no EAL
+    needed)."""
+    datagrams, held, _ = _fragment_bounds(fragments)
+    return rplb_lb_worker_memory(flow_table_size, datagrams, held)
+
+
+def _fragment_bounds(fragments):
+    """(datagrams, held, timeout) of an rplb.config.Fragments, or the C
+    defaults for None."""
+    if fragments is None:
+        return (RPLB_FRAGMENT_DEFAULT_DATAGRAMS, RPLB_FRAGMENT_DEFAULT_HELD,
+                RPLB_FRAGMENT_DEFAULT_TIMEOUT_S)
+    return fragments.datagrams, fragments.held, fragments.timeout
 
 
 # ---- errors ----------------------------------------------------------------
@@ -341,52 +439,65 @@ cdef class Port:
 
 # ---- load-balancer state ---------------------------------------------------
 
-def tables_memory(unsigned int n_services, unsigned int n_backends, unsigned int maglev_size):
-    """Bytes one generation of load-balancing tables takes (csrc's own
-    arithmetic, no EAL needed); twice that while a change is published."""
-    return rplb_lb_tables_memory(n_services, n_backends, maglev_size)
+cdef class MaglevTable:
+    """One service's Maglev table in the DPDK heap (struct rplb_maglev),
+    shared by the table generations that keep the service unchanged.
+
+    owners: int32 per entry, an index into backend_ids or -1; backend_ids:
+    the service's backends (uint32, rplb_backend_id()).  Raises RplbError
+    (EINVAL: bad input; ENOMEM; ENODEV before eal_init)."""
+
+    cdef rplb_maglev *table
+    cdef readonly unsigned int size
+    cdef readonly unsigned int n_backends
+
+    def __cinit__(self, owners, backend_ids):
+        cdef cnp.ndarray entries = np.ascontiguousarray(owners, dtype=np.int32)
+        cdef cnp.ndarray ids = np.ascontiguousarray(backend_ids, dtype=np.uint32)
+        self.table = NULL
+        if not _eal_initialized:
+            raise RplbError(19, "a Maglev table needs the DPDK heap: initialise EAL first")
+        if entries.ndim != 1 or ids.ndim != 1:
+            raise RplbError(22, "maglev owners and backend ids must be flat arrays")
+        self.table = rplb_maglev_create(<const int32_t *>entries.data, entries.shape[0],
+                                        <const uint32_t *>ids.data, ids.shape[0],
+                                        rte_socket_id())
+        if self.table == NULL:
+            raise_rte_errno(f"cannot create a Maglev table of {entries.shape[0]} entries")
+        self.size = entries.shape[0]
+        self.n_backends = ids.shape[0]
+
+    @property
+    def memory(self):
+        """Bytes of DPDK heap it takes."""
+        return rplb_lb_maglev_memory(self.size, self.n_backends)
+
+    def close(self):
+        """Drop this reference (idempotent); the table lives on while
+        published generations use it."""
+        if self.table != NULL and _eal_initialized:
+            rplb_maglev_release(self.table)
+        # After eal_cleanup the DPDK heap is gone, and the table with it.
+        self.table = NULL
+
+    def __dealloc__(self):
+        self.close()
 
 
-def worker_memory(unsigned int flow_table_size, fragments=None):
-    """Bytes one worker's load-balancing state takes: its flow table of
-    flow_table_size flows, its fragment state (fragments: an
-    rplb.config.Fragments, None for the defaults; the held fragments'
-    mbufs come from the pool), its counters, its flow sample (no EAL
-    needed)."""
-    datagrams, held, _ = _fragment_bounds(fragments)
-    return rplb_lb_worker_memory(flow_table_size, datagrams, held)
+cdef _check_spec_array(str what, object array, object dtype):
+    if not isinstance(array, np.ndarray):
+        raise RplbError(22, f"publish: {what} must be a numpy array, "
+                            f"not {type(array).__name__}")
+    if array.dtype != dtype:
+        raise RplbError(22, f"publish: {what} has dtype {array.dtype}, not the C struct's "
+                            f"{dtype} (build it with rplb.contract's dtypes)")
+    if array.ndim != 1 or not array.flags.c_contiguous:
+        raise RplbError(22, f"publish: {what} must be a flat, C-contiguous array")
 
 
-#: The fragment state's limits and defaults, as the C side has them
-#: (rplb.config checks the services file against its own copy; a test
-#: compares the two).
-FRAGMENT_LIMITS = {"datagrams": (1, RPLB_FRAGMENT_MAX_DATAGRAMS, RPLB_FRAGMENT_DEFAULT_DATAGRAMS),
-                   "held": (0, RPLB_FRAGMENT_MAX_HELD, RPLB_FRAGMENT_DEFAULT_HELD),
-                   "timeout": (1, RPLB_FRAGMENT_MAX_TIMEOUT_S, RPLB_FRAGMENT_DEFAULT_TIMEOUT_S)}
-
-
-def _fragment_bounds(fragments):
-    """(datagrams, held, timeout) of an rplb.config.Fragments, or the C
-    defaults for None."""
-    if fragments is None:
-        return (RPLB_FRAGMENT_DEFAULT_DATAGRAMS, RPLB_FRAGMENT_DEFAULT_HELD,
-                RPLB_FRAGMENT_DEFAULT_TIMEOUT_S)
-    return fragments.datagrams, fragments.held, fragments.timeout
-
-
-def spec_layout():
-    """[(struct, field, offset, size)] of the C spec structs, and their sizes:
-    the numpy dtypes in rplb.tables are built from this, never by hand."""
-    fields = []
-    cdef int i = 0
-    while rplb_spec_layout[i].struct_name != NULL:
-        fields.append((rplb_spec_layout[i].struct_name.decode(),
-                       rplb_spec_layout[i].field.decode(),
-                       rplb_spec_layout[i].offset, rplb_spec_layout[i].size))
-        i += 1
-    sizes = {name: rplb_spec_size(name.encode())
-             for name in ("rplb_service_spec", "rplb_backend_spec")}
-    return fields, sizes
+def _spec_dtypes():
+    from rplb import contract
+    return contract.DTYPES["rplb_service_spec"], contract.DTYPES["rplb_backend_spec"]
 
 
 cdef class LoadBalancer:
@@ -396,6 +507,8 @@ cdef class LoadBalancer:
     cdef readonly unsigned int flow_table_size
     # (datagrams, held, timeout) of each worker's fragment state.
     cdef readonly tuple fragment_bounds
+    cdef object _service_dtype
+    cdef object _backend_dtype
 
     def __cinit__(self, unsigned int flow_table_size, timeouts, unsigned int max_workers=1,
                   int socket_id=-1, fragments=None):
@@ -414,6 +527,7 @@ cdef class LoadBalancer:
         if self.lb == NULL:
             raise_rte_errno("cannot create the load balancer state")
         self.flow_table_size = flow_table_size
+        self._service_dtype, self._backend_dtype = _spec_dtypes()
 
     cdef rplb_lb *_get(self) except NULL:
         if self.lb == NULL:
@@ -428,56 +542,104 @@ cdef class LoadBalancer:
                             rte_strerror(-rc).decode())
         return rc
 
-    def set_timeouts(self, timeouts):
-        cdef uint32_t values[4]
-        for i, value in enumerate(_timeouts_tuple(timeouts)):
-            values[i] = value
-        check_rc(rplb_lb_set_timeouts(self._get(), values), "flow timeouts")
+    def publish(self, services, backends, maglevs, timeouts, bint strict=False):
+        """Build the next table generation and publish it to the workers.
 
-    def publish(self, cnp.ndarray services, cnp.ndarray backends, cnp.ndarray maglev,
-                unsigned int maglev_size, bint strict=False):
-        """Build tables from spec arrays and publish them to the workers.
-
-        Blocks (without the GIL) until no worker uses the old tables.
-        Raises RplbError (EINVAL: bad specs, nothing changed)."""
+        services, backends: spec arrays of the C structs' dtypes
+        (rplb.contract.DTYPES), in any order; maglevs: one MaglevTable (or
+        None: no backend of weight > 0) per service spec; timeouts: a
+        Timeouts or {state name: seconds}.  Blocks (without the GIL) until
+        every running worker has adopted the new tables.  Raises RplbError
+        (EINVAL: bad specs, named in the message or in DPDK's log; nothing
+        changed then)."""
         cdef rplb_lb *lb = self._get()
-        services = np.ascontiguousarray(services)
-        backends = np.ascontiguousarray(backends)
-        maglev = np.ascontiguousarray(maglev, dtype=np.int32)
-        if maglev.size != services.shape[0] * maglev_size:
-            raise RplbError(22, "maglev array does not match services x maglev_size")
-        cdef rplb_lb_tables *tables = rplb_lb_tables_create(
-            <const rplb_service_spec *>services.data, services.shape[0],
-            <const rplb_backend_spec *>backends.data, backends.shape[0],
-            <const int32_t *>maglev.data, maglev_size,
-            RPLB_TABLES_STRICT if strict else 0, rte_socket_id())
-        if tables == NULL:
-            raise_rte_errno("cannot build load-balancing tables")
+        cdef rplb_table_specs specs
+        cdef cnp.ndarray service_array, backend_array
+        cdef rplb_maglev **tables = NULL
+        cdef MaglevTable table
+        cdef Py_ssize_t i
         cdef int rc
-        with nogil:
-            rc = rplb_lb_publish(lb, tables)
+        _check_spec_array("services", services, self._service_dtype)
+        _check_spec_array("backends", backends, self._backend_dtype)
+        service_array, backend_array = services, backends
+        maglevs = list(maglevs)
+        if len(maglevs) != service_array.shape[0]:
+            raise RplbError(22, f"publish: {len(maglevs)} Maglev tables for "
+                                f"{service_array.shape[0]} services (one per service)")
+        memset(&specs, 0, sizeof(specs))
+        for i, value in enumerate(_timeouts_tuple(timeouts)):
+            specs.timeout_s[i] = value
+        specs.services = <const rplb_service_spec *>service_array.data
+        specs.n_services = service_array.shape[0]
+        specs.backends = <const rplb_backend_spec *>backend_array.data
+        specs.n_backends = backend_array.shape[0]
+        specs.strict = strict
+        tables = <rplb_maglev **>PyMem_Malloc(max(len(maglevs), 1) * sizeof(rplb_maglev *))
+        if tables == NULL:
+            raise MemoryError()
+        try:
+            for i in range(len(maglevs)):
+                if maglevs[i] is None:
+                    tables[i] = NULL
+                elif isinstance(maglevs[i], MaglevTable):
+                    table = maglevs[i]
+                    tables[i] = table.table
+                else:
+                    raise RplbError(22, f"publish: maglevs[{i}] is a "
+                                        f"{type(maglevs[i]).__name__}, not a MaglevTable")
+            specs.maglevs = tables
+            # The specs and the MaglevTable objects (held by maglevs) stay
+            # alive until rplb_lb_publish returns.
+            with nogil:
+                rc = rplb_lb_publish(lb, &specs)
+        finally:
+            PyMem_Free(tables)
         check_rc(rc, "cannot publish load-balancing tables")
 
-    def service_counters(self):
-        """int64 array (MAX_SERVICES, 4): packets, bytes, new_flows, active_flows,
-        summed over workers, indexed by service id."""
-        return self._sum_counters(True)
+    def service_counters(self, worker=None, slots=None):
+        """The service counters (the fields of rplb_service_counters, as
+        int64), indexed by service id (RPLB_MAX_SERVICES entries, or only
+        the ids in slots, in their order): one worker's, or summed over
+        the workers."""
+        return self._counters(True, worker, slots)
 
-    def backend_counters(self):
-        """int64 array (MAX_BACKENDS, 4) indexed by backend slot."""
-        return self._sum_counters(False)
+    def backend_counters(self, worker=None, slots=None):
+        """The backend counters, indexed by backend slot (or only the given
+        slots, in their order): one worker's, or summed over the workers."""
+        return self._counters(False, worker, slots)
 
-    cdef _sum_counters(self, bint services):
+    def worker_count(self):
+        return rplb_lb_worker_count(self._get())
+
+    cdef _counters(self, bint services, worker, slots=None):
+        from rplb import contract
         cdef rplb_lb *lb = self._get()
         cdef unsigned int w, n = RPLB_MAX_SERVICES if services else RPLB_MAX_BACKENDS
-        cdef const int64_t *base
-        total = np.zeros((n, 4), dtype=np.int64)
-        for w in range(rplb_lb_worker_count(lb)):
+        cdef const char *base
+        cdef Py_ssize_t nbytes
+        name = "rplb_service_counters" if services else "rplb_backend_counters"
+        dtype = contract.DTYPES[name]
+        nbytes = n * <Py_ssize_t>dtype.itemsize
+        workers = range(rplb_lb_worker_count(lb)) if worker is None else [worker]
+        total = None
+        for w in workers:
+            if w >= rplb_lb_worker_count(lb):
+                raise RplbError(22, f"no worker {w}")
             if services:
-                base = <const int64_t *>rplb_lb_service_counters(lb, w)
+                base = <const char *>rplb_lb_service_counters(lb, w)
             else:
-                base = <const int64_t *>rplb_lb_backend_counters(lb, w)
-            total += np.asarray(<const int64_t[:n * 4]>base).reshape(n, 4)
+                base = <const char *>rplb_lb_backend_counters(lb, w)
+            # A view of the worker's own array, only read here: the copy
+            # (or the sum) is what leaves.
+            view = np.frombuffer(<char[:nbytes]>base, dtype=dtype)
+            part = view if slots is None else view[slots]
+            if total is None:
+                total = contract.summable(part)
+            else:
+                for field in dtype.names:
+                    total[field] += part[field]
+        if total is None:
+            total = contract.summable(np.zeros(n if slots is None else len(slots), dtype=dtype))
         return total
 
     def flow_sample(self, unsigned int count=16, unsigned int timeout_ms=1000):
@@ -527,10 +689,12 @@ def _port(uint16_t network_order):
 
 
 def _timeouts_tuple(timeouts):
-    """(udp, tcp_syn, tcp, tcp_fin) seconds, the order of enum rplb_flow_state."""
+    """Seconds per flow state, in the order of enum rplb_flow_state: from a
+    dict or an object (config.Timeouts) keyed by the states' names."""
+    names = enum_names()["flow_states"]
     if isinstance(timeouts, dict):
-        return tuple(int(timeouts[name]) for name in FLOW_STATE_NAMES)
-    return (int(timeouts.udp), int(timeouts.tcp_syn), int(timeouts.tcp), int(timeouts.tcp_fin))
+        return tuple(int(timeouts[name]) for name in names)
+    return tuple(int(getattr(timeouts, name)) for name in names)
 
 
 # ---- workers ---------------------------------------------------------------
@@ -574,9 +738,12 @@ cdef class Worker:
         self._keep = (frontend, backend, lb)
 
     def launch(self):
-        """Start the loop on its lcore (returns at once)."""
+        """Start the loop on its lcore (returns at once); again after stop()."""
         if self.worker == NULL:
             raise RplbError(9, "worker is closed")
+        if self.running:
+            raise RplbError(16, f"the worker on lcore {self.lcore_id} is running")
+        rplb_worker_rearm(self.worker)
         rc = rte_eal_remote_launch(<lcore_function_t *>rplb_worker_main, self.worker,
                                    self.lcore_id)
         check_rc(rc, f"cannot launch the worker on lcore {self.lcore_id}")
@@ -595,21 +762,16 @@ cdef class Worker:
         return rc
 
     def counters(self):
-        """{'port': [{rx_packets..}, {..}], 'drops': {...}, 'events': {...}}"""
+        """{'port': [{rx_packets..}, {..}] by side, 'drops': {reason: n},
+        'events': {event: n}}: the names from the C side's layout and enums."""
+        from rplb import contract
         if self.worker == NULL:
             raise RplbError(9, "worker is closed")
         cdef const rplb_lcore_counters *c = rplb_worker_counters(self.worker)
-        cdef const uint64_t *drops = &c.drops[0]
-        cdef const uint64_t *events = &c.events[0]
-        ports = []
-        for side in range(RPLB_SIDES):
-            p = &c.port[side]
-            ports.append({"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-                          "tx_dropped": p.tx_dropped})
-        return {"port": ports,
-                "drops": {DROP_NAMES[i]: drops[i] for i in range(RPLB_DROP_REASONS)},
-                "events": {EVENT_NAMES[i]: events[i] for i in range(RPLB_EVENTS)}}
+        dtype = contract.DTYPES["rplb_lcore_counters"]
+        cdef Py_ssize_t nbytes = dtype.itemsize
+        record = np.frombuffer(<char[:nbytes]><const char *>c, dtype=dtype).copy()[0]
+        return contract.lcore_counters_dict(record)
 
     def close(self):
         if self.worker != NULL:

@@ -79,6 +79,14 @@ _FLOW_HELP = {"packets": "Packets (both directions)", "bytes": "Bytes (both dire
 
 def render(snapshot: dict) -> str:
     """The exposition text of one snapshot."""
+    return b"".join(render_chunks(snapshot)).decode()
+
+
+def render_chunks(snapshot: dict) -> List[bytes]:
+    """The exposition text of one snapshot, encoded, in pieces of a few
+    thousand lines: with 100,000 backends the text is some 60 MB, and
+    joined or encoded in one piece it would hold the GIL for tens of ms,
+    stalling the control socket's answers meanwhile."""
     f = _Families()
     f.add("rplb_uptime_seconds", "gauge", "Seconds since the fast path started",
           f"{float(snapshot.get('uptime_s', 0.0)):.3f}")
@@ -92,29 +100,72 @@ def render(snapshot: dict) -> str:
     for event, value in snapshot["events"].items():
         f.add("rplb_events_total", "counter", "Fast-path events (packets and flows)",
               int(value), event=event)
-    for svc in snapshot.get("services", []):
-        labels = {"service": svc["service"], "key": svc["key"]}
-        for key in ("packets", "bytes", "new_flows"):
-            f.add(f"rplb_service_{key}_total", "counter", f"{_FLOW_HELP[key]} of the service",
-                  int(svc[key]), **labels)
-        f.add("rplb_service_active_flows", "gauge", "Flows of the service currently tracked",
-              max(int(svc["active_flows"]), 0), **labels)
-    for svc in snapshot.get("services", []):
-        for b in svc["backends"]:
-            labels = {"service": svc["service"], "key": svc["key"], "backend": b["backend"]}
-            for key in ("packets", "bytes", "new_flows"):
-                f.add(f"rplb_backend_{key}_total", "counter",
-                      f"{_FLOW_HELP[key]} of the backend", int(b[key]), **labels)
-            f.add("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
-                  max(int(b["active_flows"]), 0), **labels)
-            f.add("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)",
-                  int(b["weight"]), **labels)
+    chunks = [f.text().encode()]
+    services = snapshot.get("services", [])
+    if services:
+        chunks.extend(_services_chunks(services))
     if "mbufs" in snapshot:
+        f = _Families()
         f.add("rplb_mbufs_in_use", "gauge", "Mbufs taken from the packet pool",
               int(snapshot["mbufs"]["in_use"]))
         f.add("rplb_mbufs_size", "gauge", "Mbufs in the packet pool",
               int(snapshot["mbufs"]["size"]))
-    return f.text()
+        chunks.append(f.text().encode())
+    return chunks
+
+
+_SERVICE_FAMILIES = (
+    ("rplb_service_packets_total", "counter", f"{_FLOW_HELP['packets']} of the service",
+     "packets"),
+    ("rplb_service_bytes_total", "counter", f"{_FLOW_HELP['bytes']} of the service", "bytes"),
+    ("rplb_service_new_flows_total", "counter", f"{_FLOW_HELP['new_flows']} of the service",
+     "new_flows"),
+    ("rplb_service_active_flows", "gauge", "Flows of the service currently tracked",
+     "active_flows"),
+)
+_BACKEND_FAMILIES = (
+    ("rplb_backend_packets_total", "counter", f"{_FLOW_HELP['packets']} of the backend",
+     "packets"),
+    ("rplb_backend_bytes_total", "counter", f"{_FLOW_HELP['bytes']} of the backend", "bytes"),
+    ("rplb_backend_new_flows_total", "counter", f"{_FLOW_HELP['new_flows']} of the backend",
+     "new_flows"),
+    ("rplb_backend_active_flows", "gauge", "Flows of the backend currently tracked",
+     "active_flows"),
+    ("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)", "weight"),
+)
+
+
+# Lines joined and encoded at a time (render_chunks).
+_CHUNK_LINES = 4096
+
+
+def _services_chunks(services: list) -> List[bytes]:
+    """The per-service and per-backend families.  With tens of thousands of
+    backends this is most of a scrape: each sample's labels are escaped
+    once, and each family's lines are joined _CHUNK_LINES at a time."""
+    service_lines: List[List[str]] = [[] for _ in _SERVICE_FAMILIES]
+    backend_lines: List[List[str]] = [[] for _ in _BACKEND_FAMILIES]
+    for svc in services:
+        labels = f'service="{escape_label(svc["service"])}",key="{escape_label(svc["key"])}"'
+        for lines, (name, _, _, field) in zip(service_lines, _SERVICE_FAMILIES):
+            value = int(svc[field])
+            lines.append(f"{name}{{{labels}}} {max(value, 0) if field == 'active_flows' else value}")
+        for b in svc["backends"]:
+            backend = f'{labels},backend="{escape_label(b["backend"])}"'
+            for lines, (name, _, _, field) in zip(backend_lines, _BACKEND_FAMILIES):
+                value = int(b[field])
+                lines.append(f"{name}{{{backend}}} "
+                             f"{max(value, 0) if field == 'active_flows' else value}")
+    out: List[bytes] = []
+    for families, all_lines in ((_SERVICE_FAMILIES, service_lines),
+                                (_BACKEND_FAMILIES, backend_lines)):
+        for (name, kind, help_text, _), lines in zip(families, all_lines):
+            if lines:
+                out.append(f"# HELP {name} {_escape_help(help_text)}\n"
+                           f"# TYPE {name} {kind}\n".encode())
+                for start in range(0, len(lines), _CHUNK_LINES):
+                    out.append(("\n".join(lines[start:start + _CHUNK_LINES]) + "\n").encode())
+    return out
 
 
 class _Server(ThreadingHTTPServer):
@@ -154,16 +205,17 @@ class PrometheusServer:
                     self.send_error(404, "only /metrics here")
                     return
                 try:
-                    body = render(snapshot()).encode()
+                    chunks = render_chunks(snapshot())
                 except Exception as err:
                     log(f"prometheus: {type(err).__name__}: {err}")
                     self.send_error(500, "cannot read the counters")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
                 self.end_headers()
-                self.wfile.write(body)
+                for chunk in chunks:
+                    self.wfile.write(chunk)
 
             def log_message(self, format, *args):      # no line per scrape
                 pass

@@ -130,15 +130,19 @@ def check_port_descriptors(rx_count: int, tx_count: int, limits: Dict[str, Dict[
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Memory the load balancer's state takes (bytes), from the C sizes."""
-    tables: int             # one generation of lookup tables
+    tables: int             # one generation of lookup tables, Maglev tables apart
+    maglev: int             # the services' Maglev tables (generations share them)
     worker: int             # one worker's flow table, counters, sample
     workers: int
 
     @property
     def peak(self) -> int:
-        """While a change is published the old tables live on until every
-        worker moved on: two generations at once."""
-        return 2 * self.tables + self.workers * self.worker
+        """While a change is published the old generation lives on until
+        every worker moved on, and with it the old Maglev tables of the
+        services the change rebuilt: at most two of each (a reload that
+        changes every service).  What tables_memory_mb bounds, plus the
+        workers' state."""
+        return 2 * (self.tables + self.maglev) + self.workers * self.worker
 
 
 def mebibytes(n_bytes: int) -> str:

@@ -17,6 +17,15 @@ from typing import Callable, List, Optional, Tuple
 PERIOD = 0.5
 _NOT_ALLOWED = re.compile(r"[^A-Za-z0-9_/]")
 
+
+def max_services() -> int:
+    """/rplb/services names at most this many services, the first ones: a
+    telemetry dict holds at most this many entries (and a reply 16 KiB of
+    JSON in all), so the others are left out rather than rendered every
+    period for nothing (rplbctl and Prometheus show them all)."""
+    from rplb import contract
+    return contract.CONSTANTS["RPLB_TEL_MAX_ENTRIES"]
+
 Entry = Tuple[str, str, object]
 
 
@@ -47,9 +56,9 @@ def services_entries(snapshot: dict) -> List[Entry]:
     """/rplb/services: one dict per service, named by its label (characters
     telemetry refuses become '_'): "key" (vip:proto:port), its counters,
     and per backend i "backend/<i>/address" (ip:port), ".../weight" and
-    its counters."""
+    its counters.  The first max_services() services only."""
     out: List[Entry] = []
-    for svc in snapshot.get("services", []):
+    for svc in snapshot.get("services", [])[:max_services()]:
         group = telemetry_name(str(svc["service"]))
         out.append((group, "key", str(svc["key"])))
         out.extend((group, k, max(int(svc[k]), 0))
@@ -71,7 +80,7 @@ class TelemetryPublisher:
     """Registers the commands and republishes every PERIOD s: start() once
     the appliance runs, close() before the workers stop (idempotent)."""
 
-    def __init__(self, snapshot: Callable[[], dict], log: Callable[[str], None],
+    def __init__(self, snapshot: Callable[[Optional[int]], dict], log: Callable[[str], None],
                  period: float = PERIOD):
         self._snapshot = snapshot
         self._log = log
@@ -88,7 +97,7 @@ class TelemetryPublisher:
 
     def _publish(self) -> None:
         try:
-            publish(self._snapshot())
+            publish(self._snapshot(max_services()))
         except Exception as err:          # never end the thread: try again next period
             self._log(f"telemetry: {type(err).__name__}: {err}")
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from rplb import bench
+from rplb.bench import common, engine, peers, report, traffic
 
 pytestmark = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
                                 reason="dpdk-testpmd is not installed")
@@ -26,7 +26,7 @@ def test_quick_json():
     result = json.loads(proc.stdout)
 
     assert {"machine", "config", "command", "throughput", "maglev_build", "first_packet",
-            "engine", "targets"} <= set(result)
+            "engine", "targets", "control_plane"} <= set(result)
     assert result["config"]["quick"] is True
     (case,) = result["throughput"]
     assert case["flows"] == 1000 and case["kind"] == "established"
@@ -50,6 +50,19 @@ def test_quick_json():
     assert engine["memory"]["bytes_per_flow_model"] > 0
     assert all({"target", "value", "goal", "met"} <= set(t) for t in result["targets"])
 
+    # The control-plane case ran against a real rplb-dpdk: the edits and the
+    # reload took effect (every figure measured, none asserted).
+    control = result["control_plane"]
+    assert control["services"] == 500 and control["loaded"] == {"services": 500,
+                                                                "backends": 5000}
+    for kind in ("set_weight", "backend_add", "backend_del"):
+        assert control["edit_ms"][kind]["n"] == 10 and control["edit_ms"][kind]["median"] > 0
+    assert len(control["full_reload_s"]["runs"]) == 1
+    assert control["readers_during_reload_ms"]["status"]["n"] > 0
+    assert control["readers_idle_ms"]["telemetry"]["n"] > 0
+    assert {t["target"] for t in control["targets"]} >= {
+        "set_weight_ms_median_500_services", "full_reload_s_500_services"}
+
     # no runtime directories left behind
     assert set(glob.glob("/var/run/dpdk/rplbbench*")) <= leftovers_before
 
@@ -62,7 +75,7 @@ def test_the_1m_target_reports_what_the_source_allows():
              "rplb_vs_5tswap": 0.801}
     large = {"case": "1000000 flows", "mpps": {"io": 13.636, "5tswap": 9.439, "rplb": 8.134},
              "rplb_vs_5tswap": 0.862}
-    bound = bench.scaling_ceiling(small, large)
+    bound = report.scaling_ceiling(small, large)
     own_ns = 1000 / 14.159 - 1000 / 25.561
     assert bound["rplb_own_ns_per_packet"] == pytest.approx(own_ns, abs=0.05)
     assert bound["io_large_vs_small"] == pytest.approx(13.636 / 25.561, abs=0.001)
@@ -73,15 +86,15 @@ def test_the_1m_target_reports_what_the_source_allows():
     assert 0.67 < bound["ceiling"] < 0.68
     # a faster rplb (less own work) has a lower ceiling
     faster = dict(small, mpps=dict(small["mpps"], rplb=18.0))
-    assert bench.scaling_ceiling(faster, large)["ceiling"] < bound["ceiling"]
+    assert report.scaling_ceiling(faster, large)["ceiling"] < bound["ceiling"]
 
-    (check,) = [t for t in bench.evaluate_targets({"throughput": [small, large]})
+    (check,) = [t for t in report.evaluate_targets({"throughput": [small, large]})
                 if t["target"] == "rplb_1m_flows_vs_rplb_1000_flows"]
     assert check["value"] == pytest.approx(8.134 / 14.159, abs=0.001)
     assert not check["met"]
     assert check["source_bound"] == bound
     # a missing figure gives no bound rather than an error
-    assert bench.scaling_ceiling(small, {"mpps": {"io": 0}}) is None
+    assert report.scaling_ceiling(small, {"mpps": {"io": 0}}) is None
 
 
 def test_capture_frames_are_valid_tcp():
@@ -90,7 +103,7 @@ def test_capture_frames_are_valid_tcp():
     from scapy.layers.inet import IP, TCP
     from scapy.layers.l2 import Ether
 
-    frames = bench.make_frames(300, syn=True, first=65530)
+    frames = traffic.make_frames(300, syn=True, first=65530)
     assert frames.shape == (300, 64)
     tuples = set()
     for raw in frames[::37]:
@@ -99,7 +112,7 @@ def test_capture_frames_are_valid_tcp():
         del pkt[IP].chksum, pkt[TCP].chksum
         again = Ether(bytes(pkt))
         assert (again[IP].chksum, again[TCP].chksum) == (ip_sum, tcp_sum)
-        assert pkt[TCP].flags == "S" and pkt[IP].dst == bench.VIP
+        assert pkt[TCP].flags == "S" and pkt[IP].dst == traffic.VIP
     src = frames[:, 26:30].copy().view(">u4").ravel()
     sport = frames[:, 34:36].copy().view(">u2").ravel()
     tuples = set(zip(src.tolist(), sport.tolist()))
@@ -123,7 +136,7 @@ def test_stats_parser_and_warm_up():
                 f"  Rx-pps:            0          Rx-bps:            0\n"
                 f"  Tx-pps: {tx_pps1:>12}          Tx-bps:            0\n"
                 f"  ####################################\n")
-    parser = bench.StatsParser()
+    parser = peers.StatsParser()
     text = block(500, 1) + block(1500, 2) + block(9000, 3) + block(20000, 4)
     text += "\n  ---------------------- final statistics ----------------------\n"
     text += block(30000, 0)
@@ -131,15 +144,15 @@ def test_stats_parser_and_warm_up():
         parser.feed(line)
     assert len(parser.blocks) == 4
     # capture of 1000 frames: the block after 500 received is still warm-up
-    assert bench.steady_samples(parser.blocks, 1000) == [3, 4]
-    assert bench.first_pass_samples(parser.blocks, 9000) == [2, 3]
+    assert peers.steady_samples(parser.blocks, 1000) == [3, 4]
+    assert peers.first_pass_samples(parser.blocks, 9000) == [2, 3]
 
 
 def test_engine_benchmark_is_found_where_meson_builds_it():
     """rplb-bench-engine is built from benchmarks/: an installed wheel has it
     next to rplb's modules, a build directory of the source tree under
     benchmarks/."""
-    binary = bench.find_engine_binary()
+    binary = engine.find_engine_binary()
     assert binary is not None
     assert binary.parent.name in ("rplb", "benchmarks"), binary
 
@@ -149,9 +162,9 @@ def test_engine_instructions_without_io():
     """The goal's measure: callgrind's count minus net_null's tx burst.  The
     tx part must be found, be the same for every engine (the same frames
     reach the same sink), and be most of the pass-through engine."""
-    binary = bench.find_engine_binary()
+    binary = engine.find_engine_binary()
     assert binary is not None
-    runs = {mode: bench.run_engine(binary, ["--mode", mode, "--bursts", "300"], valgrind=True)
+    runs = {mode: engine.run_engine(binary, ["--mode", mode, "--bursts", "300"], valgrind=True)
             for mode in ("established", "fwd")}
     for mode, run in runs.items():
         assert 0 < run["instructions_per_packet_no_io"] < run["instructions_per_packet"], mode
@@ -165,23 +178,23 @@ def test_engine_instructions_without_io():
 def test_hugepages_option_says_what_is_missing():
     """--hugepages checks the mount and the free pages before any run, and
     the error says how to get them (this asks for a petabyte)."""
-    with pytest.raises(bench.BenchError) as err:
-        bench.check_hugepages(10**9)
+    with pytest.raises(common.BenchError) as err:
+        peers.check_hugepages(10**9)
     text = str(err.value)
     assert "--hugepages" in text and "nr_hugepages" in text and "hugetlbfs" in text
     # the EAL arguments: --no-huge only without the option
-    assert "--no-huge" in bench.eal_args("p", "c.pcap", 1024, hugepages=False)
-    assert "--no-huge" not in bench.eal_args("p", "c.pcap", 1024, hugepages=True)
+    assert "--no-huge" in peers.eal_args("p", "c.pcap", 1024, hugepages=False)
+    assert "--no-huge" not in peers.eal_args("p", "c.pcap", 1024, hugepages=True)
 
 
 def test_testpmd_reads_bursts_as_large_as_rplb():
     """Every program reads as many packets at once: testpmd gets --burst
     set to rplb's rx burst (RPLB_BURST in rplb.h), and rplb gets no other."""
-    from rplb import dataplane
-    assert dataplane.BURST_SIZE == 64
+    from rplb import contract
+    assert contract.BURST == 64
     for program in ("io", "5tswap"):
-        argv = bench.program_argv(program, "p", "c.pcap", 1024, 20000, None, 1.0)
-        assert f"--burst={dataplane.BURST_SIZE}" in argv
+        argv = peers.program_argv(program, "p", "c.pcap", 1024, 20000, None, 1.0)
+        assert f"--burst={contract.BURST}" in argv
         assert f"--forward-mode={program}" in argv
-    argv = bench.program_argv("rplb", "p", "c.pcap", 1024, 20000, "s.yaml", 1.0)
+    argv = peers.program_argv("rplb", "p", "c.pcap", 1024, 20000, "s.yaml", 1.0)
     assert not any(a.startswith("--burst") for a in argv)

@@ -28,26 +28,31 @@ def check(*args, prefix=None):
 
 
 def test_valid_file_prints_services_backends_and_memory_from_the_c_sizes():
-    from rplb import dataplane, sizing
+    from rplb import contract, dataplane, sizing
     proc = check(str(EXAMPLE))
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
     assert lines[0] == f"{EXAMPLE}: valid: 3 services, 7 backends (7 with weight > 0)"
     assert lines[1].split() == ["web", "10.0.0.100:tcp:80", "3", "backends,", "total", "weight",
-                                "16"]
+                                "16,", "Maglev", "4099"]
     assert lines[2].split()[:3] == ["dns", "10.0.0.100:udp:53", "2"]
+    assert lines[2].split()[-2:] == ["Maglev", "1009"]
     assert lines[3].split()[:3] == ["api", "10.0.0.101:tcp:443", "2"]
-    # the example: 3 services, 7 backends, Maglev 65537, 65536 flows per worker
-    tables = dataplane.tables_memory(3, 7, 65537)
+    # the example: 3 services, 7 backends, Maglev 4099 (web's own) and 1009
+    # twice (2 backends each), 65536 flows per worker
+    tables = contract.tables_memory(3, 7)
+    maglev = (contract.maglev_memory(4099, 3) + 2 * contract.maglev_memory(1009, 2))
     worker = dataplane.worker_memory(65536)
-    assert tables > 3 * 65537 * 4          # the Maglev tables alone
+    assert maglev > (4099 + 2 * 1009) * 4   # the entries alone
     assert worker > 65536 * 32             # a 32-byte record per flow alone
-    assert (f"lookup tables: {sizing.mebibytes(tables)} (Maglev: 65537 slots per service); "
-            "twice that while a change is applied") in proc.stdout
+    assert (f"lookup tables: {sizing.mebibytes(tables)} and Maglev tables "
+            f"{sizing.mebibytes(maglev)}; at most {sizing.mebibytes(2 * (tables + maglev))} "
+            "while a change is applied (tables_memory_mb 512)") in proc.stdout
     assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (65536 flows, 4096 "
             "fragmented datagrams, counters included) x 1 worker") in proc.stdout
-    assert f"load-balancer memory at most {sizing.mebibytes(2 * tables + worker)}" in proc.stdout
+    assert (f"load-balancer memory at most {sizing.mebibytes(2 * (tables + maglev) + worker)}"
+            in proc.stdout)
     # the rings and bursts, and the 1,024 fragments the worker may hold
     assert "besides the pool of 16383 mbufs (5696 needed:" in proc.stdout
     assert "+ 1024 fragments held) = 5696" in proc.stdout
@@ -64,13 +69,15 @@ def test_memory_follows_the_file(tmp_path):
     from rplb.config import Fragments
     fragments = Fragments(datagrams=65536, held=2048)
     worker = dataplane.worker_memory(1 << 20, fragments)
-    # a 32-byte record per flow, a 64-byte record per datagram, at least
-    assert worker - dataplane.worker_memory(65536, fragments) > (1048576 - 65536) * 32
+    # The flow table and the fragment state grow with the file (a 32-byte
+    # record per flow, a 64-byte one per datagram, at least); the counters
+    # (one per service and backend slot) do not.
+    assert worker - dataplane.worker_memory(65536, fragments) > ((1 << 20) - 65536) * 32
     assert worker - dataplane.worker_memory(1 << 20) > (65536 - 4096) * 64
     assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (1048576 flows, 65536 "
             "fragmented datagrams") in proc.stdout
     assert "+ 2048 fragments held)" in proc.stdout
-    assert "(Maglev: 251 slots per service)" in proc.stdout
+    assert proc.stdout.splitlines()[1].split()[-2:] == ["Maglev", "251"]
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -253,10 +253,10 @@ def test_duration_stops_by_itself(tmp_path):
 # ---- refusals: what cannot work is refused with the limit named -------------
 
 def default_mbuf_need(mbufs: int):
-    from rplb import dataplane, sizing
+    from rplb import contract, sizing
     return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=1,
                                rx_descriptors=1024, tx_descriptors=1024,
-                               burst=dataplane.BURST_SIZE)
+                               burst=contract.BURST)
 
 
 def test_too_few_mbufs_names_what_the_rings_and_bursts_need(tmp_path):

@@ -24,6 +24,8 @@ from rplb.config import (
     Service,
     ServiceKey,
     Timeouts,
+    config_form,
+    default_maglev_table_size,
     dump_config,
     load_config,
     parse_config,
@@ -60,7 +62,8 @@ def example() -> Config:
 
 def test_example_file_contents(example: Config) -> None:
     assert example.flow_table_size == 65536
-    assert example.maglev_table_size == 65537
+    assert example.maglev_table_size is None
+    assert example.tables_memory_mb == 512
     assert example.timeouts == Timeouts(tcp=300, udp=60, tcp_syn=10, tcp_fin=10)
     assert [s.label for s in example.services] == ["web", "dns", "api"]
     assert [str(s.key) for s in example.services] == [
@@ -71,6 +74,8 @@ def test_example_file_contents(example: Config) -> None:
                             backend("192.168.1.12", 8080, 1))
     assert dns.backends == (backend("192.168.1.20", 5353), backend("192.168.1.21", 5353))
     assert api.backends == (backend("192.168.1.30", 8443), backend("192.168.1.31", 8443))
+    assert (web.maglev_table_size, dns.maglev_table_size) == (4099, None)
+    assert [example.maglev_size(s) for s in example.services] == [4099, 1009, 1009]
 
 
 def test_example_round_trips(example: Config, tmp_path: Path) -> None:
@@ -84,7 +89,7 @@ def test_to_dict_is_plain_file_format(example: Config) -> None:
     data = example.to_dict()
     assert data["services"][0] == {
         "name": "web", "vip": "10.0.0.100", "proto": "tcp", "port": 80,
-        "backends": [{"ip": "192.168.1.10", "port": 8080, "weight": 10},
+        "maglev_table_size": 4099, "backends": [{"ip": "192.168.1.10", "port": 8080, "weight": 10},
                      {"ip": "192.168.1.11", "port": 8080, "weight": 5},
                      {"ip": "192.168.1.12", "port": 8080, "weight": 1}]}
     assert data["timeouts"] == {"tcp": 300, "udp": 60, "tcp_syn": 10, "tcp_fin": 10}
@@ -104,7 +109,8 @@ def test_defaults(data: Any) -> None:
     assert config == Config()
     assert config.services == ()
     assert config.flow_table_size == 1048576
-    assert config.maglev_table_size == 65537
+    assert config.maglev_table_size is None
+    assert config.tables_memory_mb == 512
     assert config.timeouts == Timeouts(tcp=300, udp=60, tcp_syn=10, tcp_fin=10)
 
 
@@ -199,8 +205,8 @@ INVALID_FILES = {
     # top level
     "top-level unknown key": (put("flow_table_sise", 1), "flow_table_sise", "flow_table_sise",
                               "unknown key (allowed: flow_table_size, maglev_table_size, "
-                              "timeouts, strict, fragments, services); did you mean "
-                              "'flow_table_size'?"),
+                              "tables_memory_mb, timeouts, strict, fragments, services); "
+                              "did you mean 'flow_table_size'?"),
     "strict not a boolean": (put("strict", "yes"), "strict", "strict", "must be true or false"),
     "top-level non-string key": (put(7, 1), "7", "7", "unknown key"),
     "flow_table_size zero": (put("flow_table_size", 0), "flow_table_size", "flow_table_size",
@@ -416,25 +422,31 @@ def test_too_many_services() -> None:
     parse_config({"services": services[:MAX_SERVICES]})
     with pytest.raises(ConfigError) as caught:
         parse_config({"services": services}, "services.yaml")
-    assert str(caught.value) == (
-        "services.yaml: services: 1025 services, more than the limit of 1024")
+    assert str(caught.value) == (f"services.yaml: services: {MAX_SERVICES + 1} services, "
+                                 f"more than the limit of {MAX_SERVICES}")
 
 
 def test_too_many_backends_over_all_services() -> None:
-    def service(name: str, count: int, third_octet: int) -> dict:
-        return {"name": name, "vip": "10.0.0.1", "proto": "tcp", "port": third_octet,
-                "backends": [{"ip": f"10.1.{third_octet}.{i % 250 + 1}", "port": 1000 + i}
+    def service(name: str, count: int, port: int, first: int) -> dict:
+        return {"name": name, "vip": "10.0.0.1", "proto": "tcp", "port": port,
+                "backends": [{"ip": str(IPv4Address("10.1.0.1") + first + i), "port": 80}
                              for i in range(count)]}
 
-    at_limit = [service("a", 4096, 1), service("b", MAX_BACKENDS - 4096, 2)]
-    assert sum(len(s.backends) for s in parse_config({"services": at_limit}).services) == 8192
-    over = [service("a", 4096, 1), service("b", 4097, 2)]
+    half = MAX_BACKENDS // 2
+    at_limit = [service("a", half, 1, 0), service("b", MAX_BACKENDS - half, 2, half)]
+    config = parse_config({"services": at_limit})
+    assert sum(len(s.backends) for s in config.services) == MAX_BACKENDS
+    over = [service("a", half, 1, 0), service("b", MAX_BACKENDS - half + 1, 2, half)]
     with pytest.raises(ConfigError) as caught:
         parse_config({"services": over}, "services.yaml")
     err = caught.value
     assert err.field == "services[1].backends"
     assert str(err).startswith("services.yaml: services[1] (b): backends: ")
-    assert "8193" in err.problem and "limit of 8192 backends over all services" in err.problem
+    assert str(MAX_BACKENDS + 1) in err.problem
+    assert f"limit of {MAX_BACKENDS} backends over all services" in err.problem
+    # An edit is held to the same total.
+    with pytest.raises(ConfigError, match=f"limit of {MAX_BACKENDS} backends"):
+        config.with_backend("a", backend("10.200.0.1", 80))
 
 
 # --------------------------------------------------------------------------
@@ -772,6 +784,144 @@ def test_edits_chain_and_round_trip(example: Config) -> None:
 
 
 # --------------------------------------------------------------------------
+# Maglev table sizes and the tables' memory
+# --------------------------------------------------------------------------
+
+
+def many_services(count: int, backends: int, **extra: Any) -> list:
+    return [{"vip": str(IPv4Address("10.0.0.1") + i), "proto": "tcp", "port": 80, **extra,
+             "backends": [{"ip": str(IPv4Address("10.128.0.1") + i * backends + j), "port": 80}
+                          for j in range(backends)]} for i in range(count)]
+
+
+def test_default_maglev_size_follows_the_backend_count() -> None:
+    """At least 100 entries a backend, prime, on a ladder doubling from
+    1009 (most edits keep the size), at most the largest size."""
+    sizes = {n: default_maglev_table_size(n) for n in (0, 1, 10, 11, 20, 21, 1000, 5000, 10000,
+                                                       MAX_BACKENDS)}
+    assert sizes[0] == sizes[1] == sizes[10] == 1009
+    assert sizes[11] == sizes[20] == 2003 and sizes[21] == 4001
+    assert sizes[1000] == 128021 and sizes[5000] == 512009
+    assert sizes[10000] == sizes[MAX_BACKENDS] == MAX_MAGLEV_TABLE_SIZE
+    for n, size in sizes.items():
+        assert size >= min(100 * n, MAX_MAGLEV_TABLE_SIZE)
+        assert all(size % d for d in range(2, int(size ** 0.5) + 1))
+
+
+def test_maglev_size_precedence() -> None:
+    """A service's own size, else the file's, else the default."""
+    services = many_services(3, 2)
+    services[0]["maglev_table_size"] = 13
+    derived = parse_config({"services": services})
+    assert [derived.maglev_size(s) for s in derived.services] == [13, 1009, 1009]
+    fixed = parse_config({"maglev_table_size": 251, "services": services})
+    assert [fixed.maglev_size(s) for s in fixed.services] == [13, 251, 251]
+    assert parse_config(fixed.to_dict()) == fixed
+    assert fixed.services[0].to_dict()["maglev_table_size"] == 13
+
+
+@pytest.mark.parametrize("size, problem", [
+    (12, "12 is not prime (the Maglev permutation needs a prime table size; "
+         "the nearest are 11 and 13)"),
+    (2, "2 is outside 3-1000003"),
+    ("13", "must be an integer, got string '13'"),
+])
+def test_service_maglev_size_is_validated(size: Any, problem: str) -> None:
+    services = many_services(2, 2)
+    services[1]["maglev_table_size"] = size
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"services": services}, "f.yaml")
+    assert str(caught.value) == (
+        f"f.yaml: services[1] (10.0.0.2:tcp:80): maglev_table_size: {problem}")
+
+
+def test_service_maglev_size_must_hold_its_backends() -> None:
+    services = many_services(1, 4, maglev_table_size=3)
+    with pytest.raises(ConfigError, match="4 backends do not fit in the service's "
+                                          "maglev_table_size 3"):
+        parse_config({"services": services})
+    # Its own size wins over a file's size that would not fit.
+    config = parse_config({"maglev_table_size": 3, "services": many_services(1, 5,
+                                                                            maglev_table_size=5)})
+    with pytest.raises(ConfigError, match="6 backends do not fit in the service's "
+                                          "maglev_table_size 5"):
+        config.with_backend("10.0.0.1:tcp:80", backend("10.99.0.1", 80))
+
+
+def test_tables_over_the_memory_budget_are_refused_with_the_figure() -> None:
+    """Nothing lets services x Maglev size ask for gigabytes unchecked."""
+    data = {"maglev_table_size": MAX_MAGLEV_TABLE_SIZE, "services": many_services(200, 1)}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "big.yaml")
+    err = caught.value
+    assert err.field == "tables_memory_mb"
+    assert str(err).startswith("big.yaml: tables_memory_mb: the load-balancing tables "
+                               "would need ")
+    need = float(err.problem.split("would need ")[1].split(" MiB")[0].replace(",", ""))
+    # Twice (a reload rebuilds them all) 200 x 1000003 entries of 4 bytes,
+    # and two generations of the rest.
+    assert 2 * 763 < need < 2 * 800
+    assert "more than tables_memory_mb 512" in err.problem
+    assert "200,000,600 entries" in err.problem
+    # The budget is the file's to raise.
+    raised = parse_config({**data, "tables_memory_mb": 2048})
+    assert raised.tables_memory() / 2**20 == pytest.approx(need, abs=0.1)
+
+
+def test_edits_are_held_to_the_memory_budget() -> None:
+    # 15 tables of 1000003 entries (3.8 MiB each), twice, and two
+    # generations fit in the budget; a 16th does not.
+    from rplb import contract
+
+    def need(services: int) -> int:
+        return 2 * (services * contract.maglev_memory(1000003, 1)
+                    + contract.tables_memory(services, services))
+    budget = -(-need(15) // (1 << 20))
+    assert need(16) > budget << 20
+    config = parse_config({"tables_memory_mb": budget, "maglev_table_size": 1000003,
+                           "services": many_services(15, 1)})
+    assert config.tables_memory() == need(15) <= budget << 20
+    with pytest.raises(ConfigError, match="tables_memory_mb: the load-balancing tables "
+                                          f"would need .* more than tables_memory_mb {budget}"):
+        config.with_service(Service(IPv4Address("10.9.9.9"), "udp", 53,
+                                    (backend("10.99.0.1", 53),)))
+    # A service without backends has no Maglev table: it fits.
+    empty = config.with_service(Service(IPv4Address("10.9.9.9"), "udp", 53))
+    with pytest.raises(ConfigError, match=f"more than tables_memory_mb {budget}"):
+        empty.with_backend("10.9.9.9:udp:53", backend("10.99.0.1", 53))
+    assert empty.without_service("10.0.0.1:tcp:80").with_backend(
+        "10.9.9.9:udp:53", backend("10.99.0.1", 53)).tables_memory() <= budget << 20
+
+
+def test_tables_memory_mb_is_validated() -> None:
+    for value, problem in ((0, "0 is outside 1-1048576"), ("1G", "must be an integer")):
+        with pytest.raises(ConfigError, match=problem):
+            parse_config({"tables_memory_mb": value})
+
+
+def test_edits_validate_only_what_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit checks its service and the totals: the whole file is never
+    validated again (its cost would grow with the number of services)."""
+    config = parse_config({"services": many_services(50, 2)})
+    import rplb.config as module
+
+    def no_full_validation(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("an edit re-validated the whole file")
+    monkeypatch.setattr(module._Checker, "config", no_full_validation)
+    monkeypatch.setattr(module._Checker, "services", no_full_validation)
+    edited = (config.with_backend("10.0.0.3:tcp:80", backend("10.99.0.1", 80))
+              .with_weight("10.0.0.3:tcp:80", "10.99.0.1", 80, 7)
+              .without_backend("10.0.0.4:tcp:80", "10.128.0.7", 80)
+              .with_service(Service(IPv4Address("10.9.9.9"), "udp", 53, name="dns"))
+              .without_service("10.0.0.1:tcp:80"))
+    monkeypatch.undo()
+    # ... and the result is what a full validation gives.
+    assert parse_config(edited.to_dict()) == edited
+    assert edited.tables_memory() == parse_config(edited.to_dict()).tables_memory()
+    assert edited.service("dns").key == ServiceKey(IPv4Address("10.9.9.9"), "udp", 53)
+
+
+# --------------------------------------------------------------------------
 # Properties
 # --------------------------------------------------------------------------
 
@@ -871,3 +1021,76 @@ def test_parse_config_returns_config_or_raises_config_error(data: Any) -> None:
         assert isinstance(config, Config)
         assert parse_config(config.to_dict()) == config
     assert data == snapshot  # never mutated (deepcopy keeps NaN objects, so == holds)
+
+
+# --------------------------------------------------------------------------
+# JSON services files
+# --------------------------------------------------------------------------
+
+
+def test_a_json_file_loads_like_its_yaml(example: Config, tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    path.write_text(dump_config(example, "json"))
+    assert load_config(path) == example
+    assert path.read_text().count("\n") == 2 + len(example.services)   # a service a line
+    empty = tmp_path / "empty.json"
+    empty.write_text(dump_config(Config(), "json"))
+    assert load_config(empty) == Config()
+
+
+def test_yaml_flow_style_is_still_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, None)
+    path.write_text("{services: [{vip: 10.0.0.1, proto: tcp, port: 80}]}\n")
+    assert len(load_config(path).services) == 1
+
+
+def test_json_errors_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "services.json"
+    path.write_text('{"flow_table_size": 5, "flow_table_size": 6}')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: invalid JSON: duplicate key 'flow_table_size'"
+    path.write_text('{"services": [{"vip": "10.0.0.1", "proto": "tcp", "port": 0}]}')
+    with pytest.raises(ConfigError, match=r"services\[0\] \(10.0.0.1:tcp:0\): port: "
+                                          "0 is outside 1-65535"):
+        load_config(path)
+    path.write_text('{"services": [')         # neither JSON nor YAML
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(path)
+
+
+def test_dump_config_forms(example: Config) -> None:
+    assert config_form("/etc/rplb/services.JSON") == "json"
+    assert config_form("services.yaml") == config_form("services") == "yaml"
+    with pytest.raises(ValueError):
+        dump_config(example, "toml")
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["services", "strict", "timeouts", "x"]), json_values,
+                       max_size=4),
+       st.sampled_from([None, 0, 2]), st.sampled_from(["", " ", ",", "]", "}", "x"]))
+def test_json_is_read_piecewise_as_json_reads_it(document, indent, garbage):
+    """A services file's JSON is decoded a service at a time (so the
+    control plane's other threads keep running during a large reload):
+    it must give what one json.loads gives, and refuse what it refuses."""
+    import json
+    from rplb.config import _NOT_JSON, _load_json
+    text = json.dumps(document, indent=indent)
+    for raw in (text, text[:-1] + garbage + text[-1:], text + garbage):
+        try:
+            expected = json.loads(raw)
+        except ValueError:
+            expected = _NOT_JSON
+        result = _load_json(raw.encode(), "f.json")
+        if expected is _NOT_JSON:
+            assert result is _NOT_JSON
+        else:
+            assert result == expected

@@ -138,9 +138,9 @@ def test_the_clients_fit_one_burst_so_replies_come_after_them(example):
     # The design show.py explains: the worker reads port 0 before port 1 in
     # every turn, so a clients.pcap no larger than one burst is processed
     # before the first reply.  A larger one would break the example.
-    from rplb import dataplane
+    from rplb import contract
     _, captures, _, _ = example
-    assert len(captures["clients"]) <= dataplane.BURST_SIZE
+    assert len(captures["clients"]) <= contract.BURST
 
 
 def test_the_output_pairs_both_directions_and_explains_itself(example):

@@ -30,12 +30,12 @@ def test_tiny_mempool_drops_are_counted_and_nothing_leaks(tmp_path):
     forwarded or counted as received without an mbuf.  (With net_pcap,
     which frees on transmit, the pool rarely runs dry: this proves the
     accounting and the absence of leaks, not the rate of drops.)"""
-    from rplb import dataplane, sizing
+    from rplb import contract, sizing
 
     def need(mbufs):
         return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=1,
                                    rx_descriptors=64, tx_descriptors=64,
-                                   burst=dataplane.BURST_SIZE).total
+                                   burst=contract.BURST).total
     smallest = next(n for n in range(1, 1 << 16) if need(n) <= n)
     web = service_named("web")
     sent = [bytes(client("198.18.9.9", 2000 + i % 100, web["vip"], 80, payload=b"z" * 1000))

@@ -376,15 +376,7 @@ def test_a_first_fragment_for_a_service_without_backend_drops_its_datagram(tmp_p
     assert run.stats["drops"]["no_backend"] == len(sent)
 
 
-def test_fragment_bounds_are_the_c_sides():
-    from rplb import dataplane
-    limits = dataplane.FRAGMENT_LIMITS
-    defaults = rplb_config.Fragments()
-    assert limits["datagrams"] == (1, rplb_config.MAX_FRAGMENT_DATAGRAMS, defaults.datagrams)
-    assert limits["held"] == (0, rplb_config.MAX_FRAGMENT_HELD, defaults.held)
-    assert limits["timeout"] == (1, rplb_config.MAX_FRAGMENT_TIMEOUT, defaults.timeout)
-
-
+# (The limits and defaults are the C side's: tests/test_contract.py.)
 @pytest.mark.parametrize("fragments,problem", [
     ({"datagrams": 0}, "fragments.datagrams: 0 is outside 1-1048576"),
     ({"held": 40000}, "fragments.held: 40000 is outside 0-32768"),

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 import maglev_reference as reference
 from rplb import maglev
+from rplb.dataplane import maglev_fill
 
 BIG = 65537
 
@@ -73,27 +74,37 @@ def test_matches_reference_hypothesis(data):
     check_same_as_reference([p[0] for p in pairs], [p[1] for p in pairs], weights, size)
 
 
-# The fill has several paths (batches solved by iteration, lists extended,
-# batches cut short when the iteration is capped, the one-by-one tail);
-# force each one and compare with the plain loop.
-@pytest.mark.parametrize("knobs", [
-    {"_TAIL_MAX": 0},                                        # never the tail
-    {"_TAIL_MAX": 10**9, "_TAIL_RATIO": 1e9},                # only the tail
-    {"_TAIL_MAX": 0, "_MAX_SWEEPS": 1},                      # batches cut short
-    {"_TAIL_MAX": 0, "_MAX_SWEEPS": 0},
-    {"_TAIL_MAX": 0, "_SLACK_SD": 0.0, "_SLACK_ADD": 0.0},   # lists run out
-    {"_TAIL_MAX": 0, "_BATCH_FRACTION": 1.0},                # big batches
-    {"_BATCH_FRACTION": 0.001},                              # one round a batch
-], ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
-def test_matches_reference_every_path(monkeypatch, knobs):
-    for name, value in knobs.items():
-        monkeypatch.setattr(maglev, name, value)
-    rng = random.Random(11)
-    for size in (13, 251, 1009, 4099):
-        for n in (1, 2, 5, min(30, size)):
-            check_same_as_reference(*random_backends(rng, n), size)
-    check_same_as_reference(*random_backends(rng, 20, [rng.randint(1, 9) for _ in range(20)]),
-                            16411)
+# The fill is the C loop (csrc/maglev_fill.c); it refuses what it cannot fill.
+@pytest.mark.parametrize("offset, skip, weight, size", [
+    ([0], [1], [0], 13),            # weight 0 takes no turn: never fills
+    ([13], [1], [1], 13),           # offset outside the table
+    ([0], [0], [1], 13),            # skip 0 walks in place
+    ([0], [13], [1], 13),           # skip >= size
+    ([], [], [], 13),               # no backend
+])
+def test_c_fill_refuses_bad_input(offset, skip, weight, size):
+    with pytest.raises(ValueError, match="maglev fill: invalid input"):
+        maglev_fill(offset, skip, weight, size)
+
+
+def test_c_fill_checks_lengths():
+    with pytest.raises(ValueError, match="same length"):
+        maglev_fill([0, 1], [1], [1, 1], 13)
+
+
+def test_build_table_is_the_c_fill():
+    """No second implementation: build_table's owners are the C fill's,
+    mapped from the backends with weight > 0, in (ip, port) order."""
+    rng = random.Random(5)
+    ips, ports, weights = random_backends(rng, 20, [rng.randint(1, 9) for _ in range(20)])
+    size = 251
+    order = sorted(range(20), key=lambda i: (ips[i], ports[i]))
+    h1, h2 = maglev.backend_hashes([ips[i] for i in order], [ports[i] for i in order])
+    offset = (h1 % np.uint64(size)).astype(np.int64)
+    skip = (h2 % np.uint64(size - 1)).astype(np.int64) + 1
+    filled = maglev_fill(offset, skip, [weights[i] for i in order], size)
+    assert maglev.build_table(ips, ports, weights, size).tolist() == \
+        [order[i] for i in filled.tolist()]
 
 
 # -- determinism

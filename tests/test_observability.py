@@ -281,3 +281,17 @@ def test_port_in_use_is_one_error_line(tmp_path):
         run = run_rplb(tmp_path, rplb_args=["--prometheus", f"127.0.0.1:{port}"])
     assert run.rc == 1 and "Traceback" not in run.stderr
     assert f"rplb-dpdk: error: --prometheus 127.0.0.1:{port}: cannot listen" in run.stderr
+
+
+def test_telemetry_carries_the_first_services_dpdk_can_return():
+    """/rplb/services names at most as many services as a telemetry dict
+    holds (the first ones): rendering 10,000 of them every period would
+    cost a third of a core for entries DPDK leaves out anyway."""
+    from rplb import contract
+    from rplb.telemetry import max_services, services_entries
+    assert max_services() == contract.CONSTANTS["RPLB_TEL_MAX_ENTRIES"] == 256
+    snapshot = {"services": [{"service": f"s{i}", "key": f"10.0.{i // 256}.{i % 256}:tcp:80",
+                              "packets": i, "bytes": 0, "new_flows": 0, "active_flows": 0,
+                              "backends": []} for i in range(300)]}
+    groups = {group for group, _, _ in services_entries(snapshot)}
+    assert groups == {f"s{i}" for i in range(256)}

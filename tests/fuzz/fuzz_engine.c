@@ -69,24 +69,28 @@ publish_tables(const uint8_t *p, size_t len)
 {
 	struct rplb_service_spec services[MAX_SERVICES_FUZZ];
 	struct rplb_backend_spec backends[MAX_SERVICES_FUZZ * MAX_BACKENDS_PER_SERVICE];
-	int32_t maglev[MAX_SERVICES_FUZZ * MAGLEV_SIZE];
+	struct rplb_maglev *maglevs[MAX_SERVICES_FUZZ];
+	int32_t owners[MAGLEV_SIZE];
+	uint32_t backend_ids[MAX_BACKENDS_PER_SERVICE];
+	struct rplb_table_specs specs = {
+		.services = services, .backends = backends, .maglevs = maglevs,
+		.timeout_s = { 60, 10, 300, 10 },
+	};
 	uint32_t n_services, n_backends = 0, s, b, i;
 	size_t at = 0;
-	struct rplb_lb_tables *tables;
 
 #define NEXT() (at < len ? p[at++] : 0)
 	n_services = NEXT() % MAX_SERVICES_FUZZ + 1;
 	for (s = 0; s < n_services; s++) {
 		uint32_t count = NEXT() % (MAX_BACKENDS_PER_SERVICE + 1);
 		uint32_t live[MAX_BACKENDS_PER_SERVICE], n_live = 0;
+		const uint32_t first = n_backends;
 
 		services[s] = (struct rplb_service_spec){
 			.vip = rte_cpu_to_be_32(0x0a000000u | (s & 1 ? 101 : 100)),
 			.port = rte_cpu_to_be_16(s < 2 ? 80 : 53),
 			.proto = (s & 2) ? IPPROTO_UDP : IPPROTO_TCP,
 			.service_id = s * 7 + (NEXT() & 1),
-			.first_backend = n_backends,
-			.n_backends = count,
 		};
 		for (b = 0; b < count; b++) {
 			uint8_t pick = NEXT();
@@ -95,30 +99,34 @@ publish_tables(const uint8_t *p, size_t len)
 				.ip = rte_cpu_to_be_32(0xc0a80100u | (pick & 7)),
 				.port = rte_cpu_to_be_16(8080 + b),
 				.weight = NEXT() % 3,
-				.backend_id = (s * MAX_BACKENDS_PER_SERVICE + b) |
-					      ((next_backend_generation + (pick >> 7)) <<
-					       RPLB_BACKEND_SLOT_BITS),
-				.service_index = s,
+				.backend_id = rplb_backend_id(s * MAX_BACKENDS_PER_SERVICE + b,
+							      next_backend_generation + (pick >> 7)),
+				.service_id = services[s].service_id,
 			};
+			backend_ids[b] = backends[n_backends].backend_id;
 			if (backends[n_backends].weight > 0)
-				live[n_live++] = n_backends;
+				live[n_live++] = b;
 			n_backends++;
 		}
 		for (i = 0; i < MAGLEV_SIZE; i++)
-			maglev[s * MAGLEV_SIZE + i] = n_live ? (int32_t)live[i % n_live] : -1;
+			owners[i] = n_live ? (int32_t)live[i % n_live] : -1;
+		maglevs[s] = n_live == 0 ? NULL :
+			rplb_maglev_create(owners, MAGLEV_SIZE, backend_ids, n_backends - first,
+					   rte_socket_id());
 	}
 #undef NEXT
 	next_backend_generation = (next_backend_generation + 1) & 0xff;
-	tables = rplb_lb_tables_create(services, n_services, backends, n_backends, maglev,
-				       MAGLEV_SIZE, n_services & 1 ? RPLB_TABLES_STRICT : 0,
-				       rte_socket_id());
-	if (tables == NULL)
-		return;     /* e.g. two services with one key: refused, nothing changes */
+	specs.n_services = n_services;
+	specs.n_backends = n_backends;
+	specs.strict = n_services & 1;
 	/* The engine runs on this very thread: step out of the RCU while
-	 * publishing, as a worker between bursts would. */
+	 * publishing, as a worker between bursts would.  Specs the tables
+	 * refuse (e.g. two services with one key) change nothing. */
 	rte_rcu_qsbr_thread_offline(lb->qsbr, rte_lcore_id());
-	rplb_lb_publish(lb, tables);
+	rplb_lb_publish(lb, &specs);
 	rte_rcu_qsbr_thread_online(lb->qsbr, rte_lcore_id());
+	for (s = 0; s < n_services; s++)
+		rplb_maglev_release(maglevs[s]);
 }
 
 /* A flow-sample request for max entries, answered by the engine's

@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--software-checksums", action="store_true",
                    help="never use TX checksum offload, even where the port has it")
     p.add_argument("--mbufs", type=_positive(int), default=16383, metavar="N",
-                   help="mbufs in the packet pool, at least what the rings and bursts need "
-                        "(refused otherwise, with the figure; default: 16383)")
+                   help="mbufs in the packet pool, at least what the rings, the bursts and "
+                        "the fragments the workers may hold need (refused otherwise, with "
+                        "the figure; default: 16383)")
     p.add_argument("--descriptors", type=_descriptor_count, default=1024, metavar="N",
                    help="rx and tx descriptors per port queue, a power of two within the "
                         "port's limits (default: 1024)")

@@ -2,7 +2,7 @@
  *
  * fragment_table.h: the IPv4 datagrams in fragments one worker is
  * translating, and the fragments it holds until their datagram's first
- * fragment comes.  docs/fastpath.md ("Fragments") tells why rplb
+ * fragment comes.  docs/fastpath.md (3.1) tells why rplb
  * translates fragment by fragment instead of reassembling.
  *
  * A datagram is known by (source, destination, protocol, IP ID) and the

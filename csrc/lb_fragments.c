@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  *
  * lb_fragments.c: pass 1's slow path for IPv4 fragments, translated one
- * by one, without reassembly (docs/fastpath.md, "Fragments", says why):
+ * by one, without reassembly (docs/fastpath.md, 3.1, says why):
  *
  *   from the clients: fragments to a VIP (TCP, UDP, ICMP)
  *   from the backends: fragments from a backend address (TCP, UDP)

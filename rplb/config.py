@@ -297,7 +297,7 @@ class Timeouts:
 @dataclass(frozen=True)
 class Fragments:
     """What each worker keeps of IPv4 datagrams in fragments (rplb translates
-    them fragment by fragment: docs/fastpath.md, "Fragments").
+    them fragment by fragment: docs/fastpath.md, 3.1).
 
     ``datagrams``: datagrams tracked at once; a new one replaces the oldest
     when they are all taken.  ``held``: fragments held until their

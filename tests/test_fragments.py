@@ -4,7 +4,10 @@ checked field by field against the one sent, and each datagram reassembled
 here and its checksum recomputed independently."""
 
 import ipaddress
+import json
+import os
 import struct
+import subprocess
 
 import pytest
 import yaml
@@ -410,3 +413,24 @@ def test_the_pool_must_cover_the_held_fragments(tmp_path):
                                                 str(need.total + 100), "--descriptors", "256"])
     assert run.rc != 0
     assert "4000 fragments held" in run.stderr and "fragments.held" in run.stderr
+
+
+@pytest.mark.parametrize("datagrams,seed", [(16, 1), (64, 5), (1, 9)])
+def test_the_fragment_state_against_a_model(c_check, datagrams, seed):
+    """tests/c/check_fragment_table.c under ASan, UBSan and RTE_ASSERT: what
+    each fragment adds to its datagram (duplicate, overlap, too many holes,
+    complete) against a byte map, and the table's datagrams, held
+    fragments (real mbufs, in arrival order), evictions, timeouts and flush
+    against a model, after every step."""
+    checker = c_check("rplb-check-fragment-table")
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    proc = subprocess.run([str(checker), "--datagrams", str(datagrams), "--seed", str(seed),
+                           "--steps", "100000"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for outcome in ("new", "duplicate", "overlap", "scattered", "refused", "expired"):
+        assert result[outcome] > 0, outcome
+    if datagrams < 64:                   # fewer records than keys: the oldest makes room
+        assert result["evicted"] > 0

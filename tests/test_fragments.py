@@ -1,5 +1,5 @@
 """IPv4 fragments through net_pcap, both directions: rplb translates them
-fragment by fragment (docs/fastpath.md, "Fragments").  Every fragment is
+fragment by fragment (docs/fastpath.md, 3.1).  Every fragment is
 checked field by field against the one sent, and each datagram reassembled
 here and its checksum recomputed independently."""
 

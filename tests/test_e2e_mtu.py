@@ -181,4 +181,6 @@ def test_curls_alternating_between_two_vips_that_share_a_backend(routed):
     codes = out.stdout.split()
     assert len(codes) == 400 and set(codes) == {"200"}, \
         f"{codes.count('200')} of 400 succeeded"
-    assert stats(routed)["events"]["flows_superseded"] - before >= 200
+    # Most new flows took a tuple over (a port reused for the same VIP
+    # reopens that VIP's flow instead).
+    assert stats(routed)["events"]["flows_superseded"] - before >= 100

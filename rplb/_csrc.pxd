@@ -166,3 +166,12 @@ cdef extern from "telemetry.h" nogil:
         uint8_t is_str
     int rplb_telemetry_register()
     int rplb_telemetry_publish(unsigned int cmd, const rplb_tel_entry *entries, unsigned int n)
+
+
+cdef extern from "metrics_text.h" nogil:
+    size_t rplb_metrics_family_bound(size_t name_length, const uint64_t *label_offsets,
+                                     size_t rows)
+    int64_t rplb_metrics_write_family(char *out, size_t capacity, const char *name,
+                                      size_t name_length, const char *labels,
+                                      size_t labels_length, const uint64_t *label_offsets,
+                                      const int64_t *values, size_t rows)

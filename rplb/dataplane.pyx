@@ -8,6 +8,7 @@ rte_errno) becomes :class:`rplb.errors.RplbError`.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.errno cimport ENOSPC
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdio cimport FILE
 from libc.string cimport memset
@@ -254,6 +255,53 @@ def maglev_fill(offset, skip, weight, unsigned int size):
     if rc < 0:
         raise ValueError(f"maglev fill: invalid input ({-rc})")
     return table
+
+
+# ---- Prometheus text -------------------------------------------------------
+
+def metrics_family_bound(Py_ssize_t name_length, const uint64_t[::1] label_offsets):
+    """The most bytes write_metrics_family writes for these rows."""
+    cdef Py_ssize_t rows = label_offsets.shape[0] - 1
+    if rows < 0:
+        raise ValueError("label_offsets needs rows + 1 entries")
+    return rplb_metrics_family_bound(name_length, &label_offsets[0], rows)
+
+
+def write_metrics_family(unsigned char[::1] out, Py_ssize_t at, const unsigned char[::1] name,
+                         const unsigned char[::1] labels, const uint64_t[::1] label_offsets,
+                         const int64_t[::1] values):
+    """One metric family's sample lines in C (csrc/metrics_text.c), without
+    the GIL: for each row i, name, labels[label_offsets[i]:label_offsets[i +
+    1]], a space, values[i] and a newline, written into out from at.
+    Returns where they end.  ValueError if the arrays disagree or out has
+    no room for metrics_family_bound() bytes from at."""
+    cdef Py_ssize_t rows = values.shape[0]
+    cdef Py_ssize_t capacity = out.shape[0] - at
+    cdef int64_t written
+    if label_offsets.shape[0] != rows + 1:
+        raise ValueError(f"{rows} values need {rows + 1} label offsets, "
+                         f"not {label_offsets.shape[0]}")
+    if not 0 <= at <= out.shape[0]:
+        raise ValueError(f"position {at} is outside the buffer ({out.shape[0]} bytes)")
+    if rows == 0:
+        return at
+    if name.shape[0] == 0:
+        raise ValueError("a metric family needs a name")
+    # An empty view has no element to point at (C then reads no label byte).
+    cdef const char *label_data = b""
+    if labels.shape[0]:
+        label_data = <const char *>&labels[0]
+    with nogil:
+        written = rplb_metrics_write_family(
+            <char *>&out[0] + at if capacity else NULL, capacity,
+            <const char *>&name[0], name.shape[0], label_data, labels.shape[0],
+            &label_offsets[0], &values[0], rows)
+    if written == -ENOSPC:
+        raise ValueError(f"{capacity} bytes cannot hold {rows} samples of "
+                         f"{bytes(name).decode(errors='replace')}")
+    if written < 0:
+        raise ValueError("label offsets out of order or past the labels")
+    return at + written
 
 
 # ---- mempool ---------------------------------------------------------------

@@ -130,7 +130,7 @@ unset PYTHONHOME PYTHONPATH
 # tests/test_bootstrap.py checks that this list covers pyproject.toml.
 PIP_PACKAGES=("meson-python>=0.15" "meson>=1.4" "ninja" "cython>=3.0" "numpy>=1.24"
               "pyelftools>=0.29" "PyYAML>=6"
-              "pytest>=7" "scapy>=2.5" "hypothesis>=6")
+              "pytest>=7" "scapy>=2.5" "hypothesis>=6" "prometheus_client>=0.17")
 
 interpreter=$(describe "$venv/bin/python")
 pip_stamp=$venv/.rplb-pip-stamp

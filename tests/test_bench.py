@@ -63,6 +63,10 @@ def test_quick_json():
     assert control["readers_idle_ms"]["telemetry"]["n"] > 0
     assert {t["target"] for t in control["targets"]} >= {
         "set_weight_ms_median_500_services", "full_reload_s_500_services"}
+    # Its last scrape was checked whole: every backend's series, and the age.
+    scrape = control["prometheus"]
+    assert scrape["samples_by_family"]["rplb_backend_packets_total"] == 5000
+    assert scrape["last_line"].startswith("rplb_metrics_age_seconds ")
 
     # no runtime directories left behind
     assert set(glob.glob("/var/run/dpdk/rplbbench*")) <= leftovers_before

@@ -5,9 +5,9 @@ counters of a running rplb-dpdk; nothing listens on the network unless asked.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -22,15 +22,14 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from exposition import metric, parse
 from harness import LiveRplb, eal_args, file_prefix, run_cli, write_pcap
-from rplb.prometheus import escape_label, parse_address, render
+from rplb.prometheus import CACHE_ABOVE_BACKENDS, escape_label, parse_address, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "examples" / "services.yaml"
 VIP = "10.0.0.100"
 CTL = [sys.executable, "-m", "rplb.ctl"]
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def free_port() -> int:
@@ -116,30 +115,6 @@ class Rplb:
         return stderr
 
 
-def parse_metrics(text: str) -> dict:
-    """{(name, frozenset(labels)): value}; also checks HELP/TYPE precede samples."""
-    samples, typed = {}, set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            name, kind = line.split()[2:4]
-            assert kind in ("counter", "gauge"), line
-            typed.add(name)
-            continue
-        if line.startswith("#") or not line:
-            continue
-        m = SAMPLE.match(line)
-        assert m, line
-        name = m.group(1)
-        assert name in typed, f"{name} has no TYPE line before its samples"
-        labels = frozenset(LABEL.findall(m.group(3) or ""))
-        samples[(name, labels)] = float(m.group(4))
-    return samples
-
-
-def metric(samples, name, **labels) -> float:
-    return samples[(name, frozenset((k, str(v)) for k, v in labels.items()))]
-
-
 @pytest.fixture
 def rplb(tmp_path):
     port = free_port()
@@ -155,7 +130,7 @@ def test_three_views_agree(rplb):
     ctl = rplb.wait_for_traffic()
     with urllib.request.urlopen(rplb.url, timeout=10) as reply:
         assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        prom = parse_metrics(reply.read().decode())
+        prom = parse(reply.read().decode())         # the format, strictly
     tel_stats, tel_services = rplb.telemetry("/rplb/stats", "/rplb/services")
 
     assert ctl["events"]["to_backend"] == 8 and ctl["drops"]["malformed"] == 1
@@ -171,6 +146,8 @@ def test_three_views_agree(rplb):
             assert tel_stats[group][key] == value, (group, key)
     assert metric(prom, "rplb_mbufs_in_use") == tel_stats["mbufs"]["in_use"] == \
         ctl["mbufs"]["in_use"]
+    # A small configuration is rendered at each scrape.
+    assert 0 <= metric(prom, "rplb_metrics_age_seconds") < 2
 
     by_name = {s["service"]: s for s in ctl["services"]}
     assert by_name["web"]["packets"] == 5 and by_name["dns"]["packets"] == 3
@@ -269,7 +246,7 @@ def test_render_escapes_labels():
                           "new_flows": 3, "active_flows": 4, "backends": []}]}
     text = render(snap)
     assert 'rplb_service_packets_total{service="we\\"b",key="k"} 1' in text
-    assert parse_metrics(text)
+    assert metric(parse(text), "rplb_service_packets_total", service='we"b', key="k") == 1
 
 
 def test_port_in_use_is_one_error_line(tmp_path):
@@ -281,6 +258,64 @@ def test_port_in_use_is_one_error_line(tmp_path):
         run = run_rplb(tmp_path, rplb_args=["--prometheus", f"127.0.0.1:{port}"])
     assert run.rc == 1 and "Traceback" not in run.stderr
     assert f"rplb-dpdk: error: --prometheus 127.0.0.1:{port}: cannot listen" in run.stderr
+
+
+def scrape(url: str, accept_gzip: bool = True):
+    """(headers, text): as Prometheus scrapes (gzip), or plain."""
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"}
+                                     if accept_gzip else {})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        body = reply.read()
+        gzipped = reply.headers["Content-Encoding"] == "gzip"
+        assert gzipped == accept_gzip, reply.headers
+        return reply.headers, (gzip.decompress(body) if gzipped else body).decode()
+
+
+def test_a_large_configuration_is_scraped_whole(tmp_path):
+    """Above CACHE_ABOVE_BACKENDS backends scrapes are answered from a
+    rendering made in the background: still the whole exposition, every
+    backend's series, with its age; ?max_age=0 reads the counters now."""
+    from rplb.bench.control_plane import services_file
+    services, backends = 210, 10
+    assert services * backends > CACHE_ABOVE_BACKENDS
+    config = tmp_path / "services.json"
+    services_file(config, services, backends, variant=0)
+    port = free_port()
+    prefix = file_prefix()
+    live = LiveRplb([*eal_args(prefix, ["net_null0,no-rx=1", "net_null1,no-rx=1"]), "--",
+                     "--config", str(config), "--prometheus", f":{port}",
+                     "--control-socket", str(tmp_path / "rplb.sock")], prefix, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        live.wait_for_stderr("forwarding with", timeout=60)
+        headers, text = scrape(url)
+        samples = parse(text)
+        by_family = {}
+        for name, labels in samples:
+            by_family.setdefault(name, set()).add(labels)
+        for family in ("packets_total", "bytes_total", "new_flows_total", "active_flows",
+                       "weight"):
+            assert len(by_family[f"rplb_backend_{family}"]) == services * backends, family
+        assert len(by_family["rplb_service_packets_total"]) == services
+        assert metric(samples, "rplb_backend_weight", service="s209", key="10.0.0.210:tcp:80",
+                      backend="172.16.8.52:8080") == 1
+        first_age = metric(samples, "rplb_metrics_age_seconds")
+        # The next scrape is served from that rendering: older, the same series.
+        headers, text = scrape(url, accept_gzip=False)
+        again = parse(text)
+        assert metric(again, "rplb_metrics_age_seconds") >= first_age
+        assert float(headers["X-Rplb-Metrics-Age"]) == \
+            pytest.approx(metric(again, "rplb_metrics_age_seconds"), abs=0.001)
+        assert again.keys() == samples.keys()
+        uptime = metric(again, "rplb_uptime_seconds")
+        _, text = scrape(url + "?max_age=0")
+        assert metric(parse(text), "rplb_uptime_seconds") > uptime
+        _, text = scrape(url + "?backends=0")
+        assert not any(name.startswith("rplb_backend") for name, _ in parse(text))
+    finally:
+        rc, _ = live.stop()
+    assert rc == 0 and not any("Traceback" in line for line in live.stderr_lines), \
+        live.stderr_lines
 
 
 def test_telemetry_carries_the_first_services_dpdk_can_return():

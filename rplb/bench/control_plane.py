@@ -8,13 +8,18 @@ DPDK's telemetry socket, the Prometheus endpoint):
   - full reloads: every service changed (other backends: every Maglev
     table rebuilt), end to end (the `reload` request until its reply);
   - one backend added, one weight changed: the request until its reply,
-    with all the services loaded (median and 90th percentile);
+    with all the services loaded (median and 90th percentile), once the
+    Prometheus endpoint stopped rendering ahead for the readers;
   - how long status, DPDK telemetry (/rplb/stats) and Prometheus take to
-    answer, idle and while a full reload is being built.
+    answer, idle and while a full reload is being built (Prometheus as a
+    Prometheus server scrapes: gzip accepted, the whole body read), with
+    the age of the counters each scrape carried;
+  - one scrape decompressed and checked whole, and a scrape without gzip.
 """
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import re
@@ -69,6 +74,7 @@ class _Daemon:
                 "--", "--config", str(config), "--control-socket", self.socket,
                 "--prometheus", "127.0.0.1:0"]
         self.lines: List[str] = []
+        self.scrape_ages_s: List[float] = []
         self._seen = threading.Condition()
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -113,8 +119,40 @@ class _Daemon:
             return json.loads(sock.recv(1 << 20))
 
     def metrics(self) -> int:
-        with urllib.request.urlopen(self.metrics_url, timeout=60) as response:
-            return len(response.read())
+        """One scrape as Prometheus makes it (gzip accepted, the body read
+        whole, not decompressed: Prometheus does that on its side); the
+        age of its counters goes to scrape_ages_s.  Returns the bytes read."""
+        request = urllib.request.Request(self.metrics_url,
+                                         headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = response.read()
+            self.scrape_ages_s.append(float(response.headers["X-Rplb-Metrics-Age"]))
+        return len(body)
+
+    def check_metrics(self) -> dict:
+        """One fresh scrape (?max_age=0), decompressed and counted: sizes,
+        samples per family; and the time of a scrape without gzip."""
+        request = urllib.request.Request(self.metrics_url + "?max_age=0",
+                                         headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            encoding = response.headers.get("Content-Encoding")
+            body = response.read()
+        text = gzip.decompress(body) if encoding == "gzip" else body
+        samples: Dict[str, int] = {}
+        for line in text.splitlines():
+            if line and not line.startswith(b"#"):
+                name = line.split(b"{", 1)[0].split(b" ", 1)[0].decode()
+                samples[name] = samples.get(name, 0) + 1
+        plain_ms = []
+        for _ in range(3):
+            start = time.perf_counter()
+            with urllib.request.urlopen(self.metrics_url, timeout=60) as response:
+                response.read()
+            plain_ms.append((time.perf_counter() - start) * 1e3)
+        return {"encoding": encoding, "wire_bytes": len(body), "text_bytes": len(text),
+                "samples": sum(samples.values()), "samples_by_family": samples,
+                "last_line": text.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode(),
+                "plain_ms": _summary(plain_ms)}
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -139,10 +177,12 @@ def _summary(samples: List[float]) -> dict:
             "max": round(ordered[-1], 2), "n": len(ordered)}
 
 
-# A Prometheus scrape of 100,000 backends is some 60 MB of text: scraped
+# A Prometheus scrape of 100,000 backends is some 55 MB of text: scraped
 # once a second at most (Prometheus's own default is every 15 s), not to
 # load the process being measured.
 PROMETHEUS_PERIOD = 1.0
+# After the last scrape, beyond two periods: a rendering under way ends.
+QUIET_S = 3.0
 
 
 def _probe_readers(daemon: _Daemon, stop: threading.Event, pause: float) -> Dict[str, list]:
@@ -208,6 +248,11 @@ def control_plane_report(workdir: Path, command: List[str], prefix: str,
                                 "runs": [round(s, 2) for s in reload_s]}
         out["readers_during_reload_ms"] = {k: _summary(v) for k, v in during.items() if v}
 
+        # The edits are measured alone: the endpoint renders ahead of the
+        # scrapes it expects until a scraper missed one by an interval
+        # (rplb/prometheus.py, plan_rendering), and would otherwise still
+        # render for the prober that just stopped.
+        time.sleep(2 * PROMETHEUS_PERIOD + QUIET_S)
         log(f"control plane: {edits} weight changes and {edits} backend additions, in turn")
         weight_ms, add_ms, remove_ms = [], [], []
         variant = reloads % 2
@@ -234,6 +279,9 @@ def control_plane_report(workdir: Path, command: List[str], prefix: str,
                           "backend_del": _summary(remove_ms)}
         status = daemon.request({"cmd": "status"})
         out["loaded"] = {"services": status["services"], "backends": status["backends"]}
+        if daemon.metrics_url is not None and daemon.scrape_ages_s:
+            out["prometheus"] = daemon.check_metrics()
+            out["prometheus"]["age_s"] = _summary(daemon.scrape_ages_s)
     finally:
         daemon.stop()
     out["targets"] = evaluate(out)
@@ -276,4 +324,12 @@ def format_report(out: dict) -> List[str]:
         lines.append(f"  readers {title}: " + "; ".join(parts))
     lines.append(f"  loaded at the end: {out['loaded']['services']:,} services, "
                  f"{out['loaded']['backends']:,} backends")
+    prometheus = out.get("prometheus")
+    if prometheus:
+        lines.append(f"  prometheus scrape: {prometheus['samples']:,} samples, "
+                     f"{prometheus['text_bytes'] / 1e6:.1f} MB of text, "
+                     f"{prometheus['wire_bytes'] / 1e6:.1f} MB sent ({prometheus['encoding']}); "
+                     f"counters' age median {prometheus['age_s']['median']} / "
+                     f"max {prometheus['age_s']['max']} s ({prometheus['age_s']['n']} scrapes); "
+                     f"without gzip median {prometheus['plain_ms']['median']} ms")
     return lines

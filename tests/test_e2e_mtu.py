@@ -7,10 +7,10 @@ backend (tests/netns.py, RoutedTopology, draws the namespaces)."""
 import hashlib
 import json
 import os
-import random
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -153,6 +153,13 @@ def test_a_ping_of_4000_bytes_to_a_vip_is_answered(routed):
     assert "3 received" in out.stdout
 
 
+def wait_until_port_is_free(topo, ns, port, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while topo.run(ns, "ss", "-Htan", f"sport = :{port}").stdout.strip():
+        assert time.monotonic() < deadline, f"port {port} still taken in {ns}"
+        time.sleep(0.01)
+
+
 def test_curls_alternating_between_two_vips_that_share_a_backend(routed):
     """Two flows, one backend-side tuple: the client reuses a source port
     for the other VIP while rplb still holds the first connection's closing
@@ -165,8 +172,11 @@ def test_curls_alternating_between_two_vips_that_share_a_backend(routed):
     client, server = routed.client_ns, routed.server_ns
     routed.run(server, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=0", check=True)
     before = stats(routed)["events"]["flows_superseded"]
-    # One port, both VIPs, at once.
+    # One port, both VIPs, one after the other: as soon as the client's
+    # kernel has let the port go (its socket waits in LAST-ACK for the
+    # server's last ACK; curl binds without SO_REUSEADDR).
     for vip in (VIP_A, VIP_B, VIP_A):
+        wait_until_port_is_free(routed, client, 45000)
         out = routed.run(client, "curl", "-s", "-m", "5", "--local-port", "45000",
                          f"http://{vip}/", timeout=10)
         assert out.returncode == 0 and out.stdout.strip() == "backend4", (vip, out.stderr)

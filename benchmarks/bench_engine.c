@@ -2,7 +2,8 @@
  *
  * bench_engine.c: the cost of an engine alone, without ports' rx.
  *
- *   rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]
+ *   rplb-bench-engine [EAL options --]
+ *                     [--mode established|new|replies|fwd|passthrough|memory]
  *                     [--flows F] [--backends B] [--bursts N] [--flow-table T]
  *
  * Initialises EAL (default: --no-huge -m 1024 --no-pci -l 0 and two
@@ -16,6 +17,9 @@
  *                pass first);
  *   new          every frame the SYN of a never-seen client 5-tuple (the
  *                flow table is emptied, untimed, whenever it is half full);
+ *   replies      the backends' replies (ACKs) of F established flows, from
+ *                the backend port: the backend side's cost (its classify
+ *                compares every frame with the appliance's own address);
  *   fwd          the pass-through engine: what the worker's tx and the
  *                mbuf frees cost by themselves;
  *   passthrough  the lb engine on F TCP flows to an address that is no VIP
@@ -69,11 +73,11 @@
 #define CLIENT_NET RTE_IPV4(198, 18, 0, 0)
 #define NOT_A_VIP RTE_IPV4(10, 0, 0, 200)
 
-enum mode { MODE_ESTABLISHED, MODE_NEW, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY };
+enum mode { MODE_ESTABLISHED, MODE_NEW, MODE_REPLIES, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY };
 
 static const char *const mode_names[] = {
-	[MODE_ESTABLISHED] = "established", [MODE_NEW] = "new", [MODE_FWD] = "fwd",
-	[MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory",
+	[MODE_ESTABLISHED] = "established", [MODE_NEW] = "new", [MODE_REPLIES] = "replies",
+	[MODE_FWD] = "fwd", [MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory",
 };
 
 struct options {
@@ -109,8 +113,8 @@ cksum16(const void *data, size_t len, uint32_t sum)
 
 /* A valid 64-byte Ethernet/IPv4/TCP frame (10 bytes of payload). */
 static void
-make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
-	   uint8_t tcp_flags)
+make_frame_to(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
+	      uint16_t dst_port, uint8_t tcp_flags)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
 	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eth + 1);
@@ -131,7 +135,7 @@ make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
 	ip->dst_addr = rte_cpu_to_be_32(dst_ip);
 	ip->hdr_checksum = rte_cpu_to_be_16(cksum16(ip, sizeof(*ip), 0));
 	tcp->src_port = rte_cpu_to_be_16(src_port);
-	tcp->dst_port = rte_cpu_to_be_16(VIP_PORT);
+	tcp->dst_port = rte_cpu_to_be_16(dst_port);
 	tcp->sent_seq = rte_cpu_to_be_32(4096);
 	tcp->data_off = 5 << 4;
 	tcp->tcp_flags = tcp_flags;
@@ -144,6 +148,33 @@ make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
 	for (i = 0; i < sizeof(pseudo); i += 2)
 		sum += (uint32_t)pseudo[i] << 8 | pseudo[i + 1];
 	tcp->cksum = rte_cpu_to_be_16(cksum16(tcp, pseudo[11], sum));
+}
+
+/* A client's frame to the VIP. */
+static void
+make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
+	   uint8_t tcp_flags)
+{
+	make_frame_to(frame, src_ip, src_port, dst_ip, VIP_PORT, tcp_flags);
+}
+
+/* The reply of the backend the engine chose for a client's flow to the VIP
+ * (its Maglev pick, computed as the engine does). */
+static void
+make_reply_frame(uint8_t *frame, const struct rplb_lb *lb, uint32_t client_ip,
+		 uint16_t client_port)
+{
+	const struct rplb_lb_tables *tables = lb->tables;
+	struct rplb_flow_key key = {
+		.src_ip = rte_cpu_to_be_32(client_ip), .dst_ip = rte_cpu_to_be_32(VIP),
+		.src_port = rte_cpu_to_be_16(client_port), .dst_port = rte_cpu_to_be_16(VIP_PORT),
+		.proto = IPPROTO_TCP, .direction = RPLB_DIR_CLIENT,
+	};
+	const struct rplb_lb_backend *backend =
+		&tables->backends[rplb_maglev_pick(&tables->services[0], rplb_flow_key_hash(&key))];
+
+	make_frame_to(frame, rte_be_to_cpu_32(backend->ip), rte_be_to_cpu_16(backend->port),
+		      client_ip, client_port, RTE_TCP_ACK_FLAG);
 }
 
 /* Client n: a unique (ip, port) for n < 2^16 * 60000. */
@@ -301,6 +332,20 @@ __attribute__((noinline)) void
 		engine->housekeeping(worker, rte_rdtsc(), 0);
 }
 
+/* The same for a burst from the backend port (--mode replies); callgrind's
+ * --toggle-collect=measured_reply_burst counts it. */
+__attribute__((noinline)) void measured_reply_burst(struct rplb_worker *worker,
+						    struct rte_mbuf **pkts, uint16_t n);
+__attribute__((noinline)) void
+measured_reply_burst(struct rplb_worker *worker, struct rte_mbuf **pkts, uint16_t n)
+{
+	const struct rplb_engine *engine = worker->engine;
+
+	engine->process_burst(worker, RPLB_BACKEND, pkts, n);
+	if (engine->housekeeping != NULL)
+		engine->housekeeping(worker, rte_rdtsc(), 0);
+}
+
 /* Untimed: an rx burst's worth of frames in fresh mbufs. */
 static void
 prepare_burst(struct rte_mempool *pool, struct rte_mbuf **pkts, const uint8_t *frames,
@@ -351,7 +396,8 @@ static void
 usage(void)
 {
 	fprintf(stderr,
-		"usage: rplb-bench-engine [EAL options --] [--mode established|new|fwd|passthrough|memory]\n"
+		"usage: rplb-bench-engine [EAL options --]\n"
+		"       [--mode established|new|replies|fwd|passthrough|memory]\n"
 		"       [--flows F] [--backends B] [--bursts N] [--flow-table T]\n");
 	exit(2);
 }
@@ -382,6 +428,8 @@ parse_options(int argc, char **argv, struct options *o)
 				o->mode = MODE_ESTABLISHED;
 			else if (strcmp(optarg, "new") == 0)
 				o->mode = MODE_NEW;
+			else if (strcmp(optarg, "replies") == 0)
+				o->mode = MODE_REPLIES;
 			else if (strcmp(optarg, "fwd") == 0)
 				o->mode = MODE_FWD;
 			else if (strcmp(optarg, "passthrough") == 0)
@@ -513,6 +561,21 @@ main(int argc, char **argv)
 		if (worker->engine->housekeeping != NULL)
 			worker->engine->housekeeping(worker, rte_rdtsc(), 0);
 	}
+	if (o.mode == MODE_REPLIES) {
+		/* From now on the backends' replies of those flows. */
+		for (i = 0; i < (int)n_frames; i++) {
+			uint32_t ip;
+			uint16_t port;
+
+			client_of((uint64_t)i, &ip, &port);
+			make_reply_frame(frames + (size_t)i * FRAME_LEN, lb, ip, port);
+		}
+		next = 0;
+		for (b = 0; b < warm_bursts; b++) {
+			prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, 0);
+			measured_reply_burst(worker, pkts, RPLB_BURST);
+		}
+	}
 	rplb_worker_flush(worker, RPLB_FRONTEND);
 	rplb_worker_flush(worker, RPLB_BACKEND);
 	if (o.mode == MODE_NEW)
@@ -520,6 +583,7 @@ main(int argc, char **argv)
 	counters = rplb_worker_counters(worker);
 	uint64_t created_before = counters->events[RPLB_EV_FLOWS_CREATED];
 	uint64_t to_backend_before = counters->events[RPLB_EV_TO_BACKEND];
+	uint64_t to_client_before = counters->events[RPLB_EV_TO_CLIENT_FLOW];
 
 	/* Time in chunks of bursts: the median chunk resists preemption by
 	 * other processes on a shared machine, the fastest chunk shows the
@@ -542,7 +606,10 @@ main(int argc, char **argv)
 		}
 		prepare_burst(pool, pkts, frames, n_frames, &next, RPLB_BURST, o.mode == MODE_NEW);
 		t0 = rte_rdtsc();
-		measured_burst(worker, pkts, RPLB_BURST);
+		if (o.mode == MODE_REPLIES)
+			measured_reply_burst(worker, pkts, RPLB_BURST);
+		else
+			measured_burst(worker, pkts, RPLB_BURST);
 		dt = rte_rdtsc() - t0;
 		cycles += dt;
 		chunk_cycles += dt;
@@ -565,7 +632,8 @@ main(int argc, char **argv)
 	       "\"cycles_per_packet_mean\": %.2f, "
 	       "\"tsc_hz\": %" PRIu64 ", \"flows_created\": %" PRIu64 ", \"to_backend\": %" PRIu64
 	       ", \"flow_table_resets\": %" PRIu64 ", \"passed_through\": %" PRIu64
-	       ", \"flow_table_full\": %" PRIu64 ", \"mbufs_in_use\": %u}\n",
+	       ", \"flow_table_full\": %" PRIu64 ", \"to_client_by_flow\": %" PRIu64
+	       ", \"mbufs_in_use\": %u}\n",
 	       mode_names[o.mode],
 	       o.flows, o.backends, o.flow_table, timed_packets, ns,
 	       n_chunks ? chunk_ns[n_chunks / 2] : ns, n_chunks ? chunk_ns[0] : ns, n_chunks,
@@ -573,7 +641,9 @@ main(int argc, char **argv)
 	       counters->events[RPLB_EV_FLOWS_CREATED] - created_before,
 	       counters->events[RPLB_EV_TO_BACKEND] - to_backend_before, resets,
 	       counters->events[RPLB_EV_PASSED_THROUGH],
-	       counters->events[RPLB_EV_FLOW_TABLE_FULL], rte_mempool_in_use_count(pool));
+	       counters->events[RPLB_EV_FLOW_TABLE_FULL],
+	       counters->events[RPLB_EV_TO_CLIENT_FLOW] - to_client_before,
+	       rte_mempool_in_use_count(pool));
 	fflush(stdout);
 
 	if (worker->engine->stop != NULL)

@@ -238,6 +238,11 @@ process_burst_from(struct rplb_worker *worker, const unsigned int in_side,
 	const int tx_offload = worker->tx_cksum_offload[in_side == RPLB_FRONTEND ? RPLB_BACKEND :
 										   RPLB_FRONTEND];
 	const int rx_checked = worker->rx_cksum_offload[in_side];
+	/* The appliance's own address (classify_from_backend), read once a
+	 * burst: a register the classify loop compares with, not a load per
+	 * packet through the worker pointer, which every store to a packet
+	 * might alias. */
+	const uint32_t local_addr = worker->local_addr;
 
 	if (unlikely(tables->generation != lb_worker->generation_seen))
 		adopt_tables(worker, lb_worker, tables);
@@ -250,10 +255,10 @@ process_burst_from(struct rplb_worker *worker, const unsigned int in_side,
 	 * per packet. */
 	for (i = 0; i + PREFETCH_AHEAD < n; i++) {
 		rte_prefetch0(rte_pktmbuf_mtod(pkts[i + PREFETCH_AHEAD], void *));
-		lookup = classify(worker, tables, flow_table, in_side, pkts[i], lookup);
+		lookup = classify(worker, tables, flow_table, in_side, pkts[i], lookup, local_addr);
 	}
 	for (; i < n; i++)
-		lookup = classify(worker, tables, flow_table, in_side, pkts[i], lookup);
+		lookup = classify(worker, tables, flow_table, in_side, pkts[i], lookup, local_addr);
 	end = lookup;
 	if (end == lookups)
 		return;

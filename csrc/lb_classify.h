@@ -14,6 +14,8 @@
  *     to a backend address, strict mode       -> dropped (strict)
  *     anything else                           -> passed through
  *   from the backends (backend port)
+ *     ARP about, ICMP/TCP/UDP to the appliance's own address
+ *                                             -> its kernel interface
  *     Ethernet + IPv4 + TCP/UDP, well formed  -> look up
  *     ICMP error                              -> translated by its quote
  *     TCP/UDP fragment from a backend address -> translated fragment by
@@ -171,20 +173,50 @@ pass:
 	return pass_through(worker, m, RPLB_BACKEND);
 }
 
+/* A frame from the backend network for the appliance's own address, from
+ * src_addr: to its kernel interface, whose rate limit counts the frames
+ * of the backends' addresses apart (rplb_kernel_class).  1 if taken (0:
+ * the worker has no kernel interface).  It finds the tables itself rather
+ * than take them from the classify loop, which would then keep them in a
+ * register for this rare call: the worker holds every generation it
+ * loads until its next quiescent state, so this one stays valid too. */
+static __rte_noinline int
+to_kernel(struct rplb_worker *worker, struct rte_mbuf *m, uint32_t src_addr)
+{
+	return rplb_worker_to_kernel(worker, m,
+				     rplb_is_backend_ip(slow_path_tables(worker), src_addr) ?
+				     RPLB_KERNEL_FROM_BACKENDS : RPLB_KERNEL_FROM_OTHERS);
+}
+
 /* A frame from the backends that is not the common frame: the slow path
- * of the backends' side.  Returns 1 when it needs a lookup (TCP/UDP the
- * fast parse did not take, e.g. with IPv4 options).  Not inlined, like
- * classify_vip_other. */
+ * of the backends' side.  ARP about the appliance's own address, and ICMP,
+ * TCP or UDP to it (fragments and ICMP errors too: the kernel reassembles
+ * the ones and reads the others itself), go to its kernel interface
+ * (rplb_worker_to_kernel).  Then: TCP/UDP the fast parse did not take
+ * (e.g. with IPv4 options) is looked up (returns 1); ICMP errors are
+ * translated by their quote, fragments from backend addresses fragment by
+ * fragment; the rest passes through.  Not inlined, like
+ * classify_vip_other: no common frame comes here. */
 static __rte_noinline int
 classify_backend_other(struct rplb_worker *worker, struct rte_mbuf *m,
 		       struct lookup_record *lookup)
 {
-	const struct rplb_lb_tables *tables = slow_path_tables(worker);
+	const struct rplb_lb_tables *tables;
 	struct rplb_parsed parsed;
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
+	uint32_t sender = 0;
 
-	if (ip == NULL)
+	if (ip == NULL) {
+		if (rplb_arp_target(m, &sender) == worker->local_addr &&
+		    to_kernel(worker, m, sender))
+			return 0;
 		return pass_through(worker, m, RPLB_FRONTEND);
+	}
+	if (ip->dst_addr == worker->local_addr && (ip->version_ihl >> 4) == 4 &&
+	    (ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
+	     ip->next_proto_id == IPPROTO_ICMP) && to_kernel(worker, m, ip->src_addr))
+		return 0;
+	tables = slow_path_tables(worker);
 	switch (rplb_parse_ipv4(m, ip, &parsed)) {
 	case RPLB_PARSE_TCP_UDP:
 		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_BACKEND);
@@ -210,33 +242,43 @@ classify_backend_other(struct rplb_worker *worker, struct rte_mbuf *m,
 	return pass_through(worker, m, RPLB_FRONTEND);
 }
 
-/* Pass 1 for a frame from the backends. */
+/* Pass 1 for a frame from the backends.  A TCP/UDP frame to the
+ * appliance's own address (its health checks' replies) goes to its kernel
+ * interface: the one compare every frame from the backends pays for the
+ * exception path.  Before the lookup, not after it: such a frame could
+ * otherwise match a flow (a client spoofing that address) or be rewritten
+ * statelessly as a backend's reply. */
 static __rte_always_inline int
 classify_from_backend(struct rplb_worker *worker, struct rte_mbuf *m,
-		      struct lookup_record *lookup)
+		      struct lookup_record *lookup, uint32_t local_addr)
 {
 	struct rplb_parsed parsed;
 
-	if (likely(rplb_parse_common(m, &parsed)))
+	if (likely(rplb_parse_common(m, &parsed))) {
+		if (unlikely(parsed.ip->dst_addr == local_addr) &&
+		    to_kernel(worker, m, parsed.ip->src_addr))
+			return 0;
 		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_BACKEND);
+	}
 	return classify_backend_other(worker, m, lookup);
 }
 
 /* Pass 1 for one packet from in_side (a constant at each call); returns
  * where the next lookup record goes: past lookup when this packet needs a
  * lookup, with its primary bucket prefetched (read in the match pass, a
- * whole burst later). */
+ * whole burst later).  local_addr: the worker's, the appliance's own
+ * address (classify_from_backend). */
 static __rte_always_inline struct lookup_record *
 classify(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
 	 const struct rplb_flow_table *flow_table, const unsigned int in_side, struct rte_mbuf *m,
-	 struct lookup_record *lookup)
+	 struct lookup_record *lookup, uint32_t local_addr)
 {
 	int needs_lookup;
 
 	if (in_side == RPLB_FRONTEND)
 		needs_lookup = classify_from_client(worker, tables, m, lookup);
 	else
-		needs_lookup = classify_from_backend(worker, m, lookup);
+		needs_lookup = classify_from_backend(worker, m, lookup, local_addr);
 	if (!needs_lookup)
 		return lookup;
 	lookup->bucket = rplb_flow_prefetch(flow_table, lookup->hash);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <rte_arp.h>
 #include <rte_byteorder.h>
 #include <rte_ether.h>
 #include <rte_icmp.h>
@@ -201,6 +202,32 @@ rplb_rx_cksum_bad(const struct rte_mbuf *m)
 		return 0;
 	return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD ||
 	       (m->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD;
+}
+
+/* The address an Ethernet ARP request or reply for IPv4 is about (its
+ * target protocol address, network byte order): a request asks who has
+ * it, a reply answers whoever has it; *sender: its sender's address.  0
+ * for any other frame, and for an ARP frame too short or not for IPv4
+ * over Ethernet (*sender untouched). */
+static inline uint32_t
+rplb_arp_target(const struct rte_mbuf *m, uint32_t *sender)
+{
+	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)(eth + 1);
+	uint32_t target;
+
+	if (m->data_len < sizeof(*eth) + sizeof(*arp) ||
+	    eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_ARP) ||
+	    arp->arp_hardware != RTE_BE16(RTE_ARP_HRD_ETHER) ||
+	    arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) ||
+	    arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != sizeof(uint32_t) ||
+	    (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST) &&
+	     arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REPLY)))
+		return 0;
+	/* The ARP body is packed: the addresses are not aligned. */
+	memcpy(&target, &arp->arp_data.arp_tip, sizeof(target));
+	memcpy(sender, &arp->arp_data.arp_sip, sizeof(*sender));
+	return target;
 }
 
 /* Both TCP and UDP start with the source and destination ports. */

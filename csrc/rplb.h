@@ -52,6 +52,21 @@ struct rplb_worker_params {
 	uint8_t rx_cksum_offload[RPLB_SIDES];
 	uint32_t drain_us;          /* flush partially filled tx buffers after this */
 	int socket_id;
+	/* The exception path (docs/fastpath.md), when local_addr is not 0:
+	 * local_addr is the IPv4 address (network byte order) of the
+	 * appliance's own kernel interface on the backend network, whose port
+	 * (a net_tap) is kernel_port, and this worker's queue pair on it is
+	 * kernel_queue.  What the backend network sends to that address goes
+	 * to the kernel, what the kernel sends goes out of the backend port.
+	 * kernel_rate: frames per second this worker hands the kernel at most
+	 * (a flood beyond it is dropped and counted, so that it never costs
+	 * forwarding more than that); kernel_burst: how many may come at
+	 * once.  All 0 (a zeroed struct): no exception path. */
+	uint32_t local_addr;
+	uint16_t kernel_port;
+	uint16_t kernel_queue;
+	uint32_t kernel_rate;
+	uint32_t kernel_burst;
 };
 
 const struct rplb_engine *rplb_engine_fwd(void);

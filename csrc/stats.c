@@ -13,6 +13,8 @@ const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_FRAGMENT_NO_ROOM] = "fragment_no_room",
 	[RPLB_DROP_ICMP_ERROR_MALFORMED] = "icmp_error_malformed",
 	[RPLB_DROP_ICMP_ERROR_NO_BACKEND] = "icmp_error_no_backend",
+	[RPLB_DROP_KERNEL_RATE] = "kernel_rate",
+	[RPLB_DROP_KERNEL_FULL] = "kernel_full",
 };
 
 const char *const rplb_event_names[RPLB_EVENTS] = {
@@ -36,6 +38,8 @@ const char *const rplb_event_names[RPLB_EVENTS] = {
 	[RPLB_EV_ICMP_ERRORS_TO_CLIENT] = "icmp_errors_to_client",
 	[RPLB_EV_ICMP_ERRORS_TO_CLIENT_STATELESS] = "icmp_errors_to_client_stateless",
 	[RPLB_EV_ICMP_ERRORS_UNMATCHED] = "icmp_errors_unmatched",
+	[RPLB_EV_TO_KERNEL] = "to_kernel",
+	[RPLB_EV_FROM_KERNEL] = "from_kernel",
 };
 
 const char *const rplb_flow_state_names[RPLB_FLOW_STATES] = {

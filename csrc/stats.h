@@ -48,6 +48,9 @@ enum rplb_drop_reason {
 	/* ICMP errors addressed to a VIP: */
 	RPLB_DROP_ICMP_ERROR_MALFORMED,  /* quote too short or broken, or not from that VIP */
 	RPLB_DROP_ICMP_ERROR_NO_BACKEND, /* about a service with no flow and no backend */
+	/* The appliance's own kernel interface (worker.h): */
+	RPLB_DROP_KERNEL_RATE,  /* for the appliance's own address, over its rate to the kernel */
+	RPLB_DROP_KERNEL_FULL,  /* for the appliance's own address, the kernel interface refused it */
 	RPLB_DROP_REASONS
 };
 
@@ -76,6 +79,9 @@ enum rplb_event {
 	RPLB_EV_ICMP_ERRORS_TO_CLIENT,          /* from the backend side, by the quoted flow */
 	RPLB_EV_ICMP_ERRORS_TO_CLIENT_STATELESS,  /* no flow: the backend's one service */
 	RPLB_EV_ICMP_ERRORS_UNMATCHED,          /* quote for no service or flow: unchanged */
+	/* The appliance's own kernel interface (worker.h): */
+	RPLB_EV_TO_KERNEL,          /* from the backends to the appliance's own address: to its kernel interface */
+	RPLB_EV_FROM_KERNEL,        /* sent by the kernel interface, out of the backend port */
 	RPLB_EVENTS
 };
 

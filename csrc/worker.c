@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  *
  * worker.c: the poll-mode loop of one worker lcore (after DPDK's l3fwd):
- * rx burst on each port -> engine -> buffered tx, drained on a timer.
+ * rx burst on each port -> engine -> buffered tx, drained on a timer; and
+ * the exception path's two directions: frames for the appliance's own
+ * address to its kernel interface, what that interface sends out of the
+ * backend port (docs/fastpath.md, "The exception path").
  */
 #include <errno.h>
 #include <string.h>
@@ -47,6 +50,18 @@ rplb_worker_create(const struct rplb_worker_params *params,
 		worker->rx_cksum_offload[side] = params->rx_cksum_offload[side];
 	}
 	worker->drain_tsc = (rte_get_tsc_hz() + US_PER_S - 1) / US_PER_S * params->drain_us;
+	if (params->local_addr != 0) {
+		if (params->kernel_rate == 0 || params->kernel_burst == 0) {
+			rte_free(worker);
+			rte_errno = EINVAL;
+			return NULL;
+		}
+		worker->local_addr = params->local_addr;
+		worker->kernel.port_id = params->kernel_port;
+		worker->kernel.queue_id = params->kernel_queue;
+		worker->kernel_tsc_per_frame = RTE_MAX(rte_get_tsc_hz() / params->kernel_rate, 1ull);
+		worker->kernel_burst_tsc = worker->kernel_tsc_per_frame * params->kernel_burst;
+	}
 	worker->engine = engine;
 	worker->engine_state = engine_state;
 	worker->socket_id = params->socket_id;
@@ -92,6 +107,77 @@ receive(struct rplb_worker *worker, unsigned int side, struct rte_mbuf **pkts)
 	return n;
 }
 
+/* Hand what is buffered for the kernel interface to it; what it refuses
+ * is freed and counted. */
+static void
+flush_to_kernel(struct rplb_worker *worker)
+{
+	struct rplb_tx_buffer *buf = &worker->kernel;
+	uint16_t sent, i;
+
+	if (buf->count == 0)
+		return;
+	sent = rte_eth_tx_burst(buf->port_id, buf->queue_id, buf->pkts, buf->count);
+	if (unlikely(sent < buf->count)) {
+		worker->counters.drops[RPLB_DROP_KERNEL_FULL] += buf->count - sent;
+		for (i = sent; i < buf->count; i++)
+			rte_pktmbuf_free(buf->pkts[i]);
+	}
+	buf->count = 0;
+}
+
+void
+rplb_worker_flush_kernel(struct rplb_worker *worker)
+{
+	if (worker->local_addr != 0)
+		flush_to_kernel(worker);
+}
+
+int
+rplb_worker_to_kernel(struct rplb_worker *worker, struct rte_mbuf *m,
+		      enum rplb_kernel_class class)
+{
+	struct rplb_tx_buffer *buf = &worker->kernel;
+	uint64_t *next = &worker->kernel_next_tsc[class == RPLB_KERNEL_FROM_BACKENDS ? 0 : 1];
+	uint64_t now;
+
+	if (worker->local_addr == 0)
+		return 0;
+	/* The rate limit bounds what a flood to this address costs the lcore:
+	 * a frame to the kernel is a system call (net_tap writes each one). */
+	now = rte_rdtsc();
+	if (*next > now + worker->kernel_burst_tsc) {
+		rplb_worker_drop(worker, RPLB_DROP_KERNEL_RATE, m);
+		return 1;
+	}
+	*next = RTE_MAX(*next, now) + worker->kernel_tsc_per_frame;
+	worker->counters.events[RPLB_EV_TO_KERNEL]++;
+	buf->pkts[buf->count++] = m;
+	if (buf->count == RPLB_BURST)
+		flush_to_kernel(worker);
+	return 1;
+}
+
+/* What the kernel interface sent (its ARP, its probes' packets, its
+ * answers to pings) goes out of the backend port.  Read once per drain
+ * period, not every loop iteration: each read of a net_tap queue is a
+ * system call, and these frames are few and not in a hurry. */
+static void
+receive_from_kernel(struct rplb_worker *worker)
+{
+	struct rte_mbuf *pkts[RPLB_BURST];
+	uint64_t bytes = 0;
+	uint16_t n, i;
+
+	n = rte_eth_rx_burst(worker->kernel.port_id, worker->kernel.queue_id, pkts, RPLB_BURST);
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++)
+		bytes += pkts[i]->pkt_len;
+	worker->counters.events[RPLB_EV_FROM_KERNEL] += n;
+	rplb_worker_send_bulk(worker, RPLB_BACKEND, pkts, n, bytes);
+}
+
 int
 rplb_worker_main(void *arg)
 {
@@ -124,6 +210,10 @@ rplb_worker_main(void *arg)
 
 		now = rte_rdtsc();
 		if (unlikely(now - last_drain > worker->drain_tsc)) {
+			if (worker->local_addr != 0) {
+				flush_to_kernel(worker);
+				receive_from_kernel(worker);
+			}
 			for (side = 0; side < RPLB_SIDES; side++)
 				rplb_worker_flush(worker, side);
 			last_drain = now;
@@ -132,6 +222,8 @@ rplb_worker_main(void *arg)
 			engine->housekeeping(worker, now, received == 0);
 	}
 
+	if (worker->local_addr != 0)
+		flush_to_kernel(worker);
 	for (side = 0; side < RPLB_SIDES; side++)
 		rplb_worker_flush(worker, side);
 	if (engine->stop != NULL)

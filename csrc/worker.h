@@ -52,9 +52,24 @@ struct rplb_worker {
 	void *engine_local;         /* this worker's own engine data */
 	unsigned int lcore_id;
 	int socket_id;
+	/* The appliance's own address on the backend network (network byte
+	 * order), or 0: every frame from the backends is compared with it
+	 * (rplb_worker_to_kernel). */
+	uint32_t local_addr;
 
 	struct rplb_tx_buffer tx[RPLB_SIDES] __rte_cache_aligned;
 	struct rplb_lcore_counters counters;
+
+	/* The exception path, touched only by frames that cross it: its port
+	 * (kernel.port_id) and queue pair, the frames buffered for the kernel,
+	 * and the rate limits, one per enum rplb_kernel_class (GCRA: a frame
+	 * is allowed while the theoretical time of its class's next frame,
+	 * kernel_next_tsc, is at most kernel_burst_tsc ahead of now; each
+	 * allowed frame moves it kernel_tsc_per_frame on). */
+	uint64_t kernel_next_tsc[2] __rte_cache_aligned;
+	uint64_t kernel_tsc_per_frame;
+	uint64_t kernel_burst_tsc;
+	struct rplb_tx_buffer kernel;
 };
 
 /* Transmit what is buffered for one side; free and count what the port
@@ -126,5 +141,27 @@ rplb_worker_drop(struct rplb_worker *worker, enum rplb_drop_reason reason, struc
 	worker->counters.drops[reason]++;
 	rte_pktmbuf_free(m);
 }
+
+/* Frames for the kernel interface are rate-limited in two classes apart,
+ * so that a flood from elsewhere cannot starve the health checks: those
+ * from an address of a configured backend (the checks' replies, the
+ * backends' ARP) and all others. */
+enum rplb_kernel_class {
+	RPLB_KERNEL_FROM_BACKENDS,
+	RPLB_KERNEL_FROM_OTHERS,
+};
+
+/* A frame from the backend network for the appliance's own address
+ * (local_addr): to the kernel interface, or dropped and counted beyond its
+ * class's rate limit.  Returns 0, taking nothing, when this worker has no
+ * kernel interface (local_addr 0): the caller goes on as for any other
+ * frame.  Out of line: only frames that cross come here. */
+int rplb_worker_to_kernel(struct rplb_worker *worker, struct rte_mbuf *m,
+			  enum rplb_kernel_class class);
+
+/* Hand the frames buffered for the kernel interface to it now (the worker
+ * loop does at each drain period; harnesses that call the engine directly
+ * do when they flush). */
+void rplb_worker_flush_kernel(struct rplb_worker *worker);
 
 #endif /* RPLB_WORKER_H */

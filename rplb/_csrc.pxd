@@ -54,6 +54,11 @@ cdef extern from "rplb.h" nogil:
         uint8_t rx_cksum_offload[RPLB_SIDES]
         uint32_t drain_us
         int socket_id
+        uint32_t local_addr
+        uint16_t kernel_port
+        uint16_t kernel_queue
+        uint32_t kernel_rate
+        uint32_t kernel_burst
 
     const rplb_engine *rplb_engine_fwd()
     const rplb_engine *rplb_engine_lb()

@@ -14,11 +14,21 @@ cdef extern from "rte_errno.h" nogil:
 
 cdef extern from "rte_log.h" nogil:
     int rte_openlog_stream(FILE *f)
+    int rte_log_register(const char *name)
+    int rte_log_get_level(uint32_t logtype)
+    int rte_log_set_level(uint32_t logtype, uint32_t level)
+    uint32_t RTE_LOG_CRIT
+    uint32_t RTE_LOG_DEBUG
 
 
 cdef extern from "rte_eal.h" nogil:
     int rte_eal_init(int argc, char **argv)
     int rte_eal_cleanup()
+
+
+cdef extern from "rte_dev.h" nogil:
+    int rte_eal_hotplug_add(const char *busname, const char *devname, const char *drvargs)
+    int rte_eal_hotplug_remove(const char *busname, const char *devname)
 
 
 cdef extern from "rte_pdump.h" nogil:
@@ -115,6 +125,7 @@ cdef extern from "rte_ethdev.h" nogil:
     uint16_t rte_eth_dev_count_avail()
     int rte_eth_dev_is_valid_port(uint16_t port_id)
     int rte_eth_dev_get_name_by_port(uint16_t port_id, char *name)
+    int rte_eth_dev_get_port_by_name(const char *name, uint16_t *port_id)
     int rte_eth_dev_socket_id(uint16_t port_id)
     int rte_eth_dev_info_get(uint16_t port_id, rte_eth_dev_info *dev_info)
     int rte_eth_dev_configure(uint16_t port_id, uint16_t nb_rx_queue, uint16_t nb_tx_queue,

@@ -1,9 +1,13 @@
 """The appliance: EAL, two ports, a mempool, the workers, and (with a
-services file) the load balancer, started and stopped in DPDK's order.
+services file) the load balancer, started and stopped in DPDK's order; with
+health_checks in the services file, also its own kernel interface on the
+backend network (rplb.kernel_interface) and the health checks
+(rplb.health).
 
-Shutdown order (DPDK's examples): stop flag -> wait for lcores -> read the
-final counters -> stop and close ports (pcap files complete) -> check that
-every mbuf is back in its pool -> free the pool -> EAL cleanup.
+Shutdown order (DPDK's examples): health checks stop -> stop flag -> wait
+for lcores -> read the final counters -> stop and close ports (pcap files
+complete; the kernel interface goes) -> check that every mbuf is back in
+its pool -> free the pool -> EAL cleanup.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ import errno
 import glob
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from rplb import contract, dataplane, sizing
 from rplb.balancer import Balancer
 from rplb.config import Config
 from rplb.errors import RplbError
+from rplb.kernel_interface import DESCRIPTORS as KERNEL_DESCRIPTORS
+from rplb.kernel_interface import KERNEL_BURST, KernelInterface, KernelInterfaceError
 
 
 class SetupError(Exception):
@@ -33,6 +39,7 @@ class Options:
     tx_descriptors: int = 1024
     software_checksums: bool = False    # never use TX checksum offload
     drain_us: int = 100
+    log: Optional[Callable[[str], None]] = None     # health checks' state changes
 
 
 def hugepages_reserved() -> int:
@@ -82,6 +89,8 @@ class Appliance:
         self.lb = None
         self.balancer: Optional[Balancer] = None
         self.workers: List = []
+        self.kernel: Optional[KernelInterface] = None
+        self.health = None                  # rplb.health.HealthChecker
         self.started_at = None
         self.mbufs_in_use_at_exit: Optional[int] = None
         self.pdump = False                  # dpdk-dumpcap can attach
@@ -133,22 +142,32 @@ class Appliance:
                              "give EAL at least two lcores, e.g. -l 0-1")
 
         ports = [dataplane.Port(port_id) for port_id in (frontend_id, backend_id)]
-        self.check_resources(ports)
+        config = self.options.config
+        health_checks = config.health_checks if config is not None else None
+        self.check_resources(ports, kernel_queues=1 if health_checks is not None else 0)
         self.pool = dataplane.Mempool("rplb_mbufs", self.options.mbufs,
                                       sizing.mempool_cache_size(self.options.mbufs))
         for port in ports:
             self.ports.append(port)
             port.configure(self.pool, self.options.rx_descriptors, self.options.tx_descriptors,
                            allow_tx_cksum_offload=not self.options.software_checksums)
+        if health_checks is not None:
+            # One queue pair per worker: each worker exchanges frames with
+            # the kernel on its own, with no handoff between workers.
+            self.kernel = KernelInterface(health_checks, queues=1)
+            try:
+                self.kernel.open(self.pool)
+            except KernelInterfaceError as err:
+                raise SetupError(str(err)) from None
 
-        config = self.options.config
         if config is not None:
             self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
                                              max_workers=1, fragments=config.fragments)
             # Create the worker (and with it its flow table) before the first
             # publish, so the tables are in place before any packet.
             self.workers.append(dataplane.Worker(workers[0], *self.ports, lb=self.lb,
-                                                 drain_us=self.options.drain_us))
+                                                 drain_us=self.options.drain_us,
+                                                 **self._kernel_path(0)))
             self.balancer = Balancer(self.lb, config)
         else:
             self.workers.append(dataplane.Worker(workers[0], *self.ports,
@@ -158,11 +177,27 @@ class Appliance:
         for worker in self.workers:
             worker.launch()
         self.started_at = time.monotonic()
+        if health_checks is not None:
+            from rplb.health import HealthChecker
+            self.health = HealthChecker(self.balancer, health_checks,
+                                        log=self.options.log or (lambda line: None))
+            self.balancer.add_listener(self.health.update)
+            self.health.start(self.balancer.config)
 
-    def check_resources(self, ports) -> None:
+    def _kernel_path(self, queue: int) -> dict:
+        """The exception path's arguments of the worker that owns queue."""
+        if self.kernel is None:
+            return {}
+        settings = self.kernel.settings
+        return {"kernel": self.kernel.port, "kernel_queue": queue,
+                "local_address": settings.source.ip, "kernel_rate": settings.kernel_rate,
+                "kernel_burst": KERNEL_BURST}
+
+    def check_resources(self, ports, kernel_queues: int = 0) -> None:
         """Refuse descriptor counts a port cannot take and a pool too small
         for the rings and bursts (SetupError naming the limit): both would
-        otherwise start and forward nothing, or fail obscurely."""
+        otherwise start and forward nothing, or fail obscurely.
+        kernel_queues: of the kernel interface (its rings take mbufs too)."""
         options = self.options
         for port in ports:
             problem = sizing.check_port_descriptors(
@@ -178,7 +213,9 @@ class Appliance:
         need = sizing.mbufs_needed(options.mbufs, ports=len(ports), queues_per_port=1,
                                    workers=1, rx_descriptors=options.rx_descriptors,
                                    tx_descriptors=options.tx_descriptors,
-                                   burst=contract.BURST, fragments_held=held)
+                                   burst=contract.BURST, fragments_held=held,
+                                   kernel_queues=kernel_queues,
+                                   kernel_descriptors=KERNEL_DESCRIPTORS)
         problem = sizing.check_mbufs(options.mbufs, need)
         if problem:
             raise SetupError(problem)
@@ -226,6 +263,10 @@ class Appliance:
             snap["ports"].append(entry)
         if self.balancer is not None:
             snap["services"] = self.balancer.service_stats(services_limit)
+        if self.kernel is not None:
+            snap["kernel_interface"] = {
+                **self.kernel.describe(),
+                "checked_backends": self.health.checked if self.health is not None else 0}
         if self.pool is not None:
             snap["mbufs"] = {"size": self.pool.size, "in_use": self.pool.in_use}
         return snap
@@ -233,6 +274,9 @@ class Appliance:
     # ---- stop ----------------------------------------------------------------
 
     def stop_workers(self) -> None:
+        """Stop the health checks, then the workers."""
+        if self.health is not None:
+            self.health.close()
         for worker in self.workers:
             worker.stop()
 
@@ -245,6 +289,12 @@ class Appliance:
                 port.close()
             except RplbError as err:
                 errors.append(err)
+        if self.kernel is not None:
+            try:
+                self.kernel.close()
+            except RplbError as err:
+                errors.append(err)
+            self.kernel = None
         for worker in self.workers:
             worker.close()
         if self.pool is not None:

@@ -6,22 +6,83 @@ A change rebuilds only the services it changes (rplb.tables), without
 holding the lock readers take: status, counters, telemetry and Prometheus
 keep answering while a large reload is being built.  Only publishing the
 new tables and committing the bookkeeping hold it.
+
+It also holds each backend's state: up or down by its health check (what
+rplb.health reports) and disabled or not by the operator, with the reason
+and time of the last change.  Such a change republishes the one service
+it concerns (rplb.tables.effective says what it publishes).  The states
+are run-time state, not configuration: a reload keeps them for the
+backends it keeps (same service, same ip:port), a restart forgets them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Dict, Iterable, List, Optional, Tuple
+import time
+from dataclasses import dataclass, replace
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from rplb import contract
-from rplb.config import (Backend, Config, ConfigError, Service, ServiceKey, edit_lineage,
-                         forget_lineage)
+from rplb.config import (Backend, Config, ConfigError, NotFoundError, Service, ServiceKey,
+                         edit_lineage, forget_lineage)
 from rplb.errors import RplbError
 from rplb.gc_control import LARGE_CHANGE, freeze_long_lived, quiet_gc, release_slowly
-from rplb.tables import Placed, Plan, TableState
+from rplb.tables import AVAILABLE, Availability, Ident, Placed, Plan, TableState
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """A backend's run-time state.  health: "up" or "down" by its check,
+    "unknown" until its first check ends (and always, without a check);
+    reason: why (the last check's outcome); disabled: by the operator
+    (rplbctl backend disable); since: time.time() of the last change of
+    up() (0: never changed)."""
+
+    health: str = "unknown"
+    reason: str = ""
+    disabled: bool = False
+    since: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        """Takes new flows, as far as its own state goes (a service whose
+        backends are all down may serve with them all the same: failing
+        open)."""
+        return not self.disabled and self.health != "down"
+
+    @property
+    def state(self) -> str:
+        return "up" if self.up else "down"
+
+
+UNKNOWN = BackendState()
+
+
+def _changed(state: BackendState, now: float, **changes) -> BackendState:
+    """state with changes; since moves to now (time.time()) when up()
+    changes, or on the first change."""
+    new = replace(state, **changes)
+    if new.up != state.up or state.since == 0.0:
+        new = replace(new, since=now)
+    return new
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """A health check's verdict on one backend of one service: up or down,
+    and why."""
+
+    service: ServiceKey
+    backend: Ident
+    up: bool
+    reason: str
+
+
+def ident(backend: Backend) -> Ident:
+    return (int(backend.ip), backend.port)
 
 # Cumulative counters of a backend slot, and of a service's own (the
 # replies rewritten without a flow), as the C layout names them.
@@ -62,6 +123,14 @@ class Balancer:
         # the same key is a new incarnation and starts from zero).
         self._slot_service = np.full(contract.MAX_BACKENDS, -1, np.int64)
         self._slot_incarnation = np.full(contract.MAX_BACKENDS, -1, np.int64)
+        # Backend states by service and backend; a backend missing here is
+        # UNKNOWN.  What the tables were built from: their availability.
+        self._states: Dict[ServiceKey, Dict[Ident, BackendState]] = {}
+        self._availability: Dict[ServiceKey, Availability] = {}
+        # health_checks is fixed by the first configuration (the kernel
+        # interface is made from it at start).
+        self._applied = False
+        self._listeners: List = []
         if config is not None:
             self.apply(config)
 
@@ -88,6 +157,16 @@ class Balancer:
         if config.tables_memory() > config.tables_memory_mb << 20:
             from rplb.config import _Checker
             _Checker("<running>").memory(config, config._summary())
+        running = self._tables.config
+        if self._applied and config.health_checks != running.health_checks:
+            def shown(settings):
+                return "none" if settings is None else ", ".join(
+                    f"{k}: {v}" for k, v in settings.to_dict().items())
+            raise ConfigError("<running>", "health_checks",
+                              "cannot change while rplb runs (its interface and address are "
+                              f"made at start): running with {shown(running.health_checks)}, "
+                              f"the new configuration has {shown(config.health_checks)}; "
+                              "restart rplb-dpdk to change it")
         notes = []
         if config.flow_table_size != self._lb.flow_table_size:
             notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
@@ -98,8 +177,10 @@ class Balancer:
             notes.append(f"fragments {dataclasses.asdict(fragments)} take effect at the next "
                          f"start (running with {running})")
         with quiet_gc(large=keys is None or len(keys) > LARGE_CHANGE):
+            if keys is None:
+                keys = self._tables.changed_keys(config)
             try:
-                plan = self._tables.plan(config, keys)
+                plan = self._tables.plan(config, keys, self._availability)
             except ValueError as err:
                 raise ConfigError("<running>", "services", str(err)) from None
             with self._state_lock:
@@ -112,6 +193,8 @@ class Balancer:
                     raise
                 self._tables.commit(plan)
                 self._account(plan)
+                self._forget_states(running, config, keys)
+                self._applied = True
                 forget_lineage(config)
                 old_view, self._view = self._view, (config, plan.placed)
             if plan.changed > LARGE_CHANGE:
@@ -119,7 +202,170 @@ class Balancer:
                 old_config, old_placed = old_view
                 release_slowly([list(old_config.services), list(old_placed.values()),
                                 plan.journal.forget()])
+        for listener in self._listeners:
+            listener(config)
         return notes
+
+    def add_listener(self, listener) -> None:
+        """listener(config) is called after each change is published (with
+        the change lock held: it must return at once), e.g. so that the
+        health checks follow the services."""
+        self._listeners.append(listener)
+
+    def _forget_states(self, old: Config, new: Config, keys: Iterable[ServiceKey]) -> None:
+        """After a change of the services keys: the states and availability
+        of the services and backends it removed go, those it keeps stay
+        (no flap at a reload).  A service that lost its health check keeps
+        only what the operator disabled."""
+        if not self._states and not self._availability:
+            return
+        by_key = new._summary().by_key
+        for key in keys:
+            states = self._states.get(key)
+            availability = self._availability.get(key)
+            if states is None and availability is None:
+                continue
+            service = by_key.get(key)
+            if service is None:
+                self._states.pop(key, None)
+                self._availability.pop(key, None)
+                continue
+            kept = {ident(b) for b in service.backends}
+            checked = service.health is not None
+            if states is not None:
+                # Copied, not changed in place: readers iterate the one they
+                # took under the state lock.
+                now = time.time()
+                states = {backend: state if checked or state.health == "unknown"
+                          else _changed(state, now, health="unknown", reason="")
+                          for backend, state in states.items() if backend in kept}
+                if states:
+                    self._states[key] = states
+                else:
+                    del self._states[key]
+            if availability is not None:
+                down = availability.down & kept if checked else frozenset()
+                disabled = availability.disabled & kept
+                if down or disabled:
+                    self._availability[key] = Availability(frozenset(down), frozenset(disabled))
+                else:
+                    del self._availability[key]
+
+    # ---- backend states ------------------------------------------------------
+
+    def report_health(self, reports: Sequence[HealthReport]) -> List[str]:
+        """Record health checks' verdicts and republish the services whose
+        backends changed state (all in one publish).  Verdicts on a service
+        or backend no longer configured, or without a check, are ignored.
+        Returns one line per backend whose health changed, for the log.
+        Raises RplbError when the tables cannot be published (nothing
+        changes then)."""
+        with self._change_lock:
+            if self._closed:
+                return []
+            config = self._tables.config
+            by_key = config._summary().by_key
+            now = time.time()
+            changes: Dict[ServiceKey, Dict[Ident, BackendState]] = {}
+            members: Dict[ServiceKey, set] = {}
+            lines = []
+            for report in reports:
+                service = by_key.get(report.service)
+                if service is None or service.health is None:
+                    continue
+                known = members.get(report.service)
+                if known is None:
+                    known = members[report.service] = {ident(b) for b in service.backends}
+                if report.backend not in known:
+                    continue
+                pending = changes.setdefault(report.service, {})
+                old = pending.get(report.backend) or \
+                    self._states.get(report.service, {}).get(report.backend, UNKNOWN)
+                health = "up" if report.up else "down"
+                if old.health == health and old.reason == report.reason:
+                    continue
+                new = _changed(old, now, health=health, reason=report.reason)
+                pending[report.backend] = new
+                # One line per change of state; "unknown" is up already.
+                if old.health != health and (old.health, health) != ("unknown", "up"):
+                    lines.append(f"{service.label}: backend {ident_text(report.backend)} "
+                                 f"{health}: {report.reason}"
+                                 + (" (disabled: stays down)" if new.disabled else ""))
+            self._commit_states(config, changes)
+            return lines
+
+    def set_disabled(self, service_ref, ip, port: int, disabled: bool) -> str:
+        """Disable (administratively down: no new flows, whatever its
+        health check says) or enable one backend of a service; republishes
+        that service.  Returns a line for the operator.  Raises ConfigError
+        when there is no such service or backend, RplbError when the
+        tables cannot be published (nothing changes then)."""
+        with self._change_lock:
+            if self._closed:
+                raise RplbError(9, "the load balancer is closed")
+            config = self._tables.config
+            try:
+                service = config.service(service_ref)
+                backend = service.backend(ip, port)
+            except NotFoundError as err:
+                raise ConfigError("<running>", "services", str(err)) from None
+            key, backend_key = service.key, ident(backend)
+            old = self._states.get(key, {}).get(backend_key, UNKNOWN)
+            what = f"{service.label}: backend {backend.label}"
+            if old.disabled == disabled:
+                return f"{what} is already {'disabled' if disabled else 'enabled'}"
+            new = _changed(old, time.time(), disabled=disabled)
+            self._commit_states(config, {key: {backend_key: new}})
+            if disabled:
+                return f"{what} disabled: no new flows until rplbctl backend enable"
+            return f"{what} enabled" + (f" (its health check says down: {new.reason})"
+                                        if new.health == "down" else "")
+
+    def _commit_states(self, config: Config,
+                       changes: Dict[ServiceKey, Dict[Ident, BackendState]]) -> None:
+        """Record changes of backend states, and publish the services
+        whose availability they change (caller holds the change lock)."""
+        changes = {key: backends for key, backends in changes.items() if backends}
+        if not changes:
+            return
+        merged = {key: {**self._states.get(key, {}), **backends}
+                  for key, backends in changes.items()}
+        availability = dict(self._availability)
+        keys = []
+        for key, states in merged.items():
+            new = Availability(
+                frozenset(b for b, st in states.items() if st.health == "down"),
+                frozenset(b for b, st in states.items() if st.disabled))
+            if new != availability.get(key, AVAILABLE):
+                keys.append(key)
+                if new == AVAILABLE:
+                    availability.pop(key, None)
+                else:
+                    availability[key] = new
+        if not keys:
+            with self._state_lock:
+                self._states.update(merged)
+            return
+        plan = self._tables.plan(config, keys, availability)
+        with self._state_lock:
+            services, backends, maglevs = self._tables.arrays()
+            try:
+                self._lb.publish(services, backends, maglevs, config.timeouts,
+                                 strict=config.strict)
+            except BaseException:
+                self._tables.rollback(plan)
+                raise
+            self._tables.commit(plan)
+            self._account(plan)
+            self._availability = availability
+            self._states.update(merged)
+            self._view = (config, plan.placed)
+
+    def backend_states(self) -> Dict[ServiceKey, Dict[Ident, BackendState]]:
+        """The backends whose state ever changed, by service (the others are
+        UNKNOWN: up, never checked)."""
+        with self._state_lock:
+            return dict(self._states)
 
     def _edit(self, edit) -> List[str]:
         """Apply edit(running config), a Config edit of one service."""
@@ -197,7 +443,8 @@ class Balancer:
 
     def service_stats(self, limit: Optional[int] = None) -> List[dict]:
         """Per service (the first limit services; default all) and per
-        backend: packets, bytes, new_flows, active_flows."""
+        backend: packets, bytes, new_flows, active_flows; and each
+        backend's state (state_fields)."""
         return self.config_and_stats(limit)[1]
 
     def config_and_stats(self, limit: Optional[int] = None) -> Tuple[Config, List[dict]]:
@@ -212,6 +459,7 @@ class Balancer:
             backend_base = self._backend_base.copy()
             retired = self._retired.copy()
             slot_service = self._slot_service.copy()
+            states = dict(self._states)
         slot_totals = _columns(backends, _SLOT_TOTALS) - backend_base
         active = np.asarray(backends["active_flows"], dtype=np.int64)
         owned = slot_service >= 0
@@ -225,6 +473,7 @@ class Balancer:
         packets, byte_counts, new_flows = (slot_totals[:, i].tolist() for i in range(3))
         active_list = active.tolist()
         result = []
+        unknown = {False: state_fields(UNKNOWN, False), True: state_fields(UNKNOWN, True)}
         for svc in config.services[:limit]:
             p = placed[svc.key]
             sid = p.service_id
@@ -233,13 +482,38 @@ class Balancer:
                      "bytes": int(own[sid, 1] + totals[sid, 1]),
                      "new_flows": int(totals[sid, 2]),
                      "active_flows": int(active_flows[sid]),
+                     "health_check": svc.health.type if svc.health is not None else None,
+                     "failing_open": p.failing_open,
                      "backends": [{"backend": b.label, "weight": b.weight,
                                    "packets": packets[slot], "bytes": byte_counts[slot],
                                    "new_flows": new_flows[slot],
-                                   "active_flows": active_list[slot]}
+                                   "active_flows": active_list[slot],
+                                   **unknown[svc.health is not None]}
                                   for b, slot in zip(svc.backends, p.backend_slots)]}
+            own_states = states.get(svc.key)
+            if own_states:
+                for b, backend_entry in zip(svc.backends, entry["backends"]):
+                    state = own_states.get(ident(b))
+                    if state is not None:
+                        backend_entry.update(state_fields(state, svc.health is not None))
             result.append(entry)
         return config, result
+
+
+def state_fields(state: BackendState, checked: bool) -> dict:
+    """A backend's state as the readers show it: state (up/down), up
+    (1/0), health (up/down/unknown; None without a check), reason,
+    disabled, since (time.time() of the last change of state; None if it
+    never changed)."""
+    return {"state": state.state, "up": int(state.up),
+            "health": state.health if checked else None, "reason": state.reason,
+            "disabled": state.disabled, "since": state.since or None}
+
+
+def ident_text(backend: Ident) -> str:
+    """ip:port of an Ident."""
+    ip, port = backend
+    return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}:{port}"
 
 
 def _columns(counters: np.ndarray, names) -> np.ndarray:

@@ -227,18 +227,11 @@ def check_config(args: argparse.Namespace) -> int:
     print("\n".join(summary(path, config, args.mbufs, args.descriptors)), flush=True)
     if not config.services:
         log(empty_warning(path), WARNING)
-    problem = sizing.check_mbufs(args.mbufs, _mbuf_need(args))
+    from rplb.check_config import mbuf_need
+    problem = sizing.check_mbufs(args.mbufs, mbuf_need(config, args.mbufs, args.descriptors))
     if problem:
         raise CliError(problem)
     return 0
-
-
-def _mbuf_need(args: argparse.Namespace) -> sizing.MbufNeed:
-    from rplb import contract
-    from rplb.check_config import WORKERS
-    return sizing.mbufs_needed(args.mbufs, ports=2, queues_per_port=1, workers=WORKERS,
-                               rx_descriptors=args.descriptors,
-                               tx_descriptors=args.descriptors, burst=contract.BURST)
 
 
 def install_service(args: argparse.Namespace) -> int:
@@ -321,7 +314,8 @@ def _run(eal_args: List[str], args: argparse.Namespace) -> int:
 
     appliance = Appliance(eal_args, Options(
         ports=args.ports, config=config, mbufs=args.mbufs, rx_descriptors=args.descriptors,
-        tx_descriptors=args.descriptors, software_checksums=args.software_checksums))
+        tx_descriptors=args.descriptors, software_checksums=args.software_checksums,
+        log=log))
     status = 0
     telemetry = prometheus = None
     try:
@@ -354,6 +348,11 @@ def _run(eal_args: List[str], args: argparse.Namespace) -> int:
         for port in appliance.ports:
             log(f"port {port.port_id} ({port.name}, {port.driver}): "
                 f"tx checksum offload {'on' if port.tx_cksum_offload else 'off'}")
+        if appliance.kernel is not None:
+            kernel = appliance.kernel.describe()
+            checked = sum(len(s.backends) for s in config.services if s.health is not None)
+            log(f"health checks from {kernel['source']} on interface {kernel['interface']} "
+                f"(port {kernel['port_id']}): {checked} backends checked")
         log("dpdk-dumpcap can capture on these ports" if appliance.pdump else
             f"dpdk-dumpcap cannot attach ({appliance.pdump_error}; it needs hugepages "
             "and no --no-shconf)")

@@ -8,12 +8,15 @@ The services file is YAML::
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
     strict: false                   # drop client traffic to backend addresses
     fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 fragments, per worker
+    health_checks:                  # optional: the appliance's own address
+      source: 192.168.1.2/24        #   on the backend network, for health checks
     services:
       - name: web                   # optional, unique
         vip: 10.0.0.100
         proto: tcp
         port: 80
         maglev_table_size: 4099     # optional, this service's own size
+        health: {type: http, path: /healthz, expect: [200], interval: 1}
         backends:
           - {ip: 192.168.1.10, port: 8080, weight: 10}
 
@@ -58,6 +61,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "Fragments",
+    "Health",
+    "HealthChecks",
     "NotFoundError",
     "Service",
     "ServiceKey",
@@ -82,6 +87,9 @@ __all__ = [
     "MAX_WEIGHT",
     "MIN_MAGLEV_TABLE_SIZE",
     "PROTOCOLS",
+    "HEALTH_CHECK_TYPES",
+    "DEFAULT_KERNEL_INTERFACE",
+    "DEFAULT_KERNEL_RATE",
 ]
 
 DEFAULT_FLOW_TABLE_SIZE = 1 << 20
@@ -138,6 +146,29 @@ def __getattr__(name: str) -> int:
         return _limit(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 PROTOCOLS = ("tcp", "udp")
+HEALTH_CHECK_TYPES = ("tcp", "http", "udp")
+ON_DOWN = ("keep", "reset")
+ON_ALL_DOWN = ("open", "drop")
+#: The appliance's own kernel interface on the backend network, unless
+#: health_checks.interface names another.
+DEFAULT_KERNEL_INTERFACE = "rplb0"
+#: Frames per second each worker hands that interface at most (health
+#: checks' replies, ARP, pings): a flood to the appliance's address beyond
+#: it is dropped and counted, so it costs forwarding at most that many
+#: system calls a second.
+DEFAULT_KERNEL_RATE = 20000
+MAX_KERNEL_RATE = 1_000_000
+# Linux's IFNAMSIZ less its terminating zero; and the characters a net_tap
+# device argument can carry (no ',' or '=').
+MAX_INTERFACE_NAME = 15
+_INTERFACE_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+# Health check limits: seconds, counts, bytes.
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+MIN_TIMEOUT = 0.05
+MAX_RISE_FALL = 100
+MAX_PATH = 1024
+MAX_EXPECT = 32
+MAX_UDP_PAYLOAD = 1024
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 # Four decimal octets without leading zeros (which ipaddress refuses).
@@ -241,6 +272,9 @@ class Service:
     #: Entries of its Maglev table; None: the file's maglev_table_size, or
     #: derived from the backend count (Config.maglev_size).
     maglev_table_size: Optional[int] = None
+    #: Its health check; None: its backends are not checked (always up,
+    #: unless disabled).
+    health: Optional[Health] = None
 
     @property
     def key(self) -> ServiceKey:
@@ -276,6 +310,8 @@ class Service:
         data.update(vip=str(self.vip), proto=self.proto, port=self.port)
         if self.maglev_table_size is not None:
             data["maglev_table_size"] = self.maglev_table_size
+        if self.health is not None:
+            data["health"] = self.health.to_dict()
         data["backends"] = [backend.to_dict() for backend in self.backends]
         return data
 
@@ -313,6 +349,73 @@ class Fragments:
     timeout: int = 5
 
 
+@dataclass(frozen=True)
+class Health:
+    """A service's health check, and what its results do.
+
+    ``type`` tcp: a connection to the backend succeeds; http: a GET of
+    ``path`` answers with a status in ``expect``; udp: ``payload`` sent,
+    a datagram containing ``reply`` comes back.  ``port``: None checks each
+    backend's own port.  Every ``interval`` seconds, within ``timeout``;
+    ``rise`` successes in a row bring a down backend up, ``fall`` failures
+    take an up one down.  ``on_down``: keep (its flows continue) or reset
+    (they move to the backends that are up).  ``on_all_down``: open (every
+    backend serves again, as if none were down) or drop (new flows are
+    dropped).
+    """
+
+    type: str = "tcp"
+    port: Optional[int] = None
+    path: str = "/"
+    expect: Tuple[int, ...] = (200,)
+    payload: Optional[str] = None
+    reply: Optional[str] = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 2
+    on_down: str = "keep"
+    on_all_down: str = "open"
+
+    def to_dict(self) -> dict:
+        """The check as it is written in the services file (the keys of
+        other types left out)."""
+        data: dict = {"type": self.type}
+        if self.port is not None:
+            data["port"] = self.port
+        if self.type == "http":
+            data.update(path=self.path, expect=list(self.expect))
+        if self.type == "udp":
+            data.update(payload=self.payload, reply=self.reply)
+        data.update(interval=_number_text(self.interval), timeout=_number_text(self.timeout),
+                    rise=self.rise, fall=self.fall, on_down=self.on_down,
+                    on_all_down=self.on_all_down)
+        return data
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """The appliance's own address on the backend network (top-level
+    ``health_checks``): rplb gives it a kernel interface of its own,
+    ``interface``, with address ``source`` (an ``IPv4Interface``,
+    address/prefix), and checks the backends from it.  ``kernel_rate``:
+    frames per second each worker hands that interface at most.
+    """
+
+    source: ipaddress.IPv4Interface
+    interface: str = DEFAULT_KERNEL_INTERFACE
+    kernel_rate: int = DEFAULT_KERNEL_RATE
+
+    def to_dict(self) -> dict:
+        return {"source": str(self.source), "interface": self.interface,
+                "kernel_rate": self.kernel_rate}
+
+
+def _number_text(value: float):
+    """1.0 as 1 (as people write it), 0.5 as 0.5."""
+    return int(value) if float(value).is_integer() else value
+
+
 ServiceRef = Union[ServiceKey, str]
 """A service named by its key, its key as text (``"10.0.0.100:tcp:80"``) or its name."""
 
@@ -340,6 +443,9 @@ class Config:
     strict: bool = False
     tables_memory_mb: int = DEFAULT_TABLES_MEMORY_MB
     fragments: Fragments = Fragments()
+    #: The appliance's own address on the backend network; None: no health
+    #: checks, no kernel interface.
+    health_checks: Optional[HealthChecks] = None
 
     def maglev_size(self, service: Service) -> int:
         """Entries of the service's Maglev table: its own maglev_table_size,
@@ -490,8 +596,10 @@ class Config:
             "timeouts": dataclasses.asdict(self.timeouts),
             "strict": self.strict,
             "fragments": dataclasses.asdict(self.fragments),
-            "services": [service.to_dict() for service in self.services],
         })
+        if self.health_checks is not None:
+            data["health_checks"] = self.health_checks.to_dict()
+        data["services"] = [service.to_dict() for service in self.services]
         return data
 
 
@@ -618,7 +726,7 @@ class _Edit:
             self.checker.fail(path, f"{index + 1} services, more than the limit of {limit}")
         service_path = path.index(index)
         service = self.checker.service(data, service_path, summary.backends,
-                                       config.maglev_table_size)
+                                       config.maglev_table_size, config.health_checks)
         located = service_path.in_service(service.label)
         self._check_unique(service, located, summary)
         services = config.services + (service,)
@@ -638,7 +746,7 @@ class _Edit:
         old = config.services[index]
         service = self.checker.service(data, _Path().key("services").index(index),
                                        summary.backends - len(old.backends),
-                                       config.maglev_table_size)
+                                       config.maglev_table_size, config.health_checks)
         services = config.services[:index] + (service,) + config.services[index + 1:]
         return self._result(services, summary.copy(), add=service, remove=old)
 
@@ -672,8 +780,13 @@ class _Edit:
 
 
 _TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "tables_memory_mb", "timeouts",
-                   "strict", "fragments", "services")
-_SERVICE_KEYS = ("name", "vip", "proto", "port", "maglev_table_size", "backends")
+                   "strict", "fragments", "health_checks", "services")
+_SERVICE_KEYS = ("name", "vip", "proto", "port", "maglev_table_size", "health", "backends")
+_HEALTH_CHECKS_KEYS = ("source", "interface", "kernel_rate")
+_HEALTH_KEYS = ("type", "port", "path", "expect", "payload", "reply", "interval", "timeout",
+                "rise", "fall", "on_down", "on_all_down")
+# Keys that only one type of check takes.
+_HEALTH_TYPE_KEYS = {"path": "http", "expect": "http", "payload": "udp", "reply": "udp"}
 _SERVICE_REQUIRED_KEYS = ("vip", "proto", "port")
 _BACKEND_KEYS = ("ip", "port", "weight")
 _BACKEND_REQUIRED_KEYS = ("ip", "port")
@@ -964,10 +1077,12 @@ class _Checker:
         if not isinstance(strict, bool):
             self.fail(root.key("strict"), f"must be true or false, got {_describe(strict)}")
         fragments = self.fragments(data.get("fragments"), root.key("fragments"))
+        health_checks = self.health_checks(data.get("health_checks"),
+                                           root.key("health_checks"))
         services, summary = self.services(data.get("services"), root.key("services"),
-                                          maglev_table_size)
+                                          maglev_table_size, health_checks)
         config = Config(services, flow_table_size, maglev_table_size, timeouts, strict,
-                        tables_memory_mb, fragments)
+                        tables_memory_mb, fragments, health_checks)
         summary.maglev_bytes = sum(maglev_memory(config, service) for service in services)
         self.memory(config, summary)
         object.__setattr__(config, "_summary_cache", summary)
@@ -1017,8 +1132,9 @@ class _Checker:
 
     # -- services
 
-    def services(self, data: Any, path: _Path,
-                 maglev_table_size: Optional[int]) -> Tuple[Tuple[Service, ...], _Summary]:
+    def services(self, data: Any, path: _Path, maglev_table_size: Optional[int],
+                 health_checks: Optional[HealthChecks] = None
+                 ) -> Tuple[Tuple[Service, ...], _Summary]:
         if data is None:  # "services:" with nothing under it
             return (), _Summary({}, {}, 0, 0)
         items = self.sequence(data, path)
@@ -1031,7 +1147,8 @@ class _Checker:
         backend_count = 0
         for index, item in enumerate(items):
             service_path = path.index(index)
-            service = self.service(item, service_path, backend_count, maglev_table_size)
+            service = self.service(item, service_path, backend_count, maglev_table_size,
+                                   health_checks)
             backend_count += len(service.backends)
             located = service_path.in_service(service.label)
             if service.key in index_by_key:
@@ -1052,8 +1169,10 @@ class _Checker:
         return tuple(services), summary
 
     def service(self, data: Any, path: _Path, earlier_backends: int,
-                maglev_table_size: Optional[int]) -> Service:
-        """One service at path; maglev_table_size: the file's (None: not set)."""
+                maglev_table_size: Optional[int],
+                health_checks: Optional[HealthChecks] = None) -> Service:
+        """One service at path; maglev_table_size, health_checks: the
+        file's (None: not set)."""
         if not isinstance(data, Mapping):
             self.fail(path, f"must be a mapping, got {_describe(data)}")
         path = path.in_service(_provisional_label(data))
@@ -1067,7 +1186,165 @@ class _Checker:
             own_size = self.maglev_table_size(own_size, path.key("maglev_table_size"))
         backends = self.backends(data.get("backends"), path.key("backends"),
                                  earlier_backends, own_size, maglev_table_size)
-        return Service(vip, proto, port, backends, name, own_size)
+        health = None
+        if data.get("health") is not None:
+            health = self.health(data["health"], path.key("health"), health_checks)
+        if health_checks is not None:
+            self.clear_of_source(vip, backends, health is not None, path, health_checks)
+        return Service(vip, proto, port, backends, name, own_size, health)
+
+    # -- health checks
+
+    def health_checks(self, data: Any, path: _Path) -> Optional[HealthChecks]:
+        if data is None:
+            return None
+        self.mapping(data, path, _HEALTH_CHECKS_KEYS, ("source",))
+        source = self.source_interface(data["source"], path.key("source"))
+        interface = data.get("interface", DEFAULT_KERNEL_INTERFACE)
+        where = path.key("interface")
+        if not isinstance(interface, str):
+            self.fail(where, f"must be a network interface name, got {_describe(interface)}")
+        if not 1 <= len(interface) <= MAX_INTERFACE_NAME:
+            self.fail(where, f"{_show(interface)} must be 1-{MAX_INTERFACE_NAME} characters "
+                             "long (Linux's limit for an interface name)")
+        if not _INTERFACE_PATTERN.fullmatch(interface) or interface in (".", ".."):
+            self.fail(where, f"{_show(interface)} may contain only letters, digits, '_', '.' "
+                             "and '-'")
+        rate = self.integer(data.get("kernel_rate", DEFAULT_KERNEL_RATE),
+                            path.key("kernel_rate"), 100, MAX_KERNEL_RATE)
+        return HealthChecks(source, interface, rate)
+
+    def source_interface(self, value: Any, path: _Path) -> ipaddress.IPv4Interface:
+        example = "e.g. 10.10.0.2/24"
+        if not isinstance(value, str):
+            self.fail(path, f"must be ADDRESS/PREFIX ({example}), got {_describe(value)}")
+        text, slash, prefix = value.partition("/")
+        if not slash:
+            self.fail(path, f"{_show(value)} has no prefix length: write ADDRESS/PREFIX "
+                            f"({example}), the backend network's")
+        if not re.fullmatch(r"[0-9]{1,2}", prefix) or not 8 <= int(prefix) <= 32:
+            self.fail(path, f"{_show(value)}: the prefix length must be 8-32")
+        address = self.ipv4(text, path)
+        interface = ipaddress.IPv4Interface(f"{address}/{prefix}")
+        if interface.network.prefixlen < 31 and address in (
+                interface.network.network_address, interface.network.broadcast_address):
+            self.fail(path, f"{address} is the {'network' if address == interface.network.network_address else 'broadcast'} "
+                            f"address of {interface.network}, not a host's")
+        return interface
+
+    def health(self, data: Any, path: _Path,
+               health_checks: Optional[HealthChecks]) -> Health:
+        self.mapping(data, path, _HEALTH_KEYS)
+        if health_checks is None:
+            self.fail(path, "health checks need the appliance's own address on the backend "
+                            "network: add the top-level health_checks, e.g. "
+                            "health_checks: {source: 10.10.0.2/24}")
+        kind = data.get("type", "tcp")
+        if not isinstance(kind, str) or kind not in HEALTH_CHECK_TYPES:
+            self.fail(path.key("type"), f"{_show(kind)} is not a check type (expected "
+                                        f"{', '.join(HEALTH_CHECK_TYPES)})")
+        for key, only in _HEALTH_TYPE_KEYS.items():
+            if key in data and only != kind:
+                self.fail(path.key(key), f"applies to type {only} checks only, not {kind}")
+        port = data.get("port")
+        if port is not None:
+            port = self.integer(port, path.key("port"), 1, 65535)
+        values: dict = {"type": kind, "port": port}
+        if kind == "http":
+            values["path"] = self.http_path(data.get("path", "/"), path.key("path"))
+            values["expect"] = self.expect(data.get("expect", [200]), path.key("expect"))
+        if kind == "udp":
+            for key in ("payload", "reply"):
+                if key not in data:
+                    self.fail(path.key(key), f"a udp check needs a {key} (the datagram "
+                                             f"{'sent' if key == 'payload' else 'expected back'})")
+                values[key] = self.udp_text(data[key], path.key(key))
+        interval = self.seconds(data.get("interval", Health.interval), path.key("interval"),
+                                MIN_INTERVAL, MAX_INTERVAL)
+        timeout = self.seconds(data.get("timeout", min(Health.timeout, interval)),
+                               path.key("timeout"), MIN_TIMEOUT, MAX_INTERVAL)
+        if timeout > interval:
+            self.fail(path.key("timeout"), f"{_number_text(timeout)} s is longer than the "
+                                           f"interval ({_number_text(interval)} s): a check "
+                                           "must end before the next one starts")
+        for key in ("rise", "fall"):
+            values[key] = self.integer(data.get(key, getattr(Health, key)), path.key(key), 1,
+                                       MAX_RISE_FALL)
+        values["on_down"] = self.choice(data.get("on_down", "keep"), path.key("on_down"),
+                                        ON_DOWN)
+        values["on_all_down"] = self.choice(data.get("on_all_down", "open"),
+                                            path.key("on_all_down"), ON_ALL_DOWN)
+        return Health(interval=interval, timeout=timeout, **values)
+
+    def http_path(self, value: Any, path: _Path) -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a URL path such as /healthz, got {_describe(value)}")
+        if not value.startswith("/"):
+            self.fail(path, f"{_show(value)} must start with '/'")
+        if len(value) > MAX_PATH:
+            self.fail(path, f"is {len(value)} characters long, more than {MAX_PATH}")
+        if any(not "!" <= c <= "~" for c in value):
+            self.fail(path, f"{_show(value)} may contain only printable ASCII without spaces "
+                            "(percent-encode the others)")
+        return value
+
+    def expect(self, value: Any, path: _Path) -> Tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        items = self.sequence(value, path)
+        if not 1 <= len(items) <= MAX_EXPECT:
+            self.fail(path, f"must list 1-{MAX_EXPECT} HTTP status codes, e.g. [200]")
+        codes = []
+        for index, item in enumerate(items):
+            code = self.integer(item, path.index(index), 100, 599)
+            if code in codes:
+                self.fail(path.index(index), f"status {code} is listed twice")
+            codes.append(code)
+        return tuple(codes)
+
+    def udp_text(self, value: Any, path: _Path) -> str:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, got {_describe(value)}")
+        size = len(value.encode("utf-8", "surrogatepass"))
+        if not 1 <= size <= MAX_UDP_PAYLOAD:
+            self.fail(path, f"must be 1-{MAX_UDP_PAYLOAD} bytes long (UTF-8), not {size}")
+        return value
+
+    def seconds(self, value: Any, path: _Path, low: float, high: float) -> float:
+        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, float)):
+            self.fail(path, f"must be a number of seconds, got {_describe(value)}")
+        number = float(value) if not isinstance(value, numbers.Integral) or \
+            value.bit_length() <= 64 else float("inf")
+        if not low <= number <= high:       # NaN fails too
+            self.fail(path, f"{_show(value)} s is outside {_number_text(low)}-"
+                            f"{_number_text(high)} s")
+        return number
+
+    def choice(self, value: Any, path: _Path, allowed: Tuple[str, ...]) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(path, f"{_show(value)} is not one of {', '.join(allowed)}")
+        return value
+
+    def clear_of_source(self, vip: IPv4Address, backends: Tuple[Backend, ...], checked: bool,
+                        path: _Path, health_checks: HealthChecks) -> None:
+        """The appliance's own address is no VIP and no backend; the
+        backends a check reaches are on its network."""
+        source = health_checks.source
+        where = "health_checks.source"
+        if vip == source.ip:
+            self.fail(path.key("vip"), f"{vip} is the appliance's own address ({where})")
+        network = source.network
+        low, high = int(network.network_address), int(network.broadcast_address)
+        own = int(source.ip)
+        for index, backend in enumerate(backends):
+            address = int(backend.ip)
+            if address == own:
+                self.fail(path.key("backends").index(index).key("ip"),
+                          f"{backend.ip} is the appliance's own address ({where})")
+            if checked and not low <= address <= high:
+                self.fail(path.key("backends").index(index).key("ip"),
+                          f"{backend.ip} is not on the health checks' network {network} "
+                          f"({where}): rplb reaches only backends on that network")
 
     def name(self, value: Any, path: _Path) -> Optional[str]:
         if value is None:  # "name:" with no value: an unnamed service

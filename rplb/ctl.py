@@ -19,6 +19,8 @@ from rplb.control.client import request
 from rplb.control.protocol import DEFAULT_SOCKET, ControlError
 
 PROG = "rplbctl"
+#: Down backends rplbctl status names (service list shows them all).
+STATUS_DOWN_SHOWN = 20
 
 DESCRIPTION = """\
 Inspect and change a running rplb-dpdk through its control socket.  Changes
@@ -27,7 +29,9 @@ or nothing.
 
 SIGHUP and `rplbctl reload` re-read rplb-dpdk's --config file and replace the
 running configuration: changes made with rplbctl and not written back with
-`rplbctl save` are lost then."""
+`rplbctl save` are lost then.  `backend disable`/`enable` are run-time state,
+not configuration: a reload keeps them, `save` does not write them, a restart
+forgets them."""
 
 EPILOG = """\
 examples:
@@ -38,6 +42,8 @@ examples:
   rplbctl backend add web 192.168.1.13:8080 --weight 5
   rplbctl backend set-weight web 192.168.1.11:8080 0     (drain: flows stay, no new ones)
   rplbctl backend del web 192.168.1.11:8080
+  rplbctl backend disable web 192.168.1.11:8080          (down whatever its health check says)
+  rplbctl backend enable web 192.168.1.11:8080
   rplbctl stats --json
   rplbctl save                                           (to the --config file)
 
@@ -81,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete = service_sub.add_parser("del", help="delete a service")
     delete.add_argument("service", metavar="SERVICE", help="name or VIP:PROTO:PORT")
 
-    backend = sub.add_parser("backend", help="add, delete or re-weight a backend")
+    backend = sub.add_parser("backend", help="add, delete, re-weight, disable or enable a "
+                                             "backend")
     backend_sub = backend.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     backend_sub.required = True
     badd = backend_sub.add_parser("add", help="add a backend to a service")
@@ -97,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     bset.add_argument("service", metavar="SERVICE")
     bset.add_argument("backend", metavar="IP:PORT")
     bset.add_argument("weight", metavar="WEIGHT", type=_integer("WEIGHT"))
+    bdisable = backend_sub.add_parser(
+        "disable", help="take a backend down (no new flows; its flows stay unless the "
+                        "service's health check says on_down: reset) until `enable`, "
+                        "whatever its health check says; kept by reloads, not saved")
+    bdisable.add_argument("service", metavar="SERVICE")
+    bdisable.add_argument("backend", metavar="IP:PORT")
+    benable = backend_sub.add_parser(
+        "enable", help="undo `disable` (the backend is up again if its health check says so)")
+    benable.add_argument("service", metavar="SERVICE")
+    benable.add_argument("backend", metavar="IP:PORT")
 
     json_flag(sub.add_parser("flows", help="how many flows the flow tables hold"))
     json_flag(sub.add_parser("stats", help="ports, fast-path counters, per-service counters"))
@@ -196,6 +213,24 @@ def _format_status(reply: dict) -> str:
     else:
         lines.append(f"services {reply['services']}, backends {reply['backends']}, "
                      f"flows {reply['flows']}")
+    health = reply.get("health_checks")
+    if health:
+        lines.append(f"health checks from {health['source']} on {health['interface']}: "
+                     f"{health['checked']} backends checked ({health['probes']} probes); "
+                     f"kernel interface: {health['to_kernel']} frames in, "
+                     f"{health['from_kernel']} out, {health['kernel_dropped']} dropped")
+    down = reply.get("backends_down")
+    if down is not None:
+        import time
+        now = time.time()
+        lines.append(f"backends down: {len(down)}" + (":" if down else ""))
+        for entry in down[:STATUS_DOWN_SHOWN]:
+            state = {"state": "down", **entry}
+            lines.append(f"  {entry['service']}: {entry['backend']} "
+                         f"{_state_text(state, now)}")
+        if len(down) > STATUS_DOWN_SHOWN:
+            lines.append(f"  ... and {len(down) - STATUS_DOWN_SHOWN} more "
+                         "(rplbctl service list shows them all)")
     lines.append(_config_line(reply))
     lines.append(f"control socket {reply['control_socket']}")
     return "\n".join(lines)
@@ -211,23 +246,63 @@ def _config_line(reply: dict) -> str:
             "not saved: rplbctl save to keep it)")
 
 
-def _format_services(reply: dict) -> str:
+def _format_services(reply: dict, now: Optional[float] = None) -> str:
+    import time
+    now = time.time() if now is None else now
     rows = [("Prot", "VirtualAddress:Port / -> Backend:Port", "Name / Weight",
-             "ActiveFlows", "NewFlows", "Packets")]
+             "ActiveFlows", "NewFlows", "Packets", "State")]
     for svc in reply["services"]:
         c = svc["counters"]
+        health = svc.get("health")
+        check = f"{health['type']} check" if health else "no check"
+        if svc.get("failing_open"):
+            check += ", all down: failing open"
         rows.append((svc["proto"].upper(), f"{svc['vip']}:{svc['port']}", svc.get("name") or "-",
-                     str(c["active_flows"]), str(c["new_flows"]), str(c["packets"])))
+                     str(c["active_flows"]), str(c["new_flows"]), str(c["packets"]), check))
         for b in svc["backends"]:
             bc = b["counters"]
             rows.append(("", f"  -> {b['ip']}:{b['port']}", str(b["weight"])
                          + (" (drain)" if b["weight"] == 0 else ""),
-                         str(bc["active_flows"]), str(bc["new_flows"]), str(bc["packets"])))
+                         str(bc["active_flows"]), str(bc["new_flows"]), str(bc["packets"]),
+                         _state_text(b.get("state"), now)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     if len(rows) == 1:
         lines.append("(no services)")
     return "\n".join(lines)
+
+
+def _state_text(state: Optional[dict], now: float) -> str:
+    """up / down, why, and for how long: "down (connection refused) 12s"."""
+    if not state:
+        return "up"
+    why = []
+    health, reason = state.get("health"), state.get("reason")
+    if state.get("disabled"):
+        why.append("disabled")
+    if health == "down":
+        why.append("health down" + (f": {reason}" if reason else ""))
+    elif health == "up" and state.get("disabled"):
+        why.append("health up")
+    elif health == "up" and reason:
+        why.append(reason)
+    elif health == "unknown":
+        why.append("not checked yet")
+    text = state["state"] + (f" ({'; '.join(why)})" if why else "")
+    if state.get("since"):
+        text += f" {_duration(now - state['since'])}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
 
 
 def _format_flows(reply: dict) -> str:
@@ -276,7 +351,10 @@ def print_reply(args: argparse.Namespace, req: dict, reply: dict) -> None:
         print(reply["message"])
     for note in reply.get("notes", ()):
         print(f"{PROG}: note: {note}", file=sys.stderr)
-    if cmd not in ("status", "service.list") and reply.get("config_file") \
+    if cmd in ("backend.disable", "backend.enable"):
+        print(f"{PROG}: note: a backend's disabled state is run-time state: reloads keep it, "
+              "save does not write it, a restart forgets it", file=sys.stderr)
+    elif cmd not in ("status", "service.list") and reply.get("config_file") \
             and reply.get("saved") is False:
         print(f"{PROG}: note: not saved: rplbctl save to keep it "
               f"(SIGHUP or rplbctl reload re-reads {reply['config_file']})", file=sys.stderr)

@@ -235,6 +235,41 @@ def port_ids():
             if rte_eth_dev_is_valid_port(<uint16_t>p)]
 
 
+def vdev_add(str name, str args, str quiet_log_type=None):
+    """Hot-plug the virtual device name (e.g. "net_tap_rplb") with its
+    driver arguments (e.g. "iface=rplb0") after EAL's start, as --vdev
+    would have; returns the id of the port it creates.  quiet_log_type: a
+    DPDK log type (e.g. "pmd.net.tap") held to critical messages during
+    the probe, unless debug messages were asked for.  Raises RplbError."""
+    cdef uint16_t port_id
+    cdef int log_type = -1, level = 0
+    if quiet_log_type is not None:
+        log_type = rte_log_register(quiet_log_type.encode())
+        if log_type >= 0:
+            level = rte_log_get_level(log_type)
+            if level >= <int>RTE_LOG_DEBUG:
+                log_type = -1
+            else:
+                rte_log_set_level(log_type, RTE_LOG_CRIT)
+    try:
+        rc = rte_eal_hotplug_add(b"vdev", name.encode(), args.encode())
+    finally:
+        if log_type >= 0:
+            rte_log_set_level(log_type, level)
+    check_rc(rc, f"cannot create the virtual device {name},{args}")
+    rc = rte_eth_dev_get_port_by_name(name.encode(), &port_id)
+    if rc < 0:
+        rte_eal_hotplug_remove(b"vdev", name.encode())
+        check_rc(rc, f"the virtual device {name} made no port")
+    return port_id
+
+
+def vdev_remove(str name):
+    """Remove a virtual device vdev_add created (close its port first)."""
+    check_rc(rte_eal_hotplug_remove(b"vdev", name.encode()),
+             f"cannot remove the virtual device {name}")
+
+
 # ---- Maglev ----------------------------------------------------------------
 
 def maglev_fill(offset, skip, weight, unsigned int size):
@@ -380,6 +415,7 @@ cdef class Port:
     cdef readonly bint rx_cksum_offload
     cdef readonly uint16_t rx_descriptors
     cdef readonly uint16_t tx_descriptors
+    cdef readonly unsigned int queues
     cdef readonly dict descriptor_limits
     cdef bint started
     cdef bint closed
@@ -409,10 +445,12 @@ cdef class Port:
         self.closed = False
 
     def configure(self, Mempool pool, unsigned int rx_descriptors=1024,
-                  unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True):
-        """Set up one rx and one tx queue.  TX checksum offload (IPv4, TCP, UDP)
-        is enabled when the port has all three and it is allowed; RX checksum
-        offload whenever the port has it (the engine drops what it flags bad)."""
+                  unsigned int tx_descriptors=1024, bint allow_tx_cksum_offload=True,
+                  unsigned int queues=1):
+        """Set up queues rx and tx queues (one pair per worker).  TX checksum
+        offload (IPv4, TCP, UDP) is enabled when the port has all three and it
+        is allowed; RX checksum offload whenever the port has it (the engine
+        drops what it flags bad)."""
         cdef rte_eth_conf conf
         cdef rte_eth_dev_info info
         cdef rte_eth_txconf txconf
@@ -428,15 +466,20 @@ cdef class Port:
             conf.txmode.offloads |= TX_CKSUM
         conf.rxmode.offloads |= info.rx_offload_capa & RX_CKSUM
         self.rx_cksum_offload = (info.rx_offload_capa & RX_CKSUM) != 0
-        check_rc(rte_eth_dev_configure(self.port_id, 1, 1, &conf), f"{what}: configure")
+        if queues < 1 or queues > info.max_rx_queues or queues > info.max_tx_queues:
+            raise RplbError(22, f"{what}: {queues} queues asked, the port has at most "
+                                f"{min(info.max_rx_queues, info.max_tx_queues)}")
+        check_rc(rte_eth_dev_configure(self.port_id, queues, queues, &conf), f"{what}: configure")
         check_rc(rte_eth_dev_adjust_nb_rx_tx_desc(self.port_id, &nb_rxd, &nb_txd),
                  f"{what}: descriptor counts")
-        check_rc(rte_eth_rx_queue_setup(self.port_id, 0, nb_rxd, socket_id, NULL, pool.pool),
-                 f"{what}: rx queue setup")
         txconf = info.default_txconf
         txconf.offloads = conf.txmode.offloads
-        check_rc(rte_eth_tx_queue_setup(self.port_id, 0, nb_txd, socket_id, &txconf),
-                 f"{what}: tx queue setup")
+        for queue in range(queues):
+            check_rc(rte_eth_rx_queue_setup(self.port_id, queue, nb_rxd, socket_id, NULL,
+                                            pool.pool), f"{what}: rx queue {queue} setup")
+            check_rc(rte_eth_tx_queue_setup(self.port_id, queue, nb_txd, socket_id, &txconf),
+                     f"{what}: tx queue {queue} setup")
+        self.queues = queues
         self.rx_descriptors = nb_rxd
         self.tx_descriptors = nb_txd
         self.pool = pool
@@ -727,6 +770,15 @@ cdef class LoadBalancer:
             self.lb = NULL
 
 
+cdef extern from "<arpa/inet.h>" nogil:
+    uint32_t htonl(uint32_t host_order)
+
+
+cdef uint32_t _network_order_ip(uint32_t host_order):
+    """The value whose memory holds host_order's bytes in network order."""
+    return htonl(host_order)
+
+
 def _ip(uint32_t network_order):
     """The dotted quad of an address stored as it was on the wire."""
     return ".".join(str((network_order >> shift) & 0xFF) for shift in (0, 8, 16, 24))
@@ -757,7 +809,14 @@ cdef class Worker:
     cdef object _keep      # ports / load balancer the C side points into
 
     def __cinit__(self, unsigned int lcore_id, Port frontend, Port backend,
-                  LoadBalancer lb=None, unsigned int drain_us=100):
+                  LoadBalancer lb=None, unsigned int drain_us=100, Port kernel=None,
+                  unsigned int kernel_queue=0, local_address=None,
+                  unsigned int kernel_rate=0, unsigned int kernel_burst=0):
+        """kernel: the port of the appliance's own kernel interface (the
+        exception path, csrc/rplb.h), whose queue pair kernel_queue is this
+        worker's; local_address its IPv4 address (an ipaddress.IPv4Address
+        or text); kernel_rate, kernel_burst: what the worker hands the
+        kernel at most (frames per second, at once)."""
         cdef rplb_worker_params params
         cdef const rplb_engine *engine
         cdef void *state = NULL
@@ -772,6 +831,17 @@ cdef class Worker:
         params.rx_cksum_offload[1] = backend.rx_cksum_offload
         params.drain_us = drain_us
         params.socket_id = rte_lcore_to_socket_id(lcore_id)
+        if kernel is not None:
+            import ipaddress
+            if kernel_queue >= kernel.queues:
+                raise RplbError(22, f"port {kernel.port_id} has no queue {kernel_queue}")
+            params.local_addr = _network_order_ip(int(ipaddress.IPv4Address(local_address)))
+            if params.local_addr == 0 or kernel_rate == 0 or kernel_burst == 0:
+                raise RplbError(22, "the exception path needs an address, a rate and a burst")
+            params.kernel_port = kernel.port_id
+            params.kernel_queue = kernel_queue
+            params.kernel_rate = kernel_rate
+            params.kernel_burst = kernel_burst
         if lb is None:
             engine = rplb_engine_fwd()
         else:
@@ -783,7 +853,7 @@ cdef class Worker:
             raise_rte_errno(f"cannot create the worker of lcore {lcore_id}")
         self.lcore_id = lcore_id
         self.engine = rplb_engine_name(engine).decode()
-        self._keep = (frontend, backend, lb)
+        self._keep = (frontend, backend, lb, kernel)
 
     def launch(self):
         """Start the loop on its lcore (returns at once); again after stop()."""

@@ -158,6 +158,8 @@ BACKEND_FAMILIES = (
               "active_flows", at_least_zero=True),
     RowFamily("rplb_backend_weight", "gauge", "Maglev weight of the backend (0: drained)",
               "weight"),
+    RowFamily("rplb_backend_up", "gauge", "1 while the backend is up (its health check "
+              "passes, or it has none, and it is not disabled), 0 while it is down", "up"),
 )
 
 AGE_FAMILY = ("rplb_metrics_age_seconds", "gauge",

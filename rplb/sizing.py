@@ -46,7 +46,10 @@ class MbufNeed:
       (workers x cache_flush_threshold(cache));
     - each worker of the load balancer may hold IPv4 fragments until their
       datagram's first fragment comes (workers x fragments_held, the
-      services file's ``fragments.held``).
+      services file's ``fragments.held``);
+    - the appliance's own kernel interface (health_checks), whose queues
+      hold mbufs as a port's do (kernel_queues x (2 x kernel_descriptors)),
+      and each worker's buffer of frames for it (workers x burst).
 
     Today rplb runs one worker with one queue per port; with several
     workers per port, queues_per_port grows with them.
@@ -59,15 +62,19 @@ class MbufNeed:
     burst: int
     cache_size: int
     fragments_held: int = 0
+    kernel_queues: int = 0
+    kernel_descriptors: int = 0
 
     @property
     def rings(self) -> int:
-        return self.ports * self.queues_per_port * (self.rx_descriptors + self.tx_descriptors)
+        return (self.ports * self.queues_per_port * (self.rx_descriptors + self.tx_descriptors)
+                + self.kernel_queues * 2 * self.kernel_descriptors)
 
     @property
     def per_worker(self) -> int:
-        return (self.burst * (1 + self.ports) + cache_flush_threshold(self.cache_size)
-                + self.fragments_held)
+        kernel_buffer = self.burst if self.kernel_queues else 0
+        return (self.burst * (1 + self.ports) + kernel_buffer
+                + cache_flush_threshold(self.cache_size) + self.fragments_held)
 
     @property
     def total(self) -> int:
@@ -75,23 +82,31 @@ class MbufNeed:
 
     def explain(self) -> str:
         held = (f" + {self.fragments_held} fragments held" if self.fragments_held else "")
+        kernel = ""
+        if self.kernel_queues:
+            kernel = (f" + the kernel interface's {_plural(self.kernel_queues, 'queue')} x "
+                      f"2 x {self.kernel_descriptors} descriptors")
+        bursts = 1 + self.ports + (1 if self.kernel_queues else 0)
         return (f"{self.ports} ports x {_plural(self.queues_per_port, 'queue')} x "
-                f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors) "
-                f"+ {_plural(self.workers, 'worker')} x ({1 + self.ports} bursts of "
+                f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors){kernel} "
+                f"+ {_plural(self.workers, 'worker')} x ({bursts} bursts of "
                 f"{self.burst} + {cache_flush_threshold(self.cache_size)} in its mempool "
                 f"cache{held}) = {self.total}")
 
 
 def mbufs_needed(n_mbufs: int, ports: int, queues_per_port: int, workers: int,
                  rx_descriptors: int, tx_descriptors: int, burst: int,
-                 fragments_held: int = 0) -> MbufNeed:
+                 fragments_held: int = 0, kernel_queues: int = 0,
+                 kernel_descriptors: int = 0) -> MbufNeed:
     """What a pool of n_mbufs must hold (its cache size depends on n_mbufs);
     fragments_held: the fragments each worker may hold (0 without the load
-    balancer)."""
+    balancer); kernel_queues: of the appliance's own kernel interface, 0
+    without one."""
     return MbufNeed(ports=ports, queues_per_port=queues_per_port, workers=workers,
                     rx_descriptors=rx_descriptors, tx_descriptors=tx_descriptors,
                     burst=burst, cache_size=mempool_cache_size(n_mbufs),
-                    fragments_held=fragments_held)
+                    fragments_held=fragments_held, kernel_queues=kernel_queues,
+                    kernel_descriptors=kernel_descriptors)
 
 
 def check_mbufs(n_mbufs: int, need: MbufNeed) -> Optional[str]:

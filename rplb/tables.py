@@ -17,6 +17,17 @@ what is configured.
 done without holding the readers' lock), then either commits it once the
 tables are published or rolls it back.  The struct layouts come from the C
 side (rplb.contract).
+
+What is published of a service also depends on which of its backends are
+down (health checks) or disabled (the operator): :func:`effective` turns
+the configured service and its :class:`Availability` into the weights its
+Maglev table is built from and the backends published at all.  A backend
+that is down keeps its id and counter slot; it leaves the Maglev table
+(weight 0: no new flows), and with ``on_down: reset`` leaves the published
+backends too, so that its flows fail the fast path's configured-backend
+check and move to the current Maglev choice.  When it comes back, the
+table built from the same backends and weights is the same table: it gets
+its own entries back.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 import collections
 import socket
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -220,6 +231,70 @@ class SpecRows:
         journal.record(undo)
 
 
+Ident = Tuple[int, int]
+"""A backend of a service, as (ip, port) integers."""
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Which backends of a service may not take new flows now: those its
+    health check found down, those the operator disabled."""
+
+    down: FrozenSet[Ident] = frozenset()
+    disabled: FrozenSet[Ident] = frozenset()
+
+
+AVAILABLE = Availability()
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What is published of a service's backends (in service.backends
+    order): the weight its Maglev table is built with, and whether it is
+    published at all (a backend not published is not configured for the
+    fast path: its flows move).  failing_open: every backend that may
+    serve is down, and the service serves with them all the same."""
+
+    weights: Tuple[int, ...]
+    published: Tuple[bool, ...]
+    failing_open: bool = False
+
+
+def effective(service: Service, availability: Availability) -> Effective:
+    """The service's backends as published, given which are down or
+    disabled:
+
+    - a disabled backend never serves new flows;
+    - a down backend (only where the service has a health check) serves
+      no new flows, unless every backend that may serve (weight > 0, not
+      disabled) is down: then on_all_down "open" serves with them all
+      (as if none were down), "drop" with none;
+    - a backend that does not serve keeps its flows (on_down "keep") or is
+      not published (on_down "reset": they move).  A drained backend
+      (weight 0) is down or not like any other.
+    """
+    health = service.health
+    down = availability.down if health is not None else frozenset()
+    disabled = availability.disabled
+    if not down and not disabled:
+        weights = tuple(b.weight for b in service.backends)
+        return Effective(weights, (True,) * len(weights))
+    keys = [(int(b.ip), b.port) for b in service.backends]
+    usable = [b.weight > 0 and key not in disabled for b, key in zip(service.backends, keys)]
+    serving = [use and key not in down for use, key in zip(usable, keys)]
+    failing_open = any(usable) and not any(serving)
+    if failing_open and health is not None and health.on_all_down == "open":
+        serving = usable
+    else:
+        failing_open = False
+    reset = health is not None and health.on_down == "reset"
+    weights = tuple(b.weight if serve else 0 for b, serve in zip(service.backends, serving))
+    published = tuple(
+        serve or not reset or (key not in down and key not in disabled)
+        for serve, key in zip(serving, keys))
+    return Effective(weights, published, failing_open)
+
+
 @dataclass(frozen=True)
 class Placed:
     """A configured service as the tables hold it."""
@@ -231,6 +306,10 @@ class Placed:
     maglev_size: int
     incarnation: int                     # a service removed and added again is new
     backend_slots: Tuple[int, ...] = ()  # of backend_ids
+    # What its Maglev table was built from: (ip, port, weight, published)
+    # per backend, and the table's size.
+    shape: tuple = ()
+    failing_open: bool = False
 
 
 @dataclass
@@ -262,9 +341,11 @@ def _ident(backend) -> Tuple[int, int]:
     return int(backend.ip), backend.port
 
 
-def _table_shape(config: Config, service: Service) -> tuple:
-    """What a service's Maglev table depends on."""
-    return (tuple((b.ip, b.port, b.weight) for b in service.backends),
+def _table_shape(config: Config, service: Service, published: Effective) -> tuple:
+    """What a service's Maglev table depends on: its backends, the
+    weights it is built with, which backends it may name, its size."""
+    return (tuple((b.ip, b.port, w, p) for b, w, p in
+                  zip(service.backends, published.weights, published.published)),
             config.maglev_size(service))
 
 
@@ -305,15 +386,19 @@ class TableState:
                 keys.add(key)
         return keys
 
-    def plan(self, config: Config, keys: Optional[Iterable[ServiceKey]] = None) -> Plan:
+    def plan(self, config: Config, keys: Optional[Iterable[ServiceKey]] = None,
+             availability: Optional[Mapping[ServiceKey, Availability]] = None) -> Plan:
         """Plan the move to config; keys: the services that may differ
-        (None: found by comparing).  Raises ValueError when no counter slot
-        is free; builds the changed services' Maglev tables (RplbError)."""
+        (None: found by comparing); availability: which backends of each
+        service are down or disabled (none where a service is missing).
+        Raises ValueError when no counter slot is free; builds the changed
+        services' Maglev tables (RplbError)."""
         if keys is None:
             keys = self.changed_keys(config)
         new_by_key = config._summary().by_key
         placed = dict(self.placed)
         plan = Plan(config, placed, Journal())
+        availability = availability or {}
         try:
             self._check_room(config, keys, new_by_key)
             # Removals first: the slots they free may serve what is added;
@@ -332,7 +417,8 @@ class TableState:
                     self._remove(plan, old)
                     del placed[key]
                 elif new is not None:
-                    placed[key] = self._place(plan, config, old, new)
+                    placed[key] = self._place(plan, config, old, new,
+                                              availability.get(key, AVAILABLE))
         except BaseException:
             plan.journal.rollback()
             raise
@@ -357,7 +443,9 @@ class TableState:
 
     def _remove(self, plan: Plan, old: Placed) -> None:
         self.services.remove(old.service_id, plan.journal)
-        self.backends.remove_many(list(old.backend_ids), plan.journal)
+        # Only the published backends have rows.
+        self.backends.remove_many([i for i in old.backend_ids if i in self.backends.row_of],
+                                  plan.journal)
         for slot in old.backend_slots:
             self.backend_slots.give_back(slot, plan.journal)
         self.service_slots.give_back(old.service_id, plan.journal)
@@ -365,7 +453,7 @@ class TableState:
         plan.changed += 1
 
     def _place(self, plan: Plan, config: Config, old: Optional[Placed],
-               service: Service) -> Placed:
+               service: Service, availability: Availability = AVAILABLE) -> Placed:
         journal = plan.journal
         if old is None:
             service_id = self.service_slots.take(journal)
@@ -388,7 +476,7 @@ class TableState:
             old_ids = {_ident(b): i for b, i in zip(old.service.backends, old.backend_ids)}
             kept = {_ident(b) for b in service.backends}
             gone = [i for ident, i in old_ids.items() if ident not in kept]
-            self.backends.remove_many(gone, journal)
+            self.backends.remove_many([i for i in gone if i in self.backends.row_of], journal)
             for backend_id in gone:
                 self.backend_slots.give_back(contract.backend_slot(backend_id), journal)
         backend_ids = []
@@ -409,25 +497,48 @@ class TableState:
         rows["weight"] = weights
         rows["backend_id"] = backend_ids
         rows["service_id"] = service_id
-        self.backends.put(backend_ids, rows, journal)
+        published = effective(service, availability)
+        if all(published.published):
+            self.backends.put(backend_ids, rows, journal)
+        else:
+            # A backend that is down with on_down "reset" keeps its id and
+            # slot, but has no row: the fast path finds it not configured.
+            shown = np.fromiter(published.published, bool, n)
+            hidden = [i for i, show in zip(backend_ids, published.published)
+                      if not show and i in self.backends.row_of]
+            self.backends.remove_many(hidden, journal)
+            self.backends.put([i for i, show in zip(backend_ids, published.published) if show],
+                              rows[shown], journal)
 
         size = config.maglev_size(service)
-        if old is not None and _table_shape(self.config, old.service) == \
-                _table_shape(config, service):
+        shape = _table_shape(config, service, published)
+        effective_weights = np.fromiter(published.weights, np.int64, n)
+        if old is not None and old.shape == shape:
             table = old.maglev        # same backends, weights and size: shared
-        elif weights.any():
+        elif effective_weights.any():
             from rplb.dataplane import MaglevTable
-            owners = maglev.build_table_unchecked(ips, ports, weights, size)
-            table = MaglevTable(owners, np.asarray(backend_ids, dtype=np.uint32))
+            owners = maglev.build_table_unchecked(ips, ports, effective_weights, size)
+            ids = np.asarray(backend_ids, dtype=np.uint32)
+            if not all(published.published):
+                # The table may name published backends only: renumber its
+                # owners into their list (a backend not published has
+                # weight 0, so it owns no entry).
+                shown = np.fromiter(published.published, bool, n)
+                renumber = np.full(n, -1, dtype=np.int32)
+                renumber[shown] = np.arange(int(shown.sum()), dtype=np.int32)
+                owners = np.where(owners >= 0, renumber[np.maximum(owners, 0)], -1)
+                ids = ids[shown]
+            table = MaglevTable(owners, ids)
             plan.maglev_builds += 1
         else:
-            table = None               # no backend of weight > 0
+            table = None               # no backend serves new flows
         # The service's row carries its Maglev table (the list handed to C
         # is in row order).
         self.services.set_payload(service_id, table, journal)
         plan.changed += 1
         return Placed(service, service_id, tuple(backend_ids), table, size, incarnation,
-                      tuple(contract.backend_slots(backend_ids).tolist()))
+                      tuple(contract.backend_slots(backend_ids).tolist()), shape,
+                      published.failing_open)
 
     # ---- after the publish ---------------------------------------------------
 

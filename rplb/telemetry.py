@@ -55,8 +55,9 @@ def telemetry_name(text: str) -> str:
 def services_entries(snapshot: dict) -> List[Entry]:
     """/rplb/services: one dict per service, named by its label (characters
     telemetry refuses become '_'): "key" (vip:proto:port), its counters,
-    and per backend i "backend/<i>/address" (ip:port), ".../weight" and
-    its counters.  The first max_services() services only."""
+    and per backend i "backend/<i>/address" (ip:port), ".../weight", its
+    counters, ".../up" (1 or 0) and ".../state" ("up", or "down: " and
+    why).  The first max_services() services only."""
     out: List[Entry] = []
     for svc in snapshot.get("services", [])[:max_services()]:
         group = telemetry_name(str(svc["service"]))
@@ -67,7 +68,17 @@ def services_entries(snapshot: dict) -> List[Entry]:
             out.append((group, f"backend/{i}/address", str(b["backend"])))
             out.extend((group, f"backend/{i}/{k}", max(int(b[k]), 0))
                        for k in ("weight", "packets", "bytes", "new_flows", "active_flows"))
+            if "up" in b:
+                out.append((group, f"backend/{i}/up", int(b["up"])))
+                out.append((group, f"backend/{i}/state", state_text(b)))
     return out
+
+
+def state_text(backend: dict) -> str:
+    """"up", "down: disabled", "down: <the health check's reason>"."""
+    if backend["up"]:
+        return "up"
+    return "down: " + ("disabled" if backend.get("disabled") else backend.get("reason") or "?")
 
 
 def publish(snapshot: dict) -> None:

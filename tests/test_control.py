@@ -130,13 +130,14 @@ class Daemon:
         return request(self.socket, req, timeout=30)
 
     def services(self) -> list:
-        """The running services in the file format (counters and keys left out)."""
+        """The running services in the file format (counters, keys and
+        run-time states left out)."""
         reply = self.request({"cmd": "service.list"})
         assert reply["ok"], reply
         out = []
         for svc in reply["services"]:
-            svc = {k: v for k, v in svc.items() if k not in ("counters", "key")}
-            svc["backends"] = [{k: v for k, v in b.items() if k != "counters"}
+            svc = {k: v for k, v in svc.items() if k not in ("counters", "key", "failing_open")}
+            svc["backends"] = [{k: v for k, v in b.items() if k not in ("counters", "state")}
                                for b in svc["backends"]]
             out.append(svc)
         return out

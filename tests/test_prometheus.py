@@ -107,7 +107,8 @@ def test_writer_refuses_bad_input_without_writing(case):
 
 def backend_dict(label, seed):
     return {"backend": label, "weight": seed % 3, "packets": seed * 11,
-            "bytes": seed * 1500, "new_flows": seed, "active_flows": seed % 5 - 2}
+            "bytes": seed * 1500, "new_flows": seed, "active_flows": seed % 5 - 2,
+            "up": seed % 2}
 
 
 def snapshot_of(services, counter=0):
@@ -148,6 +149,7 @@ def expected_samples(snap, backends=True):
                 want[(f"rplb_backend_{key}_total", blabels)] = b[key]
             want[("rplb_backend_active_flows", blabels)] = max(b["active_flows"], 0)
             want[("rplb_backend_weight", blabels)] = b["weight"]
+            want[("rplb_backend_up", blabels)] = b["up"]
     want[("rplb_mbufs_in_use", frozenset())] = snap["mbufs"]["in_use"]
     want[("rplb_mbufs_size", frozenset())] = snap["mbufs"]["size"]
     return want

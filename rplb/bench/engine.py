@@ -74,7 +74,10 @@ def run_engine(binary: Path, args: Sequence[str], valgrind: bool = False,
     if valgrind:
         fd, cg_out = tempfile.mkstemp(prefix="rplb-bench-callgrind.")
         os.close(fd)
-        cmd = ["valgrind", "--tool=callgrind", "--toggle-collect=measured_burst",
+        # --mode replies times the bursts of the backend port, a function of
+        # their own.
+        measured = "measured_reply_burst" if "replies" in args else "measured_burst"
+        cmd = ["valgrind", "--tool=callgrind", f"--toggle-collect={measured}",
                f"--callgrind-out-file={cg_out}", *cmd]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     try:
@@ -107,6 +110,7 @@ def engine_report(quick: bool, callgrind: bool) -> dict:
     bursts = "100000" if quick else "1000000"
     cases = {"established": ["--mode", "established", "--flows", "1000"],
              "new": ["--mode", "new"],
+             "replies": ["--mode", "replies", "--flows", "1000"],
              "fwd": ["--mode", "fwd"]}
     out: dict = {"binary": str(binary)}
     for name, args in cases.items():

@@ -163,7 +163,9 @@ def format_table(result: dict) -> str:
         lines.append(f"engine alone: {eng['error']}")
     elif eng:
         for name, label in (("established", "1,000 established flows"),
-                            ("new", "new flows (SYN)"), ("fwd", "pass-through engine")):
+                            ("new", "new flows (SYN)"),
+                            ("replies", "the backends' replies of 1,000 flows"),
+                            ("fwd", "pass-through engine")):
             e = eng.get(name)
             if not e:
                 continue

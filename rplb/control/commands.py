@@ -3,7 +3,9 @@ and SIGHUP's reload.
 
 Every change goes through the same validator as the services file (the
 ``Config.with_*``/``without_*`` edits) and one :meth:`Balancer.apply`, so it
-is applied completely or not at all.  Changes, ``reload`` and SIGHUP are
+is applied completely or not at all.  ``backend disable``/``enable``
+change a backend's run-time state, not the configuration
+(:meth:`Balancer.set_disabled`).  Changes, ``reload`` and SIGHUP are
 serialised by one lock of the :class:`Controller`, so an edit is never
 computed from a configuration that a concurrent reload has replaced; the
 commands that only read (status, service list, flows, stats) do not take
@@ -178,6 +180,8 @@ class Controller:
             "services": len(config.services) if config is not None else None,
             "backends": config.backend_count if config is not None else None,
             "flows": _flows_in_tables(counters) if counters and balancer else None,
+            "health_checks": _health_summary(app, balancer, config, counters),
+            "backends_down": _backends_down(balancer, config),
             **self._saved_state(config),
         }
 
@@ -189,9 +193,12 @@ class Controller:
             entry = {"key": str(svc.key), **svc.to_dict()}
             entry["counters"] = {k: counters[k] for k in
                                  ("packets", "bytes", "new_flows", "active_flows")}
+            entry["failing_open"] = counters["failing_open"]
             for backend, bstats in zip(entry["backends"], counters["backends"]):
                 backend["counters"] = {k: bstats[k] for k in
                                        ("packets", "bytes", "new_flows", "active_flows")}
+                backend["state"] = {k: bstats[k] for k in
+                                    ("state", "health", "reason", "disabled", "since")}
             services.append(entry)
         return {"services": services, **self._saved_state(config)}
 
@@ -254,6 +261,30 @@ class Controller:
                 text += " (draining: its flows stay, no new ones)"
             return text
         return self._change("backend.set-weight", edit, describe)
+
+    def _cmd_backend_disable(self, service: str, ip: str, port: int) -> dict:
+        return self._set_disabled("backend.disable", service, ip, port, True)
+
+    def _cmd_backend_enable(self, service: str, ip: str, port: int) -> dict:
+        return self._set_disabled("backend.enable", service, ip, port, False)
+
+    def _set_disabled(self, cmd: str, service: str, ip: str, port: int, disabled: bool) -> dict:
+        """A backend's administrative state: run-time state, kept by
+        reloads, not written by save (docs/control.md)."""
+        from rplb.config import ConfigError
+        from rplb.errors import RplbError
+        with self._lock:
+            balancer = self._balancer(cmd)
+            _find_service(balancer.config, cmd, service)
+            try:
+                message = balancer.set_disabled(service, ip, port, disabled)
+            except ConfigError as err:
+                raise ControlError(f"{command_label(cmd)}: {err.problem}") from None
+            except RplbError as err:
+                raise ControlError(f"{command_label(cmd)}: {err}") from None
+            reply = {"message": message, "notes": [], **self._saved_state()}
+        self._log(f"control: {message}")
+        return reply
 
     def _cmd_flows(self) -> dict:
         from rplb.errors import RplbError
@@ -334,6 +365,43 @@ def _config_message(cmd: str, err) -> str:
     """A ConfigError from an edit, without the edit method's name as source."""
     where = err.where if err.where and err.where != "services" else ""
     return ": ".join(part for part in (command_label(cmd), where, err.problem) if part)
+
+
+def _health_summary(app, balancer, config, counters) -> Optional[dict]:
+    """The kernel interface and what crossed it, for status (None without
+    health_checks)."""
+    kernel = getattr(app, "kernel", None)
+    if kernel is None or balancer is None or config is None:
+        return None
+    checked = sum(len(s.backends) for s in config.services if s.health is not None)
+    health = getattr(app, "health", None)
+    events = counters["events"] if counters else {}
+    drops = counters["drops"] if counters else {}
+    return {**kernel.describe(), "checked": checked,
+            "probes": health.probes if health is not None else 0,
+            "to_kernel": events.get("to_kernel", 0), "from_kernel": events.get("from_kernel", 0),
+            "kernel_dropped": drops.get("kernel_rate", 0) + drops.get("kernel_full", 0)}
+
+
+def _backends_down(balancer, config) -> Optional[list]:
+    """Every backend that is down (by its check or disabled), with why and
+    since when (None without load balancing)."""
+    if balancer is None or config is None:
+        return None
+    from rplb.balancer import ident_text
+    by_key = config._summary().by_key
+    down = []
+    for key, states in balancer.backend_states().items():
+        service = by_key.get(key)
+        if service is None:
+            continue
+        for backend, state in states.items():
+            if not state.up:
+                down.append({"service": service.label, "backend": ident_text(backend),
+                             "health": state.health if service.health is not None else None,
+                             "reason": state.reason,
+                             "disabled": state.disabled, "since": state.since or None})
+    return sorted(down, key=lambda d: (d["since"] or 0, d["service"], d["backend"]))
 
 
 def _flows_in_tables(counters: dict) -> int:

@@ -5,10 +5,12 @@
  * Drives the real engine (engine_lb.c, with its flow table, tables and RCU)
  * on two net_null ports with arbitrary frames on both sides, interleaved
  * with table changes and clock jumps that make flows and fragmented
- * datagrams expire.  After every input each mbuf is either back in the
- * pool or held by the fragment state, exactly as many as it says it holds;
- * then the fragment state is flushed (as when a worker stops) and every
- * mbuf must be back: a leak aborts like a crash.
+ * datagrams expire.  The worker has the exception path (a third net_null
+ * port as its kernel interface, LOCAL_ADDR its address), so frames for the
+ * appliance's own address take it.  After every input each mbuf is either
+ * back in the pool or held by the fragment state, exactly as many as it
+ * says it holds; then the fragment state is flushed (as when a worker
+ * stops) and every mbuf must be back: a leak aborts like a crash.
  *
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
@@ -58,6 +60,9 @@
 #define MAX_SERVICES_FUZZ 4
 #define MAX_BACKENDS_PER_SERVICE 4
 #define MAGLEV_SIZE 13
+/* The appliance's own address: among the backends' (192.168.1.0-7 and
+ * this) so that frames from both rate classes reach it. */
+#define LOCAL_ADDR RTE_IPV4(192, 168, 1, 250)
 
 static struct rte_mempool *pool;
 static struct rplb_lb *lb;
@@ -270,7 +275,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char *eal_argv[] = { (*argv)[0], "--no-huge", "-m", "256", "--no-pci", "-l", "0",
 			     "--no-shconf", "--log-level=*:error",
-			     "--vdev", "net_null0,no-rx=1", "--vdev", "net_null1,no-rx=1", NULL };
+			     "--vdev", "net_null0,no-rx=1", "--vdev", "net_null1,no-rx=1",
+			     "--vdev", "net_null2,no-rx=1", NULL };
 	struct rplb_lb_params lb_params = {
 		/* 108 flows: 32 buckets 84% full when the table is, so inserts
 		 * take cuckoo moves and the table fills (flow_table_full). */
@@ -284,13 +290,16 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	struct rplb_worker_params params = {
 		.frontend_port = 0, .backend_port = 1, .drain_us = 100,
 		.socket_id = SOCKET_ID_ANY,
+		/* A low rate: inputs with many frames to the kernel hit it. */
+		.local_addr = RTE_BE32(LOCAL_ADDR), .kernel_port = 2, .kernel_queue = 0,
+		.kernel_rate = 1000, .kernel_burst = 8,
 	};
 
 	if (rte_eal_init(RTE_DIM(eal_argv) - 1, eal_argv) < 0)
 		abort();
 	pool = rte_pktmbuf_pool_create("fuzz", POOL_SIZE, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
 				       rte_socket_id());
-	if (pool == NULL || setup_port(0) < 0 || setup_port(1) < 0)
+	if (pool == NULL || setup_port(0) < 0 || setup_port(1) < 0 || setup_port(2) < 0)
 		abort();
 	lb = rplb_lb_create(&lb_params);
 	if (lb == NULL || rplb_lb_add_worker(lb, rte_lcore_id()) < 0)
@@ -369,6 +378,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run_burst(burst_side, pkts, &n);
 	rplb_worker_flush(worker, RPLB_FRONTEND);
 	rplb_worker_flush(worker, RPLB_BACKEND);
+	rplb_worker_flush_kernel(worker);
 	worker->engine->housekeeping(worker, rte_rdtsc() + clock_offset, 0);
 	/* Out of the pool: exactly the fragments held, within their bound. */
 	held = lb->workers[0].fragments->n_held;

@@ -88,6 +88,23 @@ def seeds():
     yield "many_flows", [record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=3000 + i, dport=80,
                                                                       flags="S")))
                          for i in range(80)]
+    # The exception path: ARP about, ICMP/TCP/UDP to the appliance's own
+    # address (fuzz_engine.c's LOCAL_ADDR), from a backend's address and
+    # from elsewhere, a fragment, other protocols and broken ARP.
+    local, backend, stranger = "192.168.1.250", "192.168.1.1", "192.168.1.99"
+    yield "exception_path", [
+        record(BACKEND, frame(ARP(op=1, psrc=backend, pdst=local))),
+        record(BACKEND, frame(ARP(op=2, psrc=stranger, pdst=local, hwdst="02:00:00:00:00:01"))),
+        record(BACKEND, frame(ARP(op=1, psrc=backend, pdst="192.168.1.2"))),
+        record(BACKEND, frame(IP(src=backend, dst=local) / ICMP(type=8) / Raw(b"ping"))),
+        record(BACKEND, frame(IP(src=backend, dst=local) / TCP(sport=8080, dport=40000, flags="SA"))),
+        record(BACKEND, frame(IP(src=stranger, dst=local) / UDP(sport=9, dport=9) / Raw(b"x"))),
+        record(BACKEND, frame(IP(src=stranger, dst=local, flags="MF") / ICMP())),
+        record(BACKEND, frame(IP(src=stranger, dst=local, proto=47) / Raw(b"gre"))),
+        record(BACKEND, frame(ARP(op=1, psrc=backend, pdst=local))[:30]),
+        record(FRONTEND, frame(IP(src=c, dst=local) / TCP(sport=7, dport=22, flags="S"))),
+    ] + [record(BACKEND, frame(IP(src=stranger, dst=local) / UDP(sport=9, dport=i)))
+         for i in range(40)]
     # A sample request left pending (a timed-out caller), flows changing,
     # then a smaller request that supersedes it: the late answer of the
     # first must not be taken for the second's, nor overflow its buffer.

@@ -40,8 +40,8 @@ def mbuf_need(config: Config, mbufs: int, descriptors: int,
     kernel_queues = workers if config.health_checks is not None else 0
     return sizing.mbufs_needed(mbufs, ports=2, queues_per_port=1, workers=workers,
                                rx_descriptors=descriptors, tx_descriptors=descriptors,
-                               burst=contract.BURST, kernel_queues=kernel_queues,
-                               kernel_descriptors=DESCRIPTORS)
+                               burst=contract.BURST, fragments_held=config.fragments.held,
+                               kernel_queues=kernel_queues, kernel_descriptors=DESCRIPTORS)
 
 
 def summary(path: str, config: Config, mbufs: int, descriptors: int) -> List[str]:

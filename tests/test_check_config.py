@@ -116,8 +116,10 @@ def test_options_given_with_it_are_checked_too():
     proc = check(str(EXAMPLE), "--mbufs", "1000", "--ports", "0,1")
     assert proc.returncode == 1
     assert "rplb-dpdk: error: --mbufs 1000 is too few" in proc.stderr
-    assert check(str(EXAMPLE), "--mbufs", "8768", "--descriptors", "2048").returncode == 0
-    assert check(str(EXAMPLE), "--mbufs", "8767", "--descriptors", "2048").returncode == 1
+    # 2 ports x (2048 rx + 2048 tx), 3 bursts of 64, the cache's 384 and
+    # the 1,024 fragments the worker may hold
+    assert check(str(EXAMPLE), "--mbufs", "9792", "--descriptors", "2048").returncode == 0
+    assert check(str(EXAMPLE), "--mbufs", "9791", "--descriptors", "2048").returncode == 1
 
 
 def test_without_a_file_it_checks_the_config_option():

@@ -355,6 +355,9 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 		    unlikely((uint32_t)(now - flow->last_seen) > tables->timeout_ticks[flow->state]))
 			expire_flow(worker, lb_worker, tables, (uint32_t)(flow - flow_table->flows));
 	}
+	/* Incomplete fragmented datagrams past their timeout. */
+	if (unlikely(lb_worker->fragments->oldest != RPLB_NO_DATAGRAM))
+		rplb_lb_expire_fragments(worker, now, idle);
 	cursor = end;
 	if (cursor == RPLB_FIRST_FLOW_RECORD + flow_table->capacity)
 		cursor = RPLB_FIRST_FLOW_RECORD;
@@ -390,6 +393,9 @@ lb_stop(struct rplb_worker *worker)
 {
 	struct rplb_lb *lb = worker->engine_state;
 
+	/* Held fragments go back to the pool before the ports close: their
+	 * datagrams end here, incomplete. */
+	rplb_lb_flush_fragments(worker);
 	rte_rcu_qsbr_thread_offline(lb->qsbr, worker->lcore_id);
 }
 

@@ -275,7 +275,7 @@ rplb_note_placement(struct rplb_flow_table *table, uint32_t primary, uint32_t bu
 }
 
 /* Bit i set where word i of the bucket's 8 equals value. */
-static inline uint32_t
+static __rte_always_inline uint32_t
 rplb_bucket_match(const uint32_t words[RPLB_BUCKET_SLOTS], uint32_t value)
 {
 #if defined(RTE_ARCH_X86_64)
@@ -448,7 +448,7 @@ rplb_flow_match_first(const struct rplb_flow_table *table, const struct rplb_flo
  * it, and only if its primary bucket ever overflowed; unless its hash
  * equals an empty slot's signature, when EMPTY may have come from such a
  * slot. */
-static inline uint32_t
+static __rte_always_inline uint32_t
 rplb_flow_lookup_unmatched(const struct rplb_flow_table *table, const struct rplb_flow_key *key,
 			   uint32_t hash)
 {
@@ -549,15 +549,22 @@ rplb_slots_holding(struct rplb_flow_table *table, uint32_t hash, uint32_t ref,
 }
 
 /* Put ref under hash; 0, or -1 when both buckets are full and no cuckoo
- * path frees one. */
+ * path frees one.  A free slot in the primary bucket, nearly always, takes
+ * it without a word about spills. */
 static __rte_always_inline int
 rplb_link_key(struct rplb_flow_table *table, uint32_t hash, uint32_t ref)
 {
-	uint32_t free_slots;
-	struct rplb_flow_bucket *bucket = rplb_slots_holding(table, hash, RPLB_EMPTY_REF,
-								&free_slots);
+	struct rplb_flow_bucket *bucket = &table->buckets[rplb_primary_bucket(table, hash)];
+	uint32_t free_slots = rplb_bucket_match(bucket->ref, RPLB_EMPTY_REF);
 
-	if (bucket == NULL) {
+	if (likely(free_slots != 0)) {
+		bucket->sig[__builtin_ctz(free_slots)] = hash;
+		bucket->ref[__builtin_ctz(free_slots)] = ref;
+		return 0;
+	}
+	bucket = &table->buckets[rplb_secondary_bucket(table, hash)];
+	free_slots = rplb_bucket_match(bucket->ref, RPLB_EMPTY_REF);
+	if (free_slots == 0) {
 		int64_t room = rplb_flow_make_room(table, hash);
 
 		if (room < 0)
@@ -627,21 +634,57 @@ rplb_flow_backend_key_hash(const struct rplb_flow_key *client_key, uint32_t back
 				      client_key->src_port, client_key->proto);
 }
 
+/* Could a key with this hash be stored already?  For nearly every new
+ * key, no: no signature of its primary bucket equals its hash, and no key
+ * of that bucket lives in its secondary bucket.  Yes only means: look it
+ * up. */
+static __rte_always_inline int
+rplb_flow_hash_may_be_stored(const struct rplb_flow_table *table, uint32_t hash)
+{
+	const uint32_t primary = rplb_primary_bucket(table, hash);
+
+	return rplb_bucket_match(table->buckets[primary].sig, hash) != 0 ||
+	       rplb_bucket_overflowed(table, primary);
+}
+
+/* The record holding the backend-side key (backend ip:port -> client
+ * ip:port, proto) whose hash is backend_hash, or RPLB_NO_FLOW. */
+static inline uint32_t
+rplb_flow_lookup_backend_side(const struct rplb_flow_table *table, uint32_t backend_ip,
+			      uint16_t backend_port, uint32_t client_ip, uint16_t client_port,
+			      uint8_t proto, uint32_t backend_hash)
+{
+	const struct rplb_flow_key key = {
+		.src_ip = backend_ip, .dst_ip = client_ip,
+		.src_port = backend_port, .dst_port = client_port,
+		.proto = proto, .direction = RPLB_DIR_BACKEND,
+	};
+
+	return rplb_flow_lookup(table, &key, backend_hash);
+}
+
 /* Store a new flow under both keys (backend_hash: of its backend-side
  * key).  Returns its record index (the caller fills service_id,
  * backend_id, state and last_seen), or RPLB_NO_FLOW when the table is full
- * (nothing is left half-inserted). */
+ * (nothing is left half-inserted).  Two flows must never share a
+ * backend-side key: the caller makes sure no flow holds it (the engine
+ * asks rplb_flow_hash_may_be_stored first, and ends the flow that does:
+ * supersede_backend_key).  The backend-side key is linked first: that
+ * question just read its primary bucket. */
 static __rte_always_inline uint32_t
 rplb_flow_insert(struct rplb_flow_table *table, const struct rplb_flow_key *client_key,
 		 uint32_t client_hash, uint32_t backend_ip, uint16_t backend_port,
 		 uint32_t backend_hash)
 {
 	struct rplb_flow *flow;
-	uint32_t index;
+	uint32_t index, backend_ref;
 
 	if (unlikely(table->free_count == 0))
 		return RPLB_NO_FLOW;
 	index = table->free_stack[table->free_count - 1];
+	backend_ref = rplb_flow_ref(index, RPLB_DIR_BACKEND);
+	if (unlikely(rplb_link_key(table, backend_hash, backend_ref) < 0))
+		return RPLB_NO_FLOW;
 	flow = &table->flows[index];
 	flow->client_ip = client_key->src_ip;
 	flow->vip = client_key->dst_ip;
@@ -650,12 +693,9 @@ rplb_flow_insert(struct rplb_flow_table *table, const struct rplb_flow_key *clie
 	flow->proto = client_key->proto;
 	flow->backend_ip = backend_ip;
 	flow->backend_port = backend_port;
-
-	if (unlikely(rplb_link_key(table, client_hash, rplb_flow_ref(index, RPLB_DIR_CLIENT)) < 0))
-		return RPLB_NO_FLOW;
 	RTE_ASSERT(backend_hash == rplb_flow_backend_hash(flow));
-	if (unlikely(rplb_link_key(table, backend_hash, rplb_flow_ref(index, RPLB_DIR_BACKEND)) < 0)) {
-		rplb_unlink_key(table, client_hash, rplb_flow_ref(index, RPLB_DIR_CLIENT));
+	if (unlikely(rplb_link_key(table, client_hash, rplb_flow_ref(index, RPLB_DIR_CLIENT)) < 0)) {
+		rplb_unlink_key(table, backend_hash, backend_ref);
 		return RPLB_NO_FLOW;
 	}
 	table->free_count--;

@@ -23,6 +23,7 @@
 
 #include "flow_sample.h"
 #include "flow_table.h"
+#include "fragment_table.h"
 #include "rplb.h"
 
 #define RPLB_NO_BACKEND UINT32_MAX
@@ -121,9 +122,14 @@ struct rplb_lb_tables {
 };
 
 /* One worker's own state: its entry of rplb_lb.workers, a cache line of
- * its own (the worker writes generation_seen). */
+ * its own (the worker writes generation_seen).  Every piece of per-flow
+ * state (flows, fragments) lives here, never in shared state, so that
+ * workers fed by the client address (a client's packets, its replies, its
+ * fragments and the ICMP errors quoting it all reach one worker, steer.h)
+ * never look at each other's. */
 struct rplb_lb_worker {
 	struct rplb_flow_table *flows;
+	struct rplb_fragment_table *fragments;
 	struct rplb_flow_sample_slot *sample;
 	struct rplb_service_counters *service_counters;
 	struct rplb_backend_counters *backend_counters;
@@ -137,6 +143,10 @@ struct rplb_lb {
 	struct rte_rcu_qsbr *qsbr;
 	pthread_mutex_t publish_lock;           /* one publish at a time */
 	uint32_t flow_table_size;
+	/* Each worker's fragment state (rplb_lb_params). */
+	uint32_t fragment_datagrams;
+	uint32_t fragment_held;
+	uint32_t fragment_timeout_s;
 	int socket_id;
 	unsigned int max_workers;
 	unsigned int n_workers;

@@ -109,7 +109,7 @@ counter_add(uint64_t *counter, uint64_t value)
 /* A packet of a flow, counted in its backend's slot: its service's totals
  * are summed from its backends' by the control plane (struct
  * rplb_service_counters). */
-static inline void
+static __rte_always_inline void
 count_packet(struct resolve_context *context, uint32_t slot, uint32_t bytes)
 {
 	struct rplb_backend_counters *counters = &context->backend_counters[slot];
@@ -133,8 +133,9 @@ count_flow_start(struct resolve_context *context, uint32_t backend_id)
 /* A flow moved or replaced by the resolve loop ends (a rare path), counted
  * by rplb_lb_count_flow_end (lb.h).  Out of line: its test of the slot's
  * owner would otherwise take a register of the resolve loop, which then
- * kept the tables' backends on the stack (one more load per packet). */
-static __rte_noinline void
+ * kept the tables' backends on the stack (one more load per packet).
+ * (Unused where lb_burst.h is included for its helpers alone: lb_icmp.c.) */
+static __rte_noinline __rte_unused void
 count_flow_end(struct rplb_lb_worker *lb_worker, const struct rplb_lb_backend *backends,
 	       uint32_t backend_id)
 {

@@ -6,22 +6,28 @@
  *   from the clients (frontend port)
  *     Ethernet + IPv4 + TCP/UDP, well formed  -> look up (lookup record)
  *     ICMP echo request to a VIP              -> answered (echo reply)
+ *     ICMP error to a VIP                     -> translated by its quote
+ *                                                (lb_icmp.c)
+ *     TCP/UDP/ICMP fragment to a VIP          -> translated fragment by
+ *                                                fragment (lb_fragments.c)
  *     broken IPv4 / L4 header to a VIP        -> dropped (malformed)
- *     TCP/UDP/ICMP fragment to a VIP          -> dropped (fragment)
  *     to a backend address, strict mode       -> dropped (strict)
  *     anything else                           -> passed through
  *   from the backends (backend port)
  *     ARP about, ICMP/TCP/UDP to the appliance's own address
  *                                             -> its kernel interface
  *     Ethernet + IPv4 + TCP/UDP, well formed  -> look up
+ *     ICMP error                              -> translated by its quote
+ *     TCP/UDP fragment from a backend address -> translated fragment by
+ *                                                fragment
  *     anything else                           -> passed through
  *
  * The common frame takes one straight run of tests (rplb_parse_common);
  * everything else leaves that path at its first failed test and is sorted
- * out by the full parser, off the hot path.  New kinds of frame (ICMP
- * errors about a flow, fragments) belong in those slow paths:
- * classify_vip_other for the clients' side, classify_backend_other for
- * the backends'.
+ * out by the full parser, off the hot path: classify_vip_other for the
+ * clients' side, classify_backend_other for the backends'.  ICMP errors
+ * and fragments go on from there to files of their own
+ * (lb_slow_paths.h): the common path has no test for them.
  *
  * Private to engine_lb.c (static, inlined into the classify loop).
  */
@@ -31,7 +37,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "icmp_error.h"
 #include "lb_burst.h"
+#include "lb_slow_paths.h"
 
 /* A TCP/UDP frame (either direction) goes on to the flow lookup.  Returns
  * 1, with *lookup (its key's hash included) filled in.  The classify
@@ -77,13 +85,29 @@ admit_for_lookup(struct rte_mbuf *m, struct lookup_record *lookup,
 	return 1;
 }
 
+/* The tables for a slow path of pass 1, read again rather than passed
+ * down from the burst: passed, they took a register of the classify loop
+ * (two more instructions per packet, a spill and its reload).  This is the
+ * burst's generation or one published during the burst; either stays
+ * allocated until this worker's next quiescent state, after the burst
+ * (lb_housekeeping). */
+static inline const struct rplb_lb_tables *
+slow_path_tables(const struct rplb_worker *worker)
+{
+	const struct rplb_lb *lb = worker->engine_state;
+
+	return __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+}
+
 /* A frame from the clients to a VIP that is not well-formed TCP/UDP: the
  * slow path of the clients' side.  Not inlined: it keeps the classify
  * loop small, and no common frame comes here. */
 static __rte_noinline int
-classify_vip_other(struct rplb_worker *worker, struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
+classify_vip_other(struct rplb_worker *worker, struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
 		   struct rplb_parsed parsed, enum rplb_parse verdict)
 {
+	const struct rplb_lb_tables *tables = slow_path_tables(worker);
+
 	switch (verdict) {
 	case RPLB_PARSE_IPV4_BAD:
 	case RPLB_PARSE_L4_BAD:
@@ -92,13 +116,17 @@ classify_vip_other(struct rplb_worker *worker, struct rte_mbuf *m, const struct 
 	case RPLB_PARSE_FRAGMENT:
 		if (ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
 		    ip->next_proto_id == IPPROTO_ICMP) {
-			rplb_worker_drop(worker, RPLB_DROP_FRAGMENT, m);
+			rplb_lb_fragment(worker, tables, m, ip, RPLB_FRONTEND);
 			return 0;
 		}
 		break;
 	case RPLB_PARSE_ICMP: {
 		struct rte_icmp_hdr *icmp = parsed.l4;
 
+		if (rplb_is_icmp_error(icmp->icmp_type)) {
+			rplb_lb_icmp_error_from_client(worker, tables, m, &parsed);
+			return 0;
+		}
 		if (icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST || icmp->icmp_code != 0)
 			break;
 		if (dropped_bad_checksum(worker, m))
@@ -155,23 +183,25 @@ pass:
 static __rte_noinline int
 to_kernel(struct rplb_worker *worker, struct rte_mbuf *m, uint32_t src_addr)
 {
-	const struct rplb_lb *lb = worker->engine_state;
-	const struct rplb_lb_tables *tables = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
-
-	return rplb_worker_to_kernel(worker, m, rplb_is_backend_ip(tables, src_addr) ?
+	return rplb_worker_to_kernel(worker, m,
+				     rplb_is_backend_ip(slow_path_tables(worker), src_addr) ?
 				     RPLB_KERNEL_FROM_BACKENDS : RPLB_KERNEL_FROM_OTHERS);
 }
 
-/* A frame from the backends that is not plain TCP/UDP: the slow path of
- * the backends' side.  ARP about the appliance's own address, and ICMP,
- * TCP or UDP to it (fragments too: the kernel reassembles them), go to its
- * kernel interface (rplb_worker_to_kernel); other TCP/UDP the full parser
- * accepts is looked up; the rest passes through.  Not inlined: it keeps
- * the classify loop small, and no common frame comes here. */
+/* A frame from the backends that is not the common frame: the slow path
+ * of the backends' side.  ARP about the appliance's own address, and ICMP,
+ * TCP or UDP to it (fragments and ICMP errors too: the kernel reassembles
+ * the ones and reads the others itself), go to its kernel interface
+ * (rplb_worker_to_kernel).  Then: TCP/UDP the fast parse did not take
+ * (e.g. with IPv4 options) is looked up (returns 1); ICMP errors are
+ * translated by their quote, fragments from backend addresses fragment by
+ * fragment; the rest passes through.  Not inlined, like
+ * classify_vip_other: no common frame comes here. */
 static __rte_noinline int
 classify_backend_other(struct rplb_worker *worker, struct rte_mbuf *m,
 		       struct lookup_record *lookup)
 {
+	const struct rplb_lb_tables *tables;
 	struct rplb_parsed parsed;
 	struct rte_ipv4_hdr *ip = rplb_ipv4_header(m);
 	uint32_t sender = 0;
@@ -186,8 +216,29 @@ classify_backend_other(struct rplb_worker *worker, struct rte_mbuf *m,
 	    (ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP ||
 	     ip->next_proto_id == IPPROTO_ICMP) && to_kernel(worker, m, ip->src_addr))
 		return 0;
-	if (rplb_parse_ipv4(m, ip, &parsed) == RPLB_PARSE_TCP_UDP)
+	tables = slow_path_tables(worker);
+	switch (rplb_parse_ipv4(m, ip, &parsed)) {
+	case RPLB_PARSE_TCP_UDP:
 		return admit_for_lookup(m, lookup, &parsed, RPLB_DIR_BACKEND);
+	case RPLB_PARSE_ICMP:
+		if (rplb_is_icmp_error(((struct rte_icmp_hdr *)parsed.l4)->icmp_type)) {
+			rplb_lb_icmp_error_from_backend(worker, tables, m, &parsed);
+			return 0;
+		}
+		break;
+	case RPLB_PARSE_FRAGMENT:
+		/* A backend's reply its kernel fragmented.  Only fragments
+		 * from backend addresses are tracked: the backend network's
+		 * other traffic passes as it always did, never held. */
+		if ((ip->next_proto_id == IPPROTO_TCP || ip->next_proto_id == IPPROTO_UDP) &&
+		    rplb_is_backend_ip(tables, ip->src_addr)) {
+			rplb_lb_fragment(worker, tables, m, ip, RPLB_BACKEND);
+			return 0;
+		}
+		break;
+	default:
+		break;
+	}
 	return pass_through(worker, m, RPLB_FRONTEND);
 }
 

@@ -73,8 +73,9 @@ state_may_change(const struct rplb_flow *flow, uint8_t tcp_flags)
 }
 
 /* A packet whose flags may change its flow's state (state_may_change).
- * Not inline: the rare path, kept out of the resolve loop's registers. */
-static void
+ * Never inlined: the rare path, kept out of the resolve loop's registers
+ * (left to itself, GCC inlines it once the file grows). */
+static __rte_noinline void
 change_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
 {
 	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
@@ -94,7 +95,7 @@ track_state(struct rplb_flow *flow, uint8_t tcp_flags, int from_client)
  * connection: it becomes a new flow with a fresh Maglev choice, so a
  * drained backend (weight 0) gets no new connection through a reused
  * client port. */
-static inline int
+static __rte_always_inline int
 reopens_tuple(const struct rplb_flow *flow, uint8_t tcp_flags)
 {
 	return flow->state == RPLB_FLOW_TCP_CLOSING &&

@@ -132,6 +132,57 @@ configured_backend(const struct rplb_lb_backend *backends, const struct rplb_flo
 	return likely(flow_word == backend_word) ? backend : NULL;
 }
 
+/* Two flows must never share a backend-side key (backend ip:port <->
+ * client ip:port, proto): the backend holds one connection on that tuple,
+ * and its replies can name only one VIP.  It happens when a client reuses
+ * a source port for another VIP served by the same backend while the
+ * first connection's flow is still stored (closing flows stay 10 s), or
+ * when a flow moves to a backend where the client's tuple is taken.  The
+ * flow that takes the key now (new, or moved) takes it over: the older
+ * flow loses it and ends (flows_superseded).  backend_hash: of the key;
+ * mover: the flow that moves there (its old key may be this very key,
+ * when its backend came back under a new id), or RPLB_NO_FLOW.  Out of
+ * line: rplb_flow_hash_may_be_stored answers "no" first for nearly every
+ * new flow. */
+static __rte_noinline void
+supersede_backend_key(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		      const struct rplb_lb_backend *backends, uint32_t backend_ip,
+		      uint16_t backend_port, uint32_t client_ip, uint16_t client_port,
+		      uint8_t proto, uint32_t backend_hash, uint32_t mover,
+		      struct changed_filter *flows_changed)
+{
+	struct rplb_flow_table *flow_table = lb_worker->flows;
+	struct rplb_flow_key client_key;
+	uint32_t index = rplb_flow_lookup_backend_side(flow_table, backend_ip, backend_port,
+						       client_ip, client_port, proto, backend_hash);
+
+	if (index == RPLB_NO_FLOW || index == mover)
+		return;
+	/* A later packet of this burst with the older flow's client key holds
+	 * a stale answer now. */
+	rplb_client_key(&flow_table->flows[index], &client_key);
+	mark_changed(flows_changed, rplb_flow_key_hash(&client_key));
+	count_flow_end(lb_worker, backends, flow_table->flows[index].backend_id);
+	rplb_flow_remove(flow_table, index);
+	worker->counters.events[RPLB_EV_FLOWS_SUPERSEDED]++;
+}
+
+/* The new flow's backend-side key may be stored already
+ * (rplb_flow_hash_may_be_stored): end the flow that holds it, if one
+ * does, and insert.  Out of line: nearly every new flow does without. */
+static __rte_noinline uint32_t
+insert_superseding(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		   const struct rplb_lb_tables *tables, const struct rplb_flow_key *client_key,
+		   uint32_t client_hash, const struct rplb_lb_backend *backend,
+		   uint32_t backend_hash, struct changed_filter *flows_changed)
+{
+	supersede_backend_key(worker, lb_worker, tables->backends, backend->ip, backend->port,
+			      client_key->src_ip, client_key->src_port, client_key->proto,
+			      backend_hash, RPLB_NO_FLOW, flows_changed);
+	return rplb_flow_insert(lb_worker->flows, client_key, client_hash, backend->ip,
+				backend->port, backend_hash);
+}
+
 /* The flow's backend, if it is still configured; otherwise the flow moves
  * to the current Maglev choice.  NULL when the packet must be dropped
  * because the service has no backend left.  The flow may have been
@@ -143,7 +194,7 @@ ensure_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 {
 	struct rplb_flow *flow = &lb_worker->flows->flows[flow_index];
 	const struct rplb_lb_backend *backend = configured_backend(tables->backends, flow);
-	uint32_t pick;
+	uint32_t pick, backend_hash;
 
 	if (likely(backend != NULL))
 		return backend;
@@ -154,6 +205,12 @@ ensure_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	backend = &tables->backends[pick];
 	count_flow_end(lb_worker, tables->backends, flow->backend_id);
 	mark_changed(flows_changed, flow_hash);
+	backend_hash = rplb_backend_side_hash(backend->ip, backend->port, flow->client_ip,
+					      flow->client_port, flow->proto);
+	if (rplb_flow_hash_may_be_stored(lb_worker->flows, backend_hash))
+		supersede_backend_key(worker, lb_worker, tables->backends, backend->ip,
+				      backend->port, flow->client_ip, flow->client_port,
+				      flow->proto, backend_hash, flow_index, flows_changed);
 	if (rplb_flow_move(lb_worker->flows, flow_index, backend->ip, backend->port) < 0) {
 		/* No room for its new backend key: forget the flow; the stateless
 		 * path still rewrites replies of a backend owned by one service. */
@@ -256,8 +313,12 @@ new_or_changed_flow(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 	backend = &tables->backends[pick];
 	backend_hash = prepared ? lookup->new_backend_hash :
 		rplb_flow_backend_key_hash(&lookup->key, backend->ip, backend->port);
-	index = rplb_flow_insert(flow_table, &lookup->key, flow_hash, backend->ip, backend->port,
-				 backend_hash);
+	if (likely(!rplb_flow_hash_may_be_stored(flow_table, backend_hash)))
+		index = rplb_flow_insert(flow_table, &lookup->key, flow_hash, backend->ip,
+					 backend->port, backend_hash);
+	else
+		index = insert_superseding(worker, lb_worker, tables, &lookup->key, flow_hash,
+					   backend, backend_hash, flows_changed);
 	if (unlikely(index == RPLB_NO_FLOW)) {
 		worker->counters.events[RPLB_EV_FLOW_TABLE_FULL]++;
 	} else {

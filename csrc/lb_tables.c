@@ -430,6 +430,18 @@ rplb_lb_create(const struct rplb_lb_params *params)
 	lb->flow_table_size = params->flow_table_size;
 	lb->max_workers = params->max_workers;
 	lb->socket_id = params->socket_id;
+	lb->fragment_datagrams = params->fragment_datagrams != 0 ?
+		params->fragment_datagrams : RPLB_FRAGMENT_DEFAULT_DATAGRAMS;
+	lb->fragment_held = params->fragment_held;
+	lb->fragment_timeout_s = params->fragment_timeout_s != 0 ?
+		params->fragment_timeout_s : RPLB_FRAGMENT_DEFAULT_TIMEOUT_S;
+	if (lb->fragment_datagrams > RPLB_FRAGMENT_MAX_DATAGRAMS ||
+	    lb->fragment_held > RPLB_FRAGMENT_MAX_HELD ||
+	    lb->fragment_timeout_s > RPLB_FRAGMENT_MAX_TIMEOUT_S) {
+		rte_free(lb);
+		rte_errno = EINVAL;
+		return NULL;
+	}
 	pthread_mutex_init(&lb->publish_lock, NULL);
 
 	/* Thread ids of the RCU are lcore ids: any lcore may host a worker. */
@@ -468,6 +480,7 @@ rplb_lb_free(struct rplb_lb *lb)
 		return;
 	for (i = 0; i < lb->n_workers; i++) {
 		rplb_flow_table_free(lb->workers[i].flows);
+		rplb_fragment_table_free(lb->workers[i].fragments);
 		rte_free(lb->workers[i].service_counters);
 		rte_free(lb->workers[i].backend_counters);
 		rplb_flow_sample_slot_free(lb->workers[i].sample);
@@ -478,11 +491,24 @@ rplb_lb_free(struct rplb_lb *lb)
 	rte_free(lb);
 }
 
+/* Free what rplb_lb_add_worker allocated for a worker (NULLs skipped). */
+static void
+worker_state_free(struct rplb_lb_worker *lb_worker)
+{
+	rplb_flow_table_free(lb_worker->flows);
+	rplb_fragment_table_free(lb_worker->fragments);
+	rte_free(lb_worker->service_counters);
+	rte_free(lb_worker->backend_counters);
+	rplb_flow_sample_slot_free(lb_worker->sample);
+	memset(lb_worker, 0, sizeof(*lb_worker));
+}
+
 int
 rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 {
 	struct rplb_lb_worker *lb_worker;
 	unsigned int index = lb->n_workers, i;
+	uint64_t fragment_ticks;
 	int socket_id, rc;
 
 	if (index >= lb->max_workers || lcore_id >= RTE_MAX_LCORE)
@@ -491,7 +517,7 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		if (lb->workers[i].lcore_id == lcore_id)
 			return -EEXIST;
 	/* The worker's own state on its own socket's memory: only it reads
-	 * and writes its flow table. */
+	 * and writes its flow table and its fragments. */
 	socket_id = (int)rte_lcore_to_socket_id(lcore_id);
 	if (socket_id < 0 || rte_lcore_is_enabled(lcore_id) == 0)
 		socket_id = lb->socket_id;
@@ -499,6 +525,18 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 	memset(lb_worker, 0, sizeof(*lb_worker));
 	lb_worker->lcore_id = lcore_id;
 	lb_worker->flows = rplb_flow_table_create(lb->flow_table_size, socket_id);
+	if (lb_worker->flows == NULL) {
+		rc = -rte_errno;
+		worker_state_free(lb_worker);
+		return rc;
+	}
+	/* In the flow clock's ticks: the worker ages fragments with it. */
+	fragment_ticks = ((uint64_t)lb->fragment_timeout_s * rte_get_tsc_hz()) >>
+			 lb_worker->flows->clock_shift;
+	lb_worker->fragments = rplb_fragment_table_create(lb->fragment_datagrams,
+							  lb->fragment_held,
+							  (uint32_t)RTE_MAX(fragment_ticks, 1ull),
+							  socket_id);
 	lb_worker->service_counters = rte_zmalloc_socket("rplb_service_counters",
 		RPLB_MAX_SERVICES * sizeof(*lb_worker->service_counters), RTE_CACHE_LINE_SIZE,
 		socket_id);
@@ -506,25 +544,16 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		RPLB_MAX_BACKENDS * sizeof(*lb_worker->backend_counters), RTE_CACHE_LINE_SIZE,
 		socket_id);
 	lb_worker->sample = rplb_flow_sample_slot_create(socket_id);
-	if (lb_worker->flows == NULL || lb_worker->service_counters == NULL ||
+	if (lb_worker->fragments == NULL || lb_worker->service_counters == NULL ||
 	    lb_worker->backend_counters == NULL || lb_worker->sample == NULL) {
-		rc = lb_worker->flows == NULL ? -rte_errno : -ENOMEM;
-		rplb_flow_table_free(lb_worker->flows);
-		rte_free(lb_worker->service_counters);
-		rte_free(lb_worker->backend_counters);
-		rplb_flow_sample_slot_free(lb_worker->sample);
-		memset(lb_worker, 0, sizeof(*lb_worker));
-		return rc != 0 ? rc : -ENOMEM;
+		worker_state_free(lb_worker);
+		return -ENOMEM;
 	}
 	/* Every worker reports to the one RCU of the tables: a publish waits
 	 * for all of them (rplb_lb_publish). */
 	rc = rte_rcu_qsbr_thread_register(lb->qsbr, lcore_id);
 	if (rc != 0) {
-		rplb_flow_table_free(lb_worker->flows);
-		rte_free(lb_worker->service_counters);
-		rte_free(lb_worker->backend_counters);
-		rplb_flow_sample_slot_free(lb_worker->sample);
-		memset(lb_worker, 0, sizeof(*lb_worker));
+		worker_state_free(lb_worker);
 		return -rte_errno;
 	}
 	lb->n_workers++;
@@ -594,9 +623,13 @@ rplb_lb_worker_flows(const struct rplb_lb *lb, unsigned int worker)
 }
 
 size_t
-rplb_lb_worker_memory(uint32_t flow_table_size)
+rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
+		      uint32_t fragment_held)
 {
+	if (fragment_datagrams == 0)
+		fragment_datagrams = RPLB_FRAGMENT_DEFAULT_DATAGRAMS;
 	return rplb_flow_table_memory(flow_table_size) +
+	       rplb_fragment_table_memory(fragment_datagrams, fragment_held) +
 	       RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
 	       RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters) +
 	       sizeof(struct rplb_flow_sample_slot);

@@ -347,14 +347,98 @@ rplb_rewrite_addr_port(struct rte_mbuf *m, struct rplb_parsed *parsed, void *add
 		*l4_cksum = 0xffff;
 }
 
-/* Turn an ICMP echo request to a VIP into the reply, in place: MACs and
- * addresses swapped, type 0, fresh TTL, both checksums updated. */
+/* ---- IPv4 fragments ----------------------------------------------------- */
+
+/* The largest end of a fragment's payload in its datagram: an IPv4
+ * datagram holds at most 65,535 bytes, its header at least 20. */
+#define RPLB_FRAGMENT_MAX_END (UINT16_MAX - sizeof(struct rte_ipv4_hdr))
+
+/* Where a fragment's payload lies in its datagram (bytes). */
+struct rplb_fragment {
+	uint32_t offset;
+	uint32_t end;           /* offset + payload length */
+	int more;               /* MF: more fragments follow */
+	uint32_t ihl;           /* its IPv4 header's length */
+};
+
+/* The place of a fragment (a frame rplb_parse_ipv4 found a fragment, so
+ * its IHL and total length are sound) in its datagram.  0, or -1 when no
+ * datagram can hold it: an empty payload, a payload beyond the largest
+ * datagram, or a fragment followed by others whose length is not a
+ * multiple of 8 (the next one's offset could not follow it). */
+static inline int
+rplb_parse_fragment(const struct rte_ipv4_hdr *ip, struct rplb_fragment *out)
+{
+	uint16_t field = rte_be_to_cpu_16(ip->fragment_offset);
+	uint32_t ihl = (ip->version_ihl & RTE_IPV4_HDR_IHL_MASK) * 4;
+	uint32_t length = rte_be_to_cpu_16(ip->total_length) - ihl;
+
+	out->offset = (uint32_t)(field & RTE_IPV4_HDR_OFFSET_MASK) * RTE_IPV4_HDR_OFFSET_UNITS;
+	out->end = out->offset + length;
+	out->more = (field & RTE_IPV4_HDR_MF_FLAG) != 0;
+	out->ihl = ihl;
+	if (length == 0 || out->end > RPLB_FRAGMENT_MAX_END ||
+	    (out->more && length % RTE_IPV4_HDR_OFFSET_UNITS != 0))
+		return -1;
+	return 0;
+}
+
+/* The L4 header of a datagram's first fragment (offset 0, MF set), whose
+ * fragment the caller parsed (rplb_parse_fragment): like rplb_parse_ipv4
+ * for a whole datagram, but the header must lie within this fragment (and
+ * its first segment), TCP's options included.  RPLB_PARSE_TCP_UDP or
+ * RPLB_PARSE_ICMP with out filled in, RPLB_PARSE_L4_BAD, or
+ * RPLB_PARSE_IPV4_OTHER for another protocol. */
+static inline enum rplb_parse
+rplb_parse_first_fragment(const struct rte_mbuf *m, struct rte_ipv4_hdr *ip,
+			  const struct rplb_fragment *fragment, struct rplb_parsed *out)
+{
+	uint32_t room = RTE_MIN(fragment->end,
+				m->data_len - (uint32_t)sizeof(struct rte_ether_hdr) - fragment->ihl);
+	uint32_t need;
+
+	out->ip = ip;
+	out->l4 = (uint8_t *)ip + fragment->ihl;
+	out->proto = ip->next_proto_id;
+	out->tcp_flags = 0;
+	switch (ip->next_proto_id) {
+	case IPPROTO_TCP:
+		need = sizeof(struct rte_tcp_hdr);
+		if (room >= need)
+			need = (((struct rte_tcp_hdr *)out->l4)->data_off >> 4) * 4u;
+		if (need < sizeof(struct rte_tcp_hdr) || room < need)
+			return RPLB_PARSE_L4_BAD;
+		out->tcp_flags = ((struct rte_tcp_hdr *)out->l4)->tcp_flags;
+		return RPLB_PARSE_TCP_UDP;
+	case IPPROTO_UDP:
+		return room >= sizeof(struct rte_udp_hdr) ? RPLB_PARSE_TCP_UDP : RPLB_PARSE_L4_BAD;
+	case IPPROTO_ICMP:
+		return room >= sizeof(struct rte_icmp_hdr) ? RPLB_PARSE_ICMP : RPLB_PARSE_L4_BAD;
+	default:
+		return RPLB_PARSE_IPV4_OTHER;
+	}
+}
+
+/* Replace one IPv4 address of a packet (or fragment) whose checksum
+ * change ip_delta the caller knows (rplb_cksum_deltas' ip): nothing else,
+ * no L4 checksum (a fragment after the first has no L4 header; an ICMP
+ * error's has no pseudo-header).  In software whatever the port offers:
+ * these are the rare paths. */
 static inline void
-rplb_icmp_echo_to_reply(struct rte_mbuf *m, struct rplb_parsed *parsed)
+rplb_rewrite_ip_addr(struct rte_ipv4_hdr *ip, void *addr_field, uint32_t new_addr,
+		     uint16_t ip_delta)
+{
+	memcpy(addr_field, &new_addr, sizeof(new_addr));
+	ip->hdr_checksum = rplb_cksum_update(ip->hdr_checksum, ip_delta);
+}
+
+/* Send an IPv4 packet (or fragment) back where it came from, in place:
+ * MACs and addresses swapped, a fresh TTL, the IPv4 checksum updated
+ * (swapping the addresses leaves their sum as it was). */
+static inline void
+rplb_reflect_ipv4(struct rte_mbuf *m, struct rte_ipv4_hdr *ip)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv4_hdr *ip = parsed->ip;
-	struct rte_icmp_hdr *icmp = parsed->l4;
 	struct rte_ether_addr mac = eth->src_addr;
 	uint32_t addr = ip->src_addr;
 	uint16_t old_word, new_word;
@@ -365,15 +449,27 @@ rplb_icmp_echo_to_reply(struct rte_mbuf *m, struct rplb_parsed *parsed)
 	ip->dst_addr = addr;
 
 	/* TTL shares a 16-bit word with the protocol. */
-	old_word = *(uint16_t *)&ip->time_to_live;
+	memcpy(&old_word, &ip->time_to_live, sizeof(old_word));
 	ip->time_to_live = 64;
-	new_word = *(uint16_t *)&ip->time_to_live;
+	memcpy(&new_word, &ip->time_to_live, sizeof(new_word));
 	ip->hdr_checksum = rplb_cksum_apply(ip->hdr_checksum,
 					    rplb_cksum_delta16(old_word, new_word));
+}
 
-	old_word = *(uint16_t *)&icmp->icmp_type;
+/* Turn an ICMP echo request to a VIP (or its first fragment) into the
+ * reply, in place: reflected (rplb_reflect_ipv4), type 0, its checksum
+ * updated (it covers the whole message: the type's word is the only
+ * change, wherever the message's fragments lie). */
+static inline void
+rplb_icmp_echo_to_reply(struct rte_mbuf *m, struct rplb_parsed *parsed)
+{
+	struct rte_icmp_hdr *icmp = parsed->l4;
+	uint16_t old_word, new_word;
+
+	rplb_reflect_ipv4(m, parsed->ip);
+	memcpy(&old_word, &icmp->icmp_type, sizeof(old_word));
 	icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
-	new_word = *(uint16_t *)&icmp->icmp_type;
+	memcpy(&new_word, &icmp->icmp_type, sizeof(new_word));
 	icmp->icmp_cksum = rplb_cksum_apply(icmp->icmp_cksum,
 					    rplb_cksum_delta16(old_word, new_word));
 }

@@ -243,6 +243,14 @@ struct rplb_lb_params {
 	uint32_t max_workers;
 	uint32_t timeout_s[RPLB_FLOW_STATES];   /* of the first, empty tables */
 	int socket_id;
+	/* IPv4 fragments, per worker (fragment_table.h): datagrams tracked at
+	 * once (0: RPLB_FRAGMENT_DEFAULT_DATAGRAMS), fragments held until
+	 * their datagram's first fragment comes (mbufs out of the pool; 0:
+	 * none are held, such fragments are dropped), and the seconds an
+	 * incomplete datagram is kept (0: RPLB_FRAGMENT_DEFAULT_TIMEOUT_S). */
+	uint32_t fragment_datagrams;
+	uint32_t fragment_held;
+	uint32_t fragment_timeout_s;
 };
 
 /* Shared state of the load-balancing engine: the published tables, their
@@ -306,8 +314,11 @@ size_t rplb_lb_flow_memory(const struct rplb_lb *lb);
  * without EAL from the sizes the allocations use; the allocator's own
  * overhead (a cache line or two per allocation) aside.  The tables:
  * rplb_lb_tables_memory and rplb_lb_maglev_memory above.  One worker's
- * state: its flow table, its counters, its flow sample. */
-size_t rplb_lb_worker_memory(uint32_t flow_table_size);
+ * state: its flow table, its fragment state, its counters, its flow
+ * sample (fragment bounds as in rplb_lb_params; the held fragments' mbufs
+ * come from the pool and are not counted here). */
+size_t rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
+			     uint32_t fragment_held);
 
 /* ---- what Python reads of the C side (contract.c) ---------------------- */
 

@@ -34,10 +34,21 @@
 enum rplb_drop_reason {
 	RPLB_DROP_TX_FULL,      /* the port did not accept it */
 	RPLB_DROP_MALFORMED,    /* to a VIP, but its IPv4/L4 headers are broken */
-	RPLB_DROP_FRAGMENT,     /* IPv4 fragment to a VIP (not supported yet) */
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
 	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
 	RPLB_DROP_BAD_CHECKSUM, /* the NIC's RX offload found the IPv4 or L4 checksum bad */
+	/* IPv4 fragments (fragment_table.h): */
+	RPLB_DROP_FRAGMENT_OVERLAP,   /* overlaps part of an earlier one, or disagrees on the
+				       * datagram's end: it and the rest of its datagram */
+	RPLB_DROP_FRAGMENT_DUPLICATE, /* all its bytes came before */
+	RPLB_DROP_FRAGMENT_TIMEOUT,   /* held for its datagram's first fragment, which did not
+				       * come in time (or the worker stopped) */
+	RPLB_DROP_FRAGMENT_NO_ROOM,   /* the fragment state was full (held fragments at their
+				       * bound, too many holes, or its datagram evicted) */
+	/* ICMP errors addressed to a VIP: */
+	RPLB_DROP_ICMP_ERROR_MALFORMED,  /* quote too short or broken, or not from that VIP */
+	RPLB_DROP_ICMP_ERROR_NO_BACKEND, /* about a service with no flow and no backend */
+	/* The appliance's own kernel interface (worker.h): */
 	RPLB_DROP_KERNEL_RATE,  /* for the appliance's own address, over its rate to the kernel */
 	RPLB_DROP_KERNEL_FULL,  /* for the appliance's own address, the kernel interface refused it */
 	RPLB_DROP_HANDOFF_FULL, /* its owner worker's handoff ring was full */
@@ -56,8 +67,21 @@ enum rplb_event {
 	RPLB_EV_FLOWS_CREATED,
 	RPLB_EV_FLOWS_EXPIRED,
 	RPLB_EV_FLOWS_MOVED,        /* their backend was removed */
+	RPLB_EV_FLOWS_SUPERSEDED,   /* ended: a newer flow took their backend-side tuple */
 	RPLB_EV_FLOW_TABLE_FULL,    /* new flow served by Maglev without being stored */
 	RPLB_EV_TABLES_SEEN,        /* table generations this worker switched to */
+	/* IPv4 fragments (a fragment also counts as its datagram's packets do:
+	 * to_backend, to_client_by_flow, passed_through, ...): */
+	RPLB_EV_FRAGMENTS_HELD,     /* came before their datagram's first fragment, waited */
+	RPLB_EV_FRAGMENT_DATAGRAMS_TIMED_OUT,   /* forgotten incomplete after the timeout */
+	RPLB_EV_FRAGMENT_DATAGRAMS_EVICTED,     /* forgotten incomplete for a newer one */
+	/* ICMP errors (destination unreachable, time exceeded, parameter problem): */
+	RPLB_EV_ICMP_ERRORS_TO_BACKEND,         /* from the clients, by the quoted flow */
+	RPLB_EV_ICMP_ERRORS_TO_BACKEND_STATELESS, /* no flow: the service's Maglev choice */
+	RPLB_EV_ICMP_ERRORS_TO_CLIENT,          /* from the backend side, by the quoted flow */
+	RPLB_EV_ICMP_ERRORS_TO_CLIENT_STATELESS,  /* no flow: the backend's one service */
+	RPLB_EV_ICMP_ERRORS_UNMATCHED,          /* quote for no service or flow: unchanged */
+	/* The appliance's own kernel interface (worker.h): */
 	RPLB_EV_TO_KERNEL,          /* from the backends to the appliance's own address: to its kernel interface */
 	RPLB_EV_FROM_KERNEL,        /* sent by the kernel interface, out of the backend port */
 	RPLB_EV_HANDOFF_SENT,       /* received here, handed to the worker that owns its client */

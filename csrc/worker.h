@@ -107,7 +107,7 @@ struct rplb_worker {
 
 /* Transmit what is buffered for one side; free and count what the port
  * refused (a full ring must not stall the loop). */
-static inline void
+static __rte_always_inline void
 rplb_worker_flush(struct rplb_worker *worker, unsigned int side)
 {
 	struct rplb_tx_buffer *buf = &worker->tx[side];

@@ -5,8 +5,9 @@ through the Cython bridge rplb.dataplane.  Public API:
 
 - configuration (no EAL needed; validating loads the compiled extension
   for the fast path's limits): Config, Service, Backend, Timeouts,
-  Health (a service's health check), HealthChecks (the appliance's own
-  address on the backend network), ServiceKey, load_config, parse_config,
+  Fragments (what each worker keeps of IPv4 fragments), Health (a
+  service's health check), HealthChecks (the appliance's own address on
+  the backend network), ServiceKey, load_config, parse_config,
   dump_config, ConfigError;
 - running: Appliance and Options (EAL, ports, workers; with health_checks
   its kernel interface and the health checks), Balancer (apply a
@@ -14,11 +15,11 @@ through the Cython bridge rplb.dataplane.  Public API:
   set_disabled, backend_states), RplbError.
 """
 
-from rplb.config import (Backend, Config, ConfigError, Health, HealthChecks, Service,
-                         ServiceKey, Timeouts, dump_config, load_config, parse_config)
+from rplb.config import (Backend, Config, ConfigError, Fragments, Health, HealthChecks,
+                         Service, ServiceKey, Timeouts, dump_config, load_config, parse_config)
 from rplb.errors import RplbError
 
-__all__ = ["Appliance", "Backend", "Balancer", "Config", "ConfigError", "Health",
+__all__ = ["Appliance", "Backend", "Balancer", "Config", "ConfigError", "Fragments", "Health",
            "HealthChecks", "Options", "RplbError", "Service", "ServiceKey", "SetupError",
            "Timeouts", "dump_config", "load_config", "parse_config"]
 

@@ -119,6 +119,9 @@ cdef extern from "rplb.h" nogil:
         uint32_t max_workers
         uint32_t timeout_s[RPLB_FLOW_STATES]
         int socket_id
+        uint32_t fragment_datagrams
+        uint32_t fragment_held
+        uint32_t fragment_timeout_s
 
     rplb_lb *rplb_lb_create(const rplb_lb_params *params)
     void rplb_lb_free(rplb_lb *lb)
@@ -144,7 +147,14 @@ cdef extern from "rplb.h" nogil:
     unsigned int rplb_lb_worker_count(const rplb_lb *lb)
     uint32_t rplb_lb_worker_flows(const rplb_lb *lb, unsigned int worker)
     size_t rplb_lb_flow_memory(const rplb_lb *lb)
-    size_t rplb_lb_worker_memory(uint32_t flow_table_size)
+    size_t rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
+                                 uint32_t fragment_held)
+
+
+cdef extern from "fragment_table.h" nogil:
+    uint32_t RPLB_FRAGMENT_DEFAULT_DATAGRAMS
+    uint32_t RPLB_FRAGMENT_DEFAULT_HELD
+    uint32_t RPLB_FRAGMENT_DEFAULT_TIMEOUT_S
 
     struct rplb_constant:
         const char *name

@@ -195,12 +195,13 @@ class Appliance:
 
         if config is not None:
             self.lb = dataplane.LoadBalancer(config.flow_table_size, config.timeouts,
-                                             max_workers=len(lcores))
+                                             max_workers=len(lcores), fragments=config.fragments)
             if steered:
                 self.handoff = dataplane.Handoff(len(lcores))
-        # Create the workers (and with them their flow tables) before the
-        # first publish, so the tables are in place before any packet.
-        # Worker i polls queue i of each port (and of the kernel interface).
+        # Create the workers (and with them their flow tables and fragment
+        # state) before the first publish, so the tables are in place before
+        # any packet.  Worker i polls queue i of each port (and of the kernel
+        # interface).
         for index, lcore in enumerate(lcores):
             self.workers.append(dataplane.Worker(
                 lcore, *self.ports, lb=self.lb, drain_us=self.options.drain_us, queue=index,
@@ -275,14 +276,18 @@ class Appliance:
                 f"port {port.port_id} ({port.name}, {port.driver})")
             if problem:
                 raise SetupError(problem)
+        # One queue pair per worker on each port (start() above).  Each
+        # worker of the load balancer may hold IPv4 fragments (mbufs) until
+        # their datagram's first fragment comes, up to its bound.
+        held = options.config.fragments.held if options.config is not None else 0
 
         def need_for(n_mbufs: int) -> sizing.MbufNeed:
-            # One queue pair per worker on each port (start() above).
             return sizing.mbufs_needed(
                 n_mbufs, ports=len(ports), queues_per_port=workers, workers=workers,
                 rx_descriptors=options.rx_descriptors, tx_descriptors=options.tx_descriptors,
                 burst=contract.BURST,
                 handoff_ring_size=dataplane.handoff_ring_size(workers) if steered else 0,
+                fragments_held=held,
                 kernel_queues=kernel_queues, kernel_descriptors=KERNEL_DESCRIPTORS)
         if options.mbufs is None:
             return sizing.default_mbufs(need_for)

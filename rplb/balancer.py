@@ -17,6 +17,7 @@ backends it keeps (same service, same ip:port), a restart forgets them.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -170,6 +171,11 @@ class Balancer:
         if config.flow_table_size != self._lb.flow_table_size:
             notes.append(f"flow_table_size {config.flow_table_size} takes effect at the "
                          f"next start (running with {self._lb.flow_table_size})")
+        fragments = config.fragments
+        if (fragments.datagrams, fragments.held, fragments.timeout) != self._lb.fragment_bounds:
+            running = dict(zip(("datagrams", "held", "timeout"), self._lb.fragment_bounds))
+            notes.append(f"fragments {dataclasses.asdict(fragments)} take effect at the next "
+                         f"start (running with {running})")
         with quiet_gc(large=keys is None or len(keys) > LARGE_CHANGE):
             if keys is None:
                 keys = self._tables.changed_keys(config)

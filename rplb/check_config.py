@@ -20,14 +20,15 @@ def memory_estimate(config: Config, workers: int) -> sizing.MemoryEstimate:
     return sizing.MemoryEstimate(
         tables=contract.tables_memory(len(config.services), config.backend_count),
         maglev=config.maglev_memory(),
-        worker=dataplane.worker_memory(config.flow_table_size),
+        worker=dataplane.worker_memory(config.flow_table_size, config.fragments),
         workers=workers, handoff=dataplane.handoff_memory(workers))
 
 
 def mbuf_need(config: Config, mbufs: int, descriptors: int, workers: int = 1) -> sizing.MbufNeed:
     """What the pool must hold for this configuration with this many
     workers (one queue pair each on both ports, and on the kernel interface
-    of health checks; rings between them when there are several)."""
+    of health checks; rings between them when there are several; the
+    fragments each may hold)."""
     from rplb import contract, dataplane
     from rplb.kernel_interface import DESCRIPTORS
     kernel_queues = workers if config.health_checks is not None else 0
@@ -35,6 +36,7 @@ def mbuf_need(config: Config, mbufs: int, descriptors: int, workers: int = 1) ->
                                rx_descriptors=descriptors, tx_descriptors=descriptors,
                                burst=contract.BURST,
                                handoff_ring_size=dataplane.handoff_ring_size(workers),
+                               fragments_held=config.fragments.held,
                                kernel_queues=kernel_queues, kernel_descriptors=DESCRIPTORS)
 
 
@@ -82,8 +84,8 @@ def summary(path: str, config: Config, mbufs: Optional[int], descriptors: int,
                  f"{sizing.mebibytes(2 * (memory.tables + memory.maglev))} while a change is "
                  f"applied (tables_memory_mb {config.tables_memory_mb})")
     lines.append(f"  flow table: {sizing.mebibytes(memory.worker)} per worker lcore "
-                 f"({config.flow_table_size} flows, counters included) x "
-                 f"{_plural(memory.workers, 'worker')}")
+                 f"({config.flow_table_size} flows, {config.fragments.datagrams} fragmented "
+                 f"datagrams, counters included) x {_plural(memory.workers, 'worker')}")
     if memory.handoff:
         lines.append(f"  handoff rings between the workers: {sizing.mebibytes(memory.handoff)} "
                      f"({workers * (workers - 1)} rings of "

@@ -134,9 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--software-checksums", action="store_true",
                    help="never use TX checksum offload, even where the port has it")
     p.add_argument("--mbufs", type=_positive(int), default=None, metavar="N",
-                   help="mbufs in the packet pool, at least what the rings and bursts need "
-                        "(refused otherwise, with the figure; default: 16383, or what the "
-                        "rings and bursts of many workers need)")
+                   help="mbufs in the packet pool, at least what the rings, the bursts and "
+                        "the fragments the workers may hold need (refused otherwise, with "
+                        "the figure; default: 16383, or what the rings, bursts and "
+                        "fragments of many workers need)")
     p.add_argument("--descriptors", type=_descriptor_count, default=1024, metavar="N",
                    help="rx and tx descriptors per port queue, a power of two within the "
                         "port's limits (default: 1024)")

@@ -7,6 +7,7 @@ The services file is YAML::
     tables_memory_mb: 512           # what all load-balancing tables may take
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
     strict: false                   # drop client traffic to backend addresses
+    fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 fragments, per worker
     health_checks:                  # optional: the appliance's own address
       source: 192.168.1.2/24        #   on the backend network, for health checks
     services:
@@ -59,6 +60,7 @@ __all__ = [
     "Backend",
     "Config",
     "ConfigError",
+    "Fragments",
     "Health",
     "HealthChecks",
     "NotFoundError",
@@ -75,6 +77,9 @@ __all__ = [
     "DEFAULT_TABLES_MEMORY_MB",
     "MAX_BACKENDS",
     "MAX_FLOW_TABLE_SIZE",
+    "MAX_FRAGMENT_DATAGRAMS",
+    "MAX_FRAGMENT_HELD",
+    "MAX_FRAGMENT_TIMEOUT",
     "MAX_MAGLEV_TABLE_SIZE",
     "MAX_SERVICES",
     "MAX_TABLES_MEMORY_MB",
@@ -112,6 +117,10 @@ _CONTRACT_LIMITS = {
     "MAX_BACKENDS": "MAX_BACKENDS",      # in total, over all services
     "MAX_TIMEOUT": "MAX_TIMEOUT",
     "MAX_WEIGHT": "MAX_WEIGHT",
+    # IPv4 fragments, per worker (csrc/fragment_table.h)
+    "MAX_FRAGMENT_DATAGRAMS": "MAX_FRAGMENT_DATAGRAMS",
+    "MAX_FRAGMENT_HELD": "MAX_FRAGMENT_HELD",
+    "MAX_FRAGMENT_TIMEOUT": "MAX_FRAGMENT_TIMEOUT",
 }
 
 
@@ -322,6 +331,25 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Fragments:
+    """What each worker keeps of IPv4 datagrams in fragments (rplb translates
+    them fragment by fragment: docs/fastpath.md, 3.1).
+
+    ``datagrams``: datagrams tracked at once; a new one replaces the oldest
+    when they are all taken.  ``held``: fragments held until their
+    datagram's first fragment comes (each an mbuf out of the pool: rplb-dpdk
+    checks that ``--mbufs`` covers them); 0 drops such fragments.
+    ``timeout``: seconds after which an incomplete datagram is forgotten and
+    its held fragments freed.  The defaults are the C side's
+    (tests/test_contract.py compares them).
+    """
+
+    datagrams: int = 4096
+    held: int = 1024
+    timeout: int = 5
+
+
+@dataclass(frozen=True)
 class Health:
     """A service's health check, and what its results do.
 
@@ -414,6 +442,7 @@ class Config:
     # service forwards traffic that is not for a service unchanged.
     strict: bool = False
     tables_memory_mb: int = DEFAULT_TABLES_MEMORY_MB
+    fragments: Fragments = Fragments()
     #: The appliance's own address on the backend network; None: no health
     #: checks, no kernel interface.
     health_checks: Optional[HealthChecks] = None
@@ -566,6 +595,7 @@ class Config:
             "tables_memory_mb": self.tables_memory_mb,
             "timeouts": dataclasses.asdict(self.timeouts),
             "strict": self.strict,
+            "fragments": dataclasses.asdict(self.fragments),
         })
         if self.health_checks is not None:
             data["health_checks"] = self.health_checks.to_dict()
@@ -750,7 +780,7 @@ class _Edit:
 
 
 _TOP_LEVEL_KEYS = ("flow_table_size", "maglev_table_size", "tables_memory_mb", "timeouts",
-                   "strict", "health_checks", "services")
+                   "strict", "fragments", "health_checks", "services")
 _SERVICE_KEYS = ("name", "vip", "proto", "port", "maglev_table_size", "health", "backends")
 _HEALTH_CHECKS_KEYS = ("source", "interface", "kernel_rate")
 _HEALTH_KEYS = ("type", "port", "path", "expect", "payload", "reply", "interval", "timeout",
@@ -761,6 +791,11 @@ _SERVICE_REQUIRED_KEYS = ("vip", "proto", "port")
 _BACKEND_KEYS = ("ip", "port", "weight")
 _BACKEND_REQUIRED_KEYS = ("ip", "port")
 _TIMEOUT_KEYS = tuple(f.name for f in dataclasses.fields(Timeouts))
+_FRAGMENT_KEYS = tuple(f.name for f in dataclasses.fields(Fragments))
+# (lowest, the limit's name) of each key of `fragments`.
+_FRAGMENT_RANGES = {"datagrams": (1, "MAX_FRAGMENT_DATAGRAMS"),
+                    "held": (0, "MAX_FRAGMENT_HELD"),
+                    "timeout": (1, "MAX_FRAGMENT_TIMEOUT")}
 
 
 # --------------------------------------------------------------------------
@@ -1041,12 +1076,13 @@ class _Checker:
         strict = data.get("strict", False)
         if not isinstance(strict, bool):
             self.fail(root.key("strict"), f"must be true or false, got {_describe(strict)}")
+        fragments = self.fragments(data.get("fragments"), root.key("fragments"))
         health_checks = self.health_checks(data.get("health_checks"),
                                            root.key("health_checks"))
         services, summary = self.services(data.get("services"), root.key("services"),
                                           maglev_table_size, health_checks)
         config = Config(services, flow_table_size, maglev_table_size, timeouts, strict,
-                        tables_memory_mb, health_checks)
+                        tables_memory_mb, fragments, health_checks)
         summary.maglev_bytes = sum(maglev_memory(config, service) for service in services)
         self.memory(config, summary)
         object.__setattr__(config, "_summary_cache", summary)
@@ -1084,6 +1120,15 @@ class _Checker:
         return Timeouts(**{
             name: self.integer(data[name], path.key(name), 1, _limit("MAX_TIMEOUT"))
             for name in _TIMEOUT_KEYS if name in data})
+
+    def fragments(self, data: Any, path: _Path) -> Fragments:
+        if data is None:  # "fragments:" with nothing under it
+            return Fragments()
+        self.mapping(data, path, _FRAGMENT_KEYS)
+        return Fragments(**{
+            name: self.integer(data[name], path.key(name), _FRAGMENT_RANGES[name][0],
+                               _limit(_FRAGMENT_RANGES[name][1]))
+            for name in _FRAGMENT_KEYS if name in data})
 
     # -- services
 

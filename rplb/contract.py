@@ -20,9 +20,10 @@ import numpy as np
 
 from rplb import dataplane
 
-__all__ = ["BACKEND_GENERATIONS", "BACKEND_SLOT_BITS", "BURST", "CONSTANTS", "DROP_NAMES",
-           "DTYPES", "EVENT_NAMES", "FLOW_SAMPLE_MAX", "FLOW_STATE_NAMES", "MAGLEV_MAX_SIZE",
-           "MAGLEV_MIN_SIZE", "MAX_BACKENDS", "MAX_FLOW_TABLE_SIZE", "MAX_SERVICES",
+__all__ = ["BACKEND_GENERATIONS", "BACKEND_SLOT_BITS", "BURST", "CONSTANTS", "DEFAULT_FRAGMENTS",
+           "DROP_NAMES", "DTYPES", "EVENT_NAMES", "FLOW_SAMPLE_MAX", "FLOW_STATE_NAMES",
+           "MAGLEV_MAX_SIZE", "MAGLEV_MIN_SIZE", "MAX_BACKENDS", "MAX_FLOW_TABLE_SIZE",
+           "MAX_FRAGMENT_DATAGRAMS", "MAX_FRAGMENT_HELD", "MAX_FRAGMENT_TIMEOUT", "MAX_SERVICES",
            "MAX_TIMEOUT", "MAX_WEIGHT", "SIDE_NAMES", "backend_generation", "backend_id",
            "backend_slot", "backend_slots", "lcore_counters_dict", "maglev_memory",
            "summable", "tables_memory"]
@@ -41,6 +42,14 @@ MAGLEV_MIN_SIZE: int = CONSTANTS["RPLB_MAGLEV_MIN_SIZE"]
 MAGLEV_MAX_SIZE: int = CONSTANTS["RPLB_MAGLEV_MAX_SIZE"]
 MAX_FLOW_TABLE_SIZE: int = CONSTANTS["RPLB_MAX_FLOW_TABLE_SIZE"]
 FLOW_SAMPLE_MAX: int = CONSTANTS["RPLB_FLOW_SAMPLE_MAX"]
+#: Each worker's IPv4 fragment state (csrc/fragment_table.h): the limits of
+#: the services file's `fragments`, and their defaults.
+MAX_FRAGMENT_DATAGRAMS: int = CONSTANTS["RPLB_FRAGMENT_MAX_DATAGRAMS"]
+MAX_FRAGMENT_HELD: int = CONSTANTS["RPLB_FRAGMENT_MAX_HELD"]
+MAX_FRAGMENT_TIMEOUT: int = CONSTANTS["RPLB_FRAGMENT_MAX_TIMEOUT_S"]
+DEFAULT_FRAGMENTS: Tuple[int, int, int] = (CONSTANTS["RPLB_FRAGMENT_DEFAULT_DATAGRAMS"],
+                                           CONSTANTS["RPLB_FRAGMENT_DEFAULT_HELD"],
+                                           CONSTANTS["RPLB_FRAGMENT_DEFAULT_TIMEOUT_S"])
 #: The worker's rx burst and tx buffer size.
 BURST: int = CONSTANTS["RPLB_BURST"]
 

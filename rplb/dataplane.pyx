@@ -118,10 +118,23 @@ def handoff_memory(unsigned int n_workers):
     return rplb_handoff_memory(n_workers)
 
 
-def worker_memory(uint32_t flow_table_size):
+def worker_memory(uint32_t flow_table_size, fragments=None):
     """Bytes one worker's load-balancing state takes: its flow table of
-    flow_table_size flows, its counters, its flow sample (no EAL needed)."""
-    return rplb_lb_worker_memory(flow_table_size)
+    flow_table_size flows, its fragment state (fragments: an
+    rplb.config.Fragments, None for the defaults; the held fragments'
+    mbufs come from the pool), its counters, its flow sample (no EAL
+    needed)."""
+    datagrams, held, _ = _fragment_bounds(fragments)
+    return rplb_lb_worker_memory(flow_table_size, datagrams, held)
+
+
+def _fragment_bounds(fragments):
+    """(datagrams, held, timeout) of an rplb.config.Fragments, or the C
+    defaults for None."""
+    if fragments is None:
+        return (RPLB_FRAGMENT_DEFAULT_DATAGRAMS, RPLB_FRAGMENT_DEFAULT_HELD,
+                RPLB_FRAGMENT_DEFAULT_TIMEOUT_S)
+    return fragments.datagrams, fragments.held, fragments.timeout
 
 
 # ---- errors ----------------------------------------------------------------
@@ -677,17 +690,22 @@ cdef class LoadBalancer:
     cdef rplb_lb *lb
     cdef readonly unsigned int flow_table_size
     cdef readonly list lcores       # of the workers, by their index
+    # (datagrams, held, timeout) of each worker's fragment state.
+    cdef readonly tuple fragment_bounds
     cdef object _service_dtype
     cdef object _backend_dtype
 
     def __cinit__(self, unsigned int flow_table_size, timeouts, unsigned int max_workers=1,
-                  int socket_id=-1):
+                  int socket_id=-1, fragments=None):
         cdef rplb_lb_params params
         self.lb = NULL
         memset(&params, 0, sizeof(params))
         params.flow_table_size = flow_table_size
         params.max_workers = max_workers
         params.socket_id = rte_socket_id() if socket_id < 0 else socket_id
+        self.fragment_bounds = tuple(_fragment_bounds(fragments))
+        (params.fragment_datagrams, params.fragment_held,
+         params.fragment_timeout_s) = self.fragment_bounds
         for i, value in enumerate(_timeouts_tuple(timeouts)):
             params.timeout_s[i] = value
         self.lb = rplb_lb_create(&params)

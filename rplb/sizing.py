@@ -49,6 +49,9 @@ class MbufNeed:
     - with several workers, every handoff ring (one per ordered pair of
       workers, workers x (workers - 1)) may be full: handoff_ring_size - 1
       mbufs each;
+    - each worker of the load balancer may hold IPv4 fragments until their
+      datagram's first fragment comes (workers x fragments_held, the
+      services file's ``fragments.held``);
     - the appliance's own kernel interface (health_checks), whose queues
       hold mbufs as a port's do (kernel_queues x (2 x kernel_descriptors)),
       and each worker's buffer of frames for it (workers x burst).
@@ -64,6 +67,7 @@ class MbufNeed:
     burst: int
     cache_size: int
     handoff_ring_size: int = 0      # 0: the workers do not steer (one worker)
+    fragments_held: int = 0
     kernel_queues: int = 0
     kernel_descriptors: int = 0
 
@@ -87,7 +91,8 @@ class MbufNeed:
 
     @property
     def per_worker(self) -> int:
-        return self.burst * self.bursts_per_worker + cache_flush_threshold(self.cache_size)
+        return (self.burst * self.bursts_per_worker + cache_flush_threshold(self.cache_size)
+                + self.fragments_held)
 
     @property
     def total(self) -> int:
@@ -96,6 +101,7 @@ class MbufNeed:
     def explain(self) -> str:
         handoff = (f"{self.workers * (self.workers - 1)} handoff rings x "
                    f"{self.handoff_ring_size - 1} + " if self.handoff_ring_size else "")
+        held = (f" + {self.fragments_held} fragments held" if self.fragments_held else "")
         kernel = ""
         if self.kernel_queues:
             kernel = (f" + the kernel interface's {_plural(self.kernel_queues, 'queue')} x "
@@ -104,22 +110,25 @@ class MbufNeed:
                 f"({self.rx_descriptors} rx + {self.tx_descriptors} tx descriptors){kernel} "
                 f"+ {handoff}{_plural(self.workers, 'worker')} x ({self.bursts_per_worker} "
                 f"bursts of {self.burst} + {cache_flush_threshold(self.cache_size)} in its "
-                f"mempool cache) = {self.total}")
+                f"mempool cache{held}) = {self.total}")
 
 
 def mbufs_needed(n_mbufs: int, ports: int, queues_per_port: int, workers: int,
                  rx_descriptors: int, tx_descriptors: int, burst: int,
-                 handoff_ring_size: int = 0, kernel_queues: int = 0,
+                 handoff_ring_size: int = 0, fragments_held: int = 0, kernel_queues: int = 0,
                  kernel_descriptors: int = 0) -> MbufNeed:
     """What a pool of n_mbufs must hold (its cache size depends on n_mbufs).
     handoff_ring_size: of the rings between workers that steer frames to
     each other (several workers of the load balancer), else 0;
-    kernel_queues: of the appliance's own kernel interface, 0 without one."""
+    fragments_held: the fragments each worker may hold (0 without the load
+    balancer); kernel_queues: of the appliance's own kernel interface, 0
+    without one."""
     return MbufNeed(ports=ports, queues_per_port=queues_per_port, workers=workers,
                     rx_descriptors=rx_descriptors, tx_descriptors=tx_descriptors,
                     burst=burst, cache_size=mempool_cache_size(n_mbufs),
                     handoff_ring_size=handoff_ring_size if workers > 1 else 0,
-                    kernel_queues=kernel_queues, kernel_descriptors=kernel_descriptors)
+                    fragments_held=fragments_held, kernel_queues=kernel_queues,
+                    kernel_descriptors=kernel_descriptors)
 
 
 #: The pool rplb-dpdk makes when --mbufs is not given, unless the rings and
@@ -142,8 +151,9 @@ def check_mbufs(n_mbufs: int, need: MbufNeed) -> Optional[str]:
     """None, or one line naming the limit."""
     if n_mbufs >= need.total:
         return None
+    held = " or a lower fragments.held in the services file" if need.fragments_held else ""
     return (f"--mbufs {n_mbufs} is too few: the rings and bursts need {need.explain()}; "
-            f"give --mbufs {need.total} or more (or fewer --descriptors)")
+            f"give --mbufs {need.total} or more (or fewer --descriptors{held})")
 
 
 def check_descriptor_count(count: int) -> Optional[str]:

@@ -51,25 +51,34 @@ def test_valid_file_prints_services_backends_and_memory_from_the_c_sizes():
     assert (f"lookup tables: {sizing.mebibytes(tables)} and Maglev tables "
             f"{sizing.mebibytes(maglev)}; at most {sizing.mebibytes(2 * (tables + maglev))} "
             "while a change is applied (tables_memory_mb 512)") in proc.stdout
-    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (65536 flows, counters "
-            "included) x 1 worker") in proc.stdout
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (65536 flows, 4096 "
+            "fragmented datagrams, counters included) x 1 worker") in proc.stdout
     assert (f"load-balancer memory at most {sizing.mebibytes(2 * (tables + maglev) + worker)}"
             in proc.stdout)
-    assert "besides the pool of 16383 mbufs (4672 needed:" in proc.stdout
+    # the rings and bursts, and the 1,024 fragments the worker may hold
+    assert "besides the pool of 16383 mbufs (5696 needed:" in proc.stdout
+    assert "+ 1024 fragments held) = 5696" in proc.stdout
 
 
 def test_memory_follows_the_file(tmp_path):
     from rplb import dataplane, sizing
     big = tmp_path / "big.yaml"
-    big.write_text("flow_table_size: 1048576\nmaglev_table_size: 251\nservices:\n"
+    big.write_text("flow_table_size: 1048576\nmaglev_table_size: 251\n"
+                   "fragments: {datagrams: 65536, held: 2048}\nservices:\n"
                    "  - {vip: 10.0.0.1, proto: udp, port: 53, backends: [{ip: 10.1.0.1, port: 53}]}\n")
     proc = check(str(big))
     assert proc.returncode == 0, proc.stderr
-    worker = dataplane.worker_memory(1 << 20)
-    # The flow table grows with the file; the counters (one per service and
-    # backend slot) do not.
-    assert worker - dataplane.worker_memory(65536) > ((1 << 20) - 65536) * 32
-    assert f"flow table: {sizing.mebibytes(worker)} per worker lcore (1048576 flows" in proc.stdout
+    from rplb.config import Fragments
+    fragments = Fragments(datagrams=65536, held=2048)
+    worker = dataplane.worker_memory(1 << 20, fragments)
+    # The flow table and the fragment state grow with the file (a 32-byte
+    # record per flow, a 64-byte one per datagram, at least); the counters
+    # (one per service and backend slot) do not.
+    assert worker - dataplane.worker_memory(65536, fragments) > ((1 << 20) - 65536) * 32
+    assert worker - dataplane.worker_memory(1 << 20) > (65536 - 4096) * 64
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (1048576 flows, 65536 "
+            "fragmented datagrams") in proc.stdout
+    assert "+ 2048 fragments held)" in proc.stdout
     assert proc.stdout.splitlines()[1].split()[-2:] == ["Maglev", "251"]
 
 
@@ -109,8 +118,10 @@ def test_options_given_with_it_are_checked_too():
     proc = check(str(EXAMPLE), "--mbufs", "1000", "--ports", "0,1")
     assert proc.returncode == 1
     assert "rplb-dpdk: error: --mbufs 1000 is too few" in proc.stderr
-    assert check(str(EXAMPLE), "--mbufs", "8768", "--descriptors", "2048").returncode == 0
-    assert check(str(EXAMPLE), "--mbufs", "8767", "--descriptors", "2048").returncode == 1
+    # 2 ports x (2048 rx + 2048 tx), 3 bursts of 64, the cache's 384 and
+    # the 1,024 fragments the worker may hold
+    assert check(str(EXAMPLE), "--mbufs", "9792", "--descriptors", "2048").returncode == 0
+    assert check(str(EXAMPLE), "--mbufs", "9791", "--descriptors", "2048").returncode == 1
 
 
 def test_without_a_file_it_checks_the_config_option():

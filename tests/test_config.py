@@ -205,9 +205,8 @@ INVALID_FILES = {
     # top level
     "top-level unknown key": (put("flow_table_sise", 1), "flow_table_sise", "flow_table_sise",
                               "unknown key (allowed: flow_table_size, maglev_table_size, "
-                              "tables_memory_mb, "
-                              "timeouts, strict, health_checks, services); did you mean "
-                              "'flow_table_size'?"),
+                              "tables_memory_mb, timeouts, strict, fragments, health_checks, "
+                              "services); did you mean 'flow_table_size'?"),
     "strict not a boolean": (put("strict", "yes"), "strict", "strict", "must be true or false"),
     "top-level non-string key": (put(7, 1), "7", "7", "unknown key"),
     "flow_table_size zero": (put("flow_table_size", 0), "flow_table_size", "flow_table_size",

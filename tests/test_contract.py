@@ -118,6 +118,11 @@ def test_config_reads_its_limits_from_c():
     assert config.MAX_MAGLEV_TABLE_SIZE == contract.MAGLEV_MAX_SIZE
     assert config.MIN_MAGLEV_TABLE_SIZE == contract.MAGLEV_MIN_SIZE
     assert config.MAX_FLOW_TABLE_SIZE == contract.MAX_FLOW_TABLE_SIZE
+    assert config.MAX_FRAGMENT_DATAGRAMS == contract.MAX_FRAGMENT_DATAGRAMS
+    assert config.MAX_FRAGMENT_HELD == contract.MAX_FRAGMENT_HELD
+    assert config.MAX_FRAGMENT_TIMEOUT == contract.MAX_FRAGMENT_TIMEOUT
+    defaults = config.Fragments()
+    assert (defaults.datagrams, defaults.held, defaults.timeout) == contract.DEFAULT_FRAGMENTS
 
 
 def test_importing_rplb_loads_neither_numpy_nor_the_extension():

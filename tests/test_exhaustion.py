@@ -24,8 +24,9 @@ def test_flow_table_full_ten_times_over(tmp_path):
 
 
 def test_tiny_mempool_drops_are_counted_and_nothing_leaks(tmp_path):
-    """The smallest pool rplb-dpdk accepts with 64 descriptors per ring (a
-    smaller one is refused: tests/test_cli.py): every frame is either
+    """The smallest pool rplb-dpdk accepts with 64 descriptors per ring and
+    no fragments held (a smaller one is refused: tests/test_cli.py,
+    test_fragments.py): every frame is either
     forwarded or counted as received without an mbuf.  (With net_pcap,
     which frees on transmit, the pool rarely runs dry: this proves the
     accounting and the absence of leaks, not the rate of drops.)"""
@@ -39,7 +40,7 @@ def test_tiny_mempool_drops_are_counted_and_nothing_leaks(tmp_path):
     web = service_named("web")
     sent = [bytes(client("198.18.9.9", 2000 + i % 100, web["vip"], 80, payload=b"z" * 1000))
             for i in range(5000)]
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, fragments={"held": 0})
     run = run_rplb(tmp_path, sent, sent[:500], duration=1.5,
                    rplb_args=["--config", str(config), "--mbufs", str(smallest),
                               "--descriptors", "64"])

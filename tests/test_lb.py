@@ -305,7 +305,8 @@ def _to_vip(**ip_fields):
                                                   **ip_fields)
 
 
-def test_malformed_and_fragmented_packets_to_a_service_are_dropped_and_counted(tmp_path):
+def test_malformed_packets_to_a_service_are_dropped_and_counted(tmp_path):
+    """(Fragments to a service are translated: tests/test_fragments.py.)"""
     good = bytes(_to_vip() / TCP(sport=1, dport=80) / Raw(b"x" * 20))
     ihl_small = bytearray(good)
     ihl_small[14] = 0x44                                  # IHL 4 (< 5)
@@ -316,15 +317,9 @@ def test_malformed_and_fragmented_packets_to_a_service_are_dropped_and_counted(t
     truncated_tcp[23] = 6                                 # says TCP, carries 4 bytes
     truncated_tcp[16:18] = (24).to_bytes(2, "big")
     malformed = [bytes(ihl_small), bytes(total_too_long), bytes(truncated_tcp)]
-    fragments = [
-        bytes(_to_vip(flags="MF", frag=0) / TCP(sport=2, dport=80) / Raw(b"a" * 16)),
-        bytes(_to_vip(flags=0, frag=3, proto=6) / Raw(b"b" * 16)),        # last, of TCP
-        bytes(_to_vip(flags="MF", frag=0) / UDP(sport=3, dport=80) / Raw(b"c" * 16)),
-    ]
-    run = lb_run(tmp_path, frontend=malformed + fragments)
+    run = lb_run(tmp_path, frontend=malformed)
     assert run.backend_out == [] and run.frontend_out == []
     assert run.stats["drops"]["malformed"] == len(malformed)
-    assert run.stats["drops"]["fragment"] == len(fragments)
 
 
 def test_service_without_usable_backend_drops_new_flows(tmp_path):
@@ -438,3 +433,41 @@ def test_bad_checksum_stays_bad_through_a_software_rewrite(tmp_path):
     # ... by exactly the same one's-complement error as on arrival
     assert (correct - out[TCP].chksum) % 0xFFFF == (good - bad) % 0xFFFF
     assert run.stats["drops"]["bad_checksum"] == 0
+
+
+def test_a_new_flow_takes_over_the_backend_tuple_of_an_older_one(tmp_path):
+    """Two flows, one backend-side tuple: a client reuses its source port for
+    a second VIP served by the same backend while the first connection's
+    flow is still stored (closing flows stay 10 s).  The backend can hold
+    one connection on client ip:port <-> backend ip:port: the new flow
+    takes that tuple over, so the backend's SYN-ACK leaves from the VIP the
+    client is calling now; the older flow ends, counted flows_superseded.
+    (Before, the SYN-ACK left from the old VIP and the client reset the
+    connection: 8-15 of 400 curls alternating between two such VIPs
+    failed.)"""
+    shared = {"ip": "192.168.9.9", "port": 8000}
+    services = [
+        {"name": "a", "vip": "10.0.0.100", "proto": "tcp", "port": 80, "backends": [shared]},
+        {"name": "b", "vip": "10.0.0.101", "proto": "tcp", "port": 81, "backends": [shared]},
+    ]
+    client_ip, port = "203.0.113.21", 45555
+    frontend = [client(client_ip, port, "10.0.0.100", 80, flags="S"),
+                client(client_ip, port, "10.0.0.100", 80, flags="A"),
+                client(client_ip, port, "10.0.0.100", 80, flags="FA"),     # closing
+                client(client_ip, port, "10.0.0.101", 81, flags="S")]      # port reused
+    synack = Ether(src=SERVER_MAC, dst=LB_MAC) / IP(src="192.168.9.9", dst=client_ip) \
+        / TCP(sport=8000, dport=port, flags="SA", seq=7000, ack=1001)
+    # The frontend's four frames are one rx burst, read before the backend's.
+    run = lb_run(tmp_path, frontend=frontend, backend=[synack], services=services)
+    assert [(Ether(f)[IP].dst, Ether(f)[TCP].dport) for f in run.backend_out] == \
+        [("192.168.9.9", 8000)] * 4
+    assert len(run.frontend_out) == 1
+    out = Ether(run.frontend_out[0])
+    assert (out[IP].src, out[TCP].sport) == ("10.0.0.101", 81)      # b's, the new flow
+    assert (out[IP].dst, out[TCP].dport) == (client_ip, port)
+    assert_checksums_valid(run.frontend_out[0])
+    events = run.stats["events"]
+    assert events["flows_created"] == 2 and events["flows_superseded"] == 1
+    assert events["to_client_by_flow"] == 1
+    active = {s["service"]: s["active_flows"] for s in run.stats["services"]}
+    assert active == {"a": 0, "b": 1}

@@ -5,11 +5,11 @@ import json
 
 import pytest
 import yaml
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from lbcheck import assert_checksums_valid, by_flow
+from lbcheck import assert_checksums_valid, by_flow, expected_backend
 from tapwire import TapWire, client_segments, from_test_clients
 
 VIP = "10.0.0.100"
@@ -191,3 +191,85 @@ def test_bad_checksums_flagged_by_the_nic_are_dropped_and_counted(tmp_path):
     assert [p[IP].src for p in out] == ["100.64.0.1"]
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["drops"]["bad_checksum"] == 2
+
+
+def test_icmp_errors_follow_the_flow_not_the_current_maglev_choice(tmp_path):
+    """A "fragmentation needed" about a flow's reply goes to the flow's
+    backend, even after a reload changed the Maglev choice for its tuple
+    (the backend drained, so the flow stays); an error about a tuple
+    without a flow goes to the current Maglev choice."""
+    path, wire = start(tmp_path, [(B1, 1), (B2, 1)])
+    try:
+        flows = [(f"100.64.5.{i + 1}", 32000 + i) for i in range(40)]
+        first = by_flow([bytes(p) for p in wire.to_backends(
+            client_segments(flows, "S"), from_test_clients)])
+        on_b2 = [f for f in flows if first[f] == {(B2, 8080)}]
+        assert on_b2
+        path.write_text(config_text([(B1, 1), (B2, 0)]))      # Maglev: B1 only
+        assert "reloaded" in wire.reload()
+
+        def error_about(ip, port):
+            quote = bytes(IP(src=VIP, dst=ip) / TCP(sport=80, dport=port, flags="A")
+                          / Raw(b"x" * 100))
+            return Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b") \
+                / IP(src="198.51.100.1", dst=VIP) / ICMP(type=3, code=4, nexthopmtu=1280) \
+                / Raw(quote[:48])
+        without_flow = [(f"100.64.6.{i + 1}", 33000 + i) for i in range(5)]
+        errors = wire.to_backends([error_about(*f) for f in on_b2 + without_flow],
+                                  lambda p: ICMP in p)
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert len(errors) == len(on_b2) + len(without_flow)
+    for pkt in errors:
+        quoted = IP(bytes(pkt[ICMP].payload))
+        client = (quoted.dst, quoted[TCP].dport)
+        want = B2 if client in on_b2 else B1
+        assert pkt[IP].dst == want and (quoted.src, quoted[TCP].sport) == (want, 8080)
+        assert_checksums_valid(bytes(pkt))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["events"]["icmp_errors_to_backend"] == len(on_b2)
+    assert stats["events"]["icmp_errors_to_backend_stateless"] == len(without_flow)
+
+
+def test_a_flow_moving_onto_a_taken_backend_tuple_takes_it_over(tmp_path):
+    """Two flows of one client port, to two VIPs: X on backend B1 through
+    VIP .100, Y on B2 through VIP .101.  B2 is removed from .101's service,
+    whose remaining backend is B1: Y's next packet moves it to B1, onto the
+    backend-side tuple X holds.  Y takes it over (X ends, counted), so B1's
+    replies on that tuple leave from .101."""
+    path = tmp_path / "services.yaml"
+
+    def text(second_backends):
+        return yaml.safe_dump({"maglev_table_size": 251, "services": [
+            {"vip": VIP, "proto": "tcp", "port": 80,
+             "backends": [{"ip": B1, "port": 8080}]},
+            {"vip": "10.0.0.101", "proto": "tcp", "port": 80,
+             "backends": [{"ip": ip, "port": 8080} for ip in second_backends]}]})
+    path.write_text(text([B1, B2]))
+    # A client port whose flow to .101 lands on B2.
+    service = {"vip": "10.0.0.101", "proto": "tcp", "port": 80,
+               "backends": [{"ip": B1, "port": 8080}, {"ip": B2, "port": 8080}]}
+    port = next(p for p in range(34000, 35000)
+                if expected_backend(service, "100.64.7.1", p, 251) == (B2, 8080))
+    wire = TapWire(tmp_path, ["--config", str(path)])
+    try:
+        to_x = client_segments([("100.64.7.1", port)], "S")
+        to_y = client_segments([("100.64.7.1", port)], "S", vip="10.0.0.101")
+        first = [(p[IP].dst, p[IP].src) for p in wire.to_backends(to_x + to_y,
+                                                                    from_test_clients)]
+        assert sorted(first) == sorted([(B1, "100.64.7.1"), (B2, "100.64.7.1")])
+        path.write_text(text([B1]))
+        assert "reloaded" in wire.reload()
+        moved = wire.to_backends(client_segments([("100.64.7.1", port)], "A",
+                                                 vip="10.0.0.101"), from_test_clients)
+        reply = Ether() / IP(src=B1, dst="100.64.7.1") / TCP(sport=8080, dport=port,
+                                                            flags="A") / Raw(b"r")
+        back = wire.to_clients([reply], lambda p: IP in p and p[IP].dst == "100.64.7.1")
+    finally:
+        rc, _ = wire.stop()
+    assert rc == 0
+    assert [p[IP].dst for p in moved] == [B1]
+    assert [(p[IP].src, p[TCP].sport) for p in back] == [("10.0.0.101", 80)]
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["events"]["flows_moved"] == 1 and stats["events"]["flows_superseded"] == 1

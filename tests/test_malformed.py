@@ -2,8 +2,16 @@
 gives, the counter that moves, and every mbuf back in its pool.
 
 Verdicts (also in README.md, "Hostile input"):
-- broken IPv4/L4 headers addressed to a VIP: dropped, `malformed`;
-- fragments to a VIP (TCP/UDP/ICMP): dropped, `fragment`;
+- broken IPv4/L4 headers addressed to a VIP: dropped, `malformed`; so are
+  fragments to a VIP that no datagram can hold (empty, beyond 65,535
+  bytes, a length not a multiple of 8 with more to come) and first
+  fragments too short for their TCP/UDP header;
+- other fragments to a VIP are translated (tests/test_fragments.py); one
+  whose datagram's first fragment never comes is held, then freed and
+  counted (`fragment_timeout`, here when rplb stops);
+- ICMP errors to a VIP whose quote is too short or broken: dropped,
+  `icmp_error_malformed`; quotes of other protocols are forwarded
+  unchanged, `icmp_errors_unmatched` (tests/test_icmp_errors.py);
 - anything not addressed to a VIP, however broken: passed through unchanged
   (rplb is a bump in the wire, not a router or a firewall);
 - TTL is not a concern of a bump in the wire: TTL 0/1 is load-balanced;
@@ -14,7 +22,7 @@ Verdicts (also in README.md, "Hostile input"):
 """
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -38,7 +46,16 @@ def patched(pkt, offset, value: bytes):
     return bytes(frame)
 
 
-# name -> (frame, verdict, counter)   verdict: "drop" | "pass" | "balance"
+def icmp_error_to_vip(quote: bytes, **icmp):
+    """A "destination unreachable" to the VIP quoting these bytes."""
+    return bytes(ETH / IP(src="198.51.100.1", dst=VIP) / ICMP(type=3, code=icmp.pop("code", 1))
+                 / Raw(quote))
+
+
+QUOTE = bytes(IP(src=VIP, dst="203.0.113.5") / UDP(sport=80, dport=5000) / Raw(b"q" * 8))
+
+# name -> (frame, verdict, counter)
+#   verdict: "drop" | "pass" | "balance" | "reply" (out the frontend)
 IP_AT = 14
 CASES = {
     "truncated ethernet": (bytes(ETH)[:10], "pass", ("events", "passed_through")),
@@ -64,15 +81,39 @@ CASES = {
                              ("drops", "malformed")),
     "truncated icmp header": (bytes(to_vip(Raw(b"\x08\x00\x00"), proto=1)), "drop",
                               ("drops", "malformed")),
-    "first fragment": (bytes(to_vip(flags="MF", frag=0)), "drop", ("drops", "fragment")),
-    "middle fragment": (bytes(to_vip(Raw(b"m" * 16), flags="MF", frag=2, proto=6)), "drop",
-                        ("drops", "fragment")),
-    "last fragment": (bytes(to_vip(Raw(b"l" * 16), frag=4, proto=6)), "drop",
-                      ("drops", "fragment")),
-    "overlapping fragment": (bytes(to_vip(Raw(b"o" * 24), flags="MF", frag=1, proto=17)), "drop",
-                             ("drops", "fragment")),
-    "icmp fragment": (bytes(to_vip(ICMP() / Raw(b"p" * 16), flags="MF")), "drop",
-                      ("drops", "fragment")),
+    "fragment of 28 bytes with more to come": (bytes(to_vip(flags="MF", frag=0)), "drop",
+                                               ("drops", "malformed")),
+    "empty fragment": (bytes(to_vip(Raw(b""), flags="MF", frag=2, proto=17)), "drop",
+                       ("drops", "malformed")),
+    "fragment beyond 65535 bytes": (bytes(to_vip(Raw(b"b" * 16), frag=8190, proto=17)), "drop",
+                                    ("drops", "malformed")),
+    "first fragment with half a tcp header": (bytes(to_vip(Raw(b"h" * 8), flags="MF", proto=6)),
+                                              "drop", ("drops", "malformed")),
+    "middle fragment, first never comes": (bytes(to_vip(Raw(b"m" * 16), flags="MF", frag=2,
+                                                       proto=6)),
+                                           "drop", ("drops", "fragment_timeout")),
+    "last fragment, first never comes": (bytes(to_vip(Raw(b"l" * 16), frag=4, proto=6)), "drop",
+                                         ("drops", "fragment_timeout")),
+    "icmp echo fragment": (bytes(to_vip(ICMP() / Raw(b"p" * 16), flags="MF")), "reply",
+                           ("events", "icmp_echo_replied")),
+    "icmp error, quote of 27 bytes": (icmp_error_to_vip(QUOTE[:27]), "drop",
+                                      ("drops", "icmp_error_malformed")),
+    "icmp error, quote not ipv4": (icmp_error_to_vip(b"\x65" + QUOTE[1:]), "drop",
+                                   ("drops", "icmp_error_malformed")),
+    "icmp error, quoted ihl beyond the quote": (icmp_error_to_vip(b"\x4f" + QUOTE[1:]), "drop",
+                                                ("drops", "icmp_error_malformed")),
+    "icmp error, quote from another address": (icmp_error_to_vip(bytes(
+        IP(src="10.0.0.99", dst="203.0.113.5") / UDP(sport=80, dport=5000))), "drop",
+        ("drops", "icmp_error_malformed")),
+    "icmp error, quoted fragment after the first": (icmp_error_to_vip(bytes(
+        IP(src=VIP, dst="203.0.113.5", frag=3, proto=17) / Raw(b"f" * 8))), "drop",
+        ("drops", "icmp_error_malformed")),
+    "icmp error, quote of another protocol": (icmp_error_to_vip(bytes(
+        IP(src=VIP, dst="203.0.113.5") / ICMP(type=0) / Raw(b"e" * 8))), "pass",
+        ("events", "icmp_errors_unmatched")),
+    "icmp error, quote for no service": (icmp_error_to_vip(bytes(
+        IP(src=VIP, dst="203.0.113.5") / UDP(sport=9999, dport=5000))), "pass",
+        ("events", "icmp_errors_unmatched")),
     "fragment to a non-vip": (bytes(to_vip(flags="MF", dst="10.9.9.9")), "pass",
                               ("events", "passed_through")),
     "broken header to a non-vip": (patched(to_vip(dst="10.9.9.9"), IP_AT, b"\x44"), "pass",
@@ -116,6 +157,9 @@ def test_verdict_counter_and_mbufs(tmp_path, name):
     assert run.stats[group][counter] == 1, (group, counter, run.stats[group])
     if verdict == "drop":
         assert run.backend_out == [] and run.frontend_out == []
+    elif verdict == "reply":
+        assert run.backend_out == [] and len(run.frontend_out) == 1
+        assert_checksums_valid(run.frontend_out[0])
     elif verdict == "pass":
         assert run.backend_out == [frame] and run.frontend_out == []
     else:

@@ -420,13 +420,15 @@ def test_check_config_sizes_the_workers_the_lcores_give(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not os.path.exists(f"/var/run/dpdk/{prefix}"), "EAL was started"
     worker = dataplane.worker_memory(4096)
-    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (4096 flows, counters "
-            "included) x 2 workers") in proc.stdout
+    assert (f"flow table: {sizing.mebibytes(worker)} per worker lcore (4096 flows, 4096 "
+            "fragmented datagrams, counters included) x 2 workers") in proc.stdout
     assert (f"handoff rings between the workers: {sizing.mebibytes(dataplane.handoff_memory(2))} "
             "(2 rings of 4096 entries)") in proc.stdout
-    # The default pool covers 2 ports x 2 queues and the rings.
+    # The default pool covers 2 ports x 2 queues, the rings and the
+    # fragments each worker may hold.
     assert "2 ports x 2 queues x (1024 rx + 1024 tx descriptors) + 2 handoff rings x 4095" \
         in proc.stdout
+    assert "+ 1024 fragments held)" in proc.stdout
     proc = run_cli(["--no-huge", "--lcores", LCORES, "--file-prefix", prefix, "--",
                     "--check-config", str(config), "--mbufs", "16383"], cwd=tmp_path)
     assert proc.returncode == 1 and "--mbufs 16383 is too few" in proc.stderr

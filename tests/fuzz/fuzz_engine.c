@@ -8,17 +8,34 @@
  * goes through the receiving worker's steering pass (worker.c, steer.h),
  * which hands the frames of the other worker's clients over its ring, and
  * the other worker takes them when the input says so.  Interleaved: table
- * changes, clock jumps that make flows expire, flow samples, offloads,
- * steering modes.  The rings are small (RING_SIZE), so full rings happen.
- * The workers have the exception path (a third net_null port as their
- * kernel interface, a queue each, LOCAL_ADDR its address), so frames for
- * the appliance's own address take it.  After every input each mbuf must
- * be back in the pool: a leak aborts like a crash.
+ * changes, clock jumps that make flows and fragmented datagrams expire,
+ * flow samples, offloads, steering modes.  The rings are small
+ * (RING_SIZE), so full rings happen.  The workers have the exception path
+ * (a third net_null port as their kernel interface, a queue each,
+ * LOCAL_ADDR its address), so frames for the appliance's own address take
+ * it.  After every input each mbuf is either back in the pool or held by
+ * a worker's fragment state, exactly as many as the workers say they hold;
+ * then the fragment states are flushed (as when the workers stop) and
+ * every mbuf must be back: a leak aborts like a crash.
  *
  * Input: a sequence of records  [op:1][len:2 little-endian][payload:len]
  *   op 0x00 / 0x01   one frame arriving on the frontend / backend port
  *   op 0x02 / 0x03   the same, flagged by the port's RX offload: L4 checksum bad
- *   op | 0x08        (0x08-0x0b) the same, arriving at worker 1 (else worker 0)
+ *   op 0x04 / 0x05   a fragment of an IPv4 datagram, on the frontend / backend
+ *                    port: payload [offset in 8-byte units:2 LE][length:2 LE]
+ *                    [flags:1, bit 0 MF, bit 1 DF][the whole datagram's frame:
+ *                    Ethernet + IPv4 + its payload]; the fragment takes the
+ *                    datagram's headers and length bytes of its payload from
+ *                    offset on (fewer where the payload ends), so series of
+ *                    one datagram (in any order, overlapping, repeated) come
+ *                    easily
+ *   op 0x06 / 0x07   an ICMP error on the frontend / backend port: payload
+ *                    [type:1][code:1][quoted bytes:2 LE][outer source:4]
+ *                    [outer destination:4][the quoted IPv4 packet]; Ethernet,
+ *                    IPv4 and ICMP headers around the first `quoted bytes`
+ *                    of the packet, checksums computed
+ *   op | 0x08        (0x08-0x0f) any of the above, arriving at worker 1 (else
+ *                    worker 0)
  *   op 0x80          publish new tables described by the payload
  *   op 0x81          housekeeping of both workers, the clock moved payload[0]
  *                    seconds on
@@ -45,10 +62,12 @@
 
 #include <rte_eal.h>
 #include <rte_ethdev.h>
+#include <rte_ip.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 
 #include "lb.h"
+#include "lb_slow_paths.h"
 #include "worker.h"
 
 #define POOL_SIZE 4095
@@ -222,6 +241,78 @@ sample_flows(struct rplb_worker *worker, unsigned int max, int leave_pending)
 	free(out);
 }
 
+/* Op 0x04/0x05: the fragment the payload describes, into m (empty). */
+static void
+build_fragment(struct rte_mbuf *m, const uint8_t *payload, size_t len)
+{
+	const size_t head = 5, l2 = sizeof(struct rte_ether_hdr);
+	const uint8_t *frame = payload + head;
+	size_t frame_len = len > head ? len - head : 0, ihl, offset, length;
+	struct rte_ipv4_hdr *ip;
+	uint8_t *out;
+
+	if (frame_len < l2 + sizeof(struct rte_ipv4_hdr)) {
+		memcpy(rte_pktmbuf_append(m, (uint16_t)frame_len), frame, frame_len);
+		return;
+	}
+	ihl = (frame[l2] & 0x0f) * 4u;
+	if (ihl < sizeof(struct rte_ipv4_hdr) || l2 + ihl > frame_len)
+		ihl = sizeof(struct rte_ipv4_hdr);
+	offset = (size_t)(payload[0] | payload[1] << 8) * 8;
+	length = payload[2] | (size_t)payload[3] << 8;
+	if (offset > frame_len - l2 - ihl)
+		offset = frame_len - l2 - ihl;
+	length = RTE_MIN(length, frame_len - l2 - ihl - offset);
+	length = RTE_MIN(length, (size_t)rte_pktmbuf_tailroom(m) - l2 - ihl);
+	out = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(l2 + ihl + length));
+	memcpy(out, frame, l2 + ihl);
+	memcpy(out + l2 + ihl, frame + l2 + ihl + offset, length);
+	ip = (struct rte_ipv4_hdr *)(out + l2);
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(ihl + length));
+	ip->fragment_offset = rte_cpu_to_be_16((uint16_t)((offset / 8) & RTE_IPV4_HDR_OFFSET_MASK) |
+					       (payload[4] & 1 ? RTE_IPV4_HDR_MF_FLAG : 0) |
+					       (payload[4] & 2 ? RTE_IPV4_HDR_DF_FLAG : 0));
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+}
+
+/* Op 0x06/0x07: the ICMP error the payload describes, into m (empty). */
+static void
+build_icmp_error(struct rte_mbuf *m, const uint8_t *payload, size_t len)
+{
+	const size_t head = 12;
+	size_t quoted = len > head ? len - head : 0, want;
+	struct rte_ether_hdr *eth;
+	struct rte_ipv4_hdr *ip;
+	struct rte_icmp_hdr *icmp;
+	uint8_t *out;
+
+	if (len < head)
+		return;
+	want = payload[2] | (size_t)payload[3] << 8;
+	quoted = RTE_MIN(RTE_MIN(quoted, want),
+			 (size_t)rte_pktmbuf_tailroom(m) - sizeof(*eth) - sizeof(*ip) -
+			 sizeof(*icmp));
+	out = (uint8_t *)rte_pktmbuf_append(m, (uint16_t)(sizeof(*eth) + sizeof(*ip) +
+							   sizeof(*icmp) + quoted));
+	memset(out, 0, sizeof(*eth) + sizeof(*ip) + sizeof(*icmp));
+	eth = (struct rte_ether_hdr *)out;
+	eth->ether_type = rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4);
+	ip = (struct rte_ipv4_hdr *)(eth + 1);
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(sizeof(*ip) + sizeof(*icmp) + quoted));
+	ip->time_to_live = 64;
+	ip->next_proto_id = IPPROTO_ICMP;
+	memcpy(&ip->src_addr, payload + 4, 4);
+	memcpy(&ip->dst_addr, payload + 8, 4);
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	icmp = (struct rte_icmp_hdr *)(ip + 1);
+	icmp->icmp_type = payload[0];
+	icmp->icmp_code = payload[1];
+	memcpy(icmp + 1, payload + head, quoted);
+	icmp->icmp_cksum = (uint16_t)~rte_raw_cksum(icmp, sizeof(*icmp) + quoted);
+}
+
 /* A burst received by worker from side: its steering pass, then its
  * engine on the frames it kept. */
 static void
@@ -263,6 +354,10 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 		 * take cuckoo moves and the table fills (flow_table_full). */
 		.flow_table_size = 108, .max_workers = WORKERS,
 		.timeout_s = { 60, 10, 300, 10 }, .socket_id = SOCKET_ID_ANY,
+		/* Small fragment bounds, so that inputs reach them: a full table
+		 * evicts, a held fragment beyond 12 is refused, and a clock jump
+		 * of 3 s expires datagrams. */
+		.fragment_datagrams = 6, .fragment_held = 12, .fragment_timeout_s = 2,
 	};
 	unsigned int w;
 
@@ -316,7 +411,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct rte_mbuf *pkts[RPLB_BURST];
 	uint16_t n = 0;
-	unsigned int burst_side = 0, burst_worker = 0, w, side;
+	unsigned int burst_side = 0, burst_worker = 0, w, side, held;
 	size_t at = 0;
 
 	while (at + 3 <= size) {
@@ -369,7 +464,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (w = 0; w < WORKERS; w++)
 				if (workers[w]->engine->start(workers[w]) != 0)
 					abort();
-		} else if ((op & ~0x08) <= 0x03) {
+		} else if ((op & ~0x08) <= 0x07) {
+			const unsigned int frame_op = op & 0x07;
 			struct rte_mbuf *m;
 
 			if ((op & 1) != burst_side || ((op >> 3) & 1) != burst_worker ||
@@ -380,10 +476,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			m = rte_pktmbuf_alloc(pool);
 			if (m == NULL)
 				abort();    /* the previous input leaked */
-			if (len > rte_pktmbuf_tailroom(m))
-				len = rte_pktmbuf_tailroom(m);
-			memcpy(rte_pktmbuf_append(m, (uint16_t)len), payload, len);
-			if (op & 2)
+			if (frame_op >= 0x06) {
+				build_icmp_error(m, payload, len);
+			} else if (frame_op >= 0x04) {
+				build_fragment(m, payload, len);
+			} else {
+				if (len > rte_pktmbuf_tailroom(m))
+					len = rte_pktmbuf_tailroom(m);
+				memcpy(rte_pktmbuf_append(m, (uint16_t)len), payload, len);
+			}
+			if (frame_op == 0x02 || frame_op == 0x03)
 				m->ol_flags |= RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD;
 			/* As a port's rx sets it: the taker of a handed-over frame
 			 * reads its side from it. */
@@ -399,8 +501,30 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		rplb_worker_flush_kernel(workers[w]);
 	}
 	housekeeping_all(0);
+	/* Out of the pool: exactly the fragments the workers hold, each
+	 * within its bound. */
+	held = 0;
+	for (w = 0; w < WORKERS; w++) {
+		const struct rplb_fragment_table *fragments = lb->workers[w].fragments;
+
+		if (fragments->n_held > fragments->max_held) {
+			fprintf(stderr, "worker %u holds %u fragments, over its bound of %u\n", w,
+				fragments->n_held, fragments->max_held);
+			abort();
+		}
+		held += fragments->n_held;
+	}
+	if (rte_mempool_in_use_count(pool) != held) {
+		fprintf(stderr, "leak: %u mbufs not returned, %u fragments held\n",
+			rte_mempool_in_use_count(pool), held);
+		abort();
+	}
+	/* Each input starts without fragments, as restarted workers would. */
+	for (w = 0; w < WORKERS; w++)
+		rplb_lb_flush_fragments(workers[w]);
 	if (rte_mempool_in_use_count(pool) != 0) {
-		fprintf(stderr, "leak: %u mbufs not returned\n", rte_mempool_in_use_count(pool));
+		fprintf(stderr, "leak: %u mbufs not returned after the fragment state was flushed\n",
+			rte_mempool_in_use_count(pool));
 		abort();
 	}
 	return 0;

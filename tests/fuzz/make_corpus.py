@@ -6,7 +6,7 @@ import struct
 import sys
 from pathlib import Path
 
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
@@ -19,7 +19,13 @@ FRONTEND_FLAGGED_BAD, BACKEND_FLAGGED_BAD, OFFLOADS = 0x02, 0x03, 0x83
 # worker takes what the other handed it; STEERING, hardware or software;
 # STOP, both stop (rings discarded) and start again.
 AT_WORKER1, TAKE, STEERING, STOP = 0x08, 0x84, 0x85, 0x86
+# A fragment cut from a datagram, an ICMP error built around a quote
+# (frontend / backend): the harness builds the frame (fuzz_engine.c).
+FRONTEND_FRAGMENT, BACKEND_FRAGMENT, FRONTEND_ICMP_ERROR, BACKEND_ICMP_ERROR = 4, 5, 6, 7
 VIP, VIP2 = "10.0.0.100", "10.0.0.101"
+# The harness's first tables: 10.0.0.100 and .101, TCP 80 and UDP 53, with
+# backends 192.168.1.x:8080 and up.
+BACKEND_IP = "192.168.1.1"
 
 
 def record(op, payload: bytes) -> bytes:
@@ -28,6 +34,32 @@ def record(op, payload: bytes) -> bytes:
 
 def frame(pkt) -> bytes:
     return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / pkt)
+
+
+def fragment_records(op, pkt, size=64, order=None):
+    """pkt's fragments (payloads of size bytes) as raw frames of side op."""
+    pieces = [record(op, frame(f)) for f in fragment(pkt, fragsize=size)]
+    return [pieces[i] for i in order] if order is not None else pieces
+
+
+def cut(op, datagram, offset_units, length, more, df=False):
+    """A fragment op (FRONTEND_FRAGMENT, BACKEND_FRAGMENT) of datagram."""
+    return record(op, struct.pack("<HHB", offset_units, length, int(more) | int(df) << 1)
+                  + frame(datagram))
+
+
+def icmp_error(op, icmp_type, code, quote, src, dst, length=None):
+    """An ICMP error op (FRONTEND_ICMP_ERROR, BACKEND_ICMP_ERROR) from src to
+    dst quoting the first length bytes of quote (all of it by default)."""
+    quote = bytes(quote)
+    addresses = bytes(IP(src=src, dst=dst))[12:20]
+    return record(op, struct.pack("<BBH", icmp_type, code, len(quote) if length is None
+                                  else length) + addresses + quote)
+
+
+def at_worker1(rec: bytes) -> bytes:
+    """A frame record of any kind (ops 0x00-0x07), arriving at worker 1."""
+    return bytes([rec[0] | AT_WORKER1]) + rec[1:]
 
 
 def seeds():
@@ -140,6 +172,85 @@ def seeds():
     yield "icmp_errors_steered", (
         icmp_errors(clients[0], 7000) + [record(STEERING, b"\x01")]
         + icmp_errors(clients[1], 7001) + [record(STEERING, b"\x00"), record(TAKE, b"\x01")])
+    # IPv4 fragments (fragment_table.h): a datagram to a UDP service in
+    # order, another in reverse order (its later fragments held until the
+    # first), a third interleaved; a duplicate and an overlap; a datagram
+    # whose first fragment never comes, then a clock jump past the timeout.
+    big = IP(src=c, dst=VIP, id=0x100) / UDP(sport=5300, dport=53) / Raw(bytes(range(200)))
+    other = IP(src=c, dst=VIP, id=0x101) / UDP(sport=5301, dport=53) / Raw(b"o" * 150)
+    yield "fragments_in_order_and_reverse", (
+        fragment_records(FRONTEND, big) + fragment_records(FRONTEND, other, order=[2, 1, 0]))
+    yield "fragments_interleaved_duplicated_overlapping", (
+        [rec for pair in zip(fragment_records(FRONTEND, big), fragment_records(FRONTEND, other))
+         for rec in pair] +
+        fragment_records(FRONTEND, big, order=[1]) +
+        [record(FRONTEND, frame(IP(src=c, dst=VIP, id=0x100, flags="MF", frag=7, proto=17)
+                                / Raw(b"v" * 24)))])
+    yield "fragments_timed_out", (
+        fragment_records(FRONTEND, big)[1:] + [record(AGE, b"\x03")] +
+        fragment_records(FRONTEND, big)[:1])
+    tcp_big = IP(src=c, dst=VIP, id=0x102) / TCP(sport=5302, dport=80, flags="PA") \
+        / Raw(bytes(range(180)))
+    yield "fragments_cut_by_the_harness", [
+        cut(FRONTEND_FRAGMENT, tcp_big, 0, 64, True), cut(FRONTEND_FRAGMENT, tcp_big, 16, 64, True),
+        cut(FRONTEND_FRAGMENT, tcp_big, 8, 64, True, df=True),
+        cut(FRONTEND_FRAGMENT, tcp_big, 24, 200, False), cut(FRONTEND_FRAGMENT, tcp_big, 12, 16, True)]
+    reply = IP(src=BACKEND_IP, dst=c, id=0x200) / UDP(sport=8080, dport=5300) \
+        / Raw(bytes(range(160)))
+    yield "fragmented_reply", (
+        [record(FRONTEND, frame(IP(src=c, dst=VIP) / UDP(sport=5300, dport=53) / Raw(b"q")))] +
+        fragment_records(BACKEND, reply, order=[2, 0, 1]) +
+        [cut(BACKEND_FRAGMENT, reply, 0, 32, True), cut(BACKEND_FRAGMENT, reply, 4, 200, False)])
+    ping = IP(src=c, dst=VIP2, id=0x300) / ICMP(type=8, id=1, seq=1) / Raw(b"p" * 120)
+    yield "fragmented_ping", fragment_records(FRONTEND, ping, order=[1, 0])
+    yield "many_fragmented_datagrams", [
+        rec for i in range(20) for rec in fragment_records(
+            FRONTEND, IP(src=c, dst=VIP, id=0x400 + i) / UDP(sport=5400 + i, dport=53)
+            / Raw(b"m" * 100), order=[1, 0] if i % 2 else [1])]
+    # ICMP errors (lb_icmp.c): about a flow's reply, from the clients' side
+    # to the VIP (frag-needed, whole quote and 8 bytes of it); about a
+    # client's packet, from the backends' side (a router's, and the
+    # backend's own port unreachable); broken and foreign quotes.
+    to_client = IP(src=VIP, dst=c) / TCP(sport=80, dport=1001, flags="SA") / Raw(b"r" * 40)
+    to_backend = IP(src=c, dst=BACKEND_IP) / UDP(sport=5300, dport=8080) / Raw(b"u" * 30)
+    yield "icmp_errors", [
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / TCP(sport=1001, dport=80, flags="S"))),
+        record(FRONTEND, frame(IP(src=c, dst=VIP) / UDP(sport=5300, dport=53) / Raw(b"q"))),
+        icmp_error(FRONTEND_ICMP_ERROR, 3, 4, to_client, "198.51.100.1", VIP),
+        icmp_error(FRONTEND_ICMP_ERROR, 11, 0, to_client, "198.51.100.1", VIP, length=28),
+        icmp_error(FRONTEND_ICMP_ERROR, 12, 0, to_client, "198.51.100.1", VIP, length=38),
+        icmp_error(BACKEND_ICMP_ERROR, 3, 4, to_backend, "192.168.1.254", c),
+        icmp_error(BACKEND_ICMP_ERROR, 3, 3, to_backend, BACKEND_IP, c, length=28),
+        icmp_error(FRONTEND_ICMP_ERROR, 3, 1, to_client, "198.51.100.1", VIP, length=20),
+        icmp_error(FRONTEND_ICMP_ERROR, 3, 1, IP(src=VIP, dst=c) / ICMP(type=0),
+                   "198.51.100.1", VIP),
+        record(FRONTEND, frame(IP(src="198.51.100.1", dst=VIP2) / ICMP(type=3, code=4)
+                               / Raw(bytes(IP(src=VIP2, dst=c) / UDP(sport=53, dport=9)))))]
+    # Fragments and ICMP errors with two workers: one datagram's fragments
+    # received by both workers (the owner is its client's, so the other
+    # hands its share over, the later ones before the first: held on the
+    # owner), a fragmented reply the same way, ICMP errors the harness
+    # builds arriving at worker 1, and both workers stopped while a
+    # datagram's fragments are held (flushed and counted).
+    def spread(records):
+        return [at_worker1(rec) if i % 2 else rec for i, rec in enumerate(records)]
+    two = ["203.0.113.1", "203.0.113.2"]
+    datagrams = [IP(src=client, dst=VIP, id=0x500 + i) / UDP(sport=5500 + i, dport=53)
+                 / Raw(bytes(range(180))) for i, client in enumerate(two)]
+    replies = [IP(src=BACKEND_IP, dst=client, id=0x600 + i) / UDP(sport=8080, dport=5500 + i)
+               / Raw(bytes(range(140))) for i, client in enumerate(two)]
+    yield "fragments_and_icmp_errors_at_both_workers", (
+        [rec for d in datagrams for rec in spread(fragment_records(FRONTEND, d, order=[2, 1, 0]))]
+        + [record(TAKE, b"\x00"), record(TAKE, b"\x01")]
+        + [rec for r in replies for rec in spread(fragment_records(BACKEND, r, order=[1, 0, 2]))]
+        + [at_worker1(icmp_error(FRONTEND_ICMP_ERROR, 3, 4,
+                                 IP(src=VIP, dst=client) / UDP(sport=53, dport=5500 + i),
+                                 "198.51.100.1", VIP)) for i, client in enumerate(two)]
+        + [at_worker1(icmp_error(BACKEND_ICMP_ERROR, 11, 0,
+                                 IP(src=client, dst=BACKEND_IP) / UDP(sport=5500 + i, dport=8080),
+                                 "192.168.1.254", client)) for i, client in enumerate(two)]
+        + [at_worker1(cut(FRONTEND_FRAGMENT, datagrams[0], 8, 64, True)), record(STOP, b"")]
+        + spread(fragment_records(FRONTEND, datagrams[1])))
 
 
 if __name__ == "__main__":

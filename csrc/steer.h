@@ -9,7 +9,9 @@
  *   an ICMP error (types 3, 11, 12) about a flow: the client address in
  *                                 the header it quotes (frontend: the quote
  *                                 is vip:port -> client, its destination;
- *                                 backend: client -> backend, its source)
+ *                                 backend: client -> backend, its source);
+ *                                 in fragments, as any other frame (its
+ *                                 fragments must stay together)
  *   not IPv4                      no flow: whoever received it keeps it
  *
  * The address alone, not the ports, so that frames without ports reach
@@ -111,11 +113,14 @@ rplb_steer_icmp_client(const struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
 	const struct rte_ipv4_hdr *quoted = (const void *)(icmp + sizeof(struct rte_icmp_hdr));
 	uint8_t type;
 
-	/* A fragment after the first has no ICMP header: its outer address
-	 * (rare; the reassembling side sorts it out).  A header that does
-	 * not hold the quote: the engine drops or passes it anyway. */
+	/* A message in fragments, by its outer address, the first fragment
+	 * too: the fragments after it carry no quote, and all of them must
+	 * meet on one worker, whose fragment state gives them the first's
+	 * verdict (no error in fragments is translated, lb_fragments.c; an
+	 * echo request's outer source is the client anyway).  A header that
+	 * does not hold the quote: the engine drops or passes it anyway. */
 	if (ihl < sizeof(struct rte_ipv4_hdr) ||
-	    (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_OFFSET_MASK)) ||
+	    (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_OFFSET_MASK | RTE_IPV4_HDR_MF_FLAG)) ||
 	    m->data_len < sizeof(struct rte_ether_hdr) + ihl + sizeof(struct rte_icmp_hdr) +
 			  sizeof(struct rte_ipv4_hdr))
 		return outer;

@@ -374,6 +374,195 @@ def test_per_worker_counters_in_prometheus_telemetry_and_flow_samples(bench):
     assert set(sampled) == set(lcore_of.values())
 
 
+def open_flows(bench, per_client=1):
+    """New flows of both workers' clients, each opened by a SYN on its
+    owner's queue; their backends learned from what left."""
+    flows = bench.new_flows(per_client=per_client)
+    before = bench.wire.sent_counts(BACKEND)
+    for flow in flows:
+        bench.wire.send(FRONTEND, flow.owner, [flow.to_vip("S")])
+    out = bench.backend_frames_of(flows, before)
+    for flow in flows:
+        flow.backend = out[(flow.client, flow.port)][IP].dst
+    return flows
+
+
+def frames_out(bench, port, before, count, what):
+    return wait_until(lambda: (lambda f: f if len(f) >= count else None)(
+        bench.wire.sent_since(port, before)), what)
+
+
+def deltas(before, after, group, name):
+    """Per worker, how much a counter grew."""
+    return [a[group][name] - b[group][name] for b, a in zip(before["workers"], after["workers"])]
+
+
+def test_fragments_of_a_datagram_reach_its_flows_worker_from_any_queue(bench):
+    """Steering by the client address alone brings every fragment of a
+    datagram to the worker that holds its flow, though only the first
+    carries the ports: here each datagram's fragments arrive on both
+    workers' queues, the last first (held by the owner until the first
+    comes), in both directions, and are translated by the flow."""
+    from scapy.layers.inet import fragment
+    from scapy.packet import Raw
+    from test_fragments import assert_fragment_ipv4, l4_checksum_ok, reassemble
+    flows = open_flows(bench)
+    start = bench.stats()
+
+    def spread(flow, datagram, port):
+        # Fragments sent last first: the 2nd and 0th (the first) on the
+        # other worker's queue, the 1st on the owner's.
+        pieces = [bytes(Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b") / f)
+                  for f in fragment(datagram, fragsize=480)]
+        assert len(pieces) == 3
+        for position, index in enumerate((2, 1, 0)):
+            queue = other(flow.owner) if position % 2 == 0 else flow.owner
+            bench.wire.send(port, queue, [pieces[index]])
+        return pieces
+
+    payload = bytes(i * 13 & 0xFF for i in range(1200))
+    requests = {}
+    before = bench.wire.sent_counts(BACKEND)
+    for i, flow in enumerate(flows):
+        requests[0x4000 + i] = flow, spread(flow, IP(src=flow.client, dst=VIP, id=0x4000 + i)
+                                            / TCP(sport=flow.port, dport=VPORT, flags="PA",
+                                                  seq=1001, ack=5001) / Raw(payload), FRONTEND)
+    out = frames_out(bench, BACKEND, before, 3 * len(flows), "the requests' fragments")
+    assert len(out) == 3 * len(flows)
+    for ip_id, (flow, sent) in requests.items():
+        mine = [f for f in out if Ether(f)[IP].id == ip_id]
+        assert len(mine) == 3
+        sent_at = {Ether(f)[IP].frag: f for f in sent}
+        for frame in mine:
+            assert_fragment_ipv4(frame, sent_at[Ether(frame)[IP].frag], dst=flow.backend)
+        first, data = reassemble(mine)
+        assert (first.dst, TCP(data[:20]).dport, TCP(data[:20]).sport) == \
+            (flow.backend, 8080, flow.port)
+        assert l4_checksum_ok(first, 6, data) and data[20:] == payload
+
+    replies = {}
+    before = bench.wire.sent_counts(FRONTEND)
+    for i, flow in enumerate(flows):
+        replies[0x5000 + i] = flow, spread(flow, IP(src=flow.backend, dst=flow.client,
+                                                    id=0x5000 + i)
+                                           / TCP(sport=8080, dport=flow.port, flags="PA",
+                                                 seq=5001, ack=2201) / Raw(payload), BACKEND)
+    out = frames_out(bench, FRONTEND, before, 3 * len(flows), "the replies' fragments")
+    assert len(out) == 3 * len(flows)
+    for ip_id, (flow, sent) in replies.items():
+        mine = [f for f in out if Ether(f)[IP].id == ip_id]
+        assert len(mine) == 3
+        sent_at = {Ether(f)[IP].frag: f for f in sent}
+        for frame in mine:
+            assert_fragment_ipv4(frame, sent_at[Ether(frame)[IP].frag], src=VIP)
+        first, data = reassemble(mine)
+        assert (first.src, TCP(data[:20]).sport, TCP(data[:20]).dport) == \
+            (VIP, VPORT, flow.port)
+        assert l4_checksum_ok(first, 6, data) and data[20:] == payload
+
+    stats = bench.stats()
+    owned = [sum(f.owner == w for f in flows) for w in range(WORKERS)]
+    # Each owner held the two fragments before each first, of both
+    # directions, and translated all three by its flow.
+    assert deltas(start, stats, "events", "fragments_held") == [4 * n for n in owned]
+    assert deltas(start, stats, "events", "to_backend") == [3 * n for n in owned]
+    assert deltas(start, stats, "events", "to_client_by_flow") == [3 * n for n in owned]
+    assert deltas(start, stats, "events", "to_client_stateless") == [0, 0]
+    # Each worker handed over the other's two fragments per datagram.
+    assert deltas(start, stats, "events", "handoff_sent") == [4 * n for n in reversed(owned)]
+    for reason in ("fragment_overlap", "fragment_duplicate", "fragment_timeout",
+                   "fragment_no_room", "handoff_full"):
+        assert deltas(start, stats, "drops", reason) == [0, 0], reason
+    assert_workers_sum_to_totals(stats)
+
+
+def test_icmp_errors_reach_the_worker_of_the_flow_they_quote(bench):
+    """An error's outer addresses are a router's: it is steered by the
+    client address in its quote, to the worker whose flow it is about,
+    whichever queue it arrives on; there it is translated by the flow, not
+    statelessly."""
+    from test_icmp_errors import check_error, icmp_error, segment
+    flows = open_flows(bench)
+    start = bench.stats()
+    router, backend_router = "203.0.113.1", "192.168.1.254"
+    to_backends, to_clients = [], []
+    for flow in flows:
+        # A router on the clients' side: "fragmentation needed" for what
+        # rplb sent the client (vip:80 -> client), on the wrong queue.
+        as_sent = segment("tcp", VIP, VPORT, flow.client, flow.port)
+        error = icmp_error(router, VIP, (3, 4), bytes(as_sent)[:48])
+        to_backends.append((flow, error, bytes(segment("tcp", flow.backend, 8080, flow.client,
+                                                       flow.port))[:48]))
+        # A router on the backends' side: "time exceeded" for what rplb
+        # sent the backend (client -> backend:8080).
+        forwarded = segment("tcp", flow.client, flow.port, flow.backend, 8080)
+        reply = icmp_error(backend_router, flow.client, (11, 0), bytes(forwarded)[:48])
+        to_clients.append((flow, reply, bytes(segment("tcp", flow.client, flow.port, VIP,
+                                                      VPORT))[:48]))
+    before = bench.wire.sent_counts(BACKEND)
+    for flow, error, _ in to_backends:
+        bench.wire.send(FRONTEND, other(flow.owner), [bytes(error)])
+    out = frames_out(bench, BACKEND, before, len(flows), "the errors to the backends")
+    assert len(out) == len(flows)
+    # By the quote's destination (the client): bytes 16-19 of the quoted
+    # IPv4 header, after the outer header and ICMP's 8 bytes.
+    by_client = {str(ipaddress.IPv4Address(f[14 + 20 + 8 + 16:14 + 20 + 8 + 20])): f
+                 for f in out}
+    for flow, error, quote in to_backends:
+        check_error(by_client[flow.client], error, router, flow.backend, quote)
+    before = bench.wire.sent_counts(FRONTEND)
+    for flow, error, _ in to_clients:
+        bench.wire.send(BACKEND, other(flow.owner), [bytes(error)])
+    out = frames_out(bench, FRONTEND, before, len(flows), "the errors to the clients")
+    assert len(out) == len(flows)
+    by_client = {Ether(f)[IP].dst: f for f in out}
+    for flow, error, quote in to_clients:
+        check_error(by_client[flow.client], error, backend_router, flow.client, quote)
+
+    stats = bench.stats()
+    owned = [sum(f.owner == w for f in flows) for w in range(WORKERS)]
+    assert deltas(start, stats, "events", "icmp_errors_to_backend") == owned
+    assert deltas(start, stats, "events", "icmp_errors_to_client") == owned
+    for name in ("icmp_errors_to_backend_stateless", "icmp_errors_to_client_stateless",
+                 "icmp_errors_unmatched"):
+        assert deltas(start, stats, "events", name) == [0, 0], name
+    # Each worker handed over the other's two errors per flow.
+    assert deltas(start, stats, "events", "handoff_sent") == [2 * n for n in reversed(owned)]
+    assert_workers_sum_to_totals(stats)
+
+
+def test_an_icmp_error_in_fragments_keeps_its_fragments_on_one_worker(bench):
+    """An ICMP error in fragments passes unchanged (errors are at most 576
+    bytes: rplb translates none in fragments), and its fragments after the
+    first carry no quote: so every fragment of it, the first included, is
+    steered by its outer address.  Steered by the quote, the first would
+    reach the quoted client's worker and the rest the router's, where they
+    would wait for a first fragment that never comes."""
+    from scapy.layers.inet import fragment
+    from test_icmp_errors import icmp_error, segment
+    flows = open_flows(bench)
+    router = next(f"203.0.113.{i}" for i in range(2, 255)
+                  if steering_owner(f"203.0.113.{i}", WORKERS) != flows[0].owner)
+    flow = flows[0]
+    as_sent = segment("tcp", VIP, VPORT, flow.client, flow.port)
+    error = icmp_error(router, VIP, (3, 4), bytes(as_sent) * 4)[IP]
+    error.id = 0x6006
+    pieces = [bytes(Ether(src="02:00:00:00:00:c1", dst="02:00:00:00:00:1b") / f)
+              for f in fragment(IP(bytes(error)), fragsize=256)]
+    assert len(pieces) == 3
+    start = bench.stats()
+    before = bench.wire.sent_counts(BACKEND)
+    for i, piece in enumerate(pieces):
+        bench.wire.send(FRONTEND, i % 2, [piece])
+    out = frames_out(bench, BACKEND, before, len(pieces), "the error's fragments")
+    assert sorted(out) == sorted(pieces)           # unchanged, every one
+    stats = bench.stats()
+    router_worker = steering_owner(router, WORKERS)
+    assert deltas(start, stats, "events", "passed_through")[router_worker] == len(pieces)
+    assert sum(deltas(start, stats, "events", "fragments_held")) == 0
+    assert_workers_sum_to_totals(stats)
+
+
 # ---- without veths: refusals, sizing, the pass-through engine -------------------
 
 LCORES = "0@0,1@0,2@1"     # the main lcore and two workers on two CPUs

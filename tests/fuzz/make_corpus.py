@@ -230,7 +230,8 @@ def seeds():
     # received by both workers (the owner is its client's, so the other
     # hands its share over, the later ones before the first: held on the
     # owner), a fragmented reply the same way, ICMP errors the harness
-    # builds arriving at worker 1, and both workers stopped while a
+    # builds arriving at worker 1, an ICMP error in fragments on both
+    # (steered by its outer address), and both workers stopped while a
     # datagram's fragments are held (flushed and counted).
     def spread(records):
         return [at_worker1(rec) if i % 2 else rec for i, rec in enumerate(records)]
@@ -249,6 +250,10 @@ def seeds():
         + [at_worker1(icmp_error(BACKEND_ICMP_ERROR, 11, 0,
                                  IP(src=client, dst=BACKEND_IP) / UDP(sport=5500 + i, dport=8080),
                                  "192.168.1.254", client)) for i, client in enumerate(two)]
+        + spread(fragment_records(FRONTEND, IP(src="198.51.100.1", dst=VIP, id=0x700)
+                                  / ICMP(type=3, code=4)
+                                  / Raw(bytes(IP(src=VIP, dst=two[0]) / UDP(sport=53, dport=5500)
+                                              / Raw(b"e" * 160))), size=64))
         + [at_worker1(cut(FRONTEND_FRAGMENT, datagrams[0], 8, 64, True)), record(STOP, b"")]
         + spread(fragment_records(FRONTEND, datagrams[1])))
 

@@ -237,7 +237,7 @@ setup_lb(const struct options *o, unsigned int workers)
 	};
 	struct rplb_service_spec service = {
 		.vip = rte_cpu_to_be_32(VIP), .port = rte_cpu_to_be_16(VIP_PORT),
-		.proto = IPPROTO_TCP, .service_id = 0,
+		.proto = IPPROTO_TCP, .family = 4, .service_id = 0,
 	};
 	struct rplb_table_specs specs = {
 		.services = &service, .n_services = 1, .timeout_s = {60, 10, 300, 10},

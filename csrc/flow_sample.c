@@ -131,7 +131,7 @@ rplb_flow_sample_serve(struct rplb_flow_sample_slot *slot, const struct rplb_flo
 			.backend_ip = flow->backend_ip, .client_port = flow->client_port,
 			.vport = flow->vport, .backend_port = flow->backend_port,
 			.service_id = flow->service_id, .backend_id = flow->backend_id,
-			.proto = flow->proto, .state = flow->state,
+			.proto = flow->proto, .state = flow->state, .family = 4,
 			.idle_ms = (uint32_t)((uint32_t)(now - flow->last_seen) * ms_per_tick),
 		};
 	}

@@ -206,10 +206,11 @@ validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
 	for (s = 0; s < specs->n_services; s++) {
 		const struct rplb_service_spec *spec = &specs->services[s];
 
-		if (spec->vip == 0 || (spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
+		/* IPv6 services come with the IPv6 fast path (issue 19). */
+		if (spec->family != 4 || spec->vip == 0 || (spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
 		    spec->service_id >= RPLB_MAX_SERVICES)
-			SPEC_ERROR("service spec %u is invalid (vip %08x, proto %u, service id %u)",
-				   s, spec->vip, spec->proto, spec->service_id);
+			SPEC_ERROR("service spec %u is invalid (family %u, vip %08x, proto %u, service id %u)",
+				   s, spec->family, spec->vip, spec->proto, spec->service_id);
 		if (service_index[spec->service_id] != UINT32_MAX)
 			SPEC_ERROR("service specs %u and %u share service id %u",
 				   service_index[spec->service_id], s, spec->service_id);

@@ -181,20 +181,25 @@ rplb_backend_id(uint32_t slot, uint32_t generation)
 /* Specs handed over by Python as numpy structured arrays, in any order.
  * The dtypes are generated from rplb_layout (contract.c), so there is one
  * definition. */
+/* A service and its backends are of one address family (family: 4 or 6;
+ * NAT64/46 is out of scope).  An IPv4 address is in vip / ip, its vip6 /
+ * ip6 all zero; an IPv6 address in vip6 / ip6, its vip / ip zero. */
 struct rplb_service_spec {
-	uint32_t vip;            /* network byte order */
+	uint32_t vip;            /* IPv4, network byte order */
 	uint16_t port;           /* network byte order */
 	uint8_t proto;           /* IPPROTO_TCP or IPPROTO_UDP */
-	uint8_t reserved;
+	uint8_t family;          /* 4 or 6 */
 	uint32_t service_id;     /* stable counter slot, < RPLB_MAX_SERVICES */
+	uint8_t vip6[16];        /* IPv6, network byte order */
 };
 
 struct rplb_backend_spec {
-	uint32_t ip;             /* network byte order */
+	uint32_t ip;             /* IPv4, network byte order */
 	uint16_t port;           /* network byte order */
 	uint16_t weight;
 	uint32_t backend_id;     /* rplb_backend_id() */
-	uint32_t service_id;     /* of its service spec */
+	uint32_t service_id;     /* of its service spec (whose family it has) */
+	uint8_t ip6[16];         /* IPv6, network byte order */
 };
 
 /* One service's Maglev table: which backend slot serves each entry.  It
@@ -284,8 +289,12 @@ struct rplb_flow_sample {
 	uint32_t backend_id;
 	uint8_t proto;
 	uint8_t state;           /* enum rplb_flow_state */
-	uint16_t reserved;
+	uint8_t family;          /* 4: the addresses are the uint32_t ones; 6: the *_ip6 ones */
+	uint8_t reserved;
 	uint32_t idle_ms;
+	uint8_t client_ip6[16];  /* network byte order; zero for IPv4 */
+	uint8_t vip6[16];
+	uint8_t backend_ip6[16];
 };
 
 #define RPLB_FLOW_SAMPLE_MAX 256

@@ -466,6 +466,7 @@ class TableState:
             plan.new_service_ids.append(service_id)
             row = np.zeros(1, dtype=self.services.array.dtype)
             row["vip"] = _network_order([int(service.vip)], 4)
+            row["family"] = 4
             row["port"] = _network_order([service.port], 2)
             row["proto"] = IPPROTO[service.proto]
             row["service_id"] = service_id

@@ -163,7 +163,7 @@ publish_tables(const uint8_t *p, size_t len)
 		services[s] = (struct rplb_service_spec){
 			.vip = rte_cpu_to_be_32(0x0a000000u | (s & 1 ? 101 : 100)),
 			.port = rte_cpu_to_be_16(s < 2 ? 80 : 53),
-			.proto = (s & 2) ? IPPROTO_UDP : IPPROTO_TCP,
+			.proto = (s & 2) ? IPPROTO_UDP : IPPROTO_TCP, .family = 4,
 			.service_id = s * 7 + (NEXT() & 1),
 		};
 		for (b = 0; b < count; b++) {

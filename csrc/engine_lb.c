@@ -340,7 +340,7 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	if (unlikely(tables->generation != lb_worker->generation_seen))
 		adopt_tables(worker, lb_worker, tables);
 	if (unlikely(rplb_flow_sample_wanted(lb_worker->sample)))
-		rplb_flow_sample_serve(lb_worker->sample, flow_table, now_tsc,
+		rplb_flow_sample_serve(lb_worker->sample, flow_table, lb_worker->flows6, now_tsc,
 				       idle ? SAMPLE_BUDGET_IDLE : SAMPLE_BUDGET_BUSY);
 
 	/* The records from the cursor on, up to the budget or the table's end
@@ -355,6 +355,9 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 		    unlikely((uint32_t)(now - flow->last_seen) > tables->timeout_ticks[flow->state]))
 			expire_flow(worker, lb_worker, tables, (uint32_t)(flow - flow_table->flows));
 	}
+	/* IPv6 flows (lb_ipv6.c), while there are any. */
+	if (unlikely(lb_worker->flows6->free_count != lb_worker->flows6->capacity))
+		rplb_lb_age_flows6(worker, tables, now, budget);
 	/* Incomplete fragmented datagrams past their timeout. */
 	if (unlikely(lb_worker->fragments->oldest != RPLB_NO_DATAGRAM))
 		rplb_lb_expire_fragments(worker, now, idle);

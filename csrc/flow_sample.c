@@ -102,10 +102,13 @@ rplb_lb_flow_sample(struct rplb_lb *lb, unsigned int worker, struct rplb_flow_sa
 
 void
 rplb_flow_sample_serve(struct rplb_flow_sample_slot *slot, const struct rplb_flow_table *table,
-		       uint64_t now_tsc, unsigned int budget)
+		       const struct rplb_flow6_table *table6, uint64_t now_tsc, unsigned int budget)
 {
 	uint32_t request = __atomic_load_n(&slot->request, __ATOMIC_ACQUIRE);
-	uint32_t end_of_table = RPLB_FIRST_FLOW_RECORD + table->capacity;
+	/* The cursor runs over the IPv4 records, then over the IPv6 ones
+	 * (record r of the IPv6 table at end_of_ipv4 + r - 1). */
+	uint32_t end_of_ipv4 = RPLB_FIRST_FLOW_RECORD + table->capacity;
+	uint32_t end_of_table = end_of_ipv4 + (table6 != NULL ? table6->capacity : 0);
 	uint32_t now = rplb_flow_clock(table, now_tsc);
 	double ms_per_tick = 1e3 * (double)(1ull << table->clock_shift) / (double)rte_get_tsc_hz();
 	uint32_t end, count, i;
@@ -124,6 +127,25 @@ rplb_flow_sample_serve(struct rplb_flow_sample_slot *slot, const struct rplb_flo
 	for (i = slot->cursor; i < end && count < slot->serving_max; i++) {
 		const struct rplb_flow *flow = &table->flows[i];
 
+		if (i >= end_of_ipv4) {
+			const struct rplb_flow6 *flow6 = &table6->flows[i - end_of_ipv4 + 1];
+			struct rplb_flow_sample *sample;
+
+			if (flow6->state == RPLB_FLOW6_FREE)
+				continue;
+			sample = &slot->buffer[count++];
+			*sample = (struct rplb_flow_sample){
+				.client_port = flow6->client_port, .vport = flow6->vport,
+				.backend_port = flow6->backend_port, .service_id = flow6->service_id,
+				.backend_id = flow6->backend_id, .proto = flow6->proto,
+				.state = flow6->state, .family = 6,
+				.idle_ms = (uint32_t)((uint32_t)(now - flow6->last_seen) * ms_per_tick),
+			};
+			memcpy(sample->client_ip6, flow6->client_ip, 16);
+			memcpy(sample->vip6, flow6->vip, 16);
+			memcpy(sample->backend_ip6, flow6->backend_ip, 16);
+			continue;
+		}
 		if (flow->state == RPLB_FLOW_FREE)
 			continue;
 		slot->buffer[count++] = (struct rplb_flow_sample){

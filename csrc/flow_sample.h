@@ -36,6 +36,7 @@
 
 #include <rte_common.h>
 
+#include "flow6_table.h"
 #include "flow_table.h"
 #include "rplb.h"
 
@@ -92,7 +93,8 @@ rplb_flow_sample_wanted(const struct rplb_flow_sample_slot *slot)
  * and publish the answer when it is complete (enough entries, or the whole
  * table seen).  Call between bursts, on the table's own worker. */
 void rplb_flow_sample_serve(struct rplb_flow_sample_slot *slot,
-			    const struct rplb_flow_table *table, uint64_t now_tsc,
+			    const struct rplb_flow_table *table,
+			    const struct rplb_flow6_table *table6, uint64_t now_tsc,
 			    unsigned int budget);
 
 #endif /* RPLB_FLOW_SAMPLE_H */

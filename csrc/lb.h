@@ -21,6 +21,7 @@
 #include <rte_hash_crc.h>
 #include <rte_rcu_qsbr.h>
 
+#include "flow6_table.h"
 #include "flow_sample.h"
 #include "flow_table.h"
 #include "fragment_table.h"
@@ -85,6 +86,32 @@ struct rplb_owner_slot {
 	uint16_t service_index;     /* or RPLB_SERVICE_SHARED */
 };
 
+/* IPv6 (lb_ipv6.c): an open-addressing slot (vip6, port, proto) -> service
+ * index; empty: used 0. */
+struct rplb_service6_slot {
+	uint8_t vip6[16];
+	uint16_t port;
+	uint8_t proto;
+	uint8_t used;
+	uint16_t service_index;
+	const struct rplb_lb_service *service;
+};
+
+/* IPv6: backend (ip6, port, proto) -> owning service (or SHARED). */
+struct rplb_owner6_slot {
+	uint8_t ip6[16];
+	uint16_t port;
+	uint8_t proto;
+	uint8_t used;
+	uint16_t service_index;
+};
+
+/* An IPv6 address in an open-addressing set (all zero: empty; :: is never
+ * a VIP or a backend, lb_tables.c refuses it). */
+struct rplb_addr6_slot {
+	uint8_t addr[16];
+};
+
 struct rplb_lb_tables {
 	/* Generations are numbered from 1, one more per publish: a worker
 	 * adopts each one it meets (adopt_tables in engine_lb.c). */
@@ -119,6 +146,24 @@ struct rplb_lb_tables {
 	/* One reference per service (NULL: no Maglev table), released with
 	 * the generation. */
 	struct rplb_maglev **maglevs;
+	/* IPv6 services (lb_ipv6.c), apart from the IPv4 ones so that the
+	 * IPv4 lookups stay as they were.  Their services, backends and
+	 * Maglev tables are in the arrays above (vip / ip 0 there); the
+	 * 16-byte addresses are here. */
+	uint32_t n_services6;
+	uint32_t service6_mask;
+	uint32_t vip6_mask;
+	uint32_t owner6_mask;
+	uint32_t backend_ip6_mask;
+	struct rplb_service6_slot *service6_slots;
+	struct rplb_addr6_slot *vip6_slots;
+	struct rplb_addr6_slot *backend_ip6_slots;
+	struct rplb_owner6_slot *owner6_slots;
+	/* By service index (the services array): an IPv6 service's VIP. */
+	struct rplb_addr6_slot *service_vip6;
+	/* By backend slot, like backends: an IPv6 backend's address (only
+	 * slots whose backend is IPv6 are written). */
+	struct rplb_addr6_slot *backend_ip6;
 };
 
 /* One worker's own state: its entry of rplb_lb.workers, a cache line of
@@ -129,6 +174,7 @@ struct rplb_lb_tables {
  * never look at each other's. */
 struct rplb_lb_worker {
 	struct rplb_flow_table *flows;
+	struct rplb_flow6_table *flows6;    /* IPv6 flows (lb_ipv6.c) */
 	struct rplb_fragment_table *fragments;
 	struct rplb_flow_sample_slot *sample;
 	struct rplb_service_counters *service_counters;
@@ -260,6 +306,102 @@ rplb_find_owner(const struct rplb_lb_tables *tables, uint32_t ip, uint16_t port,
 				   rplb_slot_word(ip, port, proto));
 
 	return i < 0 ? NULL : &tables->owner_slots[i];
+}
+
+/* ---- IPv6 lookups (lb_ipv6.c) ---- */
+
+/* Hash of a 16-byte address with a port and a protocol. */
+static inline uint32_t
+rplb_lookup6_hash(const uint8_t addr[16], uint16_t port, uint8_t proto)
+{
+	uint64_t words[2];
+
+	memcpy(words, addr, sizeof(words));
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+	return (uint32_t)_mm_crc32_u64(_mm_crc32_u64(((uint32_t)port << 8) | proto, words[0]),
+				       words[1]);
+#else
+	return rte_hash_crc_8byte(words[1], rte_hash_crc_8byte(words[0],
+								((uint32_t)port << 8) | proto));
+#endif
+}
+
+static inline int
+rplb_addr6_zero(const uint8_t addr[16])
+{
+	uint64_t words[2];
+
+	memcpy(words, addr, sizeof(words));
+	return (words[0] | words[1]) == 0;
+}
+
+static inline int
+rplb_addr6_equal(const uint8_t a[16], const uint8_t b[16])
+{
+	uint64_t wa[2], wb[2];
+
+	memcpy(wa, a, sizeof(wa));
+	memcpy(wb, b, sizeof(wb));
+	return ((wa[0] ^ wb[0]) | (wa[1] ^ wb[1])) == 0;
+}
+
+static inline const struct rplb_lb_service *
+rplb_find_service6(const struct rplb_lb_tables *tables, const uint8_t vip6[16], uint16_t port,
+		   uint8_t proto)
+{
+	uint32_t i = rplb_lookup6_hash(vip6, port, proto) & tables->service6_mask;
+
+	if (tables->n_services6 == 0)
+		return NULL;
+	for (;; i = (i + 1) & tables->service6_mask) {
+		const struct rplb_service6_slot *slot = &tables->service6_slots[i];
+
+		if (!slot->used)
+			return NULL;
+		if (slot->port == port && slot->proto == proto && rplb_addr6_equal(slot->vip6, vip6))
+			return slot->service;
+	}
+}
+
+static inline const struct rplb_owner6_slot *
+rplb_find_owner6(const struct rplb_lb_tables *tables, const uint8_t ip6[16], uint16_t port,
+		 uint8_t proto)
+{
+	uint32_t i = rplb_lookup6_hash(ip6, port, proto) & tables->owner6_mask;
+
+	for (;; i = (i + 1) & tables->owner6_mask) {
+		const struct rplb_owner6_slot *slot = &tables->owner6_slots[i];
+
+		if (!slot->used)
+			return NULL;
+		if (slot->port == port && slot->proto == proto && rplb_addr6_equal(slot->ip6, ip6))
+			return slot;
+	}
+}
+
+static inline int
+rplb_address6_in(const struct rplb_addr6_slot *slots, uint32_t mask, const uint8_t addr[16])
+{
+	uint32_t i = rplb_lookup6_hash(addr, 0, 0) & mask;
+
+	for (;; i = (i + 1) & mask) {
+		if (rplb_addr6_zero(slots[i].addr))
+			return 0;
+		if (rplb_addr6_equal(slots[i].addr, addr))
+			return 1;
+	}
+}
+
+static inline int
+rplb_is_vip6(const struct rplb_lb_tables *tables, const uint8_t addr[16])
+{
+	return rplb_address6_in(tables->vip6_slots, tables->vip6_mask, addr);
+}
+
+static inline int
+rplb_is_backend_ip6(const struct rplb_lb_tables *tables, const uint8_t addr[16])
+{
+	return rplb_address6_in(tables->backend_ip6_slots, tables->backend_ip6_mask, addr);
 }
 
 /* Maglev slot of a flow: Lemire's multiply-shift instead of a division. */

@@ -44,5 +44,10 @@ void rplb_lb_fragment(struct rplb_worker *worker, const struct rplb_lb_tables *t
 void rplb_lb_expire_fragments(struct rplb_worker *worker, uint32_t now, int idle);
 /* The worker stops: every datagram forgotten, every held fragment freed. */
 void rplb_lb_flush_fragments(struct rplb_worker *worker);
+/* An IPv6 frame (EtherType 0x86DD) from in_side: lb_ipv6.c. */
+void rplb_lb_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_side);
+/* Housekeeping: up to budget IPv6 flow records aged. */
+void rplb_lb_age_flows6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+			uint32_t now, unsigned int budget);
 
 #endif /* RPLB_LB_SLOW_PATHS_H */

@@ -21,6 +21,7 @@
 #include <rte_malloc.h>
 
 #include "lb.h"
+#include "packet6.h"
 
 #define LOG(level, fmt, ...) \
 	rte_log(RTE_LOG_ ## level, RTE_LOGTYPE_USER1, "rplb: " fmt "\n", ##__VA_ARGS__)
@@ -50,6 +51,13 @@ struct tables_sizes {
 	size_t backends;
 	size_t slot_taken_in;
 	size_t reused_slots;
+	/* IPv6 */
+	size_t service6_slots;
+	size_t vip6_slots;
+	size_t backend_ip6_slots;
+	size_t owner6_slots;
+	size_t service_vip6;
+	size_t backend_ip6;
 };
 
 static void
@@ -66,6 +74,34 @@ tables_sizes(uint32_t n_services, uint32_t n_backends, struct tables_sizes *size
 	size->backends = RPLB_MAX_BACKENDS * sizeof(struct rplb_lb_backend);
 	size->slot_taken_in = RPLB_MAX_BACKENDS * sizeof(uint32_t);
 	size->reused_slots = RTE_MAX(n_backends, 1u) * sizeof(uint32_t);
+	size->service6_slots = service_slots * sizeof(struct rplb_service6_slot);
+	size->vip6_slots = service_slots * sizeof(struct rplb_addr6_slot);
+	size->backend_ip6_slots = backend_slots * sizeof(struct rplb_addr6_slot);
+	size->owner6_slots = backend_slots * sizeof(struct rplb_owner6_slot);
+	size->service_vip6 = RTE_MAX(n_services, 1u) * sizeof(struct rplb_addr6_slot);
+	size->backend_ip6 = RPLB_MAX_BACKENDS * sizeof(struct rplb_addr6_slot);
+}
+
+static void
+add_address6(struct rplb_addr6_slot *slots, uint32_t mask, const uint8_t addr[16])
+{
+	uint32_t i;
+
+	for (i = rplb_lookup6_hash(addr, 0, 0) & mask;
+	     !rplb_addr6_zero(slots[i].addr) && !rplb_addr6_equal(slots[i].addr, addr);
+	     i = (i + 1) & mask)
+		;
+	memcpy(slots[i].addr, addr, 16);
+}
+
+/* An IPv6 address a VIP or a backend may have: not unspecified (::, the
+ * empty slot), not loopback (::1), not multicast (ff00::/8). */
+static int
+usable_address6(const uint8_t addr[16])
+{
+	static const uint8_t loopback[16] = { [15] = 1 };
+
+	return !rplb_addr6_zero(addr) && !rplb_addr6_equal(addr, loopback) && addr[0] != 0xff;
 }
 
 static void
@@ -156,7 +192,9 @@ rplb_lb_tables_memory(uint32_t n_services, uint32_t n_backends)
 	tables_sizes(n_services, n_backends, &size);
 	return sizeof(struct rplb_lb_tables) + size.service_slots + size.vip_slots +
 	       size.backend_ip_slots + size.owner_slots + size.services + size.maglevs +
-	       size.backends + size.slot_taken_in + size.reused_slots;
+	       size.backends + size.slot_taken_in + size.reused_slots + size.service6_slots +
+	       size.vip6_slots + size.backend_ip6_slots + size.owner6_slots + size.service_vip6 +
+	       size.backend_ip6;
 }
 
 static void
@@ -177,6 +215,12 @@ tables_free(struct rplb_lb_tables *tables)
 	rte_free(tables->reused_slots);
 	rte_free(tables->slot_taken_in);
 	rte_free(tables->maglevs);
+	rte_free(tables->service6_slots);
+	rte_free(tables->vip6_slots);
+	rte_free(tables->backend_ip6_slots);
+	rte_free(tables->owner6_slots);
+	rte_free(tables->service_vip6);
+	rte_free(tables->backend_ip6);
 	rte_free(tables);
 }
 
@@ -206,11 +250,18 @@ validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
 	for (s = 0; s < specs->n_services; s++) {
 		const struct rplb_service_spec *spec = &specs->services[s];
 
-		/* IPv6 services come with the IPv6 fast path (issue 19). */
-		if (spec->family != 4 || spec->vip == 0 || (spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
+		if ((spec->proto != IPPROTO_TCP && spec->proto != IPPROTO_UDP) ||
 		    spec->service_id >= RPLB_MAX_SERVICES)
-			SPEC_ERROR("service spec %u is invalid (family %u, vip %08x, proto %u, service id %u)",
-				   s, spec->family, spec->vip, spec->proto, spec->service_id);
+			SPEC_ERROR("service spec %u is invalid (proto %u, service id %u)",
+				   s, spec->proto, spec->service_id);
+		if (spec->family == 4 && (spec->vip == 0 || !rplb_addr6_zero(spec->vip6)))
+			SPEC_ERROR("service spec %u (IPv4) has vip %08x and a non-zero vip6: an IPv4 "
+				   "service needs vip, and vip6 all zero", s, spec->vip);
+		if (spec->family == 6 && (spec->vip != 0 || !usable_address6(spec->vip6)))
+			SPEC_ERROR("service spec %u (IPv6): vip6 must be a unicast address (not ::, "
+				   "::1 or multicast) and vip 0 (vip is %08x)", s, spec->vip);
+		if (spec->family != 4 && spec->family != 6)
+			SPEC_ERROR("service spec %u has family %u, not 4 or 6", s, spec->family);
 		if (service_index[spec->service_id] != UINT32_MAX)
 			SPEC_ERROR("service specs %u and %u share service id %u",
 				   service_index[spec->service_id], s, spec->service_id);
@@ -222,6 +273,11 @@ validate_specs(const struct rplb_table_specs *specs, uint32_t *service_index)
 		if (spec->service_id >= RPLB_MAX_SERVICES || service_index[spec->service_id] == UINT32_MAX)
 			SPEC_ERROR("backend spec %u names service id %u, which no service spec has",
 				   b, spec->service_id);
+		if (specs->services[service_index[spec->service_id]].family == 6 ?
+		    (spec->ip != 0 || !usable_address6(spec->ip6)) : !rplb_addr6_zero(spec->ip6))
+			SPEC_ERROR("backend spec %u is not in its service's address family (IPv%u): "
+				   "an IPv6 backend needs ip6 (unicast) and ip 0, an IPv4 one ip6 all zero",
+				   b, specs->services[service_index[spec->service_id]].family);
 	}
 	return 0;
 }
@@ -269,12 +325,17 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 		"rplb_" #field, size.field, RTE_CACHE_LINE_SIZE, socket_id))
 	tables->service_mask = tables->vip_mask = slots_for(n_services) - 1;
 	tables->backend_ip_mask = tables->owner_mask = slots_for(n_backends) - 1;
+	tables->service6_mask = tables->vip6_mask = tables->service_mask;
+	tables->backend_ip6_mask = tables->owner6_mask = tables->owner_mask;
 	/* The hash slots and the services are zeroed (0: an empty slot). */
 	if (ALLOCATE(service_slots, 1) == NULL || ALLOCATE(vip_slots, 1) == NULL ||
 	    ALLOCATE(backend_ip_slots, 1) == NULL || ALLOCATE(owner_slots, 1) == NULL ||
 	    ALLOCATE(services, 1) == NULL || ALLOCATE(maglevs, 1) == NULL ||
 	    ALLOCATE(backends, 0) == NULL || ALLOCATE(slot_taken_in, 0) == NULL ||
-	    ALLOCATE(reused_slots, 0) == NULL)
+	    ALLOCATE(reused_slots, 0) == NULL || ALLOCATE(service6_slots, 1) == NULL ||
+	    ALLOCATE(vip6_slots, 1) == NULL || ALLOCATE(backend_ip6_slots, 1) == NULL ||
+	    ALLOCATE(owner6_slots, 1) == NULL || ALLOCATE(service_vip6, 1) == NULL ||
+	    ALLOCATE(backend_ip6, 0) == NULL)
 		goto nomem;
 #undef ALLOCATE
 
@@ -309,8 +370,12 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 			.port = spec->port,
 			.service_id = (uint16_t)service->service_id,
 			.backend_id = spec->backend_id,
-			.to_backend = rplb_cksum_deltas(service->vip, service->port, spec->ip, spec->port),
+			.to_backend = service->family == 6 ?
+				rplb_cksum_deltas6(service->vip6, service->port, spec->ip6, spec->port) :
+				rplb_cksum_deltas(service->vip, service->port, spec->ip, spec->port),
 		};
+		if (service->family == 6)
+			memcpy(tables->backend_ip6[slot].addr, spec->ip6, 16);
 	}
 
 	for (s = 0; s < n_services; s++) {
@@ -337,6 +402,31 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 			.maglev_size = maglev != NULL ? maglev->size : RTE_DIM(no_backend_table),
 			.maglev = maglev != NULL ? maglev->slots : no_backend_table,
 		};
+		if (spec->family == 6) {
+			struct rplb_service6_slot *slot6;
+
+			memcpy(tables->service_vip6[s].addr, spec->vip6, 16);
+			for (i = rplb_lookup6_hash(spec->vip6, spec->port, spec->proto) &
+				 tables->service6_mask;
+			     tables->service6_slots[i].used; i = (i + 1) & tables->service6_mask) {
+				slot6 = &tables->service6_slots[i];
+				if (rplb_addr6_equal(slot6->vip6, spec->vip6) &&
+				    slot6->port == spec->port && slot6->proto == spec->proto) {
+					LOG(ERR, "tables: service spec %u duplicates service spec %u", s,
+					    slot6->service_index);
+					goto invalid;
+				}
+			}
+			slot6 = &tables->service6_slots[i];
+			*slot6 = (struct rplb_service6_slot){
+				.port = spec->port, .proto = spec->proto, .used = 1,
+				.service_index = (uint16_t)s, .service = service,
+			};
+			memcpy(slot6->vip6, spec->vip6, 16);
+			add_address6(tables->vip6_slots, tables->vip6_mask, spec->vip6);
+			tables->n_services6++;
+			continue;
+		}
 
 		for (i = rplb_lookup_hash(spec->vip, spec->port, spec->proto) & tables->service_mask;
 		     tables->service_slots[i].used; i = (i + 1) & tables->service_mask) {
@@ -361,6 +451,31 @@ tables_create(const struct rplb_lb *lb, const struct rplb_lb_tables *prev,
 		const uint32_t index = service_index[spec->service_id];
 		uint8_t proto = specs->services[index].proto;
 		struct rplb_owner_slot *owner;
+
+		if (specs->services[index].family == 6) {
+			struct rplb_owner6_slot *owner6;
+
+			add_address6(tables->backend_ip6_slots, tables->backend_ip6_mask, spec->ip6);
+			for (i = rplb_lookup6_hash(spec->ip6, spec->port, proto) & tables->owner6_mask;
+			     tables->owner6_slots[i].used; i = (i + 1) & tables->owner6_mask) {
+				owner6 = &tables->owner6_slots[i];
+				if (rplb_addr6_equal(owner6->ip6, spec->ip6) && owner6->port == spec->port &&
+				    owner6->proto == proto)
+					break;
+			}
+			owner6 = &tables->owner6_slots[i];
+			if (owner6->used) {
+				if (owner6->service_index != index)
+					owner6->service_index = RPLB_SERVICE_SHARED;
+				continue;
+			}
+			*owner6 = (struct rplb_owner6_slot){
+				.port = spec->port, .proto = proto, .used = 1,
+				.service_index = (uint16_t)index,
+			};
+			memcpy(owner6->ip6, spec->ip6, 16);
+			continue;
+		}
 
 		if (spec->ip != 0)
 			add_address(tables->backend_ip_slots, tables->backend_ip_mask, spec->ip);
@@ -481,6 +596,7 @@ rplb_lb_free(struct rplb_lb *lb)
 		return;
 	for (i = 0; i < lb->n_workers; i++) {
 		rplb_flow_table_free(lb->workers[i].flows);
+		rplb_flow6_table_free(lb->workers[i].flows6);
 		rplb_fragment_table_free(lb->workers[i].fragments);
 		rte_free(lb->workers[i].service_counters);
 		rte_free(lb->workers[i].backend_counters);
@@ -497,6 +613,7 @@ static void
 worker_state_free(struct rplb_lb_worker *lb_worker)
 {
 	rplb_flow_table_free(lb_worker->flows);
+	rplb_flow6_table_free(lb_worker->flows6);
 	rplb_fragment_table_free(lb_worker->fragments);
 	rte_free(lb_worker->service_counters);
 	rte_free(lb_worker->backend_counters);
@@ -545,7 +662,9 @@ rplb_lb_add_worker(struct rplb_lb *lb, unsigned int lcore_id)
 		RPLB_MAX_BACKENDS * sizeof(*lb_worker->backend_counters), RTE_CACHE_LINE_SIZE,
 		socket_id);
 	lb_worker->sample = rplb_flow_sample_slot_create(socket_id);
-	if (lb_worker->fragments == NULL || lb_worker->service_counters == NULL ||
+	lb_worker->flows6 = rplb_flow6_table_create(rplb_flow6_capacity(lb->flow_table_size),
+						    socket_id);
+	if (lb_worker->flows6 == NULL || lb_worker->fragments == NULL || lb_worker->service_counters == NULL ||
 	    lb_worker->backend_counters == NULL || lb_worker->sample == NULL) {
 		worker_state_free(lb_worker);
 		return -ENOMEM;
@@ -630,6 +749,7 @@ rplb_lb_worker_memory(uint32_t flow_table_size, uint32_t fragment_datagrams,
 	if (fragment_datagrams == 0)
 		fragment_datagrams = RPLB_FRAGMENT_DEFAULT_DATAGRAMS;
 	return rplb_flow_table_memory(flow_table_size) +
+	       rplb_flow6_table_memory(rplb_flow6_capacity(flow_table_size)) +
 	       rplb_fragment_table_memory(fragment_datagrams, fragment_held) +
 	       RPLB_MAX_SERVICES * sizeof(struct rplb_service_counters) +
 	       RPLB_MAX_BACKENDS * sizeof(struct rplb_backend_counters) +

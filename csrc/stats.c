@@ -17,6 +17,9 @@ const char *const rplb_drop_names[RPLB_DROP_REASONS] = {
 	[RPLB_DROP_KERNEL_FULL] = "kernel_full",
 	[RPLB_DROP_HANDOFF_FULL] = "handoff_full",
 	[RPLB_DROP_HANDOFF_AT_STOP] = "handoff_at_stop",
+	[RPLB_DROP_IPV6_EXTENSION_CHAIN] = "ipv6_extension_chain",
+	[RPLB_DROP_IPV6_FRAGMENT] = "ipv6_fragment",
+	[RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM] = "ipv6_udp_zero_checksum",
 };
 
 const char *const rplb_event_names[RPLB_EVENTS] = {
@@ -44,6 +47,7 @@ const char *const rplb_event_names[RPLB_EVENTS] = {
 	[RPLB_EV_FROM_KERNEL] = "from_kernel",
 	[RPLB_EV_HANDOFF_SENT] = "handoff_sent",
 	[RPLB_EV_HANDOFF_RECEIVED] = "handoff_received",
+	[RPLB_EV_IPV6_FLOW_TABLE_FULL] = "ipv6_flow_table_full",
 };
 
 const char *const rplb_flow_state_names[RPLB_FLOW_STATES] = {

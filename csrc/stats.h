@@ -33,7 +33,7 @@
 /* Why a packet was dropped.  Keep in step with rplb_drop_names (stats.c). */
 enum rplb_drop_reason {
 	RPLB_DROP_TX_FULL,      /* the port did not accept it */
-	RPLB_DROP_MALFORMED,    /* to a VIP, but its IPv4/L4 headers are broken */
+	RPLB_DROP_MALFORMED,    /* to a VIP, but its IPv4/IPv6/L4 headers are broken */
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
 	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
 	RPLB_DROP_BAD_CHECKSUM, /* the NIC's RX offload found the IPv4 or L4 checksum bad */
@@ -53,6 +53,12 @@ enum rplb_drop_reason {
 	RPLB_DROP_KERNEL_FULL,  /* for the appliance's own address, the kernel interface refused it */
 	RPLB_DROP_HANDOFF_FULL, /* its owner worker's handoff ring was full */
 	RPLB_DROP_HANDOFF_AT_STOP, /* still in a handoff ring when the workers stopped */
+	/* IPv6 (lb_ipv6.c): */
+	RPLB_DROP_IPV6_EXTENSION_CHAIN, /* to a VIP: extension headers too many (> 8), too long
+					 * (L4 beyond 256 bytes), truncated, out of order, or a
+					 * routing header with segments left */
+	RPLB_DROP_IPV6_FRAGMENT,        /* to a VIP, a fragment header: not translated yet */
+	RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM, /* UDP over IPv6 for a service with checksum 0 (invalid) */
 	RPLB_DROP_REASONS
 };
 
@@ -86,6 +92,8 @@ enum rplb_event {
 	RPLB_EV_FROM_KERNEL,        /* sent by the kernel interface, out of the backend port */
 	RPLB_EV_HANDOFF_SENT,       /* received here, handed to the worker that owns its client */
 	RPLB_EV_HANDOFF_RECEIVED,   /* handed here by the worker that received it */
+	/* IPv6 (lb_ipv6.c; its other packets and flows count as IPv4's do): */
+	RPLB_EV_IPV6_FLOW_TABLE_FULL, /* new IPv6 flow served by Maglev without being stored */
 	RPLB_EVENTS
 };
 

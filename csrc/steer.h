@@ -31,9 +31,13 @@
  *                      choice: Toeplitz with the same key, its RETA filled
  *                      round robin over the workers' queues.
  *
- * IPv6 (later) adds its client address as one more case of
- * rplb_steer_client: the owner function takes the address, whatever its
- * length.
+ * IPv6: the client address (frontend: source, backend: destination)
+ * folded to 32 bits (the XOR of its four words) goes through the same
+ * owner function.  IPv6 frames are always steered here, in software, with
+ * hardware steering too: the rte_flow RSS rule covers IPv4 only
+ * (dataplane.pyx: steer_by_client), so the port may spread IPv6 any way.
+ * The whole IPv6 path (ICMPv6 and extension headers included) is steered
+ * by the outer client address.
  */
 #ifndef RPLB_STEER_H
 #define RPLB_STEER_H
@@ -130,6 +134,31 @@ rplb_steer_icmp_client(const struct rte_mbuf *m, const struct rte_ipv4_hdr *ip,
 	return in_side == RPLB_FRONTEND ? quoted->dst_addr : quoted->src_addr;
 }
 
+/* The 128-bit address folded to the 32 bits the owner function takes. */
+static inline uint32_t
+rplb_steer_fold6(const uint8_t addr[16])
+{
+	uint32_t words[4];
+
+	memcpy(words, addr, sizeof(words));
+	return words[0] ^ words[1] ^ words[2] ^ words[3];
+}
+
+/* A frame that is not IPv4: 1 with *client set for IPv6 (hardware
+ * steering too), else 0.  Out of the IPv4 path (its branch exists). */
+static inline int
+rplb_steer_ipv6_client(const struct rte_mbuf *m, const uint8_t *frame, uint16_t ether_type,
+		       unsigned int in_side, uint32_t *client)
+{
+	const struct rte_ipv6_hdr *ip6 = (const void *)(frame + sizeof(struct rte_ether_hdr));
+
+	if (ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV6) ||
+	    m->data_len < sizeof(struct rte_ether_hdr) + sizeof(*ip6))
+		return 0;
+	*client = rplb_steer_fold6(in_side == RPLB_FRONTEND ? ip6->src_addr : ip6->dst_addr);
+	return 1;
+}
+
 /* The client address of a frame from in_side (a constant at each call):
  * 1 with *client set, or 0 for a frame that needs no flow (not IPv4).
  * software: every IPv4 frame; hardware: only those the NIC cannot have
@@ -147,7 +176,7 @@ rplb_steer_client(const struct rte_mbuf *m, const unsigned int in_side, const in
 	memcpy(&ether_type, frame + offsetof(struct rte_ether_hdr, ether_type),
 	       sizeof(ether_type));
 	if (unlikely(ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4)))
-		return 0;
+		return rplb_steer_ipv6_client(m, frame, ether_type, in_side, client);
 	if (unlikely(ip->next_proto_id == IPPROTO_ICMP)) {
 		*client = rplb_steer_icmp_client(m, ip, in_side);
 		return 1;

@@ -138,7 +138,11 @@ cdef extern from "rplb.h" nogil:
         uint32_t backend_id
         uint8_t proto
         uint8_t state
+        uint8_t family
         uint32_t idle_ms
+        uint8_t client_ip6[16]
+        uint8_t vip6[16]
+        uint8_t backend_ip6[16]
     int RPLB_FLOW_SAMPLE_MAX
     int rplb_lb_flow_sample(rplb_lb *lb, unsigned int worker, rplb_flow_sample *out,
                             unsigned int max, unsigned int timeout_ms)

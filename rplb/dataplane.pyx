@@ -852,10 +852,17 @@ cdef class LoadBalancer:
             check_rc(n, f"flow sample of worker {w}")
             for i in range(n):
                 s = &buf[i]
+                if s.family == 6:
+                    client = _ip6(s.client_ip6)
+                    vip = _ip6(s.vip6)
+                    backend = _ip6(s.backend_ip6)
+                else:
+                    client, vip, backend = _ip(s.client_ip), _ip(s.vip), _ip(s.backend_ip)
                 flows.append({
-                    "client": (_ip(s.client_ip), _port(s.client_port)),
-                    "vip": (_ip(s.vip), _port(s.vport)),
-                    "backend": (_ip(s.backend_ip), _port(s.backend_port)),
+                    "family": s.family,
+                    "client": (client, _port(s.client_port)),
+                    "vip": (vip, _port(s.vport)),
+                    "backend": (backend, _port(s.backend_port)),
                     "proto": {6: "tcp", 17: "udp"}.get(s.proto, str(s.proto)),
                     "service_id": s.service_id, "backend_id": s.backend_id,
                     "state": FLOW_STATE_NAMES[s.state] if s.state < RPLB_FLOW_STATES else "?",
@@ -884,6 +891,28 @@ cdef uint32_t _network_order_ip(uint32_t host_order):
 def _ip(uint32_t network_order):
     """The dotted quad of an address stored as it was on the wire."""
     return ".".join(str((network_order >> shift) & 0xFF) for shift in (0, 8, 16, 24))
+
+
+cdef str _ip6(const uint8_t *address):
+    """The canonical text of a 16-byte IPv6 address (network order)."""
+    import ipaddress
+    return str(ipaddress.IPv6Address(bytes(address[:16])))
+
+
+cdef uint32_t _steering_address(address):
+    """The 32 bits the owner function takes, as they lie in memory: an IPv4
+    address as on the wire; an IPv6 address folded (csrc/steer.h:
+    rplb_steer_fold6, the XOR of its four words)."""
+    import ipaddress
+    parsed = ipaddress.ip_address(address)
+    if parsed.version == 4:
+        return _network_order_ip(int(parsed))
+    packed = parsed.packed
+    cdef uint32_t folded = 0
+    for at in range(0, 16, 4):
+        # Each word as the C side loads it from memory (little-endian).
+        folded ^= int.from_bytes(packed[at:at + 4], "little")
+    return folded
 
 
 def _port(uint16_t network_order):
@@ -915,9 +944,8 @@ def steering_owner(address, unsigned int n_workers):
     an int in host order) among n_workers, with software steering
     (csrc/steer.h; no EAL needed)."""
     import ipaddress
-    # The C side takes the address as it lies on the wire.
-    return rplb_steer_software_owner(_network_order_ip(int(ipaddress.IPv4Address(address))),
-                                     n_workers)
+    # The C side takes the address as it lies on the wire (IPv6: folded).
+    return rplb_steer_software_owner(_steering_address(address), n_workers)
 
 
 cdef class Handoff:
@@ -955,8 +983,7 @@ cdef class Handoff:
     def owner(self, address):
         """The index of the worker that owns a client address."""
         import ipaddress
-        return rplb_handoff_owner(self._get(),
-                                  _network_order_ip(int(ipaddress.IPv4Address(address))))
+        return rplb_handoff_owner(self._get(), _steering_address(address))
 
     def close(self):
         if self.handoff != NULL:

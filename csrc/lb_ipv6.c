@@ -1,0 +1,520 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ *
+ * lb_ipv6.c: IPv6 services.  Pass 1 (lb_classify.h) hands every IPv6
+ * frame here, one at a time, from the branch that already sorted out
+ * frames that are not IPv4: the IPv4 burst pays no new test.  Here a frame
+ * is parsed (the extension chain walked, packet6.h), looked up in the
+ * worker's IPv6 flow table (flow6_table.h), rewritten and sent, with the
+ * same rules as an IPv4 packet in lb_resolve.h:
+ *
+ *   from the clients
+ *     TCP/UDP of a flow whose backend is configured -> to that backend
+ *     a flow whose backend is gone      -> moves to the Maglev choice
+ *     a flow of a replaced service, or a SYN reopening a closed tuple
+ *                                       -> starts over
+ *     no flow, for a service            -> a new flow (Maglev)
+ *     ICMPv6 echo request to a VIP      -> answered (echo reply)
+ *     to a VIP: broken length or L4 header, a bad extension chain, a
+ *     fragment (not translated yet), UDP with checksum 0
+ *                                       -> dropped, counted by reason
+ *     anything else (ND, RA, MLD, ...)  -> passed through unchanged
+ *   from the backends
+ *     TCP/UDP of a flow                 -> to the client, as vip:port
+ *     no flow, backend of one service   -> to the client, statelessly
+ *     no flow, backend of several       -> unchanged (reply_unmatched)
+ *     anything else                     -> passed through unchanged
+ *
+ * IPv6 has no header checksum; the L4 checksum is updated incrementally
+ * (RFC 1624) for the address and port change, in software whatever the
+ * port offers: one precomputed delta per backend towards it, one computed
+ * from the flow towards the client.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include <rte_cycles.h>
+#include <rte_ip.h>
+#include <rte_mbuf.h>
+#include <rte_tcp.h>
+#include <rte_udp.h>
+
+#include "lb_burst.h"
+#include "lb_slow_paths.h"
+#include "packet6.h"
+
+/* The TCP flags that may change an IPv6 flow's state, by state: the
+ * table of lb_flow_state.h (same states, same timeouts). */
+static const uint8_t state_change_flags6[256] = {
+	[RPLB_FLOW_UDP] = 0,
+	[RPLB_FLOW_TCP_SYN] = 0xff,
+	[RPLB_FLOW_TCP_ESTABLISHED] = RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG,
+	[RPLB_FLOW_TCP_CLOSING] = RTE_TCP_SYN_FLAG,
+};
+
+static inline void
+set_state6(struct rplb_flow6 *flow, uint8_t state)
+{
+	flow->state = state;
+	flow->state_change_flags = state_change_flags6[state];
+}
+
+static inline uint8_t
+initial_state6(uint8_t proto, uint8_t tcp_flags)
+{
+	if (proto == IPPROTO_UDP)
+		return RPLB_FLOW_UDP;
+	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
+		return RPLB_FLOW_TCP_CLOSING;
+	return (tcp_flags & RTE_TCP_SYN_FLAG) ? RPLB_FLOW_TCP_SYN : RPLB_FLOW_TCP_ESTABLISHED;
+}
+
+static __rte_noinline void
+change_state6(struct rplb_flow6 *flow, uint8_t tcp_flags, int from_client)
+{
+	if (tcp_flags & (RTE_TCP_FIN_FLAG | RTE_TCP_RST_FLAG))
+		set_state6(flow, RPLB_FLOW_TCP_CLOSING);
+	else if (flow->state == RPLB_FLOW_TCP_SYN && from_client && !(tcp_flags & RTE_TCP_SYN_FLAG))
+		set_state6(flow, RPLB_FLOW_TCP_ESTABLISHED);
+}
+
+static inline void
+track_state6(struct rplb_flow6 *flow, uint8_t tcp_flags, int from_client)
+{
+	if (unlikely(tcp_flags & flow->state_change_flags))
+		change_state6(flow, tcp_flags, from_client);
+}
+
+static inline int
+reopens_tuple6(const struct rplb_flow6 *flow, uint8_t tcp_flags)
+{
+	return flow->state == RPLB_FLOW_TCP_CLOSING &&
+	       (tcp_flags & (RTE_TCP_SYN_FLAG | RTE_TCP_ACK_FLAG)) == RTE_TCP_SYN_FLAG;
+}
+
+/* The flow's backend if it is still configured under the flow's service,
+ * else NULL (lb_resolve.h: configured_backend, the same 8-byte compare). */
+static inline const struct rplb_lb_backend *
+configured_backend6(const struct rplb_lb_backend *backends, const struct rplb_flow6 *flow)
+{
+	const struct rplb_lb_backend *backend = &backends[rplb_backend_slot(flow->backend_id)];
+	uint64_t flow_word, backend_word;
+
+	RTE_BUILD_BUG_ON(offsetof(struct rplb_flow6, service_id) -
+			 offsetof(struct rplb_flow6, backend_port) != 2 ||
+			 offsetof(struct rplb_flow6, backend_id) -
+			 offsetof(struct rplb_flow6, backend_port) != 4);
+	memcpy(&flow_word, &flow->backend_port, sizeof(flow_word));
+	memcpy(&backend_word, &backend->port, sizeof(backend_word));
+	return likely(flow_word == backend_word) ? backend : NULL;
+}
+
+static inline uint16_t *
+l4_checksum(const struct rplb_parsed6 *parsed)
+{
+	return parsed->proto == IPPROTO_UDP ? &((struct rte_udp_hdr *)parsed->l4)->dgram_cksum :
+					      &((struct rte_tcp_hdr *)parsed->l4)->cksum;
+}
+
+/* Replace an address and a port of a TCP/UDP packet and update its
+ * checksum by delta (never leaving a UDP checksum of 0: UDP over IPv6
+ * must carry one, and 0 came in only for packets dropped before this). */
+static inline void
+rewrite6(const struct rplb_parsed6 *parsed, uint8_t *addr_field, const uint8_t new_addr[16],
+	 uint16_t *port_field, uint16_t new_port, uint16_t delta)
+{
+	uint16_t *cksum = l4_checksum(parsed);
+
+	memcpy(addr_field, new_addr, 16);
+	*port_field = new_port;
+	*cksum = rplb_cksum_update(*cksum, delta);
+	if (parsed->proto == IPPROTO_UDP && *cksum == 0)
+		*cksum = 0xffff;
+}
+
+static inline void
+count_packet6(struct rplb_lb_worker *lb_worker, uint32_t backend_id, uint32_t bytes)
+{
+	struct rplb_backend_counters *counters =
+		&lb_worker->backend_counters[rplb_backend_slot(backend_id)];
+
+	counters->packets++;
+	counters->bytes += bytes;
+}
+
+static inline void
+send_to_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		 const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+		 const struct rplb_parsed6 *parsed, const struct rplb_lb_backend *backend)
+{
+	struct rplb_l4_ports *ports = parsed->l4;
+	uint32_t slot = rplb_backend_slot(backend->backend_id);
+
+	rewrite6(parsed, parsed->ip->dst_addr, tables->backend_ip6[slot].addr, &ports->dst_port,
+		 backend->port, backend->to_backend.l4);
+	count_packet6(lb_worker, backend->backend_id, m->pkt_len);
+	worker->counters.events[RPLB_EV_TO_BACKEND]++;
+	rplb_worker_send(worker, RPLB_BACKEND, m);
+}
+
+/* Source (old_addr, old_port), a backend's, becomes (vip, vport). */
+static inline void
+send_to_client6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_parsed6 *parsed,
+		const uint8_t vip[16], uint16_t vport)
+{
+	struct rplb_l4_ports *ports = parsed->l4;
+	struct rplb_cksum_deltas deltas = rplb_cksum_deltas6(parsed->ip->src_addr, ports->src_port,
+							     vip, vport);
+
+	rewrite6(parsed, parsed->ip->src_addr, vip, &ports->src_port, vport, deltas.l4);
+	rplb_worker_send(worker, RPLB_FRONTEND, m);
+}
+
+/* Counted drops of a TCP/UDP packet about to be rewritten: UDP without a
+ * checksum (invalid over IPv6: RFC 8200 8.1), or a checksum the NIC found
+ * bad.  1 if dropped. */
+static inline int
+dropped_before_rewrite(struct rplb_worker *worker, struct rte_mbuf *m,
+		       const struct rplb_parsed6 *parsed)
+{
+	if (unlikely(parsed->proto == IPPROTO_UDP && *l4_checksum(parsed) == 0)) {
+		rplb_worker_drop(worker, RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM, m);
+		return 1;
+	}
+	return dropped_bad_checksum(worker, m);
+}
+
+/* End the flow that holds this backend-side key, if one does and it is
+ * not mover (the "new flow takes over the backend-side key" rule of
+ * lb_resolve.h: supersede_backend_key). */
+static void
+supersede_backend_key6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		       const struct rplb_lb_tables *tables, const uint8_t backend_ip[16],
+		       uint16_t backend_port, const uint8_t client_ip[16], uint16_t client_port,
+		       uint8_t proto, uint32_t mover)
+{
+	struct rplb_flow6_table *table = lb_worker->flows6;
+	struct rplb_flow6_key key;
+	uint32_t index;
+
+	rplb_flow6_backend_key(backend_ip, backend_port, client_ip, client_port, proto, &key);
+	index = rplb_flow6_lookup(table, &key, rplb_flow6_key_hash(&key));
+	if (index == RPLB_NO_FLOW6 || index == mover)
+		return;
+	rplb_lb_count_flow_end(lb_worker, tables->backends, table->flows[index].backend_id);
+	rplb_flow6_remove(table, index);
+	worker->counters.events[RPLB_EV_FLOWS_SUPERSEDED]++;
+}
+
+/* A new flow of service for the client key (hash), to its Maglev choice;
+ * the packet is sent (or dropped: no backend). */
+static void
+new_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	  const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+	  const struct rplb_parsed6 *parsed, const struct rplb_lb_service *service,
+	  const struct rplb_flow6_key *key, uint32_t hash, uint32_t now)
+{
+	struct rplb_flow6_table *table = lb_worker->flows6;
+	const struct rplb_lb_backend *backend;
+	const uint8_t *backend_ip;
+	uint32_t pick = rplb_maglev_pick(service, hash), index;
+
+	if (unlikely(pick == RPLB_NO_BACKEND)) {
+		rplb_worker_drop(worker, RPLB_DROP_NO_BACKEND, m);
+		return;
+	}
+	backend = &tables->backends[pick];
+	backend_ip = tables->backend_ip6[pick].addr;
+	supersede_backend_key6(worker, lb_worker, tables, backend_ip, backend->port, key->src,
+			       key->src_port, key->proto, RPLB_NO_FLOW6);
+	index = rplb_flow6_insert(table, key, hash, backend_ip, backend->port);
+	if (unlikely(index == RPLB_NO_FLOW6)) {
+		/* Served without state, as an IPv4 flow would be: its replies
+		 * take the stateless path. */
+		worker->counters.events[RPLB_EV_IPV6_FLOW_TABLE_FULL]++;
+	} else {
+		struct rplb_flow6 *flow = &table->flows[index];
+
+		flow->service_id = service->service_id;
+		flow->backend_id = backend->backend_id;
+		set_state6(flow, initial_state6(key->proto, parsed->tcp_flags));
+		flow->last_seen = now;
+		lb_worker->backend_counters[pick].new_flows++;
+		lb_worker->backend_counters[pick].active_flows++;
+		worker->counters.events[RPLB_EV_FLOWS_CREATED]++;
+	}
+	send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+}
+
+/* A flow whose backend is no longer configured moves to the service's
+ * current Maglev choice (lb_resolve.h: ensure_backend); NULL: no backend
+ * left. */
+static const struct rplb_lb_backend *
+move_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	   const struct rplb_lb_tables *tables, const struct rplb_lb_service *service,
+	   uint32_t index, uint32_t hash)
+{
+	struct rplb_flow6 *flow = &lb_worker->flows6->flows[index];
+	const struct rplb_lb_backend *backend;
+	uint32_t pick = rplb_maglev_pick(service, hash);
+
+	if (pick == RPLB_NO_BACKEND)
+		return NULL;
+	backend = &tables->backends[pick];
+	rplb_lb_count_flow_end(lb_worker, tables->backends, flow->backend_id);
+	supersede_backend_key6(worker, lb_worker, tables, tables->backend_ip6[pick].addr,
+			       backend->port, flow->client_ip, flow->client_port, flow->proto, index);
+	rplb_flow6_move(lb_worker->flows6, index, tables->backend_ip6[pick].addr, backend->port);
+	flow->backend_id = backend->backend_id;
+	lb_worker->backend_counters[pick].active_flows++;
+	worker->counters.events[RPLB_EV_FLOWS_MOVED]++;
+	return backend;
+}
+
+/* From the clients, not for a service (or not TCP/UDP): passes, unless
+ * strict keeps clients from the backends' addresses. */
+static void
+pass_not_for_service6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+		      struct rte_mbuf *m, const uint8_t dst[16])
+{
+	if (unlikely(tables->strict) && tables->n_services6 != 0 && !rplb_is_vip6(tables, dst) &&
+	    rplb_is_backend_ip6(tables, dst)) {
+		rplb_worker_drop(worker, RPLB_DROP_STRICT, m);
+		return;
+	}
+	pass_through(worker, m, RPLB_BACKEND);
+}
+
+static inline void
+client_key6(const struct rplb_parsed6 *parsed, uint8_t direction, struct rplb_flow6_key *key)
+{
+	const struct rplb_l4_ports *ports = parsed->l4;
+
+	memcpy(key->src, parsed->ip->src_addr, 16);
+	memcpy(key->dst, parsed->ip->dst_addr, 16);
+	key->src_port = ports->src_port;
+	key->dst_port = ports->dst_port;
+	key->proto = parsed->proto;
+	key->direction = direction;
+	key->zero = 0;
+}
+
+static void
+tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		    const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+		    const struct rplb_parsed6 *parsed)
+{
+	struct rplb_flow6_table *table = lb_worker->flows6;
+	const struct rplb_lb_service *service;
+	const struct rplb_lb_backend *backend;
+	struct rplb_flow6_key key;
+	struct rplb_flow6 *flow = NULL;
+	uint32_t hash, index, now;
+
+	client_key6(parsed, RPLB_DIR_CLIENT, &key);
+	hash = rplb_flow6_key_hash(&key);
+	index = rplb_flow6_lookup(table, &key, hash);
+	now = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+	if (likely(index != RPLB_NO_FLOW6)) {
+		flow = &table->flows[index];
+		backend = configured_backend6(tables->backends, flow);
+		if (likely(backend != NULL && !reopens_tuple6(flow, parsed->tcp_flags))) {
+			if (dropped_before_rewrite(worker, m, parsed))
+				return;
+			flow->last_seen = now;
+			track_state6(flow, parsed->tcp_flags, 1);
+			send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+			return;
+		}
+	}
+	service = rplb_find_service6(tables, parsed->ip->dst_addr, key.dst_port, key.proto);
+	if (service == NULL) {
+		pass_not_for_service6(worker, tables, m, parsed->ip->dst_addr);
+		return;
+	}
+	if (dropped_before_rewrite(worker, m, parsed))
+		return;
+	if (flow != NULL) {
+		if (flow->service_id == service->service_id &&
+		    !reopens_tuple6(flow, parsed->tcp_flags)) {
+			backend = move_flow6(worker, lb_worker, tables, service, index, hash);
+			if (backend == NULL) {
+				rplb_worker_drop(worker, RPLB_DROP_NO_BACKEND, m);
+				return;
+			}
+			flow->last_seen = now;
+			track_state6(flow, parsed->tcp_flags, 1);
+			send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+			return;
+		}
+		/* The service was replaced under the same vip:proto:port, or
+		 * the client reopens the tuple: start over. */
+		rplb_lb_count_flow_end(lb_worker, tables->backends, flow->backend_id);
+		rplb_flow6_remove(table, index);
+	}
+	new_flow6(worker, lb_worker, tables, m, parsed, service, &key, hash, now);
+}
+
+/* An ICMPv6 echo request to a VIP becomes its reply, in place: MACs and
+ * addresses swapped (their sum, in the pseudo-header, is unchanged), a
+ * fresh hop limit, type 129 (the checksum's only change). */
+static void
+echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_parsed6 *parsed)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ipv6_hdr *ip = parsed->ip;
+	uint8_t *icmp = parsed->l4;
+	struct rte_ether_addr mac = eth->src_addr;
+	uint8_t addr[16];
+	uint16_t old_word, new_word, cksum;
+
+	eth->src_addr = eth->dst_addr;
+	eth->dst_addr = mac;
+	memcpy(addr, ip->src_addr, 16);
+	memcpy(ip->src_addr, ip->dst_addr, 16);
+	memcpy(ip->dst_addr, addr, 16);
+	ip->hop_limits = 64;
+	memcpy(&old_word, icmp, sizeof(old_word));
+	icmp[0] = RPLB_ICMP6_ECHO_REPLY;
+	memcpy(&new_word, icmp, sizeof(new_word));
+	memcpy(&cksum, icmp + 2, sizeof(cksum));
+	cksum = rplb_cksum_apply(cksum, rplb_cksum_delta16(old_word, new_word));
+	memcpy(icmp + 2, &cksum, sizeof(cksum));
+	worker->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
+	rplb_worker_send(worker, RPLB_FRONTEND, m);
+}
+
+static void
+from_client6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	     const struct rplb_lb_tables *tables, struct rte_mbuf *m, struct rte_ipv6_hdr *ip,
+	     const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict)
+{
+	if (likely(verdict == RPLB_PARSE6_TCP_UDP)) {
+		tcp_udp_from_client(worker, lb_worker, tables, m, parsed);
+		return;
+	}
+	if (tables->n_services6 == 0 || !rplb_is_vip6(tables, ip->dst_addr)) {
+		pass_not_for_service6(worker, tables, m, ip->dst_addr);
+		return;
+	}
+	switch (verdict) {
+	case RPLB_PARSE6_BAD_LENGTH:
+	case RPLB_PARSE6_L4_BAD:
+		rplb_worker_drop(worker, RPLB_DROP_MALFORMED, m);
+		return;
+	case RPLB_PARSE6_BAD_CHAIN:
+		rplb_worker_drop(worker, RPLB_DROP_IPV6_EXTENSION_CHAIN, m);
+		return;
+	case RPLB_PARSE6_FRAGMENT:
+		rplb_worker_drop(worker, RPLB_DROP_IPV6_FRAGMENT, m);
+		return;
+	case RPLB_PARSE6_ICMP: {
+		const uint8_t *icmp = parsed->l4;
+
+		if (icmp[0] == RPLB_ICMP6_ECHO_REQUEST && icmp[1] == 0) {
+			if (dropped_bad_checksum(worker, m))
+				return;
+			echo_reply6(worker, m, parsed);
+			return;
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	pass_through(worker, m, RPLB_BACKEND);
+}
+
+static void
+from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+	      const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+	      const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict)
+{
+	struct rplb_flow6_table *table = lb_worker->flows6;
+	const struct rplb_owner6_slot *owner;
+	const struct rplb_lb_service *service;
+	struct rplb_flow6_key key;
+	uint32_t index;
+
+	if (verdict != RPLB_PARSE6_TCP_UDP || tables->n_services6 == 0) {
+		pass_through(worker, m, RPLB_FRONTEND);
+		return;
+	}
+	client_key6(parsed, RPLB_DIR_BACKEND, &key);
+	index = rplb_flow6_lookup(table, &key, rplb_flow6_key_hash(&key));
+	if (likely(index != RPLB_NO_FLOW6)) {
+		struct rplb_flow6 *flow = &table->flows[index];
+
+		if (dropped_before_rewrite(worker, m, parsed))
+			return;
+		flow->last_seen = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+		track_state6(flow, parsed->tcp_flags, 0);
+		count_packet6(lb_worker, flow->backend_id, m->pkt_len);
+		worker->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
+		send_to_client6(worker, m, parsed, flow->vip, flow->vport);
+		return;
+	}
+	owner = rplb_find_owner6(tables, parsed->ip->src_addr, key.src_port, key.proto);
+	if (owner == NULL) {
+		pass_through(worker, m, RPLB_FRONTEND);
+		return;
+	}
+	if (owner->service_index == RPLB_SERVICE_SHARED) {
+		worker->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
+		rplb_worker_send(worker, RPLB_FRONTEND, m);
+		return;
+	}
+	if (dropped_before_rewrite(worker, m, parsed))
+		return;
+	service = &tables->services[owner->service_index];
+	lb_worker->service_counters[service->service_id].packets++;
+	lb_worker->service_counters[service->service_id].bytes += m->pkt_len;
+	worker->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
+	send_to_client6(worker, m, parsed, tables->service_vip6[owner->service_index].addr,
+			service->port);
+}
+
+void
+rplb_lb_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_side)
+{
+	const struct rplb_lb *lb = worker->engine_state;
+	struct rplb_lb_worker *lb_worker = worker->engine_local;
+	/* The burst's generation or a newer one: either stays allocated
+	 * until this worker's next quiescent state (lb_classify.h:
+	 * slow_path_tables). */
+	const struct rplb_lb_tables *tables = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+	struct rte_ipv6_hdr *ip = rplb_ipv6_header(m);
+	struct rplb_parsed6 parsed;
+	enum rplb_parse6 verdict;
+
+	if (ip == NULL) {
+		pass_through(worker, m, in_side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND);
+		return;
+	}
+	verdict = rplb_parse_ipv6(m, ip, &parsed);
+	if (in_side == RPLB_FRONTEND)
+		from_client6(worker, lb_worker, tables, m, ip, &parsed, verdict);
+	else
+		from_backend6(worker, lb_worker, tables, m, &parsed, verdict);
+}
+
+/* Housekeeping: a slice of the IPv6 flows aged (lb_housekeeping). */
+void
+rplb_lb_age_flows6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+		   uint32_t now, unsigned int budget)
+{
+	struct rplb_lb_worker *lb_worker = worker->engine_local;
+	struct rplb_flow6_table *table = lb_worker->flows6;
+	uint32_t cursor = table->aging_cursor, end = RTE_MIN(cursor + budget, table->capacity + 1);
+
+	for (; cursor < end; cursor++) {
+		struct rplb_flow6 *flow = &table->flows[cursor];
+
+		if (flow->state != RPLB_FLOW6_FREE &&
+		    (uint32_t)(now - flow->last_seen) > tables->timeout_ticks[flow->state]) {
+			rplb_lb_count_flow_end(lb_worker, tables->backends, flow->backend_id);
+			rplb_flow6_remove(table, cursor);
+			worker->counters.events[RPLB_EV_FLOWS_EXPIRED]++;
+		}
+	}
+	table->aging_cursor = cursor > table->capacity ? 1 : cursor;
+}

@@ -113,3 +113,66 @@ def by_flow(frames: List[bytes], direction: str = "dst") -> Dict[Tuple, set]:
             client, other = (pkt[IP].dst, l4.dport), (pkt[IP].src, l4.sport)
         seen.setdefault(client, set()).add(other)
     return seen
+
+
+# ---- IPv6 (csrc/lb_ipv6.c, csrc/flow6_table.h) --------------------------------
+
+def flow_hash6(client_ip: str, vip: str, client_port: int, vport: int, proto: int) -> int:
+    """The hash rplb computes over an IPv6 client-side key (struct
+    rplb_flow6_key: addresses, ports as on the wire, proto, direction 0,
+    two zero bytes), the one its Maglev pick takes."""
+    key = (ipaddress.IPv6Address(client_ip).packed + ipaddress.IPv6Address(vip).packed
+           + struct.pack("!HH", client_port, vport) + bytes([proto, 0, 0, 0]))
+    return crc32c_raw(key)
+
+
+def steering_owner6(client_ip: str, workers: int) -> int:
+    """The worker that owns an IPv6 client address with software steering:
+    the address folded to 32 bits (XOR of its four words as loaded on a
+    little-endian CPU), then as steering_owner."""
+    if workers < 2:
+        return 0
+    packed = ipaddress.IPv6Address(client_ip).packed
+    folded = 0
+    for at in range(0, 16, 4):
+        folded ^= int.from_bytes(packed[at:at + 4], "little")
+    hash_value = crc32c_raw(folded.to_bytes(4, "little"), STEER_SEED)
+    return (hash_value & (STEER_RETA_SIZE - 1)) % workers
+
+
+def expected_backend6(service: dict, client_ip: str, client_port: int, size: int) -> Tuple[str, int]:
+    """The backend the engine must pick for a new IPv6 flow: the Maglev
+    table built by the reference from the backends' addresses (as the
+    test driver builds it), indexed by flow_hash6."""
+    backends = service["backends"]
+    table = maglev_reference.build_table(
+        [int(ipaddress.IPv6Address(b["ip"])) for b in backends],
+        [b["port"] for b in backends], [b.get("weight", 1) for b in backends], size)
+    proto = 6 if service["proto"] == "tcp" else 17
+    owner = table[maglev_slot(flow_hash6(client_ip, service["vip"], client_port,
+                                         service["port"], proto), size)]
+    return backends[owner]["ip"], backends[owner]["port"]
+
+
+def assert_checksums_valid6(frame: bytes) -> None:
+    """Recompute an IPv6 frame's TCP, UDP or ICMPv6 checksum with scapy
+    (its pseudo-header, extension headers skipped) and compare."""
+    from scapy.layers.inet6 import IPv6, ICMPv6EchoReply, ICMPv6EchoRequest
+
+    pkt = Ether(frame)
+    assert IPv6 in pkt
+    for layer in (TCP, UDP, ICMPv6EchoReply, ICMPv6EchoRequest):
+        if layer in pkt:
+            stored = pkt[layer].cksum if layer.__name__.startswith("ICMP") else pkt[layer].chksum
+            fresh = Ether(frame)
+            if layer.__name__.startswith("ICMP"):
+                fresh[layer].cksum = None
+                want = Ether(bytes(fresh))[layer].cksum
+            else:
+                fresh[layer].chksum = None
+                want = Ether(bytes(fresh))[layer].chksum
+            assert stored != 0 or layer is not UDP, "UDP over IPv6 left with checksum 0"
+            ok = stored == want or ({stored, want} == {0, 0xFFFF} and layer is TCP)
+            assert ok, f"{layer.__name__} checksum {stored:#x} != {want:#x}"
+            return
+    raise AssertionError("no TCP, UDP or ICMPv6 echo in the frame")

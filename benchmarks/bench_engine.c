@@ -3,7 +3,8 @@
  * bench_engine.c: the cost of an engine alone, without ports' rx.
  *
  *   rplb-bench-engine [EAL options --]
- *                     [--mode established|new|replies|fwd|passthrough|memory|steered|handoff]
+ *                     [--mode established|new|replies|fwd|passthrough|memory|steered|handoff|
+ *                             established6]
  *                     [--flows F] [--backends B] [--bursts N] [--flow-table T]
  *
  * Initialises EAL (default: --no-huge -m 1024 --no-pci -l 0 and two
@@ -84,14 +85,42 @@
 
 enum mode {
 	MODE_ESTABLISHED, MODE_NEW, MODE_REPLIES, MODE_FWD, MODE_PASSTHROUGH, MODE_MEMORY,
-	MODE_STEERED, MODE_HANDOFF,
+	MODE_STEERED, MODE_HANDOFF, MODE_ESTABLISHED6,
 };
 
 static const char *const mode_names[] = {
 	[MODE_ESTABLISHED] = "established", [MODE_NEW] = "new", [MODE_REPLIES] = "replies",
 	[MODE_FWD] = "fwd", [MODE_PASSTHROUGH] = "passthrough", [MODE_MEMORY] = "memory",
 	[MODE_STEERED] = "steered", [MODE_HANDOFF] = "handoff",
+	[MODE_ESTABLISHED6] = "established6",
 };
+
+/* --mode established6: the established case over IPv6 (lb_ipv6.c), frames
+ * of FRAME6_LEN bytes (the same 10 bytes of TCP payload). */
+#define FRAME6_LEN (14 + 40 + 20 + 10)
+static int ipv6_mode;
+static unsigned int frame_len = FRAME_LEN;
+
+/* The IPv6 VIP fd00::100 and backend i's address fd00:1::i+1. */
+static void
+vip6_of(uint8_t addr[16])
+{
+	memset(addr, 0, 16);
+	addr[0] = 0xfd;
+	addr[14] = 0x01;
+}
+
+static void
+backend6_of(uint32_t i, uint8_t addr[16])
+{
+	memset(addr, 0, 16);
+	addr[0] = 0xfd;
+	addr[3] = 0x01;
+	addr[12] = (uint8_t)((i + 1) >> 24);
+	addr[13] = (uint8_t)((i + 1) >> 16);
+	addr[14] = (uint8_t)((i + 1) >> 8);
+	addr[15] = (uint8_t)(i + 1);
+}
 
 /* The steered and handoff modes: two workers, worker 0 the owner of every
  * flow (their clients are chosen so). */
@@ -173,12 +202,60 @@ make_frame_to(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_i
 	tcp->cksum = rte_cpu_to_be_16(cksum16(tcp, pseudo[11], sum));
 }
 
+/* A valid Ethernet/IPv6/TCP frame of FRAME6_LEN bytes from client
+ * 2001:db8::<src_ip> to the IPv6 VIP. */
+static void
+make_frame6(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint8_t tcp_flags)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
+	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(eth + 1);
+	struct rte_tcp_hdr *tcp = (struct rte_tcp_hdr *)(ip + 1);
+	uint16_t l4_len = FRAME6_LEN - sizeof(*eth) - sizeof(*ip);
+	uint32_t sum = 0;
+	size_t i;
+
+	memset(frame, 0, FRAME6_LEN);
+	eth->dst_addr = (struct rte_ether_addr){{0x02, 0, 0, 0, 0, 0x01}};
+	eth->src_addr = (struct rte_ether_addr){{0x02, 0, 0, 0, 0, 0xc1}};
+	eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV6);
+	ip->vtc_flow = RTE_BE32(0x60000000);
+	ip->payload_len = rte_cpu_to_be_16(l4_len);
+	ip->proto = IPPROTO_TCP;
+	ip->hop_limits = 64;
+	ip->src_addr[0] = 0x20;
+	ip->src_addr[1] = 0x01;
+	ip->src_addr[2] = 0x0d;
+	ip->src_addr[3] = 0xb8;
+	ip->src_addr[12] = (uint8_t)(src_ip >> 24);
+	ip->src_addr[13] = (uint8_t)(src_ip >> 16);
+	ip->src_addr[14] = (uint8_t)(src_ip >> 8);
+	ip->src_addr[15] = (uint8_t)src_ip;
+	vip6_of(ip->dst_addr);
+	tcp->src_port = rte_cpu_to_be_16(src_port);
+	tcp->dst_port = rte_cpu_to_be_16(VIP_PORT);
+	tcp->sent_seq = rte_cpu_to_be_32(4096);
+	tcp->data_off = 5 << 4;
+	tcp->tcp_flags = tcp_flags;
+	tcp->rx_win = 0xffff;
+	/* The pseudo-header: both addresses (adjacent), length, protocol. */
+	for (i = 0; i < 32; i += 2) {
+		const uint8_t *addrs = (const uint8_t *)ip + offsetof(struct rte_ipv6_hdr, src_addr);
+
+		sum += (uint32_t)addrs[i] << 8 | addrs[i + 1];
+	}
+	sum += l4_len + IPPROTO_TCP;
+	tcp->cksum = rte_cpu_to_be_16(cksum16(tcp, l4_len, sum));
+}
+
 /* A client's frame to the VIP. */
 static void
 make_frame(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
 	   uint8_t tcp_flags)
 {
-	make_frame_to(frame, src_ip, src_port, dst_ip, VIP_PORT, tcp_flags);
+	if (ipv6_mode)
+		make_frame6(frame, src_ip, src_port, tcp_flags);
+	else
+		make_frame_to(frame, src_ip, src_port, dst_ip, VIP_PORT, tcp_flags);
 }
 
 /* The reply of the backend the engine chose for a client's flow to the VIP
@@ -266,6 +343,11 @@ setup_lb(const struct options *o, unsigned int workers)
 	owners = malloc(maglev_size * sizeof(*owners));
 	if (backends == NULL || backend_ids == NULL || owners == NULL)
 		die("malloc", ENOMEM);
+	if (ipv6_mode) {
+		service.vip = 0;
+		service.family = 6;
+		vip6_of(service.vip6);
+	}
 	for (i = 0; i < o->backends; i++) {
 		backend_ids[i] = rplb_backend_id(i, 0);
 		backends[i] = (struct rplb_backend_spec){
@@ -273,6 +355,10 @@ setup_lb(const struct options *o, unsigned int workers)
 			.port = rte_cpu_to_be_16(8080), .weight = 1, .backend_id = backend_ids[i],
 			.service_id = 0,
 		};
+		if (ipv6_mode) {
+			backends[i].ip = 0;
+			backend6_of(i, backends[i].ip6);
+		}
 	}
 	/* Not Maglev's permutations: the engine only reads slot -> backend. */
 	for (i = 0; i < maglev_size; i++)
@@ -439,11 +525,11 @@ prepare_burst(struct rte_mempool *pool, struct rte_mbuf **pkts, const uint8_t *f
 			client_of(*next, &ip, &port);
 			make_frame(data, ip, port, VIP, RTE_TCP_SYN_FLAG);
 		} else {
-			memcpy(data, frames + (size_t)(*next % n_frames) * FRAME_LEN, FRAME_LEN);
+			memcpy(data, frames + (size_t)(*next % n_frames) * frame_len, frame_len);
 		}
 		(*next)++;
-		pkts[i]->data_len = FRAME_LEN;
-		pkts[i]->pkt_len = FRAME_LEN;
+		pkts[i]->data_len = (uint16_t)frame_len;
+		pkts[i]->pkt_len = frame_len;
 		pkts[i]->port = 0;
 	}
 }
@@ -471,7 +557,8 @@ usage(void)
 {
 	fprintf(stderr,
 		"usage: rplb-bench-engine [EAL options --]\n"
-		"       [--mode established|new|replies|fwd|passthrough|memory|steered|handoff]\n"
+		"       [--mode established|new|replies|fwd|passthrough|memory|steered|handoff|"
+		"established6]\n"
 		"       [--flows F] [--backends B] [--bursts N] [--flow-table T]\n");
 	exit(2);
 }
@@ -514,6 +601,8 @@ parse_options(int argc, char **argv, struct options *o)
 				o->mode = MODE_STEERED;
 			else if (strcmp(optarg, "handoff") == 0)
 				o->mode = MODE_HANDOFF;
+			else if (strcmp(optarg, "established6") == 0)
+				o->mode = MODE_ESTABLISHED6;
 			else
 				usage();
 			break;
@@ -590,6 +679,10 @@ main(int argc, char **argv)
 		fprintf(stderr, "rplb-bench-engine: needs two ports (e.g. two net_null vdevs)\n");
 		return 1;
 	}
+	if (o.mode == MODE_ESTABLISHED6) {
+		ipv6_mode = 1;
+		frame_len = FRAME6_LEN;
+	}
 	if (o.mode == MODE_MEMORY) {
 		report_memory(&o);
 		goto out;
@@ -635,7 +728,7 @@ main(int argc, char **argv)
 
 	/* The established flows' frames, in client order. */
 	n_frames = o.mode == MODE_NEW ? 1 : o.flows;
-	frames = malloc((size_t)n_frames * FRAME_LEN);
+	frames = malloc((size_t)n_frames * frame_len);
 	if (frames == NULL)
 		die("malloc", ENOMEM);
 	for (i = 0, next = 0; i < (int)n_frames; next++) {
@@ -647,7 +740,7 @@ main(int argc, char **argv)
 		if (two_workers(o.mode) &&
 		    rplb_handoff_owner(handoff, rte_cpu_to_be_32(ip)) != 0)
 			continue;
-		make_frame(frames + (size_t)i * FRAME_LEN, ip, port,
+		make_frame(frames + (size_t)i * frame_len, ip, port,
 			   o.mode == MODE_PASSTHROUGH ? NOT_A_VIP : VIP, RTE_TCP_ACK_FLAG);
 		i++;
 	}
@@ -674,7 +767,7 @@ main(int argc, char **argv)
 			uint16_t port;
 
 			client_of((uint64_t)i, &ip, &port);
-			make_reply_frame(frames + (size_t)i * FRAME_LEN, lb, ip, port);
+			make_reply_frame(frames + (size_t)i * frame_len, lb, ip, port);
 		}
 		next = 0;
 		/* Not through measured_reply_burst: callgrind counts every call

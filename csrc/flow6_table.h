@@ -71,7 +71,10 @@ struct rplb_flow6 {
 	uint16_t service_id;
 	uint32_t backend_id;
 	uint32_t last_seen;         /* rplb_flow_clock() ticks */
-	uint32_t reserved2;
+	/* The L4 checksum change of a reply's rewrite (backend ip:port ->
+	 * vip:port), kept up to date with the backend. */
+	uint16_t to_client_l4;
+	uint16_t reserved2;
 };
 
 struct rplb_flow6_slot {

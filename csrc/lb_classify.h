@@ -99,27 +99,18 @@ slow_path_tables(const struct rplb_worker *worker)
 	return __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
 }
 
-/* An IPv6 frame goes to its own path (lb_ipv6.c); 1, or 0 for another
- * frame.  Called only where a frame was found not to be IPv4, so the IPv4
- * frames pay no test for it. */
+/* An IPv6 frame from the backends goes to its own path (lb_ipv6.c); 1,
+ * or 0 for another frame.  Called only where a frame was found not to be
+ * IPv4, so the IPv4 frames pay no test for it. */
 static inline int
-diverted_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_side)
+diverted_ipv6(struct rplb_worker *worker, struct rte_mbuf *m)
 {
 	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
 
 	if (m->data_len < sizeof(*eth) || eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV6))
 		return 0;
-	rplb_lb_ipv6(worker, m, in_side);
+	rplb_lb_backend_ipv6(worker, m);
 	return 1;
-}
-
-/* A frame from the clients that is not IPv4: IPv6, or passed through. */
-static __rte_noinline int
-classify_client_not_ipv4(struct rplb_worker *worker, struct rte_mbuf *m)
-{
-	if (diverted_ipv6(worker, m, RPLB_FRONTEND))
-		return 0;
-	return pass_through(worker, m, RPLB_BACKEND);
 }
 
 /* A frame from the clients to a VIP that is not well-formed TCP/UDP: the
@@ -193,7 +184,9 @@ classify_from_client(struct rplb_worker *worker, const struct rplb_lb_tables *ta
 	return 0;
 
 pass:
-	return classify_client_not_ipv4(worker, m);
+	/* Not IPv4: IPv6 takes its own path (lb_ipv6.c), the rest passes. */
+	rplb_lb_client_not_ipv4(worker, m);
+	return 0;
 }
 
 /* A frame from the backend network for the appliance's own address, from
@@ -230,7 +223,7 @@ classify_backend_other(struct rplb_worker *worker, struct rte_mbuf *m,
 	uint32_t sender = 0;
 
 	if (ip == NULL) {
-		if (diverted_ipv6(worker, m, RPLB_BACKEND))
+		if (diverted_ipv6(worker, m))
 			return 0;
 		if (rplb_arp_target(m, &sender) == worker->local_addr &&
 		    to_kernel(worker, m, sender))

@@ -183,6 +183,16 @@ dropped_before_rewrite(struct rplb_worker *worker, struct rte_mbuf *m,
 	return dropped_bad_checksum(worker, m);
 }
 
+/* The checksum change of rewriting a reply of the flow from its backend
+ * to its VIP: kept in the record, so a reply adds it as a request adds its
+ * backend's. */
+static uint16_t
+to_client_delta(const struct rplb_flow6 *flow)
+{
+	return rplb_cksum_deltas6(flow->backend_ip, flow->backend_port, flow->vip,
+				  flow->vport).l4;
+}
+
 /* End the flow that holds this backend-side key, if one does and it is
  * not mover (the "new flow takes over the backend-side key" rule of
  * lb_resolve.h: supersede_backend_key). */
@@ -236,6 +246,7 @@ new_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 
 		flow->service_id = service->service_id;
 		flow->backend_id = backend->backend_id;
+		flow->to_client_l4 = to_client_delta(flow);
 		set_state6(flow, initial_state6(key->proto, parsed->tcp_flags));
 		flow->last_seen = now;
 		lb_worker->backend_counters[pick].new_flows++;
@@ -265,6 +276,7 @@ move_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 			       backend->port, flow->client_ip, flow->client_port, flow->proto, index);
 	rplb_flow6_move(lb_worker->flows6, index, tables->backend_ip6[pick].addr, backend->port);
 	flow->backend_id = backend->backend_id;
+	flow->to_client_l4 = to_client_delta(flow);
 	lb_worker->backend_counters[pick].active_flows++;
 	worker->counters.events[RPLB_EV_FLOWS_MOVED]++;
 	return backend;
@@ -473,6 +485,7 @@ from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 			service->port);
 }
 
+/* The slow path of every IPv6 frame the fast path below did not finish. */
 void
 rplb_lb_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_side)
 {
@@ -517,4 +530,178 @@ rplb_lb_age_flows6(struct rplb_worker *worker, const struct rplb_lb_tables *tabl
 		}
 	}
 	table->aging_cursor = cursor > table->capacity ? 1 : cursor;
+}
+
+/* ---- the fast path: a packet of an established flow ---------------------
+ *
+ * The frame nearly every IPv6 packet is: Ethernet + IPv6 without extension
+ * headers + TCP/UDP whose headers lie in the first segment, of a stored
+ * flow whose backend is still configured, with no TCP flag that could
+ * change the flow's state.  Hashed and compared straight from the packet
+ * (the two addresses lie side by side in the IPv6 header, in the key's
+ * order for both directions), rewritten with a checksum delta known in
+ * advance (the backend's towards it, the flow's own towards the client).
+ * Anything else returns 0 and takes the full path (rplb_lb_ipv6), which
+ * parses the frame again: that costs only frames that are not this one. */
+static __rte_always_inline int
+established6(struct rplb_worker *worker, struct rte_mbuf *m, const unsigned int in_side)
+{
+	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+	struct rte_ipv6_hdr *ip = (struct rte_ipv6_hdr *)(frame + sizeof(struct rte_ether_hdr));
+	struct rplb_l4_ports *ports = (struct rplb_l4_ports *)(ip + 1);
+	const struct rplb_lb *lb = worker->engine_state;
+	struct rplb_lb_worker *lb_worker = worker->engine_local;
+	const struct rplb_flow6_table *table = lb_worker->flows6;
+	const struct rplb_lb_tables *tables;
+	const struct rplb_lb_backend *backend;
+	struct rplb_flow6 *flow;
+	uint64_t addrs[4], tail;
+	uint32_t payload, ports_word, hash, i, ref;
+	uint16_t *cksum, delta;
+	uint8_t proto = ip->proto, tcp_flags;
+
+	if (unlikely(m->data_len < sizeof(struct rte_ether_hdr) + sizeof(*ip) +
+				   sizeof(struct rte_tcp_hdr)) ||
+	    (ip->vtc_flow & RTE_BE32(0xf0000000)) != RTE_BE32(0x60000000) ||
+	    ((struct rte_ether_hdr *)frame)->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV6))
+		return 0;
+	payload = rte_be_to_cpu_16(ip->payload_len);
+	if (sizeof(struct rte_ether_hdr) + sizeof(*ip) + payload > m->data_len)
+		return 0;
+	if (likely(proto == IPPROTO_TCP)) {
+		const struct rte_tcp_hdr *tcp = (const struct rte_tcp_hdr *)ports;
+		uint32_t header = (uint32_t)(tcp->data_off >> 4) * 4;
+
+		if (header < sizeof(*tcp) || header > payload)
+			return 0;
+		tcp_flags = tcp->tcp_flags;
+		cksum = &((struct rte_tcp_hdr *)ports)->cksum;
+	} else if (proto == IPPROTO_UDP) {
+		struct rte_udp_hdr *udp = (struct rte_udp_hdr *)ports;
+
+		if (payload < sizeof(*udp) || udp->dgram_cksum == 0)
+			return 0;
+		tcp_flags = 0;
+		cksum = &udp->dgram_cksum;
+	} else {
+		return 0;
+	}
+	if (unlikely(m->ol_flags & (RTE_MBUF_F_RX_IP_CKSUM_BAD | RTE_MBUF_F_RX_L4_CKSUM_BAD)))
+		return 0;
+
+	/* The key's five words: both addresses, then ports, proto and
+	 * direction (struct rplb_flow6_key). */
+	memcpy(addrs, ip->src_addr, sizeof(addrs));
+	memcpy(&ports_word, ports, sizeof(ports_word));
+	tail = ports_word | (uint64_t)proto << 32 | (uint64_t)(in_side == RPLB_BACKEND) << 40;
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_2__)
+	hash = (uint32_t)_mm_crc32_u64(_mm_crc32_u64(_mm_crc32_u64(_mm_crc32_u64(
+		_mm_crc32_u64(0, addrs[0]), addrs[1]), addrs[2]), addrs[3]), tail);
+#else
+	{
+		struct rplb_flow6_key key;
+
+		memcpy(&key, addrs, sizeof(addrs));
+		memcpy((uint8_t *)&key + sizeof(addrs), &tail, sizeof(tail));
+		hash = rplb_flow6_key_hash(&key);
+	}
+#endif
+	for (i = hash & table->slot_mask;; i = (i + 1) & table->slot_mask) {
+		const struct rplb_flow6_slot *slot = &table->slots[i];
+
+		ref = slot->ref;
+		if (ref == 0)
+			return 0;
+		if (slot->hash != hash || (ref & 1) != (in_side == RPLB_BACKEND))
+			continue;
+		flow = &table->flows[ref >> 1];
+		if (in_side == RPLB_FRONTEND) {
+			/* The record's first 37 bytes are the client key's. */
+			uint64_t record_tail;
+
+			memcpy(&record_tail, (const uint8_t *)flow + sizeof(addrs), sizeof(record_tail));
+#if defined(RTE_ARCH_X86_64) && defined(__SSE4_1__)
+			{
+				__m128i diff = _mm_or_si128(
+					_mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)flow),
+						      _mm_loadu_si128((const __m128i *)(const void *)ip->src_addr)),
+					_mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)flow + 1),
+						      _mm_loadu_si128((const __m128i *)(const void *)ip->dst_addr)));
+
+				if (_mm_testz_si128(diff, diff) &&
+				    ((record_tail ^ tail) & 0xffffffffffull) == 0)
+					break;
+			}
+#else
+			if (memcmp(flow, addrs, sizeof(addrs)) == 0 &&
+			    ((record_tail ^ tail) & 0xffffffffffull) == 0)
+				break;
+#endif
+		} else {
+			uint64_t backend_ip[2], client_ip[2];
+
+			memcpy(backend_ip, flow->backend_ip, sizeof(backend_ip));
+			memcpy(client_ip, flow->client_ip, sizeof(client_ip));
+			if (((backend_ip[0] ^ addrs[0]) | (backend_ip[1] ^ addrs[1]) |
+			     (client_ip[0] ^ addrs[2]) | (client_ip[1] ^ addrs[3])) == 0 &&
+			    flow->backend_port == ports->src_port &&
+			    flow->client_port == ports->dst_port && flow->proto == proto)
+				break;
+		}
+	}
+	if (unlikely(tcp_flags & flow->state_change_flags))
+		return 0;
+	tables = __atomic_load_n(&lb->tables, __ATOMIC_ACQUIRE);
+	if (in_side == RPLB_FRONTEND) {
+		uint32_t slot;
+
+		backend = configured_backend6(tables->backends, flow);
+		if (unlikely(backend == NULL))
+			return 0;
+		slot = rplb_backend_slot(flow->backend_id);
+		memcpy(ip->dst_addr, tables->backend_ip6[slot].addr, 16);
+		ports->dst_port = backend->port;
+		delta = backend->to_backend.l4;
+		worker->counters.events[RPLB_EV_TO_BACKEND]++;
+	} else {
+		memcpy(ip->src_addr, flow->vip, 16);
+		ports->src_port = flow->vport;
+		delta = flow->to_client_l4;
+		worker->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
+	}
+	*cksum = rplb_cksum_update(*cksum, delta);
+	if (proto == IPPROTO_UDP && *cksum == 0)
+		*cksum = 0xffff;
+	flow->last_seen = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+	{
+		struct rplb_backend_counters *counters =
+			&lb_worker->backend_counters[rplb_backend_slot(flow->backend_id)];
+
+		counter_add(&counters->packets, 1);
+		counter_add(&counters->bytes, m->pkt_len);
+	}
+	rplb_worker_send(worker, in_side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND, m);
+	return 1;
+}
+
+void
+rplb_lb_client_not_ipv4(struct rplb_worker *worker, struct rte_mbuf *m)
+{
+	const struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, const struct rte_ether_hdr *);
+
+	/* established6 checks the EtherType itself. */
+	if (likely(established6(worker, m, RPLB_FRONTEND)))
+		return;
+	if (m->data_len >= sizeof(*eth) && eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV6))
+		rplb_lb_ipv6(worker, m, RPLB_FRONTEND);
+	else
+		pass_through(worker, m, RPLB_BACKEND);
+}
+
+void
+rplb_lb_backend_ipv6(struct rplb_worker *worker, struct rte_mbuf *m)
+{
+	if (likely(established6(worker, m, RPLB_BACKEND)))
+		return;
+	rplb_lb_ipv6(worker, m, RPLB_BACKEND);
 }

@@ -46,6 +46,11 @@ void rplb_lb_expire_fragments(struct rplb_worker *worker, uint32_t now, int idle
 void rplb_lb_flush_fragments(struct rplb_worker *worker);
 /* An IPv6 frame (EtherType 0x86DD) from in_side: lb_ipv6.c. */
 void rplb_lb_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_side);
+/* A frame from the clients that is not IPv4: IPv6 (its fast path first),
+ * or passed through. */
+void rplb_lb_client_not_ipv4(struct rplb_worker *worker, struct rte_mbuf *m);
+/* An IPv6 frame from the backends (its fast path first). */
+void rplb_lb_backend_ipv6(struct rplb_worker *worker, struct rte_mbuf *m);
 /* Housekeeping: up to budget IPv6 flow records aged. */
 void rplb_lb_age_flows6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
 			uint32_t now, unsigned int budget);

@@ -305,13 +305,23 @@ def test_a_backend_add_keeps_sessions_and_a_removal_moves_them(tmp_path):
         {"ip": "fd00:1::12", "port": 8080, "weight": 10, "slot": 4}])
     removed = dict(added, backends=[b for b in added["backends"] if b["ip"] != "fd00:1::10"])
     acks = [client6(ip, port, flags="A") for ip, port in clients]
+
+    def now_at(ip, port):
+        """The flow's backend after the removal: its first one, unless that
+        was removed, then the Maglev choice without it."""
+        first = expected_backend6(WEB6, ip, port, MAGLEV_SIZE)[0]
+        return first if first != "fd00:1::10" else expected_backend6(removed, ip, port,
+                                                                      MAGLEV_SIZE)[0]
+
     out = run_v6(tmp_path, [
         {"frontend": [client6(ip, port) for ip, port in clients]},
         {"frontend": acks, "services": [added, DNS6]},
         {"frontend": [client6(f"2001:db8:1::{i:x}", 30000 + i) for i in range(1, 121)]},
         {"frontend": acks, "services": [removed, DNS6]},
+        {"backend": [reply6(now_at(ip, port), 8080, ip, port, flags="A")
+                     for ip, port in clients]},
     ])
-    first, second, third, fourth = out["phases"]
+    first, second, third, fourth = out["phases"][:4]
     before = {(Ether(f)[IPv6].src, Ether(f)[TCP].sport): Ether(f)[IPv6].dst
               for f in first["backend_out"]}
     after = {(Ether(f)[IPv6].src, Ether(f)[TCP].sport): Ether(f)[IPv6].dst
@@ -329,6 +339,16 @@ def test_a_backend_add_keeps_sessions_and_a_removal_moves_them(tmp_path):
         assert pkt[IPv6].dst != "fd00:1::10"
         if before[(pkt[IPv6].src, pkt[TCP].sport)] != "fd00:1::10":
             assert pkt[IPv6].dst == before[(pkt[IPv6].src, pkt[TCP].sport)]
+        assert_checksums_valid6(f)
+    # The replies come from each flow's backend after the move and leave
+    # as the VIP, through the flow (its reply checksum delta follows it).
+    fifth = out["phases"][4]
+    assert len(fifth["frontend_out"]) == len(clients)
+    assert events(fifth)["to_client_by_flow"] == len(clients)
+    assert "to_client_stateless" not in events(fifth)
+    for f in fifth["frontend_out"]:
+        pkt = Ether(f)
+        assert (pkt[IPv6].src, pkt[TCP].sport) == (VIP, 80)
         assert_checksums_valid6(f)
 
 

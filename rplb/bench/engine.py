@@ -111,6 +111,8 @@ def engine_report(quick: bool, callgrind: bool) -> dict:
     cases = {"established": ["--mode", "established", "--flows", "1000"],
              "new": ["--mode", "new"],
              "replies": ["--mode", "replies", "--flows", "1000"],
+             # IPv6 (issue 19): the established case over IPv6 (csrc/lb_ipv6.c).
+             "established6": ["--mode", "established6", "--flows", "1000"],
              "fwd": ["--mode", "fwd"]}
     out: dict = {"binary": str(binary)}
     for name, args in cases.items():

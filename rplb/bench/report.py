@@ -177,6 +177,7 @@ def format_table(result: dict) -> str:
         for name, label in (("established", "1,000 established flows"),
                             ("new", "new flows (SYN)"),
                             ("replies", "the backends' replies of 1,000 flows"),
+                            ("established6", "1,000 established IPv6 flows"),
                             ("fwd", "pass-through engine")):
             e = eng.get(name)
             if not e:

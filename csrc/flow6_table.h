@@ -40,7 +40,7 @@
  * (at least RPLB_FLOW6_MIN_CAPACITY).  An IPv6 flow takes about 3.4 times
  * an IPv4 flow's memory (docs/fastpath.md, "IPv6"). */
 #define RPLB_FLOW6_FRACTION 4
-#define RPLB_FLOW6_MIN_CAPACITY 1024
+#define RPLB_FLOW6_MIN_CAPACITY 64
 
 /* A 5-tuple of either direction, as on the wire (addresses, ports in
  * network order); 40 bytes, hashed as five 64-bit words. */
@@ -90,6 +90,7 @@ struct rplb_flow6_table {
 	uint32_t free_count;
 	uint32_t capacity;
 	uint32_t aging_cursor;
+	int from_mmap;              /* arrays from mmap, not the DPDK heap */
 };
 
 /* The capacity of the IPv6 table that goes with an IPv4 table of

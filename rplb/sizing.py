@@ -185,7 +185,10 @@ class MemoryEstimate:
     """Memory the load balancer's state takes (bytes), from the C sizes."""
     tables: int             # one generation of lookup tables, Maglev tables apart
     maglev: int             # the services' Maglev tables (generations share them)
-    worker: int             # one worker's flow table, counters, sample
+    # One worker's IPv4 and IPv6 flow tables, fragment state, counters,
+    # sample.  The IPv6 table holds flow_table_size / 4 flows (at least
+    # 64; csrc/flow6_table.h: RPLB_FLOW6_FRACTION), about 108 bytes each.
+    worker: int
     workers: int
     handoff: int = 0        # the rings between the workers (several workers)
 

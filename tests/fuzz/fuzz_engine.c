@@ -137,13 +137,15 @@ housekeeping_all(int idle)
 
 /* Tables from fuzz bytes: 1-4 services on 10.0.0.x, 0-4 backends each,
  * weights and ports from the payload; Maglev slots round-robin over the
- * backends with weight > 0 (the fast path only needs owners in range). */
+ * backends with weight > 0 (the fast path only needs owners in range).
+ * Each has an IPv6 twin (lb_ipv6.c) on fd00::100 / fd00::101, its backends
+ * fd00:1::0-7 with the same ports and weights, service id s * 7 + 2. */
 static void
 publish_tables(const uint8_t *p, size_t len)
 {
-	struct rplb_service_spec services[MAX_SERVICES_FUZZ];
-	struct rplb_backend_spec backends[MAX_SERVICES_FUZZ * MAX_BACKENDS_PER_SERVICE];
-	struct rplb_maglev *maglevs[MAX_SERVICES_FUZZ];
+	struct rplb_service_spec services[2 * MAX_SERVICES_FUZZ];
+	struct rplb_backend_spec backends[2 * MAX_SERVICES_FUZZ * MAX_BACKENDS_PER_SERVICE];
+	struct rplb_maglev *maglevs[2 * MAX_SERVICES_FUZZ];
 	int32_t owners[MAGLEV_SIZE];
 	uint32_t backend_ids[MAX_BACKENDS_PER_SERVICE];
 	struct rplb_table_specs specs = {
@@ -189,10 +191,60 @@ publish_tables(const uint8_t *p, size_t len)
 					   rte_socket_id());
 	}
 #undef NEXT
+	/* The IPv6 twins, after the IPv4 services (their slots after the
+	 * IPv4 ones'). */
+	{
+		const uint32_t n_backends4 = n_backends;
+
+		for (s = 0; s < n_services; s++) {
+			struct rplb_service_spec *twin = &services[n_services + s];
+			const uint32_t first = n_backends;
+
+			*twin = services[s];
+			twin->vip = 0;
+			twin->family = 6;
+			twin->service_id = s * 7 + 2;
+			memset(twin->vip6, 0, sizeof(twin->vip6));
+			twin->vip6[0] = 0xfd;
+			twin->vip6[14] = 0x01;
+			twin->vip6[15] = (s & 1) ? 0x01 : 0x00;
+			for (b = 0; b < n_backends4; b++) {
+				struct rplb_backend_spec *backend = &backends[n_backends];
+
+				if (backends[b].service_id != services[s].service_id)
+					continue;
+				*backend = backends[b];
+				backend->ip = 0;
+				memset(backend->ip6, 0, sizeof(backend->ip6));
+				backend->ip6[0] = 0xfd;
+				backend->ip6[3] = 0x01;
+				backend->ip6[15] = ((const uint8_t *)&backends[b].ip)[3];
+				backend->service_id = twin->service_id;
+				backend->backend_id = rplb_backend_id(
+					MAX_SERVICES_FUZZ * MAX_BACKENDS_PER_SERVICE +
+					rplb_backend_slot(backends[b].backend_id),
+					rplb_backend_generation(backends[b].backend_id));
+				n_backends++;
+			}
+			maglevs[n_services + s] = NULL;
+			if (maglevs[s] != NULL) {
+				for (b = first, i = 0; b < n_backends; b++, i++)
+					backend_ids[i] = backends[b].backend_id;
+				for (i = 0; i < MAGLEV_SIZE; i++)
+					owners[i] = maglevs[s]->slots[i] == RPLB_NO_BACKEND ? -1 :
+						(int32_t)(maglevs[s]->slots[i] % MAX_BACKENDS_PER_SERVICE);
+				maglevs[n_services + s] = rplb_maglev_create(owners, MAGLEV_SIZE,
+									     backend_ids,
+									     n_backends - first,
+									     rte_socket_id());
+			}
+		}
+	}
 	next_backend_generation = (next_backend_generation + 1) & 0xff;
+	specs.strict = n_services & 1;
+	n_services *= 2;
 	specs.n_services = n_services;
 	specs.n_backends = n_backends;
-	specs.strict = n_services & 1;
 	/* The engines run on this very thread: step out of the RCU while
 	 * publishing, as workers between bursts would.  Specs the tables
 	 * refuse (e.g. two services with one key) change nothing. */

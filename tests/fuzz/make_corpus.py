@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
-from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NS, ICMPv6ND_RA,
+                                IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, RouterAlert)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
@@ -258,8 +260,72 @@ def seeds():
         + spread(fragment_records(FRONTEND, datagrams[1])))
 
 
+def ipv6_seeds():
+    """IPv6 (csrc/lb_ipv6.c): the harness's tables give every service an
+    IPv6 twin on fd00::100 / fd00::101 with backends fd00:1::0-7."""
+    vip6, vip6b = "fd00::100", "fd00::101"
+    backends6 = [f"fd00:1::{i}" for i in range(8)]
+    clients6 = ["2001:db8::1", "2001:db8:1::2", "2001:db8:2::3"]
+    session = []
+    for i, client in enumerate(clients6):
+        for flags in ("S", "A", "PA", "FA"):
+            session.append(record(FRONTEND, frame(IPv6(src=client, dst=vip6)
+                                                  / TCP(sport=4000 + i, dport=80, flags=flags)
+                                                  / Raw(b"v6"))))
+        session.append(record(FRONTEND, frame(IPv6(src=client, dst=vip6)
+                                              / UDP(sport=5000 + i, dport=53) / Raw(b"q6"))))
+        for backend in backends6:
+            session.append(record(BACKEND, frame(IPv6(src=backend, dst=client)
+                                                 / TCP(sport=8080, dport=4000 + i, flags="A"))))
+            session.append(record(BACKEND, frame(IPv6(src=backend, dst=client)
+                                                 / UDP(sport=8080, dport=5000 + i) / Raw(b"a"))))
+    yield "ipv6_sessions", (
+        session + [record(SAMPLE, b"\x10\x00\x00"), record(SAMPLE, b"\x10\x00\x01"),
+                   record(AGE, b"\x0b"), record(TABLES, b"\x03\x02\x01\x02\x05\x00\x00"),
+                   record(AGE, b"\xff")] + session[:6])
+    yield "ipv6_at_both_workers", (
+        [at_worker1(rec) if i % 2 else rec for i, rec in enumerate(session)]
+        + [record(TAKE, b"\x00"), record(TAKE, b"\x01"), record(STEERING, b"\x01")]
+        + [at_worker1(rec) for rec in session] + [record(TAKE, b"\x00"), record(STOP, b"")])
+    tcp = TCP(sport=4100, dport=80, flags="S")
+    hostile = []
+    for dst in (vip6, "2001:db8::99"):
+        base = IPv6(src="2001:db8::66", dst=dst)
+        nine = base
+        for _ in range(9):
+            nine = nine / IPv6ExtHdrDestOpt()
+        hostile += [
+            frame(base / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
+                  / IPv6ExtHdrRouting(addresses=["2001:db8::77"], segleft=0) / tcp),
+            frame(nine / tcp),
+            frame(base / IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop() / tcp),
+            frame(base / IPv6ExtHdrRouting(addresses=["2001:db8::77"], segleft=1) / tcp),
+            frame(IPv6(src="2001:db8::66", dst=dst, nh=60) / Raw(bytes([6, 31, 1, 252]) + bytes(252))
+                  / tcp),
+            frame(base / IPv6ExtHdrFragment(m=1, id=7) / tcp),
+            frame(base / UDP(sport=4100, dport=53, chksum=0) / Raw(b"z")),
+            frame(base / tcp)[:14 + 40 + 10],
+            frame(base / IPv6ExtHdrDestOpt() / tcp)[:14 + 40 + 6],
+            frame(base / ICMPv6EchoRequest(id=1, seq=2, data=b"ping")),
+            frame(base / ICMPv6EchoRequest())[:14 + 40 + 4],
+        ]
+    other = [
+        frame(IPv6(src="fe80::1", dst="ff02::1:ff00:100", hlim=255) / ICMPv6ND_NS(tgt=vip6)),
+        frame(IPv6(src="fe80::1", dst="ff02::1", hlim=255) / ICMPv6ND_RA()),
+        frame(IPv6(src="fe80::1", dst="ff02::16", hlim=1)
+              / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2()),
+        frame(IPv6(src="2001:db8::5", dst=vip6b) / TCP(sport=1, dport=80)),
+        frame(IPv6(src="2001:db8::5", dst="fd00:1::1") / TCP(sport=1, dport=8080)),
+    ]
+    yield "ipv6_extension_chains_and_others", (
+        [record(FRONTEND, f) for f in hostile + other]
+        + [record(BACKEND, f) for f in hostile + other]
+        + [record(FRONTEND_FLAGGED_BAD, hostile[0]), record(OFFLOADS, b"\x0f")]
+        + [record(FRONTEND, f) for f in hostile[:1]] + [record(BACKEND_FLAGGED_BAD, hostile[0])])
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "corpus")
     out.mkdir(parents=True, exist_ok=True)
-    for name, records in seeds():
+    for name, records in [*seeds(), *ipv6_seeds()]:
         (out / name).write_bytes(b"".join(records))

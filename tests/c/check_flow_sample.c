@@ -137,7 +137,8 @@ static void
 check_steps(struct rplb_flow_table *table, unsigned int *slices)
 {
 	struct rplb_flow_sample_slot *slot = lb->workers[0].sample;
-	unsigned int whole_scan = table->capacity / 256 + 2;
+	/* The scan covers the IPv4 records, then the IPv6 ones (flow_sample.c). */
+	unsigned int whole_scan = (table->capacity + lb->workers[0].flows6->capacity) / 256 + 2;
 	struct rplb_flow_sample *big = malloc(RPLB_FLOW_SAMPLE_MAX * sizeof(*big));
 	struct rplb_flow_sample *small;
 	uint32_t request;

@@ -18,7 +18,11 @@
  *     fragment (not translated yet), UDP with checksum 0
  *                                       -> dropped, counted by reason
  *     anything else (ND, RA, MLD, ...)  -> passed through unchanged
+ *     ICMPv6 error (1-4) to a VIP       -> translated by its quote, to the
+ *                                          backend (lb_ipv6.c: icmp6 below)
  *   from the backends
+ *     ICMPv6 error (1-4)                -> translated by its quote, to the
+ *                                          client
  *     TCP/UDP of a flow                 -> to the client, as vip:port
  *     no flow, backend of one service   -> to the client, statelessly
  *     no flow, backend of several       -> unchanged (reply_unmatched)
@@ -38,6 +42,7 @@
 #include <rte_tcp.h>
 #include <rte_udp.h>
 
+#include "icmp_error.h"
 #include "lb_burst.h"
 #include "lb_slow_paths.h"
 #include "packet6.h"
@@ -395,6 +400,239 @@ echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_pa
 	rplb_worker_send(worker, RPLB_FRONTEND, m);
 }
 
+/* ---- ICMPv6 errors (destination unreachable, packet too big, time
+ * exceeded, parameter problem), translated both ways as ICMPv4's are
+ * (lb_icmp.c): the same cases, the same counters.  The differences: the
+ * quote is an IPv6 header (no header checksum) and the TCP/UDP header
+ * right after it (a quote with extension headers is another protocol's:
+ * passed unchanged); the ICMPv6 checksum covers a pseudo-header, so a
+ * change of the outer address changes it too.  Every changed field lies
+ * at an even offset of the message: each 16-bit word's change adds to
+ * the ICMPv6 checksum (RFC 1624). */
+
+#define RPLB_ICMP6_ERROR_HEADER 8
+
+static inline int
+is_icmp6_error(uint8_t type)
+{
+	return type >= 1 && type <= 4;
+}
+
+struct icmp6_quote {
+	uint8_t *icmp;
+	struct rte_ipv6_hdr *ip;        /* the quoted header */
+	struct rplb_l4_ports *ports;
+	uint32_t l4_bytes;              /* quoted bytes of the L4 header and on */
+	uint8_t proto;
+};
+
+/* RPLB_QUOTE_TCP_UDP, _OTHER or _BAD (icmp_error.h's verdicts).  The whole
+ * message must lie in the first segment; BAD: less than an IPv6 header
+ * and 8 bytes quoted, or a quoted header that is not IPv6. */
+static enum rplb_quote
+parse_icmp6_quote(const struct rte_mbuf *m, const struct rplb_parsed6 *parsed,
+		  struct icmp6_quote *quote)
+{
+	uint32_t offset = (uint32_t)((uint8_t *)parsed->l4 - rte_pktmbuf_mtod(m, uint8_t *));
+	uint32_t message = parsed->l4_length;
+	struct rte_ipv6_hdr *inner;
+
+	if (offset + message > m->data_len ||
+	    message < RPLB_ICMP6_ERROR_HEADER + sizeof(*inner) + 8)
+		return RPLB_QUOTE_BAD;
+	inner = (struct rte_ipv6_hdr *)((uint8_t *)parsed->l4 + RPLB_ICMP6_ERROR_HEADER);
+	if ((inner->vtc_flow & RTE_BE32(0xf0000000)) != RTE_BE32(0x60000000))
+		return RPLB_QUOTE_BAD;
+	if (inner->proto != IPPROTO_TCP && inner->proto != IPPROTO_UDP)
+		return RPLB_QUOTE_OTHER;
+	quote->icmp = parsed->l4;
+	quote->ip = inner;
+	quote->ports = (struct rplb_l4_ports *)(inner + 1);
+	quote->l4_bytes = message - RPLB_ICMP6_ERROR_HEADER - sizeof(*inner);
+	quote->proto = inner->proto;
+	return RPLB_QUOTE_TCP_UDP;
+}
+
+/* A 16-byte address of the message replaced; the change to the sum. */
+static uint32_t
+store_address6(uint8_t *field, const uint8_t new_addr[16])
+{
+	uint32_t delta = rplb_cksum_delta128(field, new_addr);
+
+	memcpy(field, new_addr, 16);
+	return delta;
+}
+
+/* Rewrite one endpoint of the quote (its source or destination address and
+ * port) to (new_addr, new_port), with the quoted L4 checksum when quoted;
+ * returns the change to the ICMPv6 checksum's sum. */
+static uint32_t
+rewrite_icmp6_quote(struct icmp6_quote *quote, uint8_t *addr_field, uint16_t *port_field,
+		    const uint8_t new_addr[16], uint16_t new_port)
+{
+	struct rplb_cksum_deltas deltas = rplb_cksum_deltas6(addr_field, *port_field, new_addr,
+							     new_port);
+	uint32_t sum = store_address6(addr_field, new_addr);
+	uint16_t *l4_cksum;
+
+	sum += rplb_quote_store16(port_field, new_port);
+	if (quote->proto == IPPROTO_UDP) {
+		l4_cksum = &((struct rte_udp_hdr *)quote->ports)->dgram_cksum;
+		if (*l4_cksum != 0) {
+			uint16_t updated = rplb_cksum_update(*l4_cksum, deltas.l4);
+
+			sum += rplb_quote_store16(l4_cksum, updated == 0 ? 0xffff : updated);
+		}
+	} else if (quote->l4_bytes >= RPLB_QUOTED_TCP_CKSUM_END) {
+		l4_cksum = &((struct rte_tcp_hdr *)quote->ports)->cksum;
+		sum += rplb_quote_store16(l4_cksum, rplb_cksum_update(*l4_cksum, deltas.l4));
+	}
+	return sum;
+}
+
+static inline void
+icmp6_apply(struct icmp6_quote *quote, uint32_t sum)
+{
+	uint16_t cksum;
+
+	memcpy(&cksum, quote->icmp + 2, sizeof(cksum));
+	cksum = rplb_cksum_apply(cksum, sum);
+	memcpy(quote->icmp + 2, &cksum, sizeof(cksum));
+}
+
+static inline void
+icmp6_error_unmatched(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int out_side)
+{
+	worker->counters.events[RPLB_EV_ICMP_ERRORS_UNMATCHED]++;
+	rplb_worker_send(worker, out_side, m);
+}
+
+/* An ICMPv6 error to a VIP: its quote is vip:port -> client:port. */
+static void
+icmp6_error_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+			const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+			const struct rplb_parsed6 *parsed)
+{
+	struct rte_ipv6_hdr *ip = parsed->ip;
+	struct icmp6_quote quote;
+	struct rplb_flow6_key key;
+	const uint8_t *backend_ip;
+	uint16_t backend_port;
+	enum rplb_event event;
+	uint32_t hash, index, sum;
+
+	switch (parse_icmp6_quote(m, parsed, &quote)) {
+	case RPLB_QUOTE_BAD:
+		rplb_worker_drop(worker, RPLB_DROP_ICMP_ERROR_MALFORMED, m);
+		return;
+	case RPLB_QUOTE_OTHER:
+		icmp6_error_unmatched(worker, m, RPLB_BACKEND);
+		return;
+	default:
+		break;
+	}
+	/* A router sends an error to its quote's source. */
+	if (!rplb_addr6_equal(quote.ip->src_addr, ip->dst_addr)) {
+		rplb_worker_drop(worker, RPLB_DROP_ICMP_ERROR_MALFORMED, m);
+		return;
+	}
+	memset(&key, 0, sizeof(key));
+	memcpy(key.src, quote.ip->dst_addr, 16);
+	memcpy(key.dst, quote.ip->src_addr, 16);
+	key.src_port = quote.ports->dst_port;
+	key.dst_port = quote.ports->src_port;
+	key.proto = quote.proto;
+	hash = rplb_flow6_key_hash(&key);
+	index = rplb_flow6_lookup(lb_worker->flows6, &key, hash);
+	if (index != RPLB_NO_FLOW6) {
+		const struct rplb_flow6 *flow = &lb_worker->flows6->flows[index];
+
+		backend_ip = flow->backend_ip;
+		backend_port = flow->backend_port;
+		event = RPLB_EV_ICMP_ERRORS_TO_BACKEND;
+	} else {
+		const struct rplb_lb_service *service =
+			rplb_find_service6(tables, key.dst, key.dst_port, key.proto);
+		uint32_t pick;
+
+		if (service == NULL) {
+			icmp6_error_unmatched(worker, m, RPLB_BACKEND);
+			return;
+		}
+		pick = rplb_maglev_pick(service, hash);
+		if (pick == RPLB_NO_BACKEND) {
+			rplb_worker_drop(worker, RPLB_DROP_ICMP_ERROR_NO_BACKEND, m);
+			return;
+		}
+		backend_ip = tables->backend_ip6[pick].addr;
+		backend_port = tables->backends[pick].port;
+		event = RPLB_EV_ICMP_ERRORS_TO_BACKEND_STATELESS;
+	}
+	if (dropped_bad_checksum(worker, m))
+		return;
+	sum = rewrite_icmp6_quote(&quote, quote.ip->src_addr, &quote.ports->src_port, backend_ip,
+				  backend_port);
+	/* The pseudo-header's destination. */
+	sum += store_address6(ip->dst_addr, backend_ip);
+	icmp6_apply(&quote, sum);
+	worker->counters.events[event]++;
+	rplb_worker_send(worker, RPLB_BACKEND, m);
+}
+
+/* An ICMPv6 error from the backend side: its quote is client:port ->
+ * backend ip:port. */
+static void
+icmp6_error_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+			 const struct rplb_lb_tables *tables, struct rte_mbuf *m,
+			 const struct rplb_parsed6 *parsed)
+{
+	struct rte_ipv6_hdr *ip = parsed->ip;
+	struct icmp6_quote quote;
+	struct rplb_flow6_key key;
+	uint8_t backend_ip[16];
+	const uint8_t *vip;
+	uint16_t vport;
+	enum rplb_event event;
+	uint32_t index, sum;
+
+	if (parse_icmp6_quote(m, parsed, &quote) != RPLB_QUOTE_TCP_UDP) {
+		icmp6_error_unmatched(worker, m, RPLB_FRONTEND);
+		return;
+	}
+	rplb_flow6_backend_key(quote.ip->dst_addr, quote.ports->dst_port, quote.ip->src_addr,
+			       quote.ports->src_port, quote.proto, &key);
+	index = rplb_flow6_lookup(lb_worker->flows6, &key, rplb_flow6_key_hash(&key));
+	if (index != RPLB_NO_FLOW6) {
+		const struct rplb_flow6 *flow = &lb_worker->flows6->flows[index];
+
+		vip = flow->vip;
+		vport = flow->vport;
+		event = RPLB_EV_ICMP_ERRORS_TO_CLIENT;
+	} else {
+		const struct rplb_owner6_slot *owner =
+			rplb_find_owner6(tables, key.src, key.src_port, key.proto);
+
+		if (owner == NULL || owner->service_index == RPLB_SERVICE_SHARED) {
+			icmp6_error_unmatched(worker, m, RPLB_FRONTEND);
+			return;
+		}
+		vip = tables->service_vip6[owner->service_index].addr;
+		vport = tables->services[owner->service_index].port;
+		event = RPLB_EV_ICMP_ERRORS_TO_CLIENT_STATELESS;
+	}
+	if (dropped_bad_checksum(worker, m))
+		return;
+	memcpy(backend_ip, quote.ip->dst_addr, 16);
+	sum = rewrite_icmp6_quote(&quote, quote.ip->dst_addr, &quote.ports->dst_port, vip, vport);
+	/* The backend's own error (its kernel's "port unreachable") leaves
+	 * from the VIP, the address the client knows. */
+	if (rplb_addr6_equal(ip->src_addr, backend_ip))
+		sum += store_address6(ip->src_addr, vip);
+	icmp6_apply(&quote, sum);
+	worker->counters.events[event]++;
+	rplb_worker_send(worker, RPLB_FRONTEND, m);
+}
+
 static void
 from_client6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	     const struct rplb_lb_tables *tables, struct rte_mbuf *m, struct rte_ipv6_hdr *ip,
@@ -422,6 +660,10 @@ from_client6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	case RPLB_PARSE6_ICMP: {
 		const uint8_t *icmp = parsed->l4;
 
+		if (is_icmp6_error(icmp[0])) {
+			icmp6_error_from_client(worker, lb_worker, tables, m, parsed);
+			return;
+		}
 		if (icmp[0] == RPLB_ICMP6_ECHO_REQUEST && icmp[1] == 0) {
 			if (dropped_bad_checksum(worker, m))
 				return;
@@ -447,6 +689,11 @@ from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	struct rplb_flow6_key key;
 	uint32_t index;
 
+	if (verdict == RPLB_PARSE6_ICMP && tables->n_services6 != 0 &&
+	    is_icmp6_error(((const uint8_t *)parsed->l4)[0])) {
+		icmp6_error_from_backend(worker, lb_worker, tables, m, parsed);
+		return;
+	}
 	if (verdict != RPLB_PARSE6_TCP_UDP || tables->n_services6 == 0) {
 		pass_through(worker, m, RPLB_FRONTEND);
 		return;

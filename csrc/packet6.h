@@ -84,6 +84,7 @@ rplb_parse_ipv6(const struct rte_mbuf *m, struct rte_ipv6_hdr *ip, struct rplb_p
 
 	out->ip = ip;
 	out->l4 = NULL;
+	out->l4_length = 0;
 	if (total > m->pkt_len - sizeof(struct rte_ether_hdr))
 		return RPLB_PARSE6_BAD_LENGTH;
 	for (;;) {

@@ -33,11 +33,12 @@
  *
  * IPv6: the client address (frontend: source, backend: destination)
  * folded to 32 bits (the XOR of its four words) goes through the same
- * owner function.  IPv6 frames are always steered here, in software, with
- * hardware steering too: the rte_flow RSS rule covers IPv4 only
- * (dataplane.pyx: steer_by_client), so the port may spread IPv6 any way.
- * The whole IPv6 path (ICMPv6 and extension headers included) is steered
- * by the outer client address.
+ * owner function; an ICMPv6 error (types 1-4, right after the fixed
+ * header) by the client of its quote, as an ICMPv4 error; everything else
+ * (extension headers included) by the outer address.  IPv6 frames are
+ * always steered here, in software, with hardware steering too: the
+ * rte_flow RSS rule covers IPv4 only (dataplane.pyx: steer_by_client), so
+ * the port may spread IPv6 any way.
  */
 #ifndef RPLB_STEER_H
 #define RPLB_STEER_H
@@ -152,9 +153,23 @@ rplb_steer_ipv6_client(const struct rte_mbuf *m, const uint8_t *frame, uint16_t 
 {
 	const struct rte_ipv6_hdr *ip6 = (const void *)(frame + sizeof(struct rte_ether_hdr));
 
+	const struct rte_ipv6_hdr *quoted = (const void *)((const uint8_t *)(ip6 + 1) + 8);
+	const uint8_t *icmp6 = (const uint8_t *)(ip6 + 1);
+
 	if (ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV6) ||
 	    m->data_len < sizeof(struct rte_ether_hdr) + sizeof(*ip6))
 		return 0;
+	/* An ICMPv6 error (types 1-4) right after the fixed header, with the
+	 * quoted header in the frame: the client of its quote (frontend: the
+	 * quote is vip -> client, its destination; backend: client ->
+	 * backend, its source), as for ICMPv4 errors. */
+	if (unlikely(ip6->proto == 58) &&
+	    m->data_len >= sizeof(struct rte_ether_hdr) + sizeof(*ip6) + 8 + sizeof(*quoted) &&
+	    icmp6[0] >= 1 && icmp6[0] <= 4) {
+		*client = rplb_steer_fold6(in_side == RPLB_FRONTEND ? quoted->dst_addr :
+								      quoted->src_addr);
+		return 1;
+	}
 	*client = rplb_steer_fold6(in_side == RPLB_FRONTEND ? ip6->src_addr : ip6->dst_addr);
 	return 1;
 }

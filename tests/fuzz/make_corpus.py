@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, fragment
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6MLReport2, ICMPv6ND_NS, ICMPv6ND_RA,
+from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoRequest, ICMPv6MLReport2,
+                                ICMPv6ND_NS, ICMPv6ND_RA, ICMPv6PacketTooBig, ICMPv6ParamProblem,
+                                ICMPv6TimeExceeded,
                                 IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                                 IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, RouterAlert)
 from scapy.layers.l2 import ARP, Dot1Q, Ether
@@ -317,6 +319,20 @@ def ipv6_seeds():
         frame(IPv6(src="2001:db8::5", dst=vip6b) / TCP(sport=1, dport=80)),
         frame(IPv6(src="2001:db8::5", dst="fd00:1::1") / TCP(sport=1, dport=8080)),
     ]
+    quoted_reply = bytes(IPv6(src=vip6, dst=clients6[0]) / TCP(sport=80, dport=4000, flags="A")
+                         / Raw(b"r" * 40))
+    quoted_request = bytes(IPv6(src=clients6[0], dst=backends6[1]) / TCP(sport=4000, dport=8080)
+                           / Raw(b"u" * 40))
+    errors6 = [record(FRONTEND, frame(IPv6(src="2001:db8:ffff::1", dst=vip6) / raw_type
+                                      / Raw(quoted_reply[:length])))
+               for raw_type in (ICMPv6PacketTooBig(mtu=1280), ICMPv6DestUnreach(code=4),
+                                ICMPv6TimeExceeded(), ICMPv6ParamProblem(ptr=6))
+               for length in (30, 48, 60, None)]
+    errors6 += [record(BACKEND, frame(IPv6(src=source, dst=clients6[0])
+                                      / ICMPv6PacketTooBig(mtu=1280) / Raw(quoted_request[:length])))
+                for source in ("fd00:1::fe", backends6[1]) for length in (48, 70, None)]
+    yield "ipv6_icmp_errors", (session[:5] + errors6 + [at_worker1(r) for r in errors6]
+                               + [record(TAKE, b"\x00"), record(TAKE, b"\x01")])
     yield "ipv6_extension_chains_and_others", (
         [record(FRONTEND, f) for f in hostile + other]
         + [record(BACKEND, f) for f in hostile + other]

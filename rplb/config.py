@@ -1327,11 +1327,11 @@ class _Checker:
         if not slash:
             self.fail(path, f"{_show(value)} has no prefix length: write ADDRESS/PREFIX "
                             f"({example}), the backend network's")
-        if not re.fullmatch(r"[0-9]{1,2}", prefix) or not 8 <= int(prefix) <= 32:
-            self.fail(path, f"{_show(value)}: the prefix length must be 8-32")
         if _is_ipv6(text):
             self.fail(path, f"{_show(value)}: the appliance's kernel interface takes an IPv4 "
                             "address (IPv6 health checks are not supported yet)")
+        if not re.fullmatch(r"[0-9]{1,2}", prefix) or not 8 <= int(prefix) <= 32:
+            self.fail(path, f"{_show(value)}: the prefix length must be 8-32")
         address = self.ipv4(text, path)
         interface = ipaddress.IPv4Interface(f"{address}/{prefix}")
         if interface.network.prefixlen < 31 and address in (

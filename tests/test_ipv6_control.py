@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import maglev_reference as reference
+from test_config import valid_configs      # IPv4 and IPv6 services
 from rplb import ctl, maglev
 from rplb.balancer import Balancer, endpoint_text, ident_text
 from rplb.config import (Backend, Config, ConfigError, NotFoundError, Service, ServiceKey,
@@ -629,3 +630,38 @@ def test_ipv6_service_edits_through_the_control_socket(tmp_path: Path, monkeypat
         assert load_config(saved) == load_config(tmp_path / "services.yaml")
     finally:
         d.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_table_rows_keep_each_family_in_its_own_fields(data):
+    """Whatever the mix of IPv4 and IPv6 services: an IPv4 row has its
+    address in vip/ip and zero vip6/ip6, an IPv6 row the reverse, and each
+    backend row is in its service's family."""
+    from rplb import dataplane
+    from rplb.tables import TableState
+    config = data.draw(valid_configs())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dataplane, "MaglevTable", FakeMaglevTable)
+        tables = TableState()
+        plan = tables.plan(config)
+    services, backends, _ = tables.arrays()
+    by_id = {plan.placed[s.key].service_id: s for s in config.services}
+    assert sorted(services["service_id"].tolist()) == sorted(by_id)
+    for row in services:
+        svc = by_id[int(row["service_id"])]
+        assert row["family"] == svc.vip.version
+        if svc.vip.version == 6:
+            assert row["vip"] == 0 and bytes(row["vip6"]) == svc.vip.packed
+        else:
+            assert not row["vip6"].any()
+            assert row["vip"] == int.from_bytes(svc.vip.packed, "little")
+    for row in backends:
+        svc = by_id[int(row["service_id"])]
+        if svc.vip.version == 6:
+            assert row["ip"] == 0
+            assert bytes(row["ip6"]) in {b.ip.packed for b in svc.backends}
+        else:
+            assert not row["ip6"].any()
+            assert row["ip"] in {int.from_bytes(b.ip.packed, "little") for b in svc.backends}
+    assert len(backends) == sum(len(s.backends) for s in config.services)

@@ -403,7 +403,8 @@ def _backends_down(balancer, config) -> Optional[list]:
             continue
         for backend, state in states.items():
             if not state.up:
-                down.append({"service": service.label, "backend": ident_text(backend, service.family),
+                down.append({"service": service.label,
+                             "backend": ident_text(backend, service.family),
                              "health": state.health if service.health is not None else None,
                              "reason": state.reason,
                              "disabled": state.disabled, "since": state.since or None})

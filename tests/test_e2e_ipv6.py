@@ -248,6 +248,13 @@ def test_curl6_200_times_follows_the_weights(wire):
     assert f"[{VIP6}]:80" in text and "[fd00:1::12]:8080" in text
     flows = rplbctl(wire, "flows")
     assert f"web6 [[{VIP6}]:tcp:80]" in flows
+    # The sample (closing flows stay for timeouts.tcp_fin, 10 s): the
+    # client and backends of IPv6 flows in brackets.
+    sampled = [line.split() for line in flows.splitlines() if "-> web6 ->" in line]
+    assert sampled, flows
+    for client, _, _, _, backend, *_ in sampled:
+        assert client.startswith(f"[{CLIENT6}]:"), flows
+        assert backend in {f"[{ip}]:8080" for ip in BACKENDS6}, flows
 
 
 def test_the_ipv4_service_in_the_same_file_keeps_working(wire):

@@ -1595,6 +1595,9 @@ class _Checker:
             try:
                 address = IPv6Address(value)
             except ValueError:
+                if _dotted_quad(value.rpartition(":")[0]) is not None:
+                    self.fail(path, f"{_show(value)} is not a valid IPv4 address: the port "
+                                    "goes in its own field")
                 self.fail(path, f"{_show(value)} is not a valid IPv6 address")
         if address.scope_id is not None:
             self.fail(path, f"{_show(str(address))}: a zone index (%...) has no meaning "

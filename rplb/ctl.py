@@ -82,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     service_sub.required = True
     json_flag(service_sub.add_parser("list", help="services, backends, weights, counters"))
     add = service_sub.add_parser("add", help="add a service")
-    add.add_argument("key", metavar="VIP:PROTO:PORT", help="e.g. 10.0.0.102:tcp:80")
+    add.add_argument("key", metavar="VIP:PROTO:PORT",
+                     help="e.g. 10.0.0.102:tcp:80, [fd00::102]:tcp:80")
     add.add_argument("--name", help="a unique name (letters, digits, _ . -)")
     add.add_argument("--backend", action="append", default=[], metavar="IP:PORT[:WEIGHT]",
-                     help="a backend (repeat for more); weight default 1")
+                     help="a backend (repeat for more); weight default 1; IPv6 in "
+                          "brackets: [fd00:1::10]:8080:5")
     delete = service_sub.add_parser("del", help="delete a service")
     delete.add_argument("service", metavar="SERVICE", help="name or VIP:PROTO:PORT")
 

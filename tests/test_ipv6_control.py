@@ -123,6 +123,7 @@ def test_mixing_families_in_a_service_names_the_field_and_both_addresses(vip, ba
     ("vip", "[fd00::1]", "without brackets"),
     ("vip", "fd00:::1", "'fd00:::1' is not a valid IPv6 address"),
     ("vip", "fd00::1/128", "not a valid IPv6 address"),
+    ("vip", "10.0.0.1:80", "'10.0.0.1:80' is not a valid IPv4 address: the port goes in its own"),
     ("backend", "::", "unspecified"),
     ("backend", "::1", "loopback"),
     ("backend", "ff02::2", "multicast"),

@@ -18,6 +18,7 @@ backends it keeps (same service, same ip:port), a restart forgets them.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -288,7 +289,8 @@ class Balancer:
                 pending[report.backend] = new
                 # One line per change of state; "unknown" is up already.
                 if old.health != health and (old.health, health) != ("unknown", "up"):
-                    lines.append(f"{service.label}: backend {ident_text(report.backend)} "
+                    lines.append(f"{service.label}: backend "
+                                 f"{ident_text(report.backend, service.family)} "
                                  f"{health}: {report.reason}"
                                  + (" (disabled: stays down)" if new.disabled else ""))
             self._commit_states(config, changes)
@@ -435,10 +437,16 @@ class Balancer:
         sample = []
         for f in flows:
             svc = by_id.get(f["service_id"])
+            if svc is not None:
+                service = svc.label
+            else:
+                vip = _sample_endpoint(f, "vip", "vip6")
+                host, _, vport = vip.rpartition(":")
+                service = f"{host}:{f['proto']}:{vport}"
             sample.append({
-                "client": f"{f['client'][0]}:{f['client'][1]}",
-                "service": svc.label if svc else f"{f['vip'][0]}:{f['proto']}:{f['vip'][1]}",
-                "backend": f"{f['backend'][0]}:{f['backend'][1]}",
+                "client": _sample_endpoint(f, "client", "client_ip6"),
+                "service": service,
+                "backend": _sample_endpoint(f, "backend", "backend_ip6"),
                 "state": f["state"], "idle_s": f["idle_ms"] / 1000.0, "lcore": f["lcore"]})
         return sample
 
@@ -511,10 +519,41 @@ def state_fields(state: BackendState, checked: bool) -> dict:
             "disabled": state.disabled, "since": state.since or None}
 
 
-def ident_text(backend: Ident) -> str:
-    """ip:port of an Ident."""
+def ident_text(backend: Ident, family: int = 4) -> str:
+    """ip:port of an Ident of a backend of that family ([ip]:port for
+    IPv6): an Ident's integer does not say its family, its service does."""
     ip, port = backend
+    if family == 6:
+        return f"[{ipaddress.IPv6Address(ip)}]:{port}"
     return f"{ip >> 24}.{(ip >> 16) & 255}.{(ip >> 8) & 255}.{ip & 255}:{port}"
+
+
+def endpoint_text(address, port, family: Optional[int] = None) -> str:
+    """A flow sample's ip:port as the operator reads it: canonical, IPv6
+    in brackets.  address: text, a 16-byte (IPv6) buffer, or an address
+    object; family (4 or 6) where the sample says it."""
+    if isinstance(address, str):
+        text = address
+    elif isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        text = str(address)
+    else:                                    # 16 bytes in network order
+        text = str(ipaddress.IPv6Address(bytes(np.asarray(address, np.uint8))))
+    if family == 6 or (family is None and ":" in text):
+        try:
+            return f"[{ipaddress.IPv6Address(text.strip('[]'))}]:{port}"
+        except ValueError:
+            return f"[{text}]:{port}"
+    return f"{text}:{port}"
+
+
+def _sample_endpoint(sample: dict, name: str, ip6_field: str) -> str:
+    """The sample's endpoint name (client, vip, backend): from its IPv6
+    field when the flow is IPv6 (family 6), else from its (ip, port)."""
+    address, port = sample[name]
+    family = sample.get("family")
+    if family == 6 and sample.get(ip6_field) is not None:
+        address = sample[ip6_field]
+    return endpoint_text(address, port, family)
 
 
 def _columns(counters: np.ndarray, names) -> np.ndarray:

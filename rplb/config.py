@@ -19,6 +19,16 @@ The services file is YAML::
         health: {type: http, path: /healthz, expect: [200], interval: 1}
         backends:
           - {ip: 192.168.1.10, port: 8080, weight: 10}
+      - {name: web6, vip: "fd00::100", proto: tcp, port: 80,     # IPv6: the same
+         backends: [{ip: "fd00:1::10", port: 8080, weight: 10}]}
+
+A service is IPv4 or IPv6: its backends are in its VIP's address family
+(NAT64/NAT46 are out of scope).  Addresses are kept and written in
+canonical form (ipaddress's: ``fd00::100``, not ``FD00:0::0100``), and an
+IPv6 address written with a port takes brackets, as in URLs:
+``[fd00::100]:tcp:80``, ``[fd00:1::10]:8080`` (:func:`address_port`).
+IPv6 services take no health check yet: the appliance's own kernel
+interface has an IPv4 address only.
 
 A service's Maglev table size is its own ``maglev_table_size``, else the
 file's, else derived from its backend count (:func:`default_maglev_table_size`).
@@ -50,7 +60,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from functools import lru_cache
 from typing import Any, Dict, NamedTuple, NoReturn, Optional, Tuple, Union
 
@@ -67,12 +77,15 @@ __all__ = [
     "Service",
     "ServiceKey",
     "Timeouts",
+    "address_port",
     "config_form",
     "default_maglev_table_size",
     "dump_config",
     "load_config",
     "parse_config",
+    "parse_address",
     "parse_service_key",
+    "split_address",
     "DEFAULT_FLOW_TABLE_SIZE",
     "DEFAULT_TABLES_MEMORY_MB",
     "MAX_BACKENDS",
@@ -220,34 +233,50 @@ class NotFoundError(KeyError):
 # --------------------------------------------------------------------------
 
 
-class ServiceKey(NamedTuple):
-    """What identifies a service: ``str(key)`` is ``"10.0.0.100:tcp:80"``."""
+Address = Union[IPv4Address, IPv6Address]
 
-    vip: IPv4Address
+
+def address_port(address: Address, port: Any) -> str:
+    """``ip:port``, the address in brackets when it is IPv6 (as in URLs and
+    ipvsadm): ``"10.0.0.1:80"``, ``"[fd00::1]:80"``.  ``port`` may be any
+    suffix (``"tcp:80"``)."""
+    if address.version == 6:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}"
+
+
+class ServiceKey(NamedTuple):
+    """What identifies a service: ``str(key)`` is ``"10.0.0.100:tcp:80"``,
+    or ``"[fd00::100]:tcp:80"`` for an IPv6 VIP."""
+
+    vip: Address
     proto: str
     port: int
 
     def __str__(self) -> str:
-        return f"{self.vip}:{self.proto}:{self.port}"
+        return address_port(self.vip, f"{self.proto}:{self.port}")
 
 
 @dataclass(frozen=True)
 class Backend:
     """One real server behind a service.  ``weight`` 0 drains it."""
 
-    ip: IPv4Address
+    ip: Address
     port: int
     weight: int = 1
 
     @property
-    def key(self) -> Tuple[IPv4Address, int]:
+    def key(self) -> Tuple[Address, int]:
         """``(ip, port)``: unique within a service."""
         return (self.ip, self.port)
 
     @functools.cached_property
     def label(self) -> str:
-        """``ip:port`` (made once: counters name every backend often)."""
-        return f"{self.ip}:{self.port}"
+        """``ip:port``, ``[ip]:port`` for IPv6 (made once: counters name
+        every backend often)."""
+        if isinstance(self.ip, str):    # not validated yet (an edit's input)
+            return f"{self.ip}:{self.port}"
+        return address_port(self.ip, self.port)
 
     def __str__(self) -> str:
         return self.label
@@ -264,7 +293,7 @@ class Service:
     With no backends the service exists but new flows to it are dropped.
     """
 
-    vip: IPv4Address
+    vip: Address
     proto: str
     port: int
     backends: Tuple[Backend, ...] = ()
@@ -285,24 +314,30 @@ class Service:
         """How messages name the service: its name, else ``vip:proto:port``."""
         return self.name if self.name is not None else str(self.key)
 
-    def backend(self, ip: Union[IPv4Address, str], port: int) -> Backend:
-        """The backend ``ip:port``.
+    @property
+    def family(self) -> int:
+        """4 or 6: its VIP's address family, which its backends share."""
+        return self.vip.version
+
+    def backend(self, ip: Union[Address, str], port: int) -> Backend:
+        """The backend ``ip:port`` (ip: an address, or its text in any
+        spelling, IPv6 with or without brackets).
 
         Raises NotFoundError (a KeyError) if the service has no such backend,
-        including when ``ip`` is not an IPv4 address at all.
+        including when ``ip`` is not an IP address at all.
         """
         return self.backends[self._backend_index(ip, port)]
 
-    def _backend_index(self, ip: Union[IPv4Address, str], port: int) -> int:
-        try:
-            address = IPv4Address(ip)
-        except ValueError:
+    def _backend_index(self, ip: Union[Address, str], port: int) -> int:
+        address = _lookup_address(ip)
+        if address is None:
             raise NotFoundError(
                 f"service {self.label} has no backend {ip}:{port}") from None
         for index, backend in enumerate(self.backends):
             if backend.key == (address, port):
                 return index
-        raise NotFoundError(f"service {self.label} has no backend {address}:{port}")
+        raise NotFoundError(
+            f"service {self.label} has no backend {address_port(address, port)}")
 
     def to_dict(self) -> dict:
         """The service as it is written in the services file."""
@@ -559,7 +594,7 @@ class Config:
         return edit.replace(index, data)
 
     def without_backend(self, service_key_or_name: ServiceRef,
-                        ip: Union[IPv4Address, str], port: int) -> Config:
+                        ip: Union[Address, str], port: int) -> Config:
         """This configuration with backend ``ip:port`` removed from a service.
 
         Raises ConfigError if there is no such service or backend.
@@ -571,7 +606,7 @@ class Config:
         return edit.replace(index, data)
 
     def with_weight(self, service_key_or_name: ServiceRef,
-                    ip: Union[IPv4Address, str], port: int, weight: int) -> Config:
+                    ip: Union[Address, str], port: int, weight: int) -> Config:
         """This configuration with the weight of one backend changed.
 
         Raises ConfigError if there is no such service or backend, or if
@@ -705,7 +740,7 @@ class _Edit:
         except NotFoundError as err:
             raise ConfigError(self.source, "services", str(err)) from None
 
-    def backend_target(self, service_index: int, ip: Union[IPv4Address, str],
+    def backend_target(self, service_index: int, ip: Union[Address, str],
                        port: int) -> int:
         service = self.config.services[service_index]
         try:
@@ -713,7 +748,9 @@ class _Edit:
         except NotFoundError:
             path = (_Path().key("services").index(service_index)
                     .in_service(service.label).key("backends"))
-            raise ConfigError(self.source, path.field, f"no backend {ip}:{port}",
+            address = _lookup_address(ip)
+            shown = f"{ip}:{port}" if address is None else address_port(address, port)
+            raise ConfigError(self.source, path.field, f"no backend {shown}",
                               path.text) from None
 
     def add(self, data: Any) -> Config:
@@ -803,24 +840,84 @@ _FRAGMENT_RANGES = {"datagrams": (1, "MAX_FRAGMENT_DATAGRAMS"),
 # --------------------------------------------------------------------------
 
 
+def split_address(text: str, counts: Tuple[int, ...], shape: str,
+                  example: str) -> Tuple[str, list]:
+    """Split ``"ip:a:b"`` or ``"[ipv6]:a:b"`` into the address text and the
+    parts after it (``len(parts)`` one of counts), e.g. ``"[fd00::1]:80"``
+    -> ``("fd00::1", ["80"])``.  Only the split: the values are not checked.
+
+    Raises ValueError with one line naming the problem: brackets missing
+    around an IPv6 address given with a port (the message shows the
+    bracketed form), brackets around an IPv4 address, or the wrong number
+    of parts (shape and example say what is expected).
+    """
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"{text!r}: no ']' closes the IPv6 address; expected {shape}, "
+                             f"e.g. {example}")
+        host, rest = text[1:close], text[close + 1:]
+        if _dotted_quad(host) is not None or not _is_ipv6(host):
+            what = ("is an IPv4 address: brackets are for IPv6 addresses only"
+                    if _dotted_quad(host) is not None else "is not an IPv6 address")
+            raise ValueError(f"{text!r}: [{host}] {what}; expected {shape}, e.g. {example}")
+        if not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected ':' after ']'; expected {shape}, "
+                             f"e.g. {example}")
+        parts = rest[1:].split(":")
+    else:
+        host, *parts = text.split(":")
+        if len(parts) not in counts and text.count(":") >= 2:
+            raise ValueError(_unbracketed(text, counts, shape, example))
+    if len(parts) not in counts or not host:
+        raise ValueError(f"{text!r}: expected {shape}, e.g. {example}")
+    return host, parts
+
+
+def _unbracketed(text: str, counts: Tuple[int, ...], shape: str, example: str) -> str:
+    """The message for an IPv6 address given with a port without brackets:
+    the bracketed form, where the text can be read as one."""
+    for count in sorted(counts, reverse=True):
+        pieces = text.rsplit(":", count)
+        host, rest = pieces[0], pieces[1:]
+        if len(rest) == count and _is_ipv6(host) and all(rest):
+            canonical = IPv6Address(host)
+            return (f"{text!r}: an IPv6 address with a port takes brackets: "
+                    f"[{canonical}]:{':'.join(rest)} (expected {shape})")
+    return (f"{text!r}: expected {shape}, e.g. {example} (an IPv6 address with a port "
+            "takes brackets)")
+
+
+def parse_address(text: str) -> Address:
+    """An IPv4 or IPv6 address from its text (an IPv6 one may be in
+    brackets), in canonical form.  Raises ConfigError if it is not one."""
+    address = _lookup_address(text)
+    if address is None:
+        _Checker(f"address {text!r}").fail(_Path(), "not a valid IPv4 or IPv6 address")
+    return address
+
+
 def parse_service_key(text: str) -> ServiceKey:
-    """Parse ``"vip:proto:port"``, e.g. ``"10.0.0.100:tcp:80"``.
+    """Parse ``"vip:proto:port"``, e.g. ``"10.0.0.100:tcp:80"``, or with an
+    IPv6 VIP in brackets, ``"[fd00::100]:tcp:80"``.
 
     The protocol is case-insensitive.  Raises ConfigError (source
     ``service key '<text>'``) if the text is not three ``:``-separated
-    parts, or the address, protocol or port is invalid as in the file.
+    parts (an IPv6 VIP without brackets: the message shows them), or the
+    address, protocol or port is invalid as in the file.
     """
     checker = _Checker(f"service key {text!r}")
     if not isinstance(text, str):
         checker.fail(_Path(), f"must be a string, got {_describe(text)}")
-    parts = text.split(":")
-    if len(parts) != 3:
-        checker.fail(_Path(), "expected vip:proto:port, e.g. 10.0.0.100:tcp:80")
-    vip_text, proto_text, port_text = parts
+    try:
+        vip_text, (proto_text, port_text) = split_address(
+            text, (2,), "vip:proto:port", "10.0.0.100:tcp:80 or [fd00::100]:tcp:80")
+    except ValueError as err:
+        checker.fail(_Path(), str(err).partition(": ")[2])
     if not re.fullmatch(r"[0-9]+", port_text):
         checker.fail(_Path().key("port"), f"{port_text!r} is not a port number")
     return ServiceKey(
-        checker.ipv4(vip_text, _Path().key("vip")),
+        checker.address(vip_text, _Path().key("vip"), "vip"),
         checker.protocol(proto_text, _Path().key("proto")),
         checker.integer(int(port_text), _Path().key("port"), 1, 65535),
     )
@@ -1178,16 +1275,24 @@ class _Checker:
         path = path.in_service(_provisional_label(data))
         self.mapping(data, path, _SERVICE_KEYS, _SERVICE_REQUIRED_KEYS)
         name = self.name(data.get("name"), path.key("name"))
-        vip = self.ipv4(data["vip"], path.key("vip"))
+        vip = self.address(data["vip"], path.key("vip"), "vip")
         proto = self.protocol(data["proto"], path.key("proto"))
         port = self.integer(data["port"], path.key("port"), 1, 65535)
         own_size = data.get("maglev_table_size")
         if own_size is not None:
             own_size = self.maglev_table_size(own_size, path.key("maglev_table_size"))
         backends = self.backends(data.get("backends"), path.key("backends"),
-                                 earlier_backends, own_size, maglev_table_size)
+                                 earlier_backends, own_size, maglev_table_size, vip)
         health = None
         if data.get("health") is not None:
+            if vip.version == 6:
+                # The checks leave from the appliance's own kernel
+                # interface, which has an IPv4 address only
+                # (health_checks.source).
+                self.fail(path.key("health"),
+                          "IPv6 health checks are not supported yet: the appliance's "
+                          "kernel interface has only an IPv4 address (health_checks.source); "
+                          "remove health from this IPv6 service")
             health = self.health(data["health"], path.key("health"), health_checks)
         if health_checks is not None:
             self.clear_of_source(vip, backends, health is not None, path, health_checks)
@@ -1222,6 +1327,9 @@ class _Checker:
         if not slash:
             self.fail(path, f"{_show(value)} has no prefix length: write ADDRESS/PREFIX "
                             f"({example}), the backend network's")
+        if _is_ipv6(text):
+            self.fail(path, f"{_show(value)}: the appliance's kernel interface takes an IPv4 "
+                            "address (IPv6 health checks are not supported yet)")
         if not re.fullmatch(r"[0-9]{1,2}", prefix) or not 8 <= int(prefix) <= 32:
             self.fail(path, f"{_show(value)}: the prefix length must be 8-32")
         address = self.ipv4(text, path)
@@ -1325,12 +1433,14 @@ class _Checker:
             self.fail(path, f"{_show(value)} is not one of {', '.join(allowed)}")
         return value
 
-    def clear_of_source(self, vip: IPv4Address, backends: Tuple[Backend, ...], checked: bool,
+    def clear_of_source(self, vip: Address, backends: Tuple[Backend, ...], checked: bool,
                         path: _Path, health_checks: HealthChecks) -> None:
         """The appliance's own address is no VIP and no backend; the
         backends a check reaches are on its network."""
         source = health_checks.source
         where = "health_checks.source"
+        if vip.version != source.version:
+            return                  # an IPv6 service: its addresses cannot be the source's
         if vip == source.ip:
             self.fail(path.key("vip"), f"{vip} is the appliance's own address ({where})")
         network = source.network
@@ -1358,7 +1468,8 @@ class _Checker:
         return value
 
     def backends(self, data: Any, path: _Path, earlier_backends: int,
-                 own_size: Optional[int], file_size: Optional[int]) -> Tuple[Backend, ...]:
+                 own_size: Optional[int], file_size: Optional[int],
+                 vip: Address) -> Tuple[Backend, ...]:
         if data is None:  # "backends:" with nothing under it
             return ()
         items = self.sequence(data, path)
@@ -1382,6 +1493,11 @@ class _Checker:
         for index, item in enumerate(items):
             backend_path = path.index(index)
             backend = self.backend(item, backend_path)
+            if backend.ip.version != vip.version:
+                self.fail(backend_path.key("ip"),
+                          f"{backend.ip} is an IPv{backend.ip.version} address but the service's "
+                          f"vip {vip} is IPv{vip.version}: a service's backends must be in "
+                          "its VIP's address family (NAT64/NAT46 are not supported)")
             if backend.key in index_by_key:
                 self.fail(backend_path, f"duplicate backend {backend}, already at "
                                         f"{path.tail}[{index_by_key[backend.key]}]")
@@ -1392,7 +1508,7 @@ class _Checker:
     def backend(self, data: Any, path: _Path) -> Backend:
         self.mapping(data, path, _BACKEND_KEYS, _BACKEND_REQUIRED_KEYS)
         return Backend(
-            self.ipv4(data["ip"], path.key("ip")),
+            self.address(data["ip"], path.key("ip"), "backend"),
             self.integer(data["port"], path.key("port"), 1, 65535),
             self.integer(data.get("weight", 1), path.key("weight"), 0, _limit("MAX_WEIGHT")),
         )
@@ -1445,12 +1561,12 @@ class _Checker:
                 address = IPv4Address(value)
             except ValueError:
                 self.fail(path, f"{_show(value)} is "
-                          + ("an IPv6 address; only IPv4 is supported" if _is_ipv6(value)
-                             else "not a valid IPv4 address"))
+                          + ("an IPv6 address; an IPv4 address is needed here"
+                             if _is_ipv6(value) else "not a valid IPv4 address"))
         elif isinstance(value, ipaddress.IPv6Address):
-            self.fail(path, f"{value} is an IPv6 address; only IPv4 is supported")
+            self.fail(path, f"{value} is an IPv6 address; an IPv4 address is needed here")
         else:
-            self.fail(path, f"must be an IPv4 address, got {_describe(value)}")
+            self.fail(path, f"must be an IPv4 or IPv6 address, got {_describe(value)}")
         # The integer, not the properties: a large file checks 100,000s.
         number = int(address)
         if number == 0:
@@ -1459,6 +1575,49 @@ class _Checker:
             self.fail(path, f"{address} is the broadcast address, not a unicast address")
         if number >> 28 == 0xE:       # 224.0.0.0/4
             self.fail(path, f"{address} is a multicast address, not a unicast address")
+        return address
+
+    def address(self, value: Any, path: _Path, role: str) -> Address:
+        """A VIP's (role "vip") or a backend's ("backend") address, IPv4 or
+        IPv6, that can be one."""
+        if isinstance(value, IPv6Address) or (
+                isinstance(value, str) and ":" in value and _dotted_quad(value) is None):
+            return self.ipv6(value, path, role)
+        return self.ipv4(value, path)
+
+    def ipv6(self, value: Any, path: _Path, role: str) -> IPv6Address:
+        if isinstance(value, IPv6Address):
+            address = value
+        else:
+            if value.startswith("[") and value.endswith("]") and _is_ipv6(value[1:-1]):
+                self.fail(path, f"{_show(value)}: write the address without brackets "
+                                "(brackets only go with a port)")
+            try:
+                address = IPv6Address(value)
+            except ValueError:
+                if _dotted_quad(value.rpartition(":")[0]) is not None:
+                    self.fail(path, f"{_show(value)} is not a valid IPv4 address: the port "
+                                    "goes in its own field")
+                self.fail(path, f"{_show(value)} is not a valid IPv6 address")
+        if address.scope_id is not None:
+            self.fail(path, f"{_show(str(address))}: a zone index (%...) has no meaning "
+                            "here: write the address alone")
+        number = int(address)
+        if number == 0:
+            self.fail(path, f"{address} is the unspecified address, not a unicast address")
+        if number == 1:
+            self.fail(path, f"{address} is the loopback address, not a unicast address "
+                            "another host can reach")
+        if number >> 120 == 0xFF:     # ff00::/8
+            self.fail(path, f"{address} is a multicast address, not a unicast address")
+        if number >> 32 == 0xFFFF:    # ::ffff:0:0/96
+            self.fail(path, f"{address} is an IPv4-mapped IPv6 address: write the IPv4 "
+                            f"address {address.ipv4_mapped} (NAT64/NAT46, IPv6 in front "
+                            "of IPv4 or back, are not supported)")
+        if role == "vip" and number >> 118 == 0x3FA:    # fe80::/10
+            self.fail(path, f"{address} is a link-local address: a VIP must be reachable "
+                            "beyond one link (a link-local address is valid only with a "
+                            "zone, on one link, and routers never forward it)")
         return address
 
     def protocol(self, value: Any, path: _Path) -> str:
@@ -1503,8 +1662,14 @@ def _provisional_label(data: Mapping) -> str:
                 return text
         return "?"
 
+    vip = data.get("vip")
+    vip_text = part(vip)
+    if isinstance(vip, (str, IPv6Address)) and vip_text == "?" and ":" in str(vip):
+        address = _lookup_address(vip)
+        if address is not None and address.version == 6 and address.scope_id is None:
+            vip_text = f"[{address}]"
     proto = part(data.get("proto"))
-    return f"{part(data.get('vip'))}:{proto.lower()}:{part(data.get('port'))}"
+    return f"{vip_text}:{proto.lower()}:{part(data.get('port'))}"
 
 
 def _require_type(value: Any, expected: type, what: str) -> None:
@@ -1547,6 +1712,22 @@ def _is_ipv6(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _lookup_address(value: Any) -> Optional[Address]:
+    """The address an operator names (text in any spelling, an IPv6 one
+    with or without brackets, or an address object); None if it is none."""
+    if isinstance(value, (IPv4Address, IPv6Address)):
+        return value
+    if not isinstance(value, str):
+        return None
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if text is not value and ":" not in text:
+        return None                  # brackets are for IPv6 only
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def _key_text(key: tuple) -> str:

@@ -38,6 +38,7 @@ examples:
   rplbctl status
   rplbctl service list
   rplbctl service add 10.0.0.102:tcp:80 --name web2 --backend 192.168.1.20:8080:5
+  rplbctl service add [fd00::100]:tcp:80 --backend [fd00:1::10]:8080:5   (IPv6: brackets)
   rplbctl service del web2
   rplbctl backend add web 192.168.1.13:8080 --weight 5
   rplbctl backend set-weight web 192.168.1.11:8080 0     (drain: flows stay, no new ones)
@@ -47,7 +48,8 @@ examples:
   rplbctl stats --json
   rplbctl save                                           (to the --config file)
 
-A service is named by its name or by VIP:PROTO:PORT (10.0.0.100:tcp:80)."""
+A service is named by its name or by VIP:PROTO:PORT (10.0.0.100:tcp:80); an
+IPv6 address with a port takes brackets: [fd00::100]:tcp:80, [fd00:1::10]:8080."""
 
 
 class UsageError(Exception):
@@ -80,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     service_sub.required = True
     json_flag(service_sub.add_parser("list", help="services, backends, weights, counters"))
     add = service_sub.add_parser("add", help="add a service")
-    add.add_argument("key", metavar="VIP:PROTO:PORT", help="e.g. 10.0.0.102:tcp:80")
+    add.add_argument("key", metavar="VIP:PROTO:PORT",
+                     help="e.g. 10.0.0.102:tcp:80, [fd00::102]:tcp:80")
     add.add_argument("--name", help="a unique name (letters, digits, _ . -)")
     add.add_argument("--backend", action="append", default=[], metavar="IP:PORT[:WEIGHT]",
-                     help="a backend (repeat for more); weight default 1")
+                     help="a backend (repeat for more); weight default 1; IPv6 in "
+                          "brackets: [fd00:1::10]:8080:5")
     delete = service_sub.add_parser("del", help="delete a service")
     delete.add_argument("service", metavar="SERVICE", help="name or VIP:PROTO:PORT")
 
@@ -145,13 +149,17 @@ def _integer(what: str):
 
 
 def _backend_address(text: str, allow_weight: bool) -> dict:
-    """IP:PORT (or IP:PORT:WEIGHT) -> request fields; the values are checked by rplb."""
-    parts = text.split(":")
+    """IP:PORT (or IP:PORT:WEIGHT; an IPv6 IP in brackets, [IP]:PORT) ->
+    request fields; the values are checked by rplb."""
+    from rplb.config import split_address
     shape = "IP:PORT[:WEIGHT]" if allow_weight else "IP:PORT"
-    if len(parts) not in ((2, 3) if allow_weight else (2,)) or not parts[0]:
-        raise UsageError(f"backend {text!r}: expected {shape}, e.g. 192.168.1.10:8080")
-    fields = {"ip": parts[0]}
-    for name, value in zip(("port", "weight"), parts[1:]):
+    try:
+        address, parts = split_address(text, (1, 2) if allow_weight else (1,), shape,
+                                       "192.168.1.10:8080 or [fd00:1::10]:8080")
+    except ValueError as err:
+        raise UsageError(f"backend {err}") from None
+    fields = {"ip": address}
+    for name, value in zip(("port", "weight"), parts):
         try:
             fields[name] = int(value, 10)
         except ValueError:
@@ -160,10 +168,12 @@ def _backend_address(text: str, allow_weight: bool) -> dict:
 
 
 def _service_key(text: str) -> dict:
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise UsageError(f"service {text!r}: expected VIP:PROTO:PORT, e.g. 10.0.0.100:tcp:80")
-    vip, proto, port = parts
+    from rplb.config import split_address
+    try:
+        vip, (proto, port) = split_address(text, (2,), "VIP:PROTO:PORT",
+                                           "10.0.0.100:tcp:80 or [fd00::100]:tcp:80")
+    except ValueError as err:
+        raise UsageError(f"service {err}") from None
     try:
         port_number = int(port, 10)
     except ValueError:
@@ -260,11 +270,12 @@ def _format_services(reply: dict, now: Optional[float] = None) -> str:
         check = f"{health['type']} check" if health else "no check"
         if svc.get("failing_open"):
             check += ", all down: failing open"
-        rows.append((svc["proto"].upper(), f"{svc['vip']}:{svc['port']}", svc.get("name") or "-",
+        rows.append((svc["proto"].upper(), _endpoint(svc["vip"], svc["port"]),
+                     svc.get("name") or "-",
                      str(c["active_flows"]), str(c["new_flows"]), str(c["packets"]), check))
         for b in svc["backends"]:
             bc = b["counters"]
-            rows.append(("", f"  -> {b['ip']}:{b['port']}", str(b["weight"])
+            rows.append(("", f"  -> {_endpoint(b['ip'], b['port'])}", str(b["weight"])
                          + (" (drain)" if b["weight"] == 0 else ""),
                          str(bc["active_flows"]), str(bc["new_flows"]), str(bc["packets"]),
                          _state_text(b.get("state"), now)))
@@ -273,6 +284,12 @@ def _format_services(reply: dict, now: Optional[float] = None) -> str:
     if len(rows) == 1:
         lines.append("(no services)")
     return "\n".join(lines)
+
+
+def _endpoint(address: str, port: int) -> str:
+    """ip:port, an IPv6 address in brackets (the reply's addresses are
+    canonical already)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _state_text(state: Optional[dict], now: float) -> str:

@@ -14,12 +14,21 @@ Hashes (:func:`backend_hashes`)
               return z ^ z >> 31            (all mod 2**64)
     Pure integer arithmetic: the same on every machine and in every process.
 
+    IPv6 backends (``family=6``): the address is 128 bits, too many for one
+    key, so it is folded into one first.  With hi, lo the address's upper
+    and lower 64 bits (the 16 bytes in network order, read as two
+    big-endian halves):
+    key = mix64(mix64((hi + 3 * 0x9E3779B97F4A7C15) mod 2**64) ^ lo) ^ port,
+    then h1, h2 as above.  (A service's backends are all of one family, so
+    IPv4 and IPv6 keys never meet; IPv4's hashes are unchanged.)
+
 Permutations
     offset = h1 mod M, skip = h2 mod (M - 1) + 1,
     permutation[i][j] = (offset_i + j * skip_i) mod M   (M prime: a full cycle).
 
 Fill (the sequential semantics, also in tests/maglev_reference.py)
-    Backends with weight > 0 are ordered by (ip, port).  Rounds r = 1, 2, ...:
+    Backends with weight > 0 are ordered by (ip, port) (an IPv6 ip as its
+    128-bit number).  Rounds r = 1, 2, ...:
     in each round every backend, in that order, adds its weight to its credit
     (initially 0); when the credit reaches max_weight it subtracts max_weight
     and takes one turn -- walks its permutation from next_i to the first empty
@@ -47,6 +56,9 @@ import numpy as np
 from rplb import contract
 
 __all__ = ["MAX_WEIGHT", "backend_hashes", "build_table"]
+
+#: The address families build_table takes.
+FAMILIES = (4, 6)
 
 MAX_WEIGHT = contract.MAX_WEIGHT
 MAX_SIZE = 2**31 - 1  # entries are int32
@@ -101,18 +113,63 @@ def _ip_ports(ips, ports):
     return ip, port
 
 
-def backend_hashes(ips, ports) -> tuple:
+def backend_hashes(ips, ports, family: int = 4) -> tuple:
     """The two 64-bit hashes (h1, h2) of each backend, as uint64 arrays.
 
     h1 seeds the permutation offset (h1 mod size), h2 its skip
     (h2 mod (size - 1) + 1).  Both are SplitMix64 outputs for the 48-bit key
-    ip << 16 | port; see the module docstring for the exact function.
+    ip << 16 | port (IPv4), or for the IPv6 address folded with its port
+    (family 6: ips are 128-bit integers or IPv6Address objects); see the
+    module docstring for the exact function.  Raises ValueError or
+    TypeError for values out of range or of the wrong type.
     """
+    if family == 6:
+        hi, lo, port = _ip6_ports(ips, ports)
+        return _hashes(_key6(hi, lo, port))
+    _check_family(family)
     ip, port = _ip_ports(ips, ports)
-    key = (ip.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64)
+    return _hashes((ip.astype(np.uint64) << np.uint64(16)) | port.astype(np.uint64))
+
+
+def _hashes(key: np.ndarray) -> tuple:
     h1 = _mix64(key + np.uint64(_GAMMA))
     h2 = _mix64(key + np.uint64((2 * _GAMMA) & _MASK64))
     return h1, h2
+
+
+def _key6(hi: np.ndarray, lo: np.ndarray, port: np.ndarray) -> np.ndarray:
+    """The 64-bit key of IPv6 backends (module docstring)."""
+    folded = _mix64(_mix64(hi + np.uint64((3 * _GAMMA) & _MASK64)) ^ lo)
+    return folded ^ port.astype(np.uint64)
+
+
+def _check_family(family) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be 4 or 6, not {family!r}")
+
+
+def _ip6_ports(ips, ports):
+    """IPv6 addresses (128-bit ints or IPv6Address) as (hi, lo) uint64
+    arrays, and the ports."""
+    if isinstance(ips, (str, bytes)):
+        raise TypeError(f"ips must be a sequence of integers, not {type(ips).__name__}")
+    numbers = []
+    for i, value in enumerate(ips):
+        try:
+            number = operator.index(value) if not hasattr(value, "packed") else int(value)
+        except TypeError:
+            raise TypeError("ips must be integers or IPv6 addresses") from None
+        if not 0 <= number < 1 << 128 or getattr(value, "version", 6) != 6:
+            raise ValueError(f"ips[{i}] = {value} is out of range: IPv6 addresses are "
+                             "0..2**128-1")
+        numbers.append(number)
+    port = _int_array(ports, "ports", 0, 65535, "ports are 0..65535")
+    if len(numbers) != port.size:
+        raise ValueError(f"ips and ports must have the same length "
+                         f"(got {len(numbers)} and {port.size})")
+    hi = np.array([n >> 64 for n in numbers], dtype=np.uint64)
+    lo = np.array([n & _MASK64 for n in numbers], dtype=np.uint64)
+    return hi, lo, port
 
 
 @lru_cache(maxsize=64)
@@ -145,10 +202,11 @@ def _ip_text(ip: int) -> str:
     return ".".join(str((ip >> s) & 255) for s in (24, 16, 8, 0))
 
 
-def build_table(ips, ports, weights, size) -> np.ndarray:
+def build_table(ips, ports, weights, size, family: int = 4) -> np.ndarray:
     """The weighted Maglev table: int32 array of `size` backend indices.
 
-    ips: IPv4 addresses as host-order ints; ports: ints 0..65535; weights:
+    ips: IPv4 addresses as host-order ints (family 4), or IPv6 addresses as
+    128-bit ints or IPv6Address objects (family 6); ports: ints 0..65535; weights:
     ints 0..65535; size: a prime >= len(ips).  Entry j is the index, into the
     caller's lists, of the backend owning slot j; if no backend has a weight
     above 0 every entry is -1.  The table depends only on the set of backends,
@@ -159,7 +217,11 @@ def build_table(ips, ports, weights, size) -> np.ndarray:
     if len(set(lengths)) != 1:
         raise ValueError("ips, ports and weights must have the same length "
                          f"(got {lengths[0]}, {lengths[1]} and {lengths[2]})")
-    ip, port = _ip_ports(ips, ports)
+    _check_family(family)
+    if family == 6:
+        hi, lo, port = _ip6_ports(ips, ports)
+    else:
+        ip, port = _ip_ports(ips, ports)
     weight = _int_array(weights, "weights", 0, MAX_WEIGHT, f"weights are 0..{MAX_WEIGHT}")
     try:
         size = operator.index(size)
@@ -170,9 +232,20 @@ def build_table(ips, ports, weights, size) -> np.ndarray:
     if not _is_prime(size):
         raise ValueError(f"size {size} is not prime (the Maglev permutation needs "
                          "a prime table size)")
-    n = ip.size
+    n = port.size
     if size < n:
         raise ValueError(f"size {size} is smaller than the number of backends ({n})")
+    if family == 6:
+        order = _order6(hi, lo, port)
+        same = ((hi[order][1:] == hi[order][:-1]) & (lo[order][1:] == lo[order][:-1])
+                & (port[order][1:] == port[order][:-1]))
+        dup = np.flatnonzero(same)
+        if dup.size:
+            import ipaddress
+            i = int(order[dup[0]])
+            address = ipaddress.IPv6Address(int(hi[i]) << 64 | int(lo[i]))
+            raise ValueError(f"duplicate backend [{address}]:{int(port[i])}")
+        return _build6(hi, lo, port, weight, size, order)
 
     key = (ip << 16) | port
     order = np.argsort(key, kind="stable")  # caller index by (ip, port)
@@ -193,11 +266,35 @@ def build_table_unchecked(ip: np.ndarray, port: np.ndarray, weight: np.ndarray,
     return _build(ip, port, weight, size, np.argsort((ip << 16) | port, kind="stable"))
 
 
+def build_table6_unchecked(hi: np.ndarray, lo: np.ndarray, port: np.ndarray,
+                           weight: np.ndarray, size: int) -> np.ndarray:
+    """build_table_unchecked for IPv6 backends, given as the upper and
+    lower 64 bits of each address (uint64 arrays) and int64 ports and
+    weights."""
+    return _build6(hi, lo, port, weight, size, _order6(hi, lo, port))
+
+
+def _order6(hi, lo, port) -> np.ndarray:
+    """Caller indices in (ip, port) order, the 128-bit ip as (hi, lo)."""
+    return np.lexsort((port, lo, hi))
+
+
+def _build6(hi, lo, port, weight, size, order) -> np.ndarray:
+    active = order[weight[order] > 0]
+    if active.size == 0:
+        return np.full(size, -1, dtype=np.int32)
+    return _fill(active, _hashes(_key6(hi[active], lo[active], port[active])), weight, size)
+
+
 def _build(ip, port, weight, size, order) -> np.ndarray:
     active = order[weight[order] > 0]  # caller indices, (ip, port) order
     if active.size == 0:
         return np.full(size, -1, dtype=np.int32)
-    h1, h2 = backend_hashes(ip[active], port[active])
+    return _fill(active, backend_hashes(ip[active], port[active]), weight, size)
+
+
+def _fill(active, hashes, weight, size) -> np.ndarray:
+    h1, h2 = hashes
     offset = (h1 % np.uint64(size)).astype(np.int64)
     skip = (h2 % np.uint64(size - 1)).astype(np.int64) + 1
     from rplb.dataplane import maglev_fill

@@ -335,6 +335,13 @@ def _network_order(values, width: int) -> np.ndarray:
     return np.asarray(values, dtype=np.int64).astype(f">u{width}").view(f"=u{width}")
 
 
+def _address_bytes(addresses) -> np.ndarray:
+    """IPv6 addresses as an (n, 16) uint8 array, network byte order (the
+    specs' vip6 / ip6)."""
+    return np.frombuffer(b"".join(a.packed for a in addresses),
+                         dtype=np.uint8).reshape(len(addresses), 16)
+
+
 def _ident(backend) -> Tuple[int, int]:
     """(ip, port) as integers: hashing IPv4Address objects is slow, and a
     large reload looks up every backend."""
@@ -465,8 +472,12 @@ class TableState:
             journal.record(undo)
             plan.new_service_ids.append(service_id)
             row = np.zeros(1, dtype=self.services.array.dtype)
-            row["vip"] = _network_order([int(service.vip)], 4)
-            row["family"] = 4
+            # One family per row: the other family's address stays zero.
+            if service.vip.version == 6:
+                row["vip6"] = _address_bytes([service.vip])
+            else:
+                row["vip"] = _network_order([int(service.vip)], 4)
+            row["family"] = service.vip.version
             row["port"] = _network_order([service.port], 2)
             row["proto"] = IPPROTO[service.proto]
             row["service_id"] = service_id
@@ -489,11 +500,17 @@ class TableState:
                 plan.new_backend_slots[slot] = (incarnation, service_id)
             backend_ids.append(backend_id)
         n = len(service.backends)
-        ips = np.fromiter((int(b.ip) for b in service.backends), np.int64, n)
+        ipv6 = service.vip.version == 6      # its backends' family too
         ports = np.fromiter((b.port for b in service.backends), np.int64, n)
         weights = np.fromiter((b.weight for b in service.backends), np.int64, n)
         rows = np.zeros(n, dtype=self.backends.array.dtype)
-        rows["ip"] = _network_order(ips, 4)
+        if ipv6:
+            packed = _address_bytes([b.ip for b in service.backends])
+            rows["ip6"] = packed
+            halves = packed.view(">u8").astype(np.uint64)    # (n, 2): hi, lo
+        else:
+            ips = np.fromiter((int(b.ip) for b in service.backends), np.int64, n)
+            rows["ip"] = _network_order(ips, 4)
         rows["port"] = _network_order(ports, 2)
         rows["weight"] = weights
         rows["backend_id"] = backend_ids
@@ -518,7 +535,11 @@ class TableState:
             table = old.maglev        # same backends, weights and size: shared
         elif effective_weights.any():
             from rplb.dataplane import MaglevTable
-            owners = maglev.build_table_unchecked(ips, ports, effective_weights, size)
+            if ipv6:
+                owners = maglev.build_table6_unchecked(halves[:, 0], halves[:, 1], ports,
+                                                       effective_weights, size)
+            else:
+                owners = maglev.build_table_unchecked(ips, ports, effective_weights, size)
             ids = np.asarray(backend_ids, dtype=np.uint32)
             if not all(published.published):
                 # The table may name published backends only: renumber its

@@ -33,8 +33,20 @@ def hashes(ip, port):
     return h1, h2
 
 
-def build_table(ips, ports, weights, size):
-    """List of `size` caller indices (or -1 everywhere if no weight is > 0)."""
+def hashes6(ip, port):
+    """(h1, h2) of an IPv6 backend (ip: its 128-bit number): the address
+    folded with the port into one 64-bit key, then as for IPv4."""
+    hi, lo = ip >> 64, ip & MASK64
+    key = splitmix64_mix(splitmix64_mix((hi + 3 * GAMMA) & MASK64) ^ lo) ^ port
+    h1 = splitmix64_mix((key + GAMMA) & MASK64)
+    h2 = splitmix64_mix((key + 2 * GAMMA) & MASK64)
+    return h1, h2
+
+
+def build_table(ips, ports, weights, size, family=4):
+    """List of `size` caller indices (or -1 everywhere if no weight is > 0);
+    family 6: ips are 128-bit integers."""
+    ips = [int(ip) for ip in ips]
     backends = sorted(range(len(ips)), key=lambda i: (ips[i], ports[i]))
     backends = [i for i in backends if weights[i] > 0]
     entry = [-1] * size
@@ -42,7 +54,7 @@ def build_table(ips, ports, weights, size):
         return entry
     offset, skip = {}, {}
     for i in backends:
-        h1, h2 = hashes(ips[i], ports[i])
+        h1, h2 = (hashes6 if family == 6 else hashes)(ips[i], ports[i])
         offset[i] = h1 % size
         skip[i] = h2 % (size - 1) + 1
     max_weight = max(weights[i] for i in backends)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, Callable
 
@@ -264,8 +264,12 @@ INVALID_FILES = {
                   "services[0] (web): vip", "not a valid IPv4 address"),
     "vip with prefix": (put("services", WEB, "vip", "10.0.0.100/32"), "services[0].vip",
                         "services[0] (web): vip", "not a valid IPv4 address"),
-    "vip IPv6": (put("services", WEB, "vip", "2001:db8::1"), "services[0].vip",
-                 "services[0] (web): vip", "is an IPv6 address; only IPv4 is supported"),
+    "vip IPv6, backends IPv4": (put("services", WEB, "vip", "2001:db8::1"),
+                                "services[0].backends[0].ip",
+                                "services[0] (web): backends[0].ip",
+                                "is an IPv4 address but the service's vip 2001:db8::1 is IPv6"),
+    "vip IPv6 link-local": (put("services", WEB, "vip", "fe80::1"), "services[0].vip",
+                            "services[0] (web): vip", "fe80::1 is a link-local address"),
     "vip unspecified": (put("services", WEB, "vip", "0.0.0.0"), "services[0].vip",
                         "services[0] (web): vip", "unspecified"),
     "vip broadcast": (put("services", WEB, "vip", "255.255.255.255"), "services[0].vip",
@@ -275,7 +279,8 @@ INVALID_FILES = {
     "vip multicast top": (put("services", WEB, "vip", "239.255.255.250"), "services[0].vip",
                           "services[0] (web): vip", "multicast"),
     "vip integer": (put("services", WEB, "vip", 167772160), "services[0].vip",
-                    "services[0] (web): vip", "must be an IPv4 address, got integer 167772160"),
+                    "services[0] (web): vip",
+                    "must be an IPv4 or IPv6 address, got integer 167772160"),
     "vip unnamed": (both(remove("services", API, "name"), put("services", API, "vip", "10.0.0")),
                     "services[2].vip", "services[2] (10.0.0:tcp:443): vip",
                     "not a valid IPv4 address"),
@@ -336,7 +341,7 @@ INVALID_FILES = {
                        "'192.168.1.256' is not a valid IPv4 address"),
     "backend IPv6": (put("services", WEB, "backends", 2, "ip", "fe80::1"),
                      "services[0].backends[2].ip", "services[0] (web): backends[2].ip",
-                     "IPv6"),
+                     "fe80::1 is an IPv6 address but the service's vip 10.0.0.100 is IPv4"),
     "backend multicast": (put("services", WEB, "backends", 2, "ip", "230.1.2.3"),
                           "services[0].backends[2].ip", "services[0] (web): backends[2].ip",
                           "multicast"),
@@ -929,18 +934,32 @@ names = st.from_regex(r"[A-Za-z0-9_.-]{1,63}", fullmatch=True)
 unicast = st.ip_addresses(v=4).filter(
     lambda a: not (a.is_multicast or a.is_unspecified or a == IPv4Address("255.255.255.255")))
 backend_objects = st.builds(Backend, unicast, st.integers(1, 65535), st.integers(0, 65535))
+# IPv6 addresses a backend may have: not unspecified, loopback, multicast
+# or IPv4-mapped; a VIP's: not link-local either.  A few fixed ones too, so
+# that services and backends sometimes share addresses across families.
+unicast6 = st.one_of(
+    st.ip_addresses(v=6).filter(lambda a: not (
+        a.is_multicast or a.is_unspecified or a.is_loopback or a.ipv4_mapped is not None)),
+    st.sampled_from([IPv6Address("fd00::100"), IPv6Address("::a00:64"),
+                     IPv6Address("fe80::1")]))
+unicast6_vip = unicast6.filter(lambda a: not a.is_link_local)
+backend6_objects = st.builds(Backend, unicast6, st.integers(1, 65535), st.integers(0, 65535))
 
 
 @st.composite
 def valid_configs(draw: st.DrawFn) -> Config:
-    keys = draw(st.lists(st.tuples(unicast, st.sampled_from(["tcp", "udp"]),
+    """Valid configurations, of IPv4 and IPv6 services (each service's
+    backends in its VIP's family)."""
+    keys = draw(st.lists(st.tuples(st.one_of(unicast, unicast6_vip),
+                                   st.sampled_from(["tcp", "udp"]),
                                    st.integers(1, 65535)), unique=True, max_size=4))
     service_names = draw(st.lists(st.one_of(st.none(), names), min_size=len(keys),
                                   max_size=len(keys)).filter(
         lambda ns: len([n for n in ns if n]) == len({n for n in ns if n})))
     services = tuple(
         Service(vip, proto, port,
-                tuple(draw(st.lists(backend_objects, unique_by=lambda b: b.key, max_size=5))),
+                tuple(draw(st.lists(backend6_objects if vip.version == 6 else backend_objects,
+                                    unique_by=lambda b: b.key, max_size=5))),
                 name)
         for (vip, proto, port), name in zip(keys, service_names))
     return Config(
@@ -964,7 +983,10 @@ scalars = st.one_of(
     st.text(max_size=10), st.ip_addresses(v=4).map(str),
     st.sampled_from(["0.0.0.0", "255.255.255.255", "224.0.0.1", "::1", "10.0.0", "10.0.0.256",
                      "010.0.0.1", "10.0.0.1/8", "tcp", "UDP", "sctp", "web", "80", "a" * 64,
-                     "x:y", 0, 3, 4, 65535, 65536, 65537, 86400, 86401, 1 << 24, (1 << 24) + 1]),
+                     "x:y", 0, 3, 4, 65535, 65536, 65537, 86400, 86401, 1 << 24, (1 << 24) + 1,
+                     "fd00::1", "FD00:0::0001", "[fd00::1]", "fe80::1", "fe80::1%eth0",
+                     "::ffff:10.0.0.1", "ff02::1", "::", "fd00:::1", "[fd00::1]:tcp:80"]),
+    st.ip_addresses(v=6).map(str),
 )
 anything = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3),

@@ -14,11 +14,15 @@ from rplb.control import COMMANDS, ControlError, parse_request, request
 FIELDS = sorted({name for spec in COMMANDS.values() for name in spec} | {"bogus"})
 values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=30),
                    st.sampled_from(["web", "dns", "192.168.1.10", "10.0.0.100:tcp:80",
-                                    "300.1.1.1", ""]),
+                                    "300.1.1.1", "", "fd00::1", "[fd00::1]", "FD00:0::1",
+                                    "[fd00::100]:tcp:80", "fd00::100:tcp:80", "fe80::1",
+                                    "::ffff:10.0.0.1", "[10.0.0.100]:tcp:80", "::"]),
                    st.integers(0, 70000), st.lists(st.integers(), max_size=3),
                    st.dictionaries(st.sampled_from(["vip", "proto", "port", "backends",
                                                     "name"]),
-                                   st.one_of(st.text(max_size=10), st.integers(0, 70000)),
+                                   st.one_of(st.text(max_size=10), st.integers(0, 70000),
+                                             st.sampled_from(["fd00::100", "tcp", "10.0.0.9"]),
+                                             st.ip_addresses().map(str)),
                                    max_size=5))
 requests = st.builds(
     lambda cmd, fields: {**({"cmd": cmd} if cmd is not None else {}), **fields},

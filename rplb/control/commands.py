@@ -234,11 +234,14 @@ class Controller:
             _find_service(config, "backend.add", service)
             # Backend(...) itself checks nothing: with_backend validates ip,
             # port and weight exactly as the services file does.
-            return config.with_backend(service, Backend(ip, port, weight))
+            # An IPv6 address may come in brackets, as rplbctl shows it.
+            address = ip[1:-1] if ip.startswith("[") and ip.endswith("]") else ip
+            return config.with_backend(service, Backend(address, port, weight))
 
         def describe(old, new):
             svc = new.service(service)
-            return f"added backend {ip}:{port} (weight {weight}) to {svc.label}"
+            return (f"added backend {_backend_text(ip, port)} (weight {weight}) "
+                    f"to {svc.label}")
         return self._change("backend.add", edit, describe)
 
     def _cmd_backend_del(self, service: str, ip: str, port: int) -> dict:
@@ -247,7 +250,8 @@ class Controller:
             return config.without_backend(service, ip, port)
 
         def describe(old, new):
-            return f"removed backend {ip}:{port} from {new.service(service).label}"
+            return (f"removed backend {_backend_text(ip, port)} from "
+                    f"{new.service(service).label}")
         return self._change("backend.del", edit, describe)
 
     def _cmd_backend_set_weight(self, service: str, ip: str, port: int, weight: int) -> dict:
@@ -257,7 +261,8 @@ class Controller:
 
         def describe(old, new):
             before = old.service(service).backend(ip, port).weight
-            text = f"{new.service(service).label}: backend {ip}:{port} weight {before} -> {weight}"
+            text = (f"{new.service(service).label}: backend {_backend_text(ip, port)} "
+                    f"weight {before} -> {weight}")
             if weight == 0:
                 text += " (draining: its flows stay, no new ones)"
             return text
@@ -398,7 +403,8 @@ def _backends_down(balancer, config) -> Optional[list]:
             continue
         for backend, state in states.items():
             if not state.up:
-                down.append({"service": service.label, "backend": ident_text(backend),
+                down.append({"service": service.label,
+                             "backend": ident_text(backend, service.family),
                              "health": state.health if service.health is not None else None,
                              "reason": state.reason,
                              "disabled": state.disabled, "since": state.since or None})
@@ -408,6 +414,13 @@ def _backends_down(balancer, config) -> Optional[list]:
 def _flows_in_tables(counters: dict) -> int:
     events = counters["events"]
     return int(events["flows_created"]) - int(events["flows_expired"])
+
+
+def _backend_text(ip: str, port: int) -> str:
+    """ip:port as the operator reads it: canonical, IPv6 in brackets (ip
+    was validated by the edit)."""
+    from rplb.config import address_port, parse_address
+    return address_port(parse_address(ip), port)
 
 
 def _plural(n: int, word: str) -> str:

@@ -147,7 +147,7 @@ def expected_backend6(service: dict, client_ip: str, client_port: int, size: int
     backends = service["backends"]
     table = maglev_reference.build_table(
         [int(ipaddress.IPv6Address(b["ip"])) for b in backends],
-        [b["port"] for b in backends], [b.get("weight", 1) for b in backends], size)
+        [b["port"] for b in backends], [b.get("weight", 1) for b in backends], size, family=6)
     proto = 6 if service["proto"] == "tcp" else 17
     owner = table[maglev_slot(flow_hash6(client_ip, service["vip"], client_port,
                                          service["port"], proto), size)]

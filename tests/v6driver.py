@@ -74,7 +74,8 @@ def spec_rows(services, maglev_size, dataplane, contract):
         owners = maglev_reference.build_table(
             [address_int(b["ip"]) for b in service["backends"]],
             [b["port"] for b in service["backends"]],
-            [b.get("weight", 1) for b in service["backends"]], maglev_size)
+            [b.get("weight", 1) for b in service["backends"]], maglev_size,
+            family=service["family"])
         if all(o < 0 for o in owners):
             maglevs.append(None)
         else:

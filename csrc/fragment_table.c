@@ -112,41 +112,34 @@ rplb_fragment_table_free(struct rplb_fragment_table *table)
 }
 
 static uint32_t
-key_hash(uint32_t src_ip, uint32_t dst_ip, uint16_t ip_id, uint8_t proto, uint8_t side)
+key_hash(const struct rplb_fragment_key *key)
 {
-	uint32_t hash = rplb_crc32_4byte(src_ip, 0);
+	uint32_t words[sizeof(*key) / sizeof(uint32_t)], hash = 0;
+	unsigned int i;
 
-	hash = rplb_crc32_4byte(dst_ip, hash);
-	return rplb_crc32_4byte((uint32_t)ip_id | (uint32_t)proto << 16 | (uint32_t)side << 24,
-				hash);
-}
-
-static int
-has_key(const struct rplb_fragment_datagram *datagram, uint32_t src_ip, uint32_t dst_ip,
-	uint16_t ip_id, uint8_t proto, uint8_t side)
-{
-	return datagram->src_ip == src_ip && datagram->dst_ip == dst_ip &&
-	       datagram->ip_id == ip_id && datagram->proto == proto && datagram->side == side;
+	RTE_BUILD_BUG_ON(sizeof(*key) != 40);
+	memcpy(words, key, sizeof(words));
+	for (i = 0; i < RTE_DIM(words); i++)
+		hash = rplb_crc32_4byte(words[i], hash);
+	return hash;
 }
 
 static uint32_t
 home_slot(const struct rplb_fragment_table *table, const struct rplb_fragment_datagram *datagram)
 {
-	return key_hash(datagram->src_ip, datagram->dst_ip, datagram->ip_id, datagram->proto,
-			datagram->side) & table->slot_mask;
+	return key_hash(&datagram->key) & table->slot_mask;
 }
 
 uint32_t
-rplb_fragment_find(const struct rplb_fragment_table *table, uint32_t src_ip, uint32_t dst_ip,
-		   uint16_t ip_id, uint8_t proto, uint8_t side)
+rplb_fragment_find(const struct rplb_fragment_table *table, const struct rplb_fragment_key *key)
 {
-	uint32_t slot = key_hash(src_ip, dst_ip, ip_id, proto, side) & table->slot_mask;
+	uint32_t slot = key_hash(key) & table->slot_mask;
 
 	for (;; slot = (slot + 1) & table->slot_mask) {
 		uint32_t index = table->slots[slot];
 
 		if (index == RPLB_NO_DATAGRAM ||
-		    has_key(&table->datagrams[index], src_ip, dst_ip, ip_id, proto, side))
+		    memcmp(&table->datagrams[index].key, key, sizeof(*key)) == 0)
 			return index;
 	}
 }
@@ -201,9 +194,8 @@ rplb_fragment_remove(struct rplb_fragment_table *table, uint32_t index,
 }
 
 uint32_t
-rplb_fragment_create(struct rplb_fragment_table *table, uint32_t src_ip, uint32_t dst_ip,
-		     uint16_t ip_id, uint8_t proto, uint8_t side, uint32_t now,
-		     struct rplb_fragment_losses *losses)
+rplb_fragment_create(struct rplb_fragment_table *table, const struct rplb_fragment_key *key,
+		     uint32_t now, struct rplb_fragment_losses *losses)
 {
 	struct rplb_fragment_datagram *datagram;
 	uint32_t index, slot;
@@ -217,7 +209,7 @@ rplb_fragment_create(struct rplb_fragment_table *table, uint32_t src_ip, uint32_
 	index = table->free_datagrams[--table->n_free_datagrams];
 	datagram = &table->datagrams[index];
 	*datagram = (struct rplb_fragment_datagram){
-		.src_ip = src_ip, .dst_ip = dst_ip, .ip_id = ip_id, .proto = proto, .side = side,
+		.key = *key,
 		.verdict = RPLB_FRAGMENT_PENDING,
 		.first_held = RPLB_NO_HELD, .last_held = RPLB_NO_HELD,
 		.count = RPLB_FRAGMENT_COUNT_NONE, .created = now,

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  *
- * fragment_table.h: the IPv4 datagrams in fragments one worker is
- * translating, and the fragments it holds until their datagram's first
+ * fragment_table.h: the datagrams in fragments (IPv4 and IPv6) one worker
+ * is translating, and the fragments it holds until their datagram's first
  * fragment comes.  docs/fastpath.md (3.1) tells why rplb
  * translates fragment by fragment instead of reassembling.
  *
- * A datagram is known by (source, destination, protocol, IP ID) and the
- * side its fragments arrive on.  Its first fragment (offset 0) carries the
+ * A datagram is known by (source, destination, protocol, identification)
+ * and the side its fragments arrive on: for IPv4 the header's protocol and
+ * 16-bit IP ID, for IPv6 the fragment header's next header and 32-bit
+ * identification (RFC 8200, 4.5), the family in the key too.  Both
+ * families share one table per worker, and its bounds.  Its first fragment (offset 0) carries the
  * ports, so it alone can be looked up in the flow table; the engine
  * decides there what every fragment of the datagram gets (its verdict:
  * an address rewritten, passed unchanged, answered, dropped) and writes it
@@ -44,6 +47,7 @@
 #define RPLB_FRAGMENT_TABLE_H
 
 #include <stdint.h>
+#include <string.h>
 
 #include <rte_mbuf.h>
 
@@ -72,13 +76,22 @@ enum rplb_fragment_verdict {
 #define RPLB_FRAGMENT_COUNT_NONE UINT32_MAX
 #define RPLB_FRAGMENT_COUNT_SERVICE 0x80000000u   /* | service id; else a backend slot */
 
-struct rplb_fragment_datagram {
-	/* The key. */
-	uint32_t src_ip;
-	uint32_t dst_ip;
-	uint16_t ip_id;
-	uint8_t proto;
+#define RPLB_FRAGMENT_IPV4 4
+#define RPLB_FRAGMENT_IPV6 6
+
+/* A datagram's key: 40 bytes, hashed and compared whole. */
+struct rplb_fragment_key {
+	uint8_t src[16];            /* IPv4: the address in the first 4 bytes, then zeros */
+	uint8_t dst[16];
+	uint32_t id;                /* IPv4's IP ID (16 bits) or IPv6's identification */
+	uint8_t proto;              /* IPv4's protocol, or the fragment header's next header */
 	uint8_t side;               /* RPLB_FRONTEND or RPLB_BACKEND: where it arrives */
+	uint8_t family;             /* RPLB_FRAGMENT_IPV4 or RPLB_FRAGMENT_IPV6 */
+	uint8_t zero;
+};
+
+struct rplb_fragment_datagram {
+	struct rplb_fragment_key key;
 	/* The verdict, once its first fragment came. */
 	uint8_t verdict;            /* enum rplb_fragment_verdict */
 	/* TRANSLATE, PASS, ECHO: the enum rplb_event its packets count as;
@@ -88,8 +101,12 @@ struct rplb_fragment_datagram {
 	uint8_t last_seen;          /* its last fragment (MF clear) came: end is known */
 	uint16_t end;               /* its payload's length, once last_seen */
 	uint16_t held;              /* fragments held */
-	uint32_t new_addr;          /* TRANSLATE: replaces the destination (frontend) or source */
-	uint16_t ip_delta;          /* TRANSLATE: the IPv4 checksum's change */
+	/* TRANSLATE: replaces the destination (frontend) or source. */
+	union {
+		uint32_t new_addr;  /* IPv4 */
+		uint8_t new_addr6[16];
+	};
+	uint16_t ip_delta;          /* TRANSLATE, IPv4: the header checksum's change */
 	uint16_t first_held;        /* held fragments, in arrival order (RPLB_NO_HELD: none) */
 	uint16_t last_held;
 	uint16_t reserved;
@@ -142,18 +159,56 @@ void rplb_fragment_table_free(struct rplb_fragment_table *table);
 /* Bytes a table with these bounds takes (no EAL needed). */
 size_t rplb_fragment_table_memory(uint32_t max_datagrams, uint32_t max_held);
 
+/* The key of an IPv4 datagram (addresses in network order). */
+static inline void
+rplb_fragment_key4(struct rplb_fragment_key *key, uint32_t src_ip, uint32_t dst_ip,
+		   uint16_t ip_id, uint8_t proto, uint8_t side)
+{
+	memset(key, 0, sizeof(*key));
+	memcpy(key->src, &src_ip, sizeof(src_ip));
+	memcpy(key->dst, &dst_ip, sizeof(dst_ip));
+	key->id = ip_id;
+	key->proto = proto;
+	key->side = side;
+	key->family = RPLB_FRAGMENT_IPV4;
+}
+
+/* The key of an IPv6 datagram (id as on the wire). */
+static inline void
+rplb_fragment_key6(struct rplb_fragment_key *key, const uint8_t src[16], const uint8_t dst[16],
+		   uint32_t id, uint8_t next_header, uint8_t side)
+{
+	memcpy(key->src, src, 16);
+	memcpy(key->dst, dst, 16);
+	key->id = id;
+	key->proto = next_header;
+	key->side = side;
+	key->family = RPLB_FRAGMENT_IPV6;
+	key->zero = 0;
+}
+
 /* The datagram with this key, or RPLB_NO_DATAGRAM. */
-uint32_t rplb_fragment_find(const struct rplb_fragment_table *table, uint32_t src_ip,
-			    uint32_t dst_ip, uint16_t ip_id, uint8_t proto, uint8_t side);
+uint32_t rplb_fragment_find(const struct rplb_fragment_table *table,
+			    const struct rplb_fragment_key *key);
 /* A new datagram with this key (PENDING, no runs), created now; when the
  * table is full, the oldest datagram is forgotten first (its held frames
  * freed, counted in losses).  Never fails while max_datagrams > 0. */
-uint32_t rplb_fragment_create(struct rplb_fragment_table *table, uint32_t src_ip,
-			      uint32_t dst_ip, uint16_t ip_id, uint8_t proto, uint8_t side,
-			      uint32_t now, struct rplb_fragment_losses *losses);
+uint32_t rplb_fragment_create(struct rplb_fragment_table *table,
+			      const struct rplb_fragment_key *key, uint32_t now,
+			      struct rplb_fragment_losses *losses);
 /* Record the payload [offset, end) of one fragment (more: MF set). */
 enum rplb_fragment_news rplb_fragment_add(struct rplb_fragment_datagram *datagram,
 					  uint32_t offset, uint32_t end, int more);
+/* The datagram's verdict, for its later fragments (reason: as
+ * struct rplb_fragment_datagram's). */
+static inline void
+rplb_fragment_set_verdict(struct rplb_fragment_datagram *datagram,
+			  enum rplb_fragment_verdict verdict, uint8_t reason)
+{
+	datagram->verdict = (uint8_t)verdict;
+	datagram->reason = reason;
+}
+
 /* Has one run covered the whole datagram? */
 int rplb_fragment_complete(const struct rplb_fragment_datagram *datagram);
 /* Hold m until the datagram's verdict; 0, or -1 when max_held are held. */

@@ -40,6 +40,7 @@
 
 #include "fragment_table.h"
 #include "lb_burst.h"
+#include "packet6.h"
 #include "lb_resolve.h"
 #include "lb_slow_paths.h"
 
@@ -71,21 +72,44 @@ count_translated_fragment(struct rplb_lb_worker *lb_worker, uint32_t count, uint
 	}
 }
 
+/* An IPv6 fragment's addresses, MACs swapped, as its datagram's first
+ * fragment was answered (lb_ipv6.c: echo_reply6). */
+static void
+reflect_ipv6(struct rte_mbuf *m, struct rte_ipv6_hdr *ip)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ether_addr mac = eth->src_addr;
+	uint8_t addr[16];
+
+	eth->src_addr = eth->dst_addr;
+	eth->dst_addr = mac;
+	memcpy(addr, ip->src_addr, 16);
+	memcpy(ip->src_addr, ip->dst_addr, 16);
+	memcpy(ip->dst_addr, addr, 16);
+	ip->hop_limits = 64;
+}
+
 /* A fragment after its datagram's first (held, or arriving later), given
- * the datagram's verdict. */
+ * the datagram's verdict.  IPv6 has no header checksum, and no L4 header
+ * here: an address replaced is all a translation changes. */
 static void
 apply_fragment_verdict(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 		       const struct rplb_fragment_datagram *datagram, struct rte_mbuf *m)
 {
-	struct rte_ipv4_hdr *ip = rte_pktmbuf_mtod_offset(m, struct rte_ipv4_hdr *,
-							  sizeof(struct rte_ether_hdr));
-	unsigned int out_side = datagram->side == RPLB_FRONTEND ? RPLB_BACKEND : RPLB_FRONTEND;
+	void *l3 = rte_pktmbuf_mtod_offset(m, void *, sizeof(struct rte_ether_hdr));
+	struct rte_ipv4_hdr *ip = l3;
+	struct rte_ipv6_hdr *ip6 = l3;
+	const int from_client = datagram->key.side == RPLB_FRONTEND;
+	unsigned int out_side = from_client ? RPLB_BACKEND : RPLB_FRONTEND;
 
 	switch (datagram->verdict) {
 	case RPLB_FRAGMENT_TRANSLATE:
-		rplb_rewrite_ip_addr(ip, datagram->side == RPLB_FRONTEND ? (void *)&ip->dst_addr :
-								       (void *)&ip->src_addr,
-				     datagram->new_addr, datagram->ip_delta);
+		if (datagram->key.family == RPLB_FRAGMENT_IPV6)
+			memcpy(from_client ? ip6->dst_addr : ip6->src_addr, datagram->new_addr6, 16);
+		else
+			rplb_rewrite_ip_addr(ip, from_client ? (void *)&ip->dst_addr :
+							       (void *)&ip->src_addr,
+					     datagram->new_addr, datagram->ip_delta);
 		count_translated_fragment(lb_worker, datagram->count, m->pkt_len);
 		worker->counters.events[datagram->reason]++;
 		rplb_worker_send(worker, out_side, m);
@@ -95,9 +119,12 @@ apply_fragment_verdict(struct rplb_worker *worker, struct rplb_lb_worker *lb_wor
 		rplb_worker_send(worker, out_side, m);
 		return;
 	case RPLB_FRAGMENT_ECHO:
-		rplb_reflect_ipv4(m, ip);
+		if (datagram->key.family == RPLB_FRAGMENT_IPV6)
+			reflect_ipv6(m, ip6);
+		else
+			rplb_reflect_ipv4(m, ip);
 		worker->counters.events[datagram->reason]++;
-		rplb_worker_send(worker, datagram->side, m);
+		rplb_worker_send(worker, datagram->key.side, m);
 		return;
 	default:
 		rplb_worker_drop(worker, (enum rplb_drop_reason)datagram->reason, m);
@@ -123,22 +150,13 @@ drop_datagram(struct rplb_worker *worker, struct rplb_fragment_table *fragments,
 		rplb_worker_drop(worker, reason, m);
 }
 
-/* The datagram's verdict, for its later fragments. */
-static inline void
-set_verdict(struct rplb_fragment_datagram *datagram, enum rplb_fragment_verdict verdict,
-	    uint8_t reason)
-{
-	datagram->verdict = (uint8_t)verdict;
-	datagram->reason = reason;
-}
-
 /* The same as set_verdict, for a datagram whose fragments get an address
  * rewritten: old_addr becomes new_addr. */
 static inline void
 set_translation(struct rplb_fragment_datagram *datagram, enum rplb_event event,
 		uint32_t old_addr, uint32_t new_addr, uint32_t count)
 {
-	set_verdict(datagram, RPLB_FRAGMENT_TRANSLATE, (uint8_t)event);
+	rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_TRANSLATE, (uint8_t)event);
 	datagram->new_addr = new_addr;
 	datagram->ip_delta = rplb_cksum_fold(rplb_cksum_delta32(old_addr, new_addr));
 	datagram->count = count;
@@ -209,7 +227,7 @@ first_fragment_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb
 			/* As such a message whole: not for the load balancer.  (An
 			 * error is at most 576 bytes, RFC 1812: one in fragments is
 			 * not translated.) */
-			set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
+			rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
 			pass_through(worker, m, RPLB_BACKEND);
 			return;
 		}
@@ -220,7 +238,7 @@ first_fragment_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb
 		/* A ping of a VIP too large for one frame: answered fragment by
 		 * fragment (the reply's checksum changes by its type alone). */
 		rplb_icmp_echo_to_reply(m, &parsed);
-		set_verdict(datagram, RPLB_FRAGMENT_ECHO, RPLB_EV_ICMP_ECHO_REPLIED);
+		rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_ECHO, RPLB_EV_ICMP_ECHO_REPLIED);
 		worker->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
 		rplb_worker_send(worker, RPLB_FRONTEND, m);
 		return;
@@ -233,7 +251,7 @@ first_fragment_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb
 				    ((struct rplb_l4_ports *)parsed.l4)->dst_port, parsed.proto);
 	if (service == NULL) {
 		/* Another port of the VIP: not for the load balancer. */
-		set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
+		rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
 		pass_through(worker, m, RPLB_BACKEND);
 		return;
 	}
@@ -287,7 +305,7 @@ first_fragment_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *l
 
 	if (rplb_parse_first_fragment(m, ip, fragment, &parsed) != RPLB_PARSE_TCP_UDP) {
 		/* As from the backend side whole: passed through. */
-		set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
+		rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
 		pass_through(worker, m, RPLB_FRONTEND);
 		return;
 	}
@@ -301,12 +319,12 @@ first_fragment_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *l
 	resolve_from_backend(worker, lb_worker, &context, tables, &lookup, flow_index);
 	if (context.next_out == out) {
 		/* From no backend of a service: passed through already. */
-		set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
+		rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_PASSED_THROUGH);
 		return;
 	}
 	if (ip->src_addr == backend_ip) {
 		/* A backend shared by services, without a flow: unchanged. */
-		set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_REPLY_UNMATCHED);
+		rplb_fragment_set_verdict(datagram, RPLB_FRAGMENT_PASS, RPLB_EV_REPLY_UNMATCHED);
 	} else if (flow_index != RPLB_NO_FLOW) {
 		count = rplb_backend_slot(flow_table->flows[flow_index].backend_id);
 		set_translation(datagram, RPLB_EV_TO_CLIENT_FLOW, backend_ip, ip->src_addr, count);
@@ -324,16 +342,88 @@ first_fragment_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *l
 	rplb_worker_send(worker, RPLB_FRONTEND, m);
 }
 
+/* The datagram of a fragment that arrives, found or created (key), with
+ * the fragment's bytes added: its index, or RPLB_NO_DATAGRAM when the
+ * fragment was dropped (its datagram's verdict, a duplicate, an overlap,
+ * no room). */
+static uint32_t
+fragment_arrives(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
+		 const struct rplb_fragment_key *key, const struct rplb_fragment *fragment,
+		 struct rte_mbuf *m)
+{
+	struct rplb_fragment_table *fragments = lb_worker->fragments;
+	struct rplb_fragment_losses losses = {0, 0};
+	struct rplb_fragment_datagram *datagram;
+	uint32_t index;
+
+	index = rplb_fragment_find(fragments, key);
+	if (index == RPLB_NO_DATAGRAM) {
+		index = rplb_fragment_create(fragments, key,
+					     rplb_flow_clock(lb_worker->flows, rte_rdtsc()),
+					     &losses);
+		count_fragment_losses(worker, &losses, RPLB_DROP_FRAGMENT_NO_ROOM,
+				      RPLB_EV_FRAGMENT_DATAGRAMS_EVICTED);
+	}
+	datagram = &fragments->datagrams[index];
+	if (datagram->verdict == RPLB_FRAGMENT_DROP) {
+		rplb_worker_drop(worker, (enum rplb_drop_reason)datagram->reason, m);
+		return RPLB_NO_DATAGRAM;
+	}
+	switch (rplb_fragment_add(datagram, fragment->offset, fragment->end, fragment->more)) {
+	case RPLB_FRAGMENT_DUPLICATE:
+		rplb_worker_drop(worker, RPLB_DROP_FRAGMENT_DUPLICATE, m);
+		return RPLB_NO_DATAGRAM;
+	case RPLB_FRAGMENT_OVERLAP:
+		drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_OVERLAP, m);
+		return RPLB_NO_DATAGRAM;
+	case RPLB_FRAGMENT_SCATTERED:
+		drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_NO_ROOM, m);
+		return RPLB_NO_DATAGRAM;
+	default:
+		return index;
+	}
+}
+
+/* After a fragment's bytes were added to its datagram: the first fragment
+ * (later NULL, sent already) releases those held, with the verdict it
+ * gave; a later one gets the verdict, or waits for it.  A datagram whole
+ * is forgotten: nothing more of it can come but duplicates. */
+static void
+fragment_settles(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker, uint32_t index,
+		 struct rte_mbuf *later)
+{
+	struct rplb_fragment_table *fragments = lb_worker->fragments;
+	struct rplb_fragment_datagram *datagram = &fragments->datagrams[index];
+	struct rplb_fragment_losses losses = {0, 0};
+	struct rte_mbuf *held;
+
+	if (later == NULL) {
+		/* Those that came before the first, in the order they came. */
+		while ((held = rplb_fragment_next_held(fragments, index)) != NULL)
+			apply_fragment_verdict(worker, lb_worker, datagram, held);
+	} else if (datagram->verdict == RPLB_FRAGMENT_PENDING) {
+		if (rplb_fragment_hold(fragments, index, later) < 0) {
+			/* At the bound: it cannot wait, and its datagram cannot
+			 * complete without it. */
+			drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_NO_ROOM, later);
+			return;
+		}
+		worker->counters.events[RPLB_EV_FRAGMENTS_HELD]++;
+		return;
+	} else {
+		apply_fragment_verdict(worker, lb_worker, datagram, later);
+	}
+	if (datagram->verdict != RPLB_FRAGMENT_DROP && rplb_fragment_complete(datagram))
+		rplb_fragment_remove(fragments, index, &losses);
+}
+
 void
 rplb_lb_fragment(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
 		 struct rte_mbuf *m, struct rte_ipv4_hdr *ip, unsigned int in_side)
 {
 	struct rplb_lb_worker *lb_worker = worker->engine_local;
-	struct rplb_fragment_table *fragments = lb_worker->fragments;
-	struct rplb_fragment_losses losses = {0, 0};
-	struct rplb_fragment_datagram *datagram;
+	struct rplb_fragment_key key;
 	struct rplb_fragment fragment;
-	struct rte_mbuf *held;
 	uint32_t index;
 
 	if (rplb_parse_fragment(ip, &fragment) < 0) {
@@ -344,57 +434,53 @@ rplb_lb_fragment(struct rplb_worker *worker, const struct rplb_lb_tables *tables
 			pass_through(worker, m, RPLB_FRONTEND);
 		return;
 	}
-	index = rplb_fragment_find(fragments, ip->src_addr, ip->dst_addr, ip->packet_id,
-				   ip->next_proto_id, (uint8_t)in_side);
-	if (index == RPLB_NO_DATAGRAM) {
-		index = rplb_fragment_create(fragments, ip->src_addr, ip->dst_addr, ip->packet_id,
-					     ip->next_proto_id, (uint8_t)in_side,
-					     rplb_flow_clock(lb_worker->flows, rte_rdtsc()),
-					     &losses);
-		count_fragment_losses(worker, &losses, RPLB_DROP_FRAGMENT_NO_ROOM,
-				      RPLB_EV_FRAGMENT_DATAGRAMS_EVICTED);
-	}
-	datagram = &fragments->datagrams[index];
-	if (datagram->verdict == RPLB_FRAGMENT_DROP) {
-		rplb_worker_drop(worker, (enum rplb_drop_reason)datagram->reason, m);
+	rplb_fragment_key4(&key, ip->src_addr, ip->dst_addr, ip->packet_id, ip->next_proto_id,
+			   (uint8_t)in_side);
+	index = fragment_arrives(worker, lb_worker, &key, &fragment, m);
+	if (index == RPLB_NO_DATAGRAM)
+		return;
+	if (fragment.offset != 0) {
+		fragment_settles(worker, lb_worker, index, m);
 		return;
 	}
-	switch (rplb_fragment_add(datagram, fragment.offset, fragment.end, fragment.more)) {
-	case RPLB_FRAGMENT_DUPLICATE:
-		rplb_worker_drop(worker, RPLB_DROP_FRAGMENT_DUPLICATE, m);
-		return;
-	case RPLB_FRAGMENT_OVERLAP:
-		drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_OVERLAP, m);
-		return;
-	case RPLB_FRAGMENT_SCATTERED:
-		drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_NO_ROOM, m);
-		return;
-	default:
-		break;
-	}
-	if (fragment.offset == 0) {
+	if (in_side == RPLB_FRONTEND)
+		first_fragment_from_client(worker, lb_worker, tables, index, m, &fragment);
+	else
+		first_fragment_from_backend(worker, lb_worker, tables, index, m, &fragment);
+	fragment_settles(worker, lb_worker, index, NULL);
+}
+
+void
+rplb_lb_fragment6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+		  struct rte_mbuf *m, const struct rplb_parsed6 *parsed, unsigned int in_side)
+{
+	struct rplb_lb_worker *lb_worker = worker->engine_local;
+	struct rplb_fragment_key key;
+	struct rplb_fragment fragment;
+	uint32_t index;
+
+	if (rplb_parse_fragment6(parsed, &fragment) < 0) {
+		/* No datagram can hold it. */
 		if (in_side == RPLB_FRONTEND)
-			first_fragment_from_client(worker, lb_worker, tables, index, m, &fragment);
+			rplb_worker_drop(worker, RPLB_DROP_IPV6_FRAGMENT, m);
 		else
-			first_fragment_from_backend(worker, lb_worker, tables, index, m, &fragment);
-		/* Those that came before it, in the order they came. */
-		while ((held = rplb_fragment_next_held(fragments, index)) != NULL)
-			apply_fragment_verdict(worker, lb_worker, datagram, held);
-	} else if (datagram->verdict == RPLB_FRAGMENT_PENDING) {
-		if (rplb_fragment_hold(fragments, index, m) < 0) {
-			/* At the bound: it cannot wait, and its datagram cannot
-			 * complete without it. */
-			drop_datagram(worker, fragments, index, RPLB_DROP_FRAGMENT_NO_ROOM, m);
-			return;
-		}
-		worker->counters.events[RPLB_EV_FRAGMENTS_HELD]++;
+			pass_through(worker, m, RPLB_FRONTEND);
 		return;
-	} else {
-		apply_fragment_verdict(worker, lb_worker, datagram, m);
 	}
-	/* Whole: nothing more of it can come but duplicates. */
-	if (datagram->verdict != RPLB_FRAGMENT_DROP && rplb_fragment_complete(datagram))
-		rplb_fragment_remove(fragments, index, &losses);
+	rplb_fragment_key6(&key, parsed->ip->src_addr, parsed->ip->dst_addr, parsed->fragment->id,
+			   parsed->fragment->next_header, (uint8_t)in_side);
+	index = fragment_arrives(worker, lb_worker, &key, &fragment, m);
+	if (index == RPLB_NO_DATAGRAM)
+		return;
+	if (fragment.offset != 0) {
+		fragment_settles(worker, lb_worker, index, m);
+		return;
+	}
+	/* Through the path of a whole packet, which gives the datagram its
+	 * verdict as it sends, passes or drops this fragment. */
+	rplb_lb_first_fragment6(worker, tables, m, parsed, in_side,
+				&lb_worker->fragments->datagrams[index]);
+	fragment_settles(worker, lb_worker, index, NULL);
 }
 
 /* Timed-out datagrams forgotten per call, busy and idle: each may free

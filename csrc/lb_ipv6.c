@@ -14,15 +14,18 @@
  *                                       -> starts over
  *     no flow, for a service            -> a new flow (Maglev)
  *     ICMPv6 echo request to a VIP      -> answered (echo reply)
- *     to a VIP: broken length or L4 header, a bad extension chain, a
- *     fragment (not translated yet), UDP with checksum 0
- *                                       -> dropped, counted by reason
+ *     to a VIP: broken length or L4 header, a bad extension chain, UDP
+ *     with checksum 0                   -> dropped, counted by reason
+ *     a fragment to a VIP               -> translated fragment by fragment
+ *                                          (lb_fragments.c), the first
+ *                                          one by the rules here
  *     anything else (ND, RA, MLD, ...)  -> passed through unchanged
  *     ICMPv6 error (1-4) to a VIP       -> translated by its quote, to the
  *                                          backend (lb_ipv6.c: icmp6 below)
  *   from the backends
  *     ICMPv6 error (1-4)                -> translated by its quote, to the
  *                                          client
+ *     a fragment from a backend address -> translated fragment by fragment
  *     TCP/UDP of a flow                 -> to the client, as vip:port
  *     no flow, backend of one service   -> to the client, statelessly
  *     no flow, backend of several       -> unchanged (reply_unmatched)
@@ -32,6 +35,12 @@
  * (RFC 1624) for the address and port change, in software whatever the
  * port offers: one precomputed delta per backend towards it, one computed
  * from the flow towards the client.
+ *
+ * A datagram's first fragment takes the same path as a whole packet, with
+ * its datagram (first, NULL for a whole packet): each way out of the path
+ * writes there what the later fragments get (note_* below).  Its L4
+ * checksum covers the whole datagram, whose pseudo-header changes as a
+ * whole packet's does: the same delta is right.
  */
 #include <stdint.h>
 #include <string.h>
@@ -42,6 +51,7 @@
 #include <rte_tcp.h>
 #include <rte_udp.h>
 
+#include "fragment_table.h"
 #include "icmp_error.h"
 #include "lb_burst.h"
 #include "lb_slow_paths.h"
@@ -136,6 +146,45 @@ rewrite6(const struct rplb_parsed6 *parsed, uint8_t *addr_field, const uint8_t n
 		*cksum = 0xffff;
 }
 
+/* What the later fragments of a first fragment's datagram get (first:
+ * NULL for a whole packet, nothing to note). */
+static inline void
+note_pass(struct rplb_fragment_datagram *first, enum rplb_event event)
+{
+	if (unlikely(first != NULL))
+		rplb_fragment_set_verdict(first, RPLB_FRAGMENT_PASS, (uint8_t)event);
+}
+
+static inline void
+note_translation(struct rplb_fragment_datagram *first, enum rplb_event event,
+		 const uint8_t new_addr[16], uint32_t count)
+{
+	if (likely(first == NULL))
+		return;
+	rplb_fragment_set_verdict(first, RPLB_FRAGMENT_TRANSLATE, (uint8_t)event);
+	memcpy(first->new_addr6, new_addr, 16);
+	first->count = count;
+}
+
+/* A counted drop, of the whole datagram for a first fragment. */
+static inline void
+drop6(struct rplb_worker *worker, struct rplb_fragment_datagram *first,
+      enum rplb_drop_reason reason, struct rte_mbuf *m)
+{
+	if (unlikely(first != NULL))
+		rplb_fragment_set_verdict(first, RPLB_FRAGMENT_DROP, (uint8_t)reason);
+	rplb_worker_drop(worker, reason, m);
+}
+
+/* A frame passed unchanged to out_side. */
+static inline void
+pass6(struct rplb_worker *worker, struct rplb_fragment_datagram *first, struct rte_mbuf *m,
+      unsigned int out_side)
+{
+	note_pass(first, RPLB_EV_PASSED_THROUGH);
+	pass_through(worker, m, out_side);
+}
+
 static inline void
 count_packet6(struct rplb_lb_worker *lb_worker, uint32_t backend_id, uint32_t bytes)
 {
@@ -149,11 +198,13 @@ count_packet6(struct rplb_lb_worker *lb_worker, uint32_t backend_id, uint32_t by
 static inline void
 send_to_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 		 const struct rplb_lb_tables *tables, struct rte_mbuf *m,
-		 const struct rplb_parsed6 *parsed, const struct rplb_lb_backend *backend)
+		 const struct rplb_parsed6 *parsed, const struct rplb_lb_backend *backend,
+		 struct rplb_fragment_datagram *first)
 {
 	struct rplb_l4_ports *ports = parsed->l4;
 	uint32_t slot = rplb_backend_slot(backend->backend_id);
 
+	note_translation(first, RPLB_EV_TO_BACKEND, tables->backend_ip6[slot].addr, slot);
 	rewrite6(parsed, parsed->ip->dst_addr, tables->backend_ip6[slot].addr, &ports->dst_port,
 		 backend->port, backend->to_backend.l4);
 	count_packet6(lb_worker, backend->backend_id, m->pkt_len);
@@ -179,13 +230,16 @@ send_to_client6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rpl
  * bad.  1 if dropped. */
 static inline int
 dropped_before_rewrite(struct rplb_worker *worker, struct rte_mbuf *m,
-		       const struct rplb_parsed6 *parsed)
+		       const struct rplb_parsed6 *parsed, struct rplb_fragment_datagram *first)
 {
 	if (unlikely(parsed->proto == IPPROTO_UDP && *l4_checksum(parsed) == 0)) {
-		rplb_worker_drop(worker, RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM, m);
+		drop6(worker, first, RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM, m);
 		return 1;
 	}
-	return dropped_bad_checksum(worker, m);
+	if (likely(!rplb_rx_cksum_bad(m)))
+		return 0;
+	drop6(worker, first, RPLB_DROP_BAD_CHECKSUM, m);
+	return 1;
 }
 
 /* The checksum change of rewriting a reply of the flow from its backend
@@ -226,7 +280,8 @@ static void
 new_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	  const struct rplb_lb_tables *tables, struct rte_mbuf *m,
 	  const struct rplb_parsed6 *parsed, const struct rplb_lb_service *service,
-	  const struct rplb_flow6_key *key, uint32_t hash, uint32_t now)
+	  const struct rplb_flow6_key *key, uint32_t hash, uint32_t now,
+	  struct rplb_fragment_datagram *first)
 {
 	struct rplb_flow6_table *table = lb_worker->flows6;
 	const struct rplb_lb_backend *backend;
@@ -234,7 +289,7 @@ new_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	uint32_t pick = rplb_maglev_pick(service, hash), index;
 
 	if (unlikely(pick == RPLB_NO_BACKEND)) {
-		rplb_worker_drop(worker, RPLB_DROP_NO_BACKEND, m);
+		drop6(worker, first, RPLB_DROP_NO_BACKEND, m);
 		return;
 	}
 	backend = &tables->backends[pick];
@@ -258,7 +313,7 @@ new_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 		lb_worker->backend_counters[pick].active_flows++;
 		worker->counters.events[RPLB_EV_FLOWS_CREATED]++;
 	}
-	send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+	send_to_backend6(worker, lb_worker, tables, m, parsed, backend, first);
 }
 
 /* A flow whose backend is no longer configured moves to the service's
@@ -291,14 +346,14 @@ move_flow6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
  * strict keeps clients from the backends' addresses. */
 static void
 pass_not_for_service6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
-		      struct rte_mbuf *m, const uint8_t dst[16])
+		      struct rte_mbuf *m, const uint8_t dst[16], struct rplb_fragment_datagram *first)
 {
 	if (unlikely(tables->strict) && tables->n_services6 != 0 && !rplb_is_vip6(tables, dst) &&
 	    rplb_is_backend_ip6(tables, dst)) {
-		rplb_worker_drop(worker, RPLB_DROP_STRICT, m);
+		drop6(worker, first, RPLB_DROP_STRICT, m);
 		return;
 	}
-	pass_through(worker, m, RPLB_BACKEND);
+	pass6(worker, first, m, RPLB_BACKEND);
 }
 
 static inline void
@@ -318,7 +373,7 @@ client_key6(const struct rplb_parsed6 *parsed, uint8_t direction, struct rplb_fl
 static void
 tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 		    const struct rplb_lb_tables *tables, struct rte_mbuf *m,
-		    const struct rplb_parsed6 *parsed)
+		    const struct rplb_parsed6 *parsed, struct rplb_fragment_datagram *first)
 {
 	struct rplb_flow6_table *table = lb_worker->flows6;
 	const struct rplb_lb_service *service;
@@ -335,32 +390,32 @@ tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 		flow = &table->flows[index];
 		backend = configured_backend6(tables->backends, flow);
 		if (likely(backend != NULL && !reopens_tuple6(flow, parsed->tcp_flags))) {
-			if (dropped_before_rewrite(worker, m, parsed))
+			if (dropped_before_rewrite(worker, m, parsed, first))
 				return;
 			flow->last_seen = now;
 			track_state6(flow, parsed->tcp_flags, 1);
-			send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+			send_to_backend6(worker, lb_worker, tables, m, parsed, backend, first);
 			return;
 		}
 	}
 	service = rplb_find_service6(tables, parsed->ip->dst_addr, key.dst_port, key.proto);
 	if (service == NULL) {
-		pass_not_for_service6(worker, tables, m, parsed->ip->dst_addr);
+		pass_not_for_service6(worker, tables, m, parsed->ip->dst_addr, first);
 		return;
 	}
-	if (dropped_before_rewrite(worker, m, parsed))
+	if (dropped_before_rewrite(worker, m, parsed, first))
 		return;
 	if (flow != NULL) {
 		if (flow->service_id == service->service_id &&
 		    !reopens_tuple6(flow, parsed->tcp_flags)) {
 			backend = move_flow6(worker, lb_worker, tables, service, index, hash);
 			if (backend == NULL) {
-				rplb_worker_drop(worker, RPLB_DROP_NO_BACKEND, m);
+				drop6(worker, first, RPLB_DROP_NO_BACKEND, m);
 				return;
 			}
 			flow->last_seen = now;
 			track_state6(flow, parsed->tcp_flags, 1);
-			send_to_backend6(worker, lb_worker, tables, m, parsed, backend);
+			send_to_backend6(worker, lb_worker, tables, m, parsed, backend, first);
 			return;
 		}
 		/* The service was replaced under the same vip:proto:port, or
@@ -368,14 +423,15 @@ tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 		rplb_lb_count_flow_end(lb_worker, tables->backends, flow->backend_id);
 		rplb_flow6_remove(table, index);
 	}
-	new_flow6(worker, lb_worker, tables, m, parsed, service, &key, hash, now);
+	new_flow6(worker, lb_worker, tables, m, parsed, service, &key, hash, now, first);
 }
 
 /* An ICMPv6 echo request to a VIP becomes its reply, in place: MACs and
  * addresses swapped (their sum, in the pseudo-header, is unchanged), a
  * fresh hop limit, type 129 (the checksum's only change). */
 static void
-echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_parsed6 *parsed)
+echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_parsed6 *parsed,
+	    struct rplb_fragment_datagram *first)
 {
 	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
 	struct rte_ipv6_hdr *ip = parsed->ip;
@@ -396,6 +452,9 @@ echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_pa
 	memcpy(&cksum, icmp + 2, sizeof(cksum));
 	cksum = rplb_cksum_apply(cksum, rplb_cksum_delta16(old_word, new_word));
 	memcpy(icmp + 2, &cksum, sizeof(cksum));
+	/* The later fragments of a ping in fragments: reflected alike. */
+	if (unlikely(first != NULL))
+		rplb_fragment_set_verdict(first, RPLB_FRAGMENT_ECHO, RPLB_EV_ICMP_ECHO_REPLIED);
 	worker->counters.events[RPLB_EV_ICMP_ECHO_REPLIED]++;
 	rplb_worker_send(worker, RPLB_FRONTEND, m);
 }
@@ -633,41 +692,47 @@ icmp6_error_from_backend(struct rplb_worker *worker, struct rplb_lb_worker *lb_w
 	rplb_worker_send(worker, RPLB_FRONTEND, m);
 }
 
+/* A frame from the clients (or a datagram's first fragment: first). */
 static void
 from_client6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	     const struct rplb_lb_tables *tables, struct rte_mbuf *m, struct rte_ipv6_hdr *ip,
-	     const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict)
+	     const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict,
+	     struct rplb_fragment_datagram *first)
 {
 	if (likely(verdict == RPLB_PARSE6_TCP_UDP)) {
-		tcp_udp_from_client(worker, lb_worker, tables, m, parsed);
+		tcp_udp_from_client(worker, lb_worker, tables, m, parsed, first);
 		return;
 	}
 	if (tables->n_services6 == 0 || !rplb_is_vip6(tables, ip->dst_addr)) {
-		pass_not_for_service6(worker, tables, m, ip->dst_addr);
+		pass_not_for_service6(worker, tables, m, ip->dst_addr, first);
 		return;
 	}
 	switch (verdict) {
 	case RPLB_PARSE6_BAD_LENGTH:
 	case RPLB_PARSE6_L4_BAD:
-		rplb_worker_drop(worker, RPLB_DROP_MALFORMED, m);
+		drop6(worker, first, RPLB_DROP_MALFORMED, m);
 		return;
 	case RPLB_PARSE6_BAD_CHAIN:
-		rplb_worker_drop(worker, RPLB_DROP_IPV6_EXTENSION_CHAIN, m);
+		drop6(worker, first, RPLB_DROP_IPV6_EXTENSION_CHAIN, m);
 		return;
 	case RPLB_PARSE6_FRAGMENT:
-		rplb_worker_drop(worker, RPLB_DROP_IPV6_FRAGMENT, m);
+		rplb_lb_fragment6(worker, tables, m, parsed, RPLB_FRONTEND);
 		return;
 	case RPLB_PARSE6_ICMP: {
 		const uint8_t *icmp = parsed->l4;
 
-		if (is_icmp6_error(icmp[0])) {
+		/* An error in fragments is passed, as IPv4's (lb_fragments.c):
+		 * its later fragments carry the rest of its quote. */
+		if (is_icmp6_error(icmp[0]) && first == NULL) {
 			icmp6_error_from_client(worker, lb_worker, tables, m, parsed);
 			return;
 		}
 		if (icmp[0] == RPLB_ICMP6_ECHO_REQUEST && icmp[1] == 0) {
-			if (dropped_bad_checksum(worker, m))
+			if (rplb_rx_cksum_bad(m)) {
+				drop6(worker, first, RPLB_DROP_BAD_CHECKSUM, m);
 				return;
-			echo_reply6(worker, m, parsed);
+			}
+			echo_reply6(worker, m, parsed, first);
 			return;
 		}
 		break;
@@ -675,27 +740,36 @@ from_client6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	default:
 		break;
 	}
-	pass_through(worker, m, RPLB_BACKEND);
+	pass6(worker, first, m, RPLB_BACKEND);
 }
 
+/* A frame from the backends (or a datagram's first fragment: first). */
 static void
 from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	      const struct rplb_lb_tables *tables, struct rte_mbuf *m,
-	      const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict)
+	      const struct rplb_parsed6 *parsed, enum rplb_parse6 verdict,
+	      struct rplb_fragment_datagram *first)
 {
 	struct rplb_flow6_table *table = lb_worker->flows6;
 	const struct rplb_owner6_slot *owner;
 	const struct rplb_lb_service *service;
 	struct rplb_flow6_key key;
+	const uint8_t *vip;
 	uint32_t index;
 
-	if (verdict == RPLB_PARSE6_ICMP && tables->n_services6 != 0 &&
+	if (verdict == RPLB_PARSE6_ICMP && tables->n_services6 != 0 && first == NULL &&
 	    is_icmp6_error(((const uint8_t *)parsed->l4)[0])) {
 		icmp6_error_from_backend(worker, lb_worker, tables, m, parsed);
 		return;
 	}
+	/* A backend's reply its kernel fragmented. */
+	if (unlikely(verdict == RPLB_PARSE6_FRAGMENT) && tables->n_services6 != 0 &&
+	    rplb_is_backend_ip6(tables, parsed->ip->src_addr)) {
+		rplb_lb_fragment6(worker, tables, m, parsed, RPLB_BACKEND);
+		return;
+	}
 	if (verdict != RPLB_PARSE6_TCP_UDP || tables->n_services6 == 0) {
-		pass_through(worker, m, RPLB_FRONTEND);
+		pass6(worker, first, m, RPLB_FRONTEND);
 		return;
 	}
 	client_key6(parsed, RPLB_DIR_BACKEND, &key);
@@ -703,33 +777,38 @@ from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	if (likely(index != RPLB_NO_FLOW6)) {
 		struct rplb_flow6 *flow = &table->flows[index];
 
-		if (dropped_before_rewrite(worker, m, parsed))
+		if (dropped_before_rewrite(worker, m, parsed, first))
 			return;
 		flow->last_seen = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
 		track_state6(flow, parsed->tcp_flags, 0);
 		count_packet6(lb_worker, flow->backend_id, m->pkt_len);
 		worker->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
+		note_translation(first, RPLB_EV_TO_CLIENT_FLOW, flow->vip,
+				 rplb_backend_slot(flow->backend_id));
 		send_to_client6(worker, m, parsed, flow->vip, flow->vport);
 		return;
 	}
 	owner = rplb_find_owner6(tables, parsed->ip->src_addr, key.src_port, key.proto);
 	if (owner == NULL) {
-		pass_through(worker, m, RPLB_FRONTEND);
+		pass6(worker, first, m, RPLB_FRONTEND);
 		return;
 	}
 	if (owner->service_index == RPLB_SERVICE_SHARED) {
+		note_pass(first, RPLB_EV_REPLY_UNMATCHED);
 		worker->counters.events[RPLB_EV_REPLY_UNMATCHED]++;
 		rplb_worker_send(worker, RPLB_FRONTEND, m);
 		return;
 	}
-	if (dropped_before_rewrite(worker, m, parsed))
+	if (dropped_before_rewrite(worker, m, parsed, first))
 		return;
 	service = &tables->services[owner->service_index];
+	vip = tables->service_vip6[owner->service_index].addr;
 	lb_worker->service_counters[service->service_id].packets++;
 	lb_worker->service_counters[service->service_id].bytes += m->pkt_len;
 	worker->counters.events[RPLB_EV_TO_CLIENT_STATELESS]++;
-	send_to_client6(worker, m, parsed, tables->service_vip6[owner->service_index].addr,
-			service->port);
+	note_translation(first, RPLB_EV_TO_CLIENT_STATELESS, vip,
+			 RPLB_FRAGMENT_COUNT_SERVICE | service->service_id);
+	send_to_client6(worker, m, parsed, vip, service->port);
 }
 
 /* The slow path of every IPv6 frame the fast path below did not finish. */
@@ -752,9 +831,23 @@ rplb_lb_ipv6(struct rplb_worker *worker, struct rte_mbuf *m, unsigned int in_sid
 	}
 	verdict = rplb_parse_ipv6(m, ip, &parsed);
 	if (in_side == RPLB_FRONTEND)
-		from_client6(worker, lb_worker, tables, m, ip, &parsed, verdict);
+		from_client6(worker, lb_worker, tables, m, ip, &parsed, verdict, NULL);
 	else
-		from_backend6(worker, lb_worker, tables, m, &parsed, verdict);
+		from_backend6(worker, lb_worker, tables, m, &parsed, verdict, NULL);
+}
+
+void
+rplb_lb_first_fragment6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+			struct rte_mbuf *m, const struct rplb_parsed6 *parsed, unsigned int in_side,
+			struct rplb_fragment_datagram *datagram)
+{
+	struct rplb_lb_worker *lb_worker = worker->engine_local;
+	enum rplb_parse6 verdict = (enum rplb_parse6)parsed->first_l4;
+
+	if (in_side == RPLB_FRONTEND)
+		from_client6(worker, lb_worker, tables, m, parsed->ip, parsed, verdict, datagram);
+	else
+		from_backend6(worker, lb_worker, tables, m, parsed, verdict, datagram);
 }
 
 /* Housekeeping: a slice of the IPv6 flows aged (lb_housekeeping). */

@@ -2,7 +2,8 @@
  *
  * lb_slow_paths.h: the load-balancing engine's rare frames, handled out of
  * line in translation units of their own (lb_icmp.c: ICMP errors about a
- * flow; lb_fragments.c: IPv4 fragments).  Pass 1 (lb_classify.h) calls
+ * flow; lb_fragments.c: IPv4 and IPv6
+ * fragments).  Pass 1 (lb_classify.h) calls
  * them from its slow paths, housekeeping and stop from engine_lb.c.
  *
  * Why files of their own, not more static functions of engine_lb.c: GCC
@@ -22,7 +23,9 @@
 #include <rte_mbuf.h>
 
 #include "lb.h"
+#include "fragment_table.h"
 #include "packet.h"
+#include "packet6.h"
 #include "worker.h"
 
 /* An ICMP error from the clients to a VIP (parsed: its outer headers,
@@ -39,6 +42,17 @@ void rplb_lb_icmp_error_from_backend(struct rplb_worker *worker,
  * UDP); rplb_parse_ipv4 said RPLB_PARSE_FRAGMENT. */
 void rplb_lb_fragment(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
 		      struct rte_mbuf *m, struct rte_ipv4_hdr *ip, unsigned int in_side);
+/* A fragment of an IPv6 datagram rplb translates: to a VIP from the
+ * clients, or from a backend address from the backends (any upper layer:
+ * the first fragment's decides); rplb_parse_ipv6 said
+ * RPLB_PARSE6_FRAGMENT. */
+void rplb_lb_fragment6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+		       struct rte_mbuf *m, const struct rplb_parsed6 *parsed, unsigned int in_side);
+/* The first fragment of an IPv6 datagram (lb_ipv6.c): through the path of
+ * a whole packet, which writes the datagram's verdict. */
+void rplb_lb_first_fragment6(struct rplb_worker *worker, const struct rplb_lb_tables *tables,
+			     struct rte_mbuf *m, const struct rplb_parsed6 *parsed,
+			     unsigned int in_side, struct rplb_fragment_datagram *datagram);
 /* Housekeeping: incomplete datagrams older than their timeout forgotten
  * (a few per call; many when idle), their held fragments freed. */
 void rplb_lb_expire_fragments(struct rplb_worker *worker, uint32_t now, int idle);

@@ -31,6 +31,10 @@
 #define RPLB_IPV6_NEXT_DEST_OPTS 60
 #define RPLB_IPV6_NEXT_ICMPV6 58
 
+/* The fragment header's offset field (bytes, 8-byte units) and M flag. */
+#define RPLB_IPV6_FRAGMENT_OFFSET_MASK 0xfff8u
+#define RPLB_IPV6_FRAGMENT_MORE 0x0001u
+
 #define RPLB_ICMP6_ECHO_REQUEST 128
 #define RPLB_ICMP6_ECHO_REPLY 129
 
@@ -38,7 +42,8 @@ enum rplb_parse6 {
 	RPLB_PARSE6_OTHER,        /* not IPv6, or no room for its fixed header: pass */
 	RPLB_PARSE6_BAD_LENGTH,   /* payload length beyond the frame */
 	RPLB_PARSE6_BAD_CHAIN,    /* extension chain too long, truncated or malformed */
-	RPLB_PARSE6_FRAGMENT,     /* a fragment header in the chain */
+	RPLB_PARSE6_FRAGMENT,     /* a fragment (a fragment header, not an atomic one):
+				   * fragment set; a first fragment's L4 in first_l4 */
 	RPLB_PARSE6_L4_BAD,       /* TCP/UDP/ICMPv6 header truncated */
 	RPLB_PARSE6_TCP_UDP,
 	RPLB_PARSE6_ICMP,
@@ -51,6 +56,12 @@ struct rplb_parsed6 {
 	uint32_t l4_length;       /* upper-layer length (payload minus extensions) */
 	uint8_t proto;
 	uint8_t tcp_flags;
+	/* RPLB_PARSE6_FRAGMENT: its fragment header; for the first fragment
+	 * (offset 0), the verdict of its upper-layer header (l4, l4_length,
+	 * proto, tcp_flags as for a whole packet, within this fragment),
+	 * else RPLB_PARSE6_OTHER. */
+	struct rte_ipv6_fragment_ext *fragment;
+	uint8_t first_l4;
 };
 
 /* The IPv6 header of an Ethernet frame, or NULL. */
@@ -69,51 +80,14 @@ rplb_ipv6_header(struct rte_mbuf *m)
 	return ip;
 }
 
-/* Walk the header chain of an IPv6 packet (hop-by-hop first only, routing
- * without segments left, destination options) to its upper-layer header,
- * which must lie in the first segment and within the payload length. */
+/* The upper-layer header at offset of an IPv6 packet of total bytes
+ * (room of them in the first segment). */
 static inline enum rplb_parse6
-rplb_parse_ipv6(const struct rte_mbuf *m, struct rte_ipv6_hdr *ip, struct rplb_parsed6 *out)
+rplb_parse_ipv6_l4(struct rte_ipv6_hdr *ip, uint32_t offset, uint32_t total, uint32_t room,
+		   uint8_t next, struct rplb_parsed6 *out)
 {
-	const uint32_t l3_room = m->data_len - sizeof(struct rte_ether_hdr);
-	const uint32_t total = sizeof(*ip) + rte_be_to_cpu_16(ip->payload_len);
-	const uint32_t room = RTE_MIN(l3_room, total);
-	const uint8_t *base = (const uint8_t *)ip;
-	uint32_t offset = sizeof(*ip), n = 0, need;
-	uint8_t next = ip->proto;
+	uint32_t need;
 
-	out->ip = ip;
-	out->l4 = NULL;
-	out->l4_length = 0;
-	if (total > m->pkt_len - sizeof(struct rte_ether_hdr))
-		return RPLB_PARSE6_BAD_LENGTH;
-	for (;;) {
-		const uint8_t *ext = base + offset;
-		uint32_t length;
-
-		if (next != RPLB_IPV6_NEXT_HOP_BY_HOP && next != RPLB_IPV6_NEXT_ROUTING &&
-		    next != RPLB_IPV6_NEXT_DEST_OPTS)
-			break;
-		/* Hop-by-hop options only directly after the fixed header. */
-		if (next == RPLB_IPV6_NEXT_HOP_BY_HOP && n != 0)
-			return RPLB_PARSE6_BAD_CHAIN;
-		if (n == RPLB_IPV6_MAX_EXTENSIONS || offset + 8 > room)
-			return RPLB_PARSE6_BAD_CHAIN;
-		length = ((uint32_t)ext[1] + 1) * 8;
-		if (offset + length > room || offset + length > RPLB_IPV6_CHAIN_MAX_BYTES)
-			return RPLB_PARSE6_BAD_CHAIN;
-		/* A routing header with segments left names a later
-		 * destination: this address is a waypoint, not the VIP's
-		 * service (rewriting it would break the route). */
-		if (next == RPLB_IPV6_NEXT_ROUTING && ext[3] != 0)
-			return RPLB_PARSE6_BAD_CHAIN;
-		next = ext[0];
-		offset += length;
-		n++;
-	}
-	if (next == RPLB_IPV6_NEXT_FRAGMENT)
-		return RPLB_PARSE6_FRAGMENT;
-	out->ip = ip;
 	out->l4 = (uint8_t *)ip + offset;
 	out->l4_length = total - offset;
 	out->proto = next;
@@ -135,6 +109,110 @@ rplb_parse_ipv6(const struct rte_mbuf *m, struct rte_ipv6_hdr *ip, struct rplb_p
 	default:
 		return RPLB_PARSE6_IPV6_OTHER;
 	}
+}
+
+/* Walk the header chain of an IPv6 packet (hop-by-hop first only, routing
+ * without segments left, destination options, one fragment header) to its
+ * upper-layer header, which must lie in the first segment and within the
+ * payload length.  An atomic fragment (offset 0, no more fragments: RFC
+ * 6946) is a whole packet: its fragment header is walked past like the
+ * others.  Any other fragment answers RPLB_PARSE6_FRAGMENT; the first one
+ * (offset 0) is walked on to its upper-layer header (RFC 7112: the whole
+ * chain lies in it), whose verdict goes to first_l4. */
+static inline enum rplb_parse6
+rplb_parse_ipv6(const struct rte_mbuf *m, struct rte_ipv6_hdr *ip, struct rplb_parsed6 *out)
+{
+	const uint32_t l3_room = m->data_len - sizeof(struct rte_ether_hdr);
+	const uint32_t total = sizeof(*ip) + rte_be_to_cpu_16(ip->payload_len);
+	const uint32_t room = RTE_MIN(l3_room, total);
+	const uint8_t *base = (const uint8_t *)ip;
+	uint32_t offset = sizeof(*ip), n = 0;
+	enum rplb_parse6 verdict;
+	uint8_t next = ip->proto;
+
+	out->ip = ip;
+	out->l4 = NULL;
+	out->l4_length = 0;
+	out->fragment = NULL;
+	out->first_l4 = RPLB_PARSE6_OTHER;
+	if (total > m->pkt_len - sizeof(struct rte_ether_hdr))
+		return RPLB_PARSE6_BAD_LENGTH;
+	for (;;) {
+		const uint8_t *ext = base + offset;
+		uint32_t length;
+
+		if (next != RPLB_IPV6_NEXT_HOP_BY_HOP && next != RPLB_IPV6_NEXT_ROUTING &&
+		    next != RPLB_IPV6_NEXT_DEST_OPTS && next != RPLB_IPV6_NEXT_FRAGMENT)
+			break;
+		/* Hop-by-hop options only directly after the fixed header. */
+		if (next == RPLB_IPV6_NEXT_HOP_BY_HOP && n != 0)
+			goto bad_chain;
+		if (n == RPLB_IPV6_MAX_EXTENSIONS || offset + 8 > room)
+			goto bad_chain;
+		if (next == RPLB_IPV6_NEXT_FRAGMENT) {
+			const struct rte_ipv6_fragment_ext *fragment = (const void *)ext;
+
+			next = fragment->next_header;
+			offset += sizeof(*fragment);
+			n++;
+			/* Offset 0 and no more fragments: atomic, a whole packet. */
+			if ((fragment->frag_data & RTE_BE16(RPLB_IPV6_FRAGMENT_OFFSET_MASK |
+							 RPLB_IPV6_FRAGMENT_MORE)) == 0)
+				continue;
+			/* A second fragment header: no sender makes one. */
+			if (out->fragment != NULL)
+				goto bad_chain;
+			out->fragment = (struct rte_ipv6_fragment_ext *)(uintptr_t)fragment;
+			if (fragment->frag_data & RTE_BE16(RPLB_IPV6_FRAGMENT_OFFSET_MASK))
+				return RPLB_PARSE6_FRAGMENT;
+			continue;
+		}
+		length = ((uint32_t)ext[1] + 1) * 8;
+		if (offset + length > room || offset + length > RPLB_IPV6_CHAIN_MAX_BYTES)
+			goto bad_chain;
+		/* A routing header with segments left names a later
+		 * destination: this address is a waypoint, not the VIP's
+		 * service (rewriting it would break the route). */
+		if (next == RPLB_IPV6_NEXT_ROUTING && ext[3] != 0)
+			goto bad_chain;
+		next = ext[0];
+		offset += length;
+		n++;
+	}
+	verdict = rplb_parse_ipv6_l4(ip, offset, total, room, next, out);
+	if (out->fragment == NULL)
+		return verdict;
+	out->first_l4 = (uint8_t)verdict;
+	return RPLB_PARSE6_FRAGMENT;
+
+bad_chain:
+	if (out->fragment == NULL)
+		return RPLB_PARSE6_BAD_CHAIN;
+	/* A first fragment whose chain is bad: its datagram is dropped. */
+	out->first_l4 = RPLB_PARSE6_BAD_CHAIN;
+	return RPLB_PARSE6_FRAGMENT;
+}
+
+/* The place of a fragment (rplb_parse_ipv6 answered RPLB_PARSE6_FRAGMENT)
+ * in its datagram's fragmentable part: 0, or -1 when no datagram can hold
+ * it (an empty payload, one beyond the largest datagram, or a fragment
+ * followed by others whose length is not a multiple of 8). */
+static inline int
+rplb_parse_fragment6(const struct rplb_parsed6 *parsed, struct rplb_fragment *out)
+{
+	const uint8_t *after = (const uint8_t *)(parsed->fragment + 1);
+	uint32_t total = sizeof(struct rte_ipv6_hdr) + rte_be_to_cpu_16(parsed->ip->payload_len);
+	uint32_t field = rte_be_to_cpu_16(parsed->fragment->frag_data);
+	uint32_t length = total - (uint32_t)(after - (const uint8_t *)parsed->ip);
+
+	out->offset = field & RPLB_IPV6_FRAGMENT_OFFSET_MASK;   /* 8-byte units, 3 bits up */
+	out->end = out->offset + length;
+	out->more = (field & RPLB_IPV6_FRAGMENT_MORE) != 0;
+	out->ihl = 0;
+	if (length == 0 || out->end > UINT16_MAX - sizeof(struct rte_ipv6_fragment_ext) ||
+	    (out->more && length % 8 != 0))
+		return -1;
+	return 0;
 }
 
 /* One's-complement change of replacing a 16-byte address, unfolded. */

@@ -37,7 +37,7 @@ enum rplb_drop_reason {
 	RPLB_DROP_NO_BACKEND,   /* new flow to a service with no backend of weight > 0 */
 	RPLB_DROP_STRICT,       /* strict mode: from the clients to a backend address */
 	RPLB_DROP_BAD_CHECKSUM, /* the NIC's RX offload found the IPv4 or L4 checksum bad */
-	/* IPv4 fragments (fragment_table.h): */
+	/* IPv4 and IPv6 fragments (fragment_table.h): */
 	RPLB_DROP_FRAGMENT_OVERLAP,   /* overlaps part of an earlier one, or disagrees on the
 				       * datagram's end: it and the rest of its datagram */
 	RPLB_DROP_FRAGMENT_DUPLICATE, /* all its bytes came before */
@@ -57,7 +57,9 @@ enum rplb_drop_reason {
 	RPLB_DROP_IPV6_EXTENSION_CHAIN, /* to a VIP: extension headers too many (> 8), too long
 					 * (L4 beyond 256 bytes), truncated, out of order, or a
 					 * routing header with segments left */
-	RPLB_DROP_IPV6_FRAGMENT,        /* to a VIP, a fragment header: not translated yet */
+	RPLB_DROP_IPV6_FRAGMENT,        /* to a VIP, a fragment no datagram can hold: empty,
+					 * beyond 64 KiB, or not the last and not a multiple
+					 * of 8 bytes long (the others are translated) */
 	RPLB_DROP_IPV6_UDP_ZERO_CHECKSUM, /* UDP over IPv6 for a service with checksum 0 (invalid) */
 	RPLB_DROP_REASONS
 };
@@ -76,7 +78,7 @@ enum rplb_event {
 	RPLB_EV_FLOWS_SUPERSEDED,   /* ended: a newer flow took their backend-side tuple */
 	RPLB_EV_FLOW_TABLE_FULL,    /* new flow served by Maglev without being stored */
 	RPLB_EV_TABLES_SEEN,        /* table generations this worker switched to */
-	/* IPv4 fragments (a fragment also counts as its datagram's packets do:
+	/* IPv4 and IPv6 fragments (a fragment also counts as its datagram's packets do:
 	 * to_backend, to_client_by_flow, passed_through, ...): */
 	RPLB_EV_FRAGMENTS_HELD,     /* came before their datagram's first fragment, waited */
 	RPLB_EV_FRAGMENT_DATAGRAMS_TIMED_OUT,   /* forgotten incomplete after the timeout */

@@ -304,10 +304,31 @@ model_oldest(void)
 	return oldest;
 }
 
+/* Key k: IPv4 for even k, IPv6 for odd ones (whose address shares its
+ * first 4 bytes with an IPv4 key's: only the family and the rest tell
+ * them apart). */
+static void
+make_key(struct rplb_fragment_key *key, unsigned int k)
+{
+	uint32_t src = key_src(k);
+
+	if (k % 4 < 2) {
+		rplb_fragment_key4(key, src, 0x0b000000u, (uint16_t)k, 17, (uint8_t)(k & 1));
+	} else {
+		uint8_t src6[16] = {0}, dst6[16] = {0x0b};
+
+		memcpy(src6, &src, sizeof(src));
+		rplb_fragment_key6(key, src6, dst6, (uint32_t)k << 16, 17, (uint8_t)(k & 1));
+	}
+}
+
 static uint32_t
 find(const struct rplb_fragment_table *table, unsigned int k)
 {
-	return rplb_fragment_find(table, key_src(k), 0x0b000000u, (uint16_t)k, 17, (uint8_t)(k & 1));
+	struct rplb_fragment_key key;
+
+	make_key(&key, k);
+	return rplb_fragment_find(table, &key);
 }
 
 static void
@@ -371,9 +392,10 @@ check_table_steps(uint32_t max_datagrams, uint32_t max_held, uint32_t steps,
 					forget((unsigned int)evicted);
 					counts[0]++;
 				}
-				index = rplb_fragment_create(table, key_src(k), 0x0b000000u,
-							     (uint16_t)k, 17, (uint8_t)(k & 1), now,
-							     &losses);
+				struct rplb_fragment_key key;
+
+				make_key(&key, k);
+				index = rplb_fragment_create(table, &key, now, &losses);
 				if (losses.datagrams != (evicted >= 0) || losses.frames != freed)
 					FAIL("create: lost %" PRIu64 " datagrams, %" PRIu64 " frames; the "
 					     "model %d, %u", losses.datagrams, losses.frames, evicted >= 0,

@@ -6,6 +6,7 @@ the engine's tests build the contract's rows here.
     python v6driver.py SPEC.json OUT.json
 
 SPEC: {"workers": n, "flow_table_size": n, "maglev_size": m, "strict": bool,
+       "fragments": {"datagrams", "held", "timeout"}?, "linger_s": s?,
        "dir": path, "services": [...], "phases": [{"frontend": [[hex frames of
        queue 0], [queue 1], ...], "backend": [...], "services": [...]?}]}
 A service: {"family", "vip", "proto", "port", "service_id", "backends":
@@ -13,7 +14,7 @@ A service: {"family", "vip", "proto", "port", "service_id", "backends":
 
 Each phase feeds its frames through net_pcap (rx_pcap per queue, read again
 when the port restarts), runs the workers until the ports received them all
-and the tx buffers drained, stops them, and reads what left each queue.  A
+and the tx buffers drained (and linger_s more, for timeouts), stops them, and reads what left each queue.  A
 phase with "services" publishes them first (with the workers stopped: the
 flow tables stay).  OUT: per phase the frames out, the summed worker
 counters, the backend and service counters, the flow samples, and the mbufs
@@ -108,8 +109,12 @@ def main(spec_path: str, out_path: str) -> int:
         ports = [dataplane.Port(0), dataplane.Port(1)]
         for port in ports:
             port.configure(pool, 512, 512, queues=workers)
+        fragments = None
+        if "fragments" in spec:
+            from rplb.config import Fragments
+            fragments = Fragments(**spec["fragments"])
         lb = dataplane.LoadBalancer(spec.get("flow_table_size", 4096), TIMEOUTS,
-                                    max_workers=workers)
+                                    max_workers=workers, fragments=fragments)
         handoff = dataplane.Handoff(workers) if workers > 1 else None
         lcore_ids = dataplane.worker_lcores()[:workers]
         engine_workers = [dataplane.Worker(lcore, ports[0], ports[1], lb=lb, queue=i,
@@ -150,7 +155,7 @@ def main(spec_path: str, out_path: str) -> int:
             # The tx buffers drain after drain_us (100 us) and handed-over
             # frames are taken on the next loop: let every worker loop a
             # while after the last frame came in.
-            time.sleep(0.2)
+            time.sleep(0.2 + phase.get("linger_s", 0))
             samples = lb.flow_sample(256)
             for worker in engine_workers:
                 worker.request_stop()

@@ -7,7 +7,7 @@ The services file is YAML::
     tables_memory_mb: 512           # what all load-balancing tables may take
     timeouts: {tcp: 300, udp: 60}   # idle seconds (also tcp_syn, tcp_fin)
     strict: false                   # drop client traffic to backend addresses
-    fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 fragments, per worker
+    fragments: {datagrams: 4096, held: 1024, timeout: 5}   # IPv4 and IPv6 fragments, per worker
     health_checks:                  # optional: the appliance's own address
       source: 192.168.1.2/24        #   on the backend network, for health checks
     services:
@@ -130,7 +130,7 @@ _CONTRACT_LIMITS = {
     "MAX_BACKENDS": "MAX_BACKENDS",      # in total, over all services
     "MAX_TIMEOUT": "MAX_TIMEOUT",
     "MAX_WEIGHT": "MAX_WEIGHT",
-    # IPv4 fragments, per worker (csrc/fragment_table.h)
+    # IPv4 and IPv6 fragments, per worker (csrc/fragment_table.h)
     "MAX_FRAGMENT_DATAGRAMS": "MAX_FRAGMENT_DATAGRAMS",
     "MAX_FRAGMENT_HELD": "MAX_FRAGMENT_HELD",
     "MAX_FRAGMENT_TIMEOUT": "MAX_FRAGMENT_TIMEOUT",
@@ -367,8 +367,9 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Fragments:
-    """What each worker keeps of IPv4 datagrams in fragments (rplb translates
-    them fragment by fragment: docs/fastpath.md, 3.1).
+    """What each worker keeps of IPv4 and IPv6 datagrams in fragments (rplb
+    translates them fragment by fragment: docs/fastpath.md, 3.1 and 3.2; one
+    table per worker holds both families, within these bounds).
 
     ``datagrams``: datagrams tracked at once; a new one replaces the oldest
     when they are all taken.  ``held``: fragments held until their

@@ -333,11 +333,74 @@ def ipv6_seeds():
                 for source in ("fd00:1::fe", backends6[1]) for length in (48, 70, None)]
     yield "ipv6_icmp_errors", (session[:5] + errors6 + [at_worker1(r) for r in errors6]
                                + [record(TAKE, b"\x00"), record(TAKE, b"\x01")])
+    yield from ipv6_fragment_seeds(vip6, backends6, clients6)
     yield "ipv6_extension_chains_and_others", (
         [record(FRONTEND, f) for f in hostile + other]
         + [record(BACKEND, f) for f in hostile + other]
         + [record(FRONTEND_FLAGGED_BAD, hostile[0]), record(OFFLOADS, b"\x0f")]
         + [record(FRONTEND, f) for f in hostile[:1]] + [record(BACKEND_FLAGGED_BAD, hostile[0])])
+
+
+def fragments6(side, src, dst, nh, ident, data, size=64, order=None):
+    """The raw frames (op FRONTEND or BACKEND) of data's IPv6 fragments,
+    size bytes each (the last shorter)."""
+    pieces = []
+    for offset in range(0, len(data), size):
+        more = int(offset + size < len(data))
+        pieces.append(record(side, frame(IPv6(src=src, dst=dst)
+                                         / IPv6ExtHdrFragment(nh=nh, id=ident, offset=offset // 8,
+                                                              m=more)
+                                         / Raw(data[offset:offset + size]))))
+    return [pieces[i] for i in order] if order is not None else pieces
+
+
+def ipv6_fragment_seeds(vip6, backends6, clients6):
+    """IPv6 fragments (lb_fragments.c: rplb_lb_fragment6): in order,
+    reversed, interleaved, duplicated, overlapping, replies from backends,
+    a ping, atomic and malformed ones, at both workers, timed out."""
+    def segment(src, dst, l4, size, seed):
+        return bytes((IPv6(src=src, dst=dst) / l4 / Raw(bytes((i + seed) & 0xFF
+                                                            for i in range(size))))[1])
+
+    c0, c1 = clients6[0], clients6[1]
+    udp = segment(c0, vip6, UDP(sport=6000, dport=53), 300, 1)
+    tcp = segment(c1, vip6, TCP(sport=6001, dport=80, flags="PA"), 300, 2)
+    reply = segment(backends6[2], c1, TCP(sport=8080, dport=6001, flags="PA"), 300, 3)
+    stateless = segment(backends6[3], c0, UDP(sport=8080, dport=6002), 300, 4)
+    ping = segment(c0, vip6, ICMPv6EchoRequest(id=5, seq=6), 300, 5)
+    in_order = fragments6(FRONTEND, c0, vip6, 17, 0x100, udp)
+    reverse = fragments6(FRONTEND, c1, vip6, 6, 0x101, tcp)[::-1]
+    replies = fragments6(BACKEND, backends6[2], c1, 6, 0x102, reply, order=[2, 0, 1, 3, 4])
+    stateless_replies = fragments6(BACKEND, backends6[3], c0, 17, 0x103, stateless)[::-1]
+    pings = fragments6(FRONTEND, c0, vip6, 58, 0x104, ping, size=128, order=[1, 0, 2])
+    again = fragments6(FRONTEND, c0, vip6, 17, 0x105, udp)
+    interleaved = [rec for pair in zip(again, fragments6(FRONTEND, c1, vip6, 17, 0x106, udp))
+                   for rec in pair]
+    duplicated = again[:2] + again[1:3] + again[:1]
+    overlapping = [again[0], record(FRONTEND, frame(
+        IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=17, id=0x105, offset=4, m=1)
+        / Raw(b"o" * 64)))]
+    odd = [frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=17, id=0x107, m=0) / Raw(udp)),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=17, id=0x108, m=1)
+                 / Raw(udp[:20])),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=17, id=0x109, offset=8190, m=0)
+                 / Raw(bytes(64))),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=6, id=0x10a, m=1)
+                 / Raw(tcp[:8])),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=60, id=0x10b, m=1)
+                 / Raw(bytes([6, 0, 0, 0, 0, 0, 0, 0]) + tcp[:56])),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=44, id=0x10c, m=1)
+                 / IPv6ExtHdrFragment(nh=17, id=0x10c, m=1) / Raw(udp[:56])),
+           frame(IPv6(src=c0, dst=vip6) / IPv6ExtHdrFragment(nh=17, id=0x10d, offset=1, m=1))]
+    yield "ipv6_fragments", (
+        in_order + reverse + replies + stateless_replies + pings + interleaved + duplicated
+        + overlapping + [record(FRONTEND, f) for f in odd] + [record(BACKEND, f) for f in odd]
+        + [record(AGE, b"\x10")])
+    yield "ipv6_fragments_at_both_workers_timed_out", (
+        [at_worker1(rec) if i % 2 else rec for i, rec in enumerate(in_order + replies)]
+        + [record(TAKE, b"\x00"), record(TAKE, b"\x01")] + reverse[:-1]
+        + [at_worker1(rec) for rec in stateless_replies[:-1]]
+        + [record(AGE, b"\x03"), record(AGE, b"\x10")] + reverse[-1:] + [record(STOP, b"")])
 
 
 if __name__ == "__main__":

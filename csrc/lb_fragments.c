@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  *
- * lb_fragments.c: pass 1's slow path for IPv4 fragments, translated one
- * by one, without reassembly (docs/fastpath.md, 3.1, says why):
+ * lb_fragments.c: pass 1's slow path for IPv4 fragments, and lb_ipv6.c's
+ * for IPv6 fragments, translated one by one, without reassembly
+ * (docs/fastpath.md, 3.1, says why; 3.2 for IPv6):
  *
- *   from the clients: fragments to a VIP (TCP, UDP, ICMP)
- *   from the backends: fragments from a backend address (TCP, UDP)
+ *   from the clients: fragments to a VIP (IPv4: TCP, UDP, ICMP; IPv6: any)
+ *   from the backends: fragments from a backend address (IPv4: TCP, UDP;
+ *   IPv6: any)
  *   (other fragments are passed through as before, never held)
+ *
+ * Both families share the worker's fragment table (keyed by family) and
+ * everything below but their first fragment: IPv4's is resolved here,
+ * IPv6's by lb_ipv6.c's path for a whole packet (rplb_lb_first_fragment6),
+ * which notes the datagram's verdict.  A later IPv6 fragment has no
+ * header checksum to update: its address is replaced, nothing else.
  *
  *   first fragment (offset 0: it carries the ports)
  *       looked up in the flow table like a whole packet, by the same code

@@ -17,7 +17,8 @@ from typing import Callable, List, Optional
 
 from rplb.bench.common import BenchError, file_prefix, log, remove_runtime_dir, rplb_burst, \
     rplb_command
-from rplb.bench.traffic import FRAME_LEN, services_yaml, write_capture
+from rplb.bench.traffic import FRAME_LEN, both_directions_frames, services6_yaml, \
+    services_yaml, write_capture, write_frames
 
 # Stats period of rplb in the all-new case: its first pass over 1,000,000
 # SYNs lasts a fraction of a second at several Mpps, and only blocks wholly
@@ -94,18 +95,34 @@ def first_pass_samples(blocks: List[dict], capture_frames: int) -> List[int]:
     return out
 
 
-def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool) -> List[str]:
+def both_ports_samples(blocks: List[dict], frames: List[int]) -> List[int]:
+    """Frames sent per second by both ports together, of the blocks whose
+    period began after both ports received one full pass of their captures."""
+    out = []
+    for prev, cur in zip(blocks, blocks[1:]):
+        if all(prev[p]["rx_packets"] >= frames[p] for p in (0, 1)):
+            out.append(cur[0]["tx_pps"] + cur[1]["tx_pps"])
+    return out
+
+
+def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool,
+             replies: Optional[Path] = None) -> List[str]:
+    """Port 0 replays the capture; port 1 is the sink (net_null), or with
+    replies, replays them (both directions; what either port sends is
+    dropped: net_pcap without a tx_pcap drops it)."""
     memory = ["-m", str(memory_mb)] if hugepages else ["--no-huge", "-m", str(memory_mb)]
+    port1 = (f"net_pcap1,rx_pcap={replies},infinite_rx=1" if replies is not None
+             else "net_null0,no-rx=1")
     return [*memory, "--no-pci", "-l", "0-1",
             "--file-prefix", prefix, "--log-level=*:warning",
             "--vdev", f"net_pcap0,rx_pcap={capture},infinite_rx=1",
-            "--vdev", "net_null0,no-rx=1"]
+            "--vdev", port1]
 
 
 def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs: int,
                  services: Optional[Path], stats_period: float,
-                 hugepages: bool = False) -> List[str]:
-    eal = eal_args(prefix, capture, memory_mb, hugepages)
+                 hugepages: bool = False, replies: Optional[Path] = None) -> List[str]:
+    eal = eal_args(prefix, capture, memory_mb, hugepages, replies)
     if program in ("io", "5tswap"):
         testpmd = shutil.which("dpdk-testpmd")
         if testpmd is None:
@@ -172,31 +189,38 @@ def no_sample_error(program: str, rc: int, parser: StatsParser, stderr: str) -> 
 def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int,
                 mbufs: int, services: Optional[Path], samples_wanted: int,
                 first_pass: bool = False, timeout: float = 180.0,
-                hugepages: bool = False) -> dict:
-    """Run one program until it printed enough kept samples; SIGINT it."""
+                hugepages: bool = False, replies: Optional[Path] = None) -> dict:
+    """Run one program until it printed enough kept samples; SIGINT it.
+    With replies (a capture of as many frames as capture's, replayed by
+    port 1), a sample is both ports' Tx-pps together."""
     prefix = file_prefix(program)
     period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
     argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
-                        hugepages)
+                        hugepages, replies)
+    if replies is not None:
+        steady = lambda blocks, n: both_ports_samples(blocks, [n, n])   # noqa: E731
+    else:
+        steady = steady_samples
 
     def enough(parser: StatsParser) -> bool:
         if first_pass and program == "rplb":
             # stop once the first pass is over (plus one block)
             return any(b[0]["rx_packets"] > capture_frames for b in parser.blocks)
-        return len(steady_samples(parser.blocks, capture_frames)) >= samples_wanted
+        return len(steady(parser.blocks, capture_frames)) >= samples_wanted
 
     rc, parser, stderr, elapsed = run_until(argv, program, prefix, Path(capture).parent, enough,
                                             timeout)
     if first_pass and program == "rplb":
         samples = first_pass_samples(parser.blocks, capture_frames)
     else:
-        samples = steady_samples(parser.blocks, capture_frames)[:samples_wanted]
+        samples = steady(parser.blocks, capture_frames)[:samples_wanted]
     result = {"program": program, "rc": rc, "seconds": round(elapsed, 2),
               "samples_pps": samples, "blocks": len(parser.blocks),
               "mpps": round(statistics.median(samples) / 1e6, 3) if samples else None}
-    events = [line for line in parser.extra if line.startswith("events:")]
-    if program == "rplb" and events:
-        result["events"] = events[-1]
+    for kind in ("events", "drops"):
+        lines = [line for line in parser.extra if line.startswith(kind + ":")]
+        if program == "rplb" and lines:
+            result[kind] = lines[-1]
     if not samples:
         raise no_sample_error(program, rc, parser, stderr)
     return result
@@ -272,12 +296,22 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
                         "testpmd: steady state" if first_pass else
                         "first block and blocks before one full pass of the capture dropped"),
             "runs": {p: [] for p in PROGRAMS}}
+    run_rounds(case, rounds, lambda program: run_program(
+        program, capture, frames, memory_mb, mbufs, services, seconds,
+        first_pass=first_pass, hugepages=hugepages))
+    capture.unlink(missing_ok=True)
+    return case
+
+
+def run_rounds(case: dict, rounds: int, run: Callable[[str], dict]) -> None:
+    """Every program of PROGRAMS in turn, rounds times (the order rotates
+    every round); the case's medians of medians and its ratios."""
+    name = case["case"]
     for r in range(rounds):
         order = PROGRAMS[r % 3:] + PROGRAMS[:r % 3]
         for program in order:
             log(f"{name}: round {r + 1}/{rounds}: {program}")
-            res = run_program(program, capture, frames, memory_mb, mbufs, services, seconds,
-                              first_pass=first_pass, hugepages=hugepages)
+            res = run(program)
             log(f"{name}: {program}: {res['mpps']} Mpps "
                 f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
             case["runs"][program].append(res)
@@ -286,7 +320,56 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
     m = case["mpps"]
     case["rplb_vs_5tswap"] = round(m["rplb"] / m["5tswap"], 3) if m["5tswap"] else None
     case["rplb_vs_io"] = round(m["rplb"] / m["io"], 3) if m["io"] else None
+
+
+def both_directions_case_name(family: int, flows: int) -> str:
+    return f"IPv{family} {flows} flows, both directions"
+
+
+def run_both_directions_case(workdir: Path, family: int, flows: int, rounds: int,
+                             seconds: int, hugepages: bool = False) -> dict:
+    """Established flows in both directions (issue 19): port 0 replays the
+    clients' ACKs to the VIP, port 1 the backend's replies to them (one
+    frame per flow each, one backend), both net_pcap with infinite_rx,
+    what they send dropped; a sample is both ports' Tx-pps together, after
+    one full pass of both captures.  IPv4 (64-byte frames) or IPv6
+    (74-byte frames, the smallest IPv6 TCP frame), on the same vdevs,
+    lcores, mbufs and burst for io, 5tswap and rplb."""
+    name = both_directions_case_name(family, flows)
+    stem = f"v{family}-{flows}-both"
+    t = time.monotonic()
+    clients, replies = both_directions_frames(flows, family)
+    capture, reply_capture = workdir / f"{stem}-clients.pcap", workdir / f"{stem}-replies.pcap"
+    write_frames(capture, clients)
+    write_frames(reply_capture, replies)
+    gen_s = time.monotonic() - t
+    # rplb's table holds a quarter of flow_table_size IPv6 flows.
+    flow_table = max(RPLB_DEFAULT_FLOW_TABLE, pow2_at_least(8 * flows))
+    services = workdir / f"{stem}.yaml"
+    if family == 6:
+        services6_yaml(services, flow_table)
+    else:
+        services_yaml(services, flow_table, n_backends=1)
+    frames = 2 * flows
+    mbufs = frames + EXTRA_MBUFS
+    memory_mb = memory_for(frames, flow_table, hugepages)
+    if hugepages:
+        check_hugepages(memory_mb)
+    case = {"case": name, "flows": flows, "family": family,
+            "kind": "established, both directions", "frame_bytes": int(clients.shape[1]),
+            "capture_frames": frames, "capture_seconds": round(gen_s, 2),
+            "flow_table_size": flow_table, "mbufs": mbufs, "memory_mb": memory_mb,
+            "ports": f"net_pcap0,rx_pcap=CLIENTS,infinite_rx=1 and "
+                     f"net_pcap1,rx_pcap=REPLIES,infinite_rx=1 (tx dropped)",
+            "sample": "frames sent per second by both ports together (Tx-pps of port 0 + "
+                      "port 1)",
+            "warm_up": "first block and blocks before one full pass of both captures dropped",
+            "runs": {p: [] for p in PROGRAMS}}
+    run_rounds(case, rounds, lambda program: run_program(
+        program, capture, flows, memory_mb, mbufs, services, seconds, hugepages=hugepages,
+        replies=reply_capture))
     capture.unlink(missing_ok=True)
+    reply_capture.unlink(missing_ok=True)
     return case
 
 

@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from rplb.bench.common import BenchError, file_prefix, log, remove_runtime_dir, rplb_burst, \
     rplb_command
@@ -306,35 +306,73 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
 def run_rounds(case: dict, rounds: int, run: Callable[[str], dict]) -> None:
     """Every program of PROGRAMS in turn, rounds times (the order rotates
     every round); the case's medians of medians and its ratios."""
-    name = case["case"]
     for r in range(rounds):
         order = PROGRAMS[r % 3:] + PROGRAMS[:r % 3]
         for program in order:
-            log(f"{name}: round {r + 1}/{rounds}: {program}")
-            res = run(program)
-            log(f"{name}: {program}: {res['mpps']} Mpps "
-                f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
-            case["runs"][program].append(res)
+            run_logged(case, r, rounds, program, run)
+    summarize(case)
+
+
+def run_logged(case: dict, r: int, rounds: int, program: str,
+               run: Callable[[str], dict]) -> None:
+    name = case["case"]
+    log(f"{name}: round {r + 1}/{rounds}: {program}")
+    res = run(program)
+    log(f"{name}: {program}: {res['mpps']} Mpps "
+        f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
+    case["runs"][program].append(res)
+
+
+def summarize(case: dict) -> None:
     case["mpps"] = {p: round(statistics.median(r["mpps"] for r in case["runs"][p]), 3)
                     for p in PROGRAMS}
     m = case["mpps"]
     case["rplb_vs_5tswap"] = round(m["rplb"] / m["5tswap"], 3) if m["5tswap"] else None
     case["rplb_vs_io"] = round(m["rplb"] / m["io"], 3) if m["io"] else None
+    # The same ratio round by round (each round runs every program back to
+    # back): this machine has phases in which everything runs at about half
+    # speed, longer than a run but not than a round.
+    runs = case["runs"]
+    case["rplb_vs_5tswap_by_round"] = [
+        round(r["mpps"] / t["mpps"], 3) if t["mpps"] else None
+        for r, t in zip(runs["rplb"], runs["5tswap"])]
 
 
 def both_directions_case_name(family: int, flows: int) -> str:
     return f"IPv{family} {flows} flows, both directions"
 
 
-def run_both_directions_case(workdir: Path, family: int, flows: int, rounds: int,
-                             seconds: int, hugepages: bool = False) -> dict:
-    """Established flows in both directions (issue 19): port 0 replays the
-    clients' ACKs to the VIP, port 1 the backend's replies to them (one
-    frame per flow each, one backend), both net_pcap with infinite_rx,
-    what they send dropped; a sample is both ports' Tx-pps together, after
-    one full pass of both captures.  IPv4 (64-byte frames) or IPv6
-    (74-byte frames, the smallest IPv6 TCP frame), on the same vdevs,
-    lcores, mbufs and burst for io, 5tswap and rplb."""
+def run_both_directions_cases(workdir: Path, families: Sequence[int], flows: int,
+                              rounds: int, seconds: int, hugepages: bool = False) -> List[dict]:
+    """Established flows in both directions (issue 19), for each family
+    (4: 64-byte IPv4 frames; 6: 74-byte IPv6 frames, the smallest IPv6 TCP
+    frame): port 0 replays the clients' ACKs to the VIP, port 1 the
+    backend's replies to them (one frame per flow each, one backend), both
+    net_pcap with infinite_rx, what they send dropped; a sample is both
+    ports' Tx-pps together, after one full pass of both captures.  io,
+    5tswap and rplb on the same vdevs, lcores, mbufs and burst.  The cases
+    are interleaved: every round runs every program of every family back
+    to back (program order rotating, family order alternating), so a
+    half-speed phase of the shared machine falls on both families alike."""
+    cases, runners = [], []
+    for family in families:
+        case, run = _prepare_both_directions(workdir, family, flows, seconds, hugepages)
+        cases.append(case)
+        runners.append(run)
+    for r in range(rounds):
+        for program in PROGRAMS[r % 3:] + PROGRAMS[:r % 3]:
+            pairs = list(zip(cases, runners))
+            for case, run in (pairs if r % 2 == 0 else pairs[::-1]):
+                run_logged(case, r, rounds, program, run)
+    for case in cases:
+        summarize(case)
+        for path in case.pop("_files"):
+            path.unlink(missing_ok=True)
+    return cases
+
+
+def _prepare_both_directions(workdir: Path, family: int, flows: int, seconds: int,
+                             hugepages: bool):
     name = both_directions_case_name(family, flows)
     stem = f"v{family}-{flows}-both"
     t = time.monotonic()
@@ -359,18 +397,17 @@ def run_both_directions_case(workdir: Path, family: int, flows: int, rounds: int
             "kind": "established, both directions", "frame_bytes": int(clients.shape[1]),
             "capture_frames": frames, "capture_seconds": round(gen_s, 2),
             "flow_table_size": flow_table, "mbufs": mbufs, "memory_mb": memory_mb,
-            "ports": f"net_pcap0,rx_pcap=CLIENTS,infinite_rx=1 and "
-                     f"net_pcap1,rx_pcap=REPLIES,infinite_rx=1 (tx dropped)",
+            "ports": "net_pcap0,rx_pcap=CLIENTS,infinite_rx=1 and "
+                     "net_pcap1,rx_pcap=REPLIES,infinite_rx=1 (tx dropped)",
             "sample": "frames sent per second by both ports together (Tx-pps of port 0 + "
                       "port 1)",
             "warm_up": "first block and blocks before one full pass of both captures dropped",
-            "runs": {p: [] for p in PROGRAMS}}
-    run_rounds(case, rounds, lambda program: run_program(
-        program, capture, flows, memory_mb, mbufs, services, seconds, hugepages=hugepages,
-        replies=reply_capture))
-    capture.unlink(missing_ok=True)
-    reply_capture.unlink(missing_ok=True)
-    return case
+            "runs": {p: [] for p in PROGRAMS}, "_files": [capture, reply_capture]}
+
+    def run(program: str) -> dict:
+        return run_program(program, capture, flows, memory_mb, mbufs, services, seconds,
+                           hugepages=hugepages, replies=reply_capture)
+    return case, run
 
 
 def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:

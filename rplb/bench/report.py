@@ -44,12 +44,17 @@ def ipv6_summary(result: dict) -> Optional[dict]:
         out["ipv6_rplb_vs_5tswap"] = v6["rplb_vs_5tswap"]
         out["ipv6_mpps"] = v6["mpps"]
         out["ipv6_frame_bytes"] = v6["frame_bytes"]
+        out["ipv6_rplb_vs_5tswap_by_round"] = v6.get("rplb_vs_5tswap_by_round")
     if v4:
         out["ipv4_rplb_vs_5tswap"] = v4["rplb_vs_5tswap"]
         out["ipv4_mpps"] = v4["mpps"]
         out["ipv4_frame_bytes"] = v4["frame_bytes"]
+        out["ipv4_rplb_vs_5tswap_by_round"] = v4.get("rplb_vs_5tswap_by_round")
     if v6 and v4 and v6["rplb_vs_5tswap"] and v4["rplb_vs_5tswap"]:
         out["ipv6_vs_ipv4_rplb_vs_5tswap"] = round(v6["rplb_vs_5tswap"] / v4["rplb_vs_5tswap"], 3)
+        out["ipv6_vs_ipv4_by_round"] = [
+            round(a / b, 3) for a, b in zip(v6.get("rplb_vs_5tswap_by_round", []),
+                                            v4.get("rplb_vs_5tswap_by_round", [])) if a and b]
     one_way = cases.get(f"{IPV6_FLOWS} flows")
     if one_way:
         out["ipv4_one_direction_rplb_vs_5tswap"] = one_way["rplb_vs_5tswap"]
@@ -76,6 +81,15 @@ def format_ipv6(summary: dict) -> List[str]:
         if "ipv6_vs_ipv4_rplb_vs_5tswap" in summary:
             text += f": IPv6/IPv4 {summary['ipv6_vs_ipv4_rplb_vs_5tswap']:.2f}"
         lines.append(text)
+        for family in ("ipv6", "ipv4"):
+            by_round = summary.get(f"{family}_rplb_vs_5tswap_by_round")
+            if by_round and len(by_round) > 1:
+                lines.append(f"  {'IPv6' if family == 'ipv6' else 'IPv4 twin'} rplb/5tswap "
+                             "round by round: " + " ".join(f"{x:.2f}" for x in by_round
+                                                            if x is not None))
+        if len(summary.get("ipv6_vs_ipv4_by_round", [])) > 1:
+            lines.append("  IPv6/IPv4 round by round: "
+                         + " ".join(f"{x:.2f}" for x in summary["ipv6_vs_ipv4_by_round"]))
     ins = summary.get("engine_instructions_per_packet_no_io")
     if ins:
         lines.append(f"engine alone, established flows, instructions/packet without the tx "

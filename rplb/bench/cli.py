@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = evaluate_targets(result)
     summary = ipv6_summary(result)
     if summary:

@@ -205,7 +205,9 @@ def format_table(result: dict) -> str:
     lines.append(f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GiB, "
                  f"kernel {m['kernel']}, DPDK {m['dpdk']}, "
                  f"{'hugepages (throughput cases)' if m.get('hugepages') else 'no hugepages'}, "
-                 f"load average at start {m.get('load_average')}")
+                 f"load average at start {m.get('load_average')}"
+                 + (f", at the end {m['load_average_at_end']}"
+                    if m.get("load_average_at_end") and "workers_case" not in result else ""))
     cfg = result["config"]
     if "workers_case" in result:
         lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
@@ -218,9 +220,10 @@ def format_table(result: dict) -> str:
             lines.append(f"  {t['target']:<52} {t['value']:>6} (goal {t['goal']}): "
                          f"{'met' if t['met'] else 'NOT met'}")
         return "\n".join(lines)
-    lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
-                 "lcores 0-1 (one forwarding lcore), 64-byte TCP, "
-                 "net_pcap (infinite_rx) -> net_null")
+    if result.get("throughput"):
+        lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
+                     "lcores 0-1 (one forwarding lcore), 64-byte TCP (IPv6: 74-byte), "
+                     "net_pcap (infinite_rx) -> net_null")
     lines.append("")
     labels = []
     for c in result.get("throughput", []):
@@ -229,8 +232,9 @@ def format_table(result: dict) -> str:
     width = max([22] + [len(x) + 2 for x in labels])
     head = (f"{'traffic':<{width}}{'io Mpps':>9}{'5tswap':>9}{'rplb':>9}"
             f"{'rplb/5tswap':>13}{'rplb/io':>9}")
-    lines.append(head)
-    lines.append("-" * len(head))
+    if labels:
+        lines.append(head)
+        lines.append("-" * len(head))
     for c, label in zip(result.get("throughput", []), labels):
         mm = c["mpps"]
         lines.append(f"{label:<{width}}{mm['io']:>9.2f}{mm['5tswap']:>9.2f}{mm['rplb']:>9.2f}"

@@ -117,6 +117,12 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(2, f"{PROG}: error: {message}\n")
 
+    def print_help(self, file=None):
+        # argparse's own print_help ignores a failed write, so with an
+        # unbuffered stdout (PYTHONUNBUFFERED=1) `--help | head` with the
+        # reader gone would exit 0; the write's BrokenPipeError is main's.
+        (file or sys.stdout).write(self.format_help())
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=f"{PROG} [EAL options] --", description=DESCRIPTION,

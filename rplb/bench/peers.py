@@ -1,7 +1,9 @@
 """dpdk-testpmd (io, 5tswap) and rplb-dpdk side by side: their command
 lines on the same virtual ports, lcores, mbufs and bursts, their
 testpmd-style statistics parsed into samples, the rounds of a throughput
-case, and rplb's time from start to its first forwarded frame."""
+case (one direction: a capture to a net_null sink; or both directions,
+IPv4 or IPv6: the clients' frames on port 0, the backend's replies on
+port 1), and rplb's time from start to its first forwarded frame."""
 
 from __future__ import annotations
 
@@ -197,10 +199,10 @@ def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int
     period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
     argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
                         hugepages, replies)
-    if replies is not None:
-        steady = lambda blocks, n: both_ports_samples(blocks, [n, n])   # noqa: E731
-    else:
-        steady = steady_samples
+    def steady(blocks: List[dict], frames: int) -> List[int]:
+        if replies is not None:
+            return both_ports_samples(blocks, [frames, frames])
+        return steady_samples(blocks, frames)
 
     def enough(parser: StatsParser) -> bool:
         if first_pass and program == "rplb":

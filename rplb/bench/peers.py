@@ -134,8 +134,11 @@ def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs
         # testpmd's stdout is a pipe: make it line-buffered to read samples live.
         stdbuf = shutil.which("stdbuf")
         return [stdbuf, "-oL", *cmd] if stdbuf else cmd
+    # No control socket: the default one belongs to the appliance (or
+    # another benchmark) that may run on this machine, and rplb refuses to
+    # start beside it.
     return [*rplb_command(), *eal, "--", "--mbufs", str(mbufs), "--stats-period",
-            f"{stats_period:g}", "--config", str(services)]
+            f"{stats_period:g}", "--config", str(services), "--control-socket", "none"]
 
 
 def run_until(argv: List[str], program: str, prefix: str, cwd: Path,
@@ -427,7 +430,8 @@ def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:
                 "--file-prefix", prefix, "--log-level=*:warning",
                 "--vdev", f"net_pcap0,rx_pcap={capture}",
                 "--vdev", f"net_pcap1,tx_pcap={out}",
-                "--", "--config", str(services), "--duration", "30"]
+                "--", "--config", str(services), "--duration", "30",
+                "--control-socket", "none"]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, cwd=Path(out).parent)

@@ -29,7 +29,7 @@ def test_quick_json():
     assert {"machine", "config", "command", "throughput", "maglev_build", "first_packet",
             "engine", "targets", "control_plane"} <= set(result)
     assert result["config"]["quick"] is True
-    (case,) = result["throughput"]
+    case, v6, v4 = result["throughput"]
     assert case["flows"] == 1000 and case["kind"] == "established"
     for program in ("io", "5tswap", "rplb"):
         assert case["mpps"][program] > 0
@@ -39,13 +39,37 @@ def test_quick_json():
     # rplb really load-balanced the capture (it did not just pass it through)
     assert "flows_created=1000 " in case["runs"]["rplb"][0]["events"]
 
+    # The IPv6 case and its IPv4 twin (issue 19): both directions, every
+    # program measured, rplb created the 1,000 flows, sent the clients' frames
+    # to the backend and the replies back through their flows, dropped none.
+    assert (v6["case"], v6["family"], v6["frame_bytes"]) == (
+        "IPv6 1000 flows, both directions", 6, 74)
+    assert (v4["case"], v4["family"], v4["frame_bytes"]) == (
+        "IPv4 1000 flows, both directions", 4, 64)
+    for both in (v6, v4):
+        assert both["kind"] == "established, both directions" and both["capture_frames"] == 2000
+        assert all(both["mpps"][program] > 0 for program in ("io", "5tswap", "rplb"))
+        (run,) = both["runs"]["rplb"]
+        events = dict(item.split("=") for item in run["events"].split()[1:])
+        drops = dict(item.split("=") for item in run["drops"].split()[1:])
+        assert int(events["flows_created"]) == 1000
+        assert int(events["to_backend"]) > 0 and int(events["to_client_by_flow"]) > 0
+        assert int(events["reply_unmatched"]) == 0 and int(events["passed_through"]) == 0
+        assert set(drops.values()) == {"0"}, drops
+    summary = result["ipv6_1000_flows"]
+    assert summary["ipv6_rplb_vs_5tswap"] == v6["rplb_vs_5tswap"] > 0
+    assert summary["ipv4_rplb_vs_5tswap"] == v4["rplb_vs_5tswap"] > 0
+    assert summary["ipv6_vs_ipv4_rplb_vs_5tswap"] == pytest.approx(
+        v6["rplb_vs_5tswap"] / v4["rplb_vs_5tswap"], abs=0.001)
+    assert summary["ipv4_one_direction_rplb_vs_5tswap"] == case["rplb_vs_5tswap"]
+
     assert set(result["maglev_build"]) == {"10", "100", "1000"}
     assert all(v["median_ms"] > 0 for v in result["maglev_build"].values())
     assert result["first_packet"]["first_frame_ms"] > 0
 
     engine = result["engine"]
     assert "error" not in engine, engine
-    for mode in ("established", "new", "fwd"):
+    for mode in ("established", "new", "established6", "fwd"):
         assert engine[mode]["ns_per_packet"] > 0
     assert engine["memory"]["bytes_per_flow_allocated"] > 0
     assert engine["memory"]["bytes_per_flow_model"] > 0
@@ -124,6 +148,91 @@ def test_capture_frames_are_valid_tcp():
     tuples = set(zip(src.tolist(), sport.tolist()))
     assert len(tuples) == 300
     assert np.all(frames[:, 47] == 0x02)
+
+
+def test_ipv6_capture_frames_are_valid_tcp():
+    """The IPv6 case's frames (issue 19): 74 bytes, the smallest IPv6 TCP
+    frame; the clients' ACKs to the VIP and the backend's replies to those
+    very clients, TCP checksums recomputed by scapy, distinct 5-tuples.
+    The IPv4 twin's replies come from its one backend the same way."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+
+    clients, replies = traffic.both_directions_frames(70000, 6)
+    assert clients.shape == replies.shape == (70000, 74)
+    for i in (0, 1, 65535, 65536, 69999):
+        client, reply = Ether(bytes(clients[i])), Ether(bytes(replies[i]))
+        assert client.type == reply.type == 0x86DD
+        assert (client[IPv6].dst, client[TCP].dport) == (traffic.VIP6, 80)
+        assert (reply[IPv6].src, reply[TCP].sport) == (traffic.BACKEND6, traffic.BACKEND_PORT)
+        assert (reply[IPv6].dst, reply[TCP].dport) == (client[IPv6].src, client[TCP].sport)
+        for pkt in (client, reply):
+            assert pkt[IPv6].plen == 20 and pkt[IPv6].nh == 6 and pkt[IPv6].hlim == 64
+            assert pkt[TCP].flags == "A" and pkt[TCP].dataofs == 5
+            tcp_sum = pkt[TCP].chksum
+            del pkt[TCP].chksum
+            assert Ether(bytes(pkt))[TCP].chksum == tcp_sum
+    assert str(Ether(bytes(clients[65537]))[IPv6].src) == "2001:2::1"
+    tuples = {(bytes(f[22:38]), bytes(f[54:56])) for f in clients}
+    assert len(tuples) == 70000
+
+    clients4, replies4 = traffic.both_directions_frames(10, 4)
+    assert clients4.shape == replies4.shape == (10, 64)
+    client, reply = Ether(bytes(clients4[3])), Ether(bytes(replies4[3]))
+    assert (reply[IP].src, reply[TCP].sport) == (traffic.BACKEND, traffic.BACKEND_PORT)
+    assert (reply[IP].dst, reply[TCP].dport) == (client[IP].src, client[TCP].sport)
+
+
+def test_ipv6_case_ports_and_services(tmp_path):
+    """Both directions: port 1 replays the replies instead of the net_null
+    sink; the IPv6 services file loads, one service of one IPv6 backend."""
+    from rplb import config
+
+    argv = peers.eal_args("p", "c.pcap", 1024, False, replies="r.pcap")
+    assert "net_pcap1,rx_pcap=r.pcap,infinite_rx=1" in argv
+    assert not any(a.startswith("net_null") for a in argv)
+    assert "net_null0,no-rx=1" in peers.eal_args("p", "c.pcap", 1024, False)
+    path = tmp_path / "v6.yaml"
+    traffic.services6_yaml(path, 1048576)
+    loaded = config.load_config(path)
+    (service,) = loaded.services
+    assert str(service.vip) == traffic.VIP6 and service.port == 80
+    assert [str(b.ip) for b in service.backends] == [traffic.BACKEND6]
+
+
+def test_ipv6_summary_and_table():
+    """IPv6 next to IPv4: the ratios of the two cases of both directions,
+    and the engine's instructions per packet against the goal of 1.3."""
+    def case(family, r):
+        return {"case": peers.both_directions_case_name(family, 1000), "family": family,
+                "kind": "established, both directions", "frame_bytes": 74 if family == 6 else 64,
+                "mpps": {"io": 30.0, "5tswap": 20.0, "rplb": 20.0 * r},
+                "rplb_vs_5tswap": r, "rplb_vs_io": r}
+    result = {"machine": {"cpu": "x", "cpus": 2, "memory_gb": 1, "kernel": "k", "dpdk": "d"},
+              "config": {"rounds": 1, "seconds": 2},
+              "throughput": [case(6, 0.6), case(4, 0.9)],
+              "engine": {"established": {"instructions_per_packet_no_io": 144.7},
+                         "established6": {"instructions_per_packet_no_io": 181.8}}}
+    summary = report.ipv6_summary(result)
+    assert summary["ipv6_vs_ipv4_rplb_vs_5tswap"] == pytest.approx(0.667, abs=0.001)
+    ins = summary["engine_instructions_per_packet_no_io"]
+    assert ins["ipv6_vs_ipv4"] == pytest.approx(1.256, abs=0.001) and ins["met"]
+    result["ipv6_1000_flows"] = summary
+    table = report.format_table({**result, "engine": {}})    # the summary carries them
+    assert "IPv6 1000 flows, both directions (74 B)" in table
+    assert "IPv6/IPv4 0.67" in table and "IPv6/IPv4 1.26 (goal <= 1.3): met" in table
+    result["engine"]["established6"]["instructions_per_packet_no_io"] = 200.0
+    assert not report.ipv6_summary(result)["engine_instructions_per_packet_no_io"]["met"]
+    assert report.ipv6_summary({"throughput": []}) is None
+
+
+def test_ipv6_only_is_a_throughput_case():
+    from rplb.bench import cli
+    for extra in (["--only", "other"], ["--workers", "2"]):
+        args = cli.build_parser().parse_args(["--ipv6-only", *extra])
+        with pytest.raises(common.BenchError, match="--ipv6-only"):
+            cli.run(args)
 
 
 def test_stats_parser_and_warm_up():

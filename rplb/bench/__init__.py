@@ -2,6 +2,7 @@
 
     rplb-bench                      the full run (several minutes)
     rplb-bench --quick --json       the smallest run (what CI runs)
+    rplb-bench --ipv6-only          IPv6 next to IPv4, 1,000 flows both ways
     python -m rplb.bench --help
 
 Throughput.  For each traffic case a capture of 64-byte TCP frames is
@@ -36,6 +37,27 @@ capture's frame count).  The capture replays the same flows, so after the
 first pass every flow is in rplb's flow table: what is kept is the steady
 state of established flows.  The figure of a run is the median of its
 samples, the figure of a program the median of its runs.
+
+IPv6 (issue 19, --ipv6, on by default; --ipv6-only for it alone): 1,000
+established IPv6 TCP flows in both directions, 74-byte frames (Ethernet,
+IPv6 and TCP headers, no options: the smallest IPv6 TCP frame), a service
+
+    {name: web6, vip: "fd00::100", proto: tcp, port: 80,
+     backends: [{ip: "fd00:1::10", port: 8080, weight: 1}]}
+
+and the ports
+
+    port 0  net_pcap0,rx_pcap=CLIENTS,infinite_rx=1   the clients' ACKs to the VIP
+    port 1  net_pcap1,rx_pcap=REPLIES,infinite_rx=1   the backend's replies to them
+    (what either port sends is dropped)
+
+with the same programs, lcores, mbufs and burst as above; a sample is both
+ports' Tx-pps together, after one full pass of both captures.  One backend,
+so every reply comes from its flow's backend.  Its IPv4 twin (the same
+with 64-byte IPv4 frames, 192.168.1.1:8080) runs next to it: rplb/5tswap
+of the two side by side, under `ipv6_1000_flows` in --json, with the
+engine's instructions per packet of established IPv6 flows over IPv4's
+(callgrind, --only other; goal <= 1.3).
 
 All-new flows cannot have a steady state with a replayed capture (on the
 second pass every flow exists), so rplb's all-new figure is measured during

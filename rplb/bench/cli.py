@@ -15,9 +15,10 @@ from rplb.bench.common import PROG, BenchError, file_prefix, log, remove_runtime
     rplb_command
 from rplb.bench.control_plane import control_plane_report
 from rplb.bench.engine import engine_report, maglev_build_ms
-from rplb.bench.peers import run_case, time_to_first_packet
-from rplb.bench.report import evaluate_targets, format_table, machine_info
-from rplb.bench.traffic import FRAME_LEN, N_BACKENDS
+from rplb.bench.peers import run_both_directions_cases, run_case, time_to_first_packet
+from rplb.bench.report import IPV6_FLOWS, evaluate_targets, format_table, ipv6_summary, \
+    machine_info
+from rplb.bench.traffic import FRAME_LEN, FRAME_LEN6, N_BACKENDS
 from rplb.bench.workers import targets as workers_targets, workers_report
 
 DEFAULT_FLOWS = (1, 1000, 65536, 1000000)
@@ -48,8 +49,10 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, description="Benchmark rplb next to dpdk-testpmd (io, 5tswap) on the "
-        "same virtual ports, lcores, mbuf count and burst size, plus Maglev build time, "
-        "memory per flow, start-up time and the engine alone.",
+        "same virtual ports, lcores, mbuf count and burst size (IPv4 TCP at 1 to 1M "
+        "established flows, all-new flows, and IPv6 next to IPv4 at 1,000 flows in both "
+        "directions), plus Maglev build time, memory per flow, start-up time and the "
+        "engine alone (with IPv6's instructions per packet next to IPv4's).",
         epilog="Runs one benchmark process at a time; needs dpdk-testpmd, and valgrind "
         "for instruction counts.  See docs/performance.md.")
     p.add_argument("--rounds", type=_positive_int, default=3,
@@ -61,9 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-flows", type=_positive_int, default=DEFAULT_NEW_FLOWS,
                    help="SYNs in the all-new-flows capture (default 1000000)")
     p.add_argument("--no-new", action="store_true", help="skip the all-new-flows case")
+    p.add_argument("--ipv6", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"the IPv6 case (issue 19, default: on): {IPV6_FLOWS:,} established "
+                   f"IPv6 TCP flows of {FRAME_LEN6}-byte frames in both directions (port 0 "
+                   "replays the clients' ACKs to an IPv6 VIP, port 1 the backend's replies, "
+                   "both net_pcap infinite_rx), and its IPv4 twin (the same with 64-byte "
+                   "IPv4 frames): rplb/5tswap of both, side by side, under "
+                   f"'ipv6_{IPV6_FLOWS}_flows' in --json, with the engine's IPv6/IPv4 "
+                   "instructions per packet (callgrind, goal <= 1.3) when the other "
+                   "measurements run too")
+    p.add_argument("--ipv6-only", action="store_true",
+                   help="only the IPv6 case and its IPv4 twin (no --flows cases, no all-new "
+                   "case, no other measurements)")
     p.add_argument("--quick", action="store_true",
-                   help="smallest run: 1,000 flows, 1 round, 2 s, no all-new case, "
-                   "no callgrind (what CI runs)")
+                   help="smallest run: 1,000 flows, the IPv6 case and its twin, 1 round, "
+                   "2 s, no all-new case, no callgrind (what CI runs)")
     p.add_argument("--callgrind", action=argparse.BooleanOptionalAction, default=None,
                    help="count engine instructions with valgrind (default: on, off "
                    "with --quick)")
@@ -92,12 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     if args.quick:
         args.flows, args.rounds, args.seconds, args.no_new = [1000], 1, 2, True
+    if args.ipv6_only:
+        if args.only not in (None, "throughput"):
+            raise BenchError(f"--ipv6-only runs throughput cases: not with --only {args.only}")
+        if args.workers is not None:
+            raise BenchError("--ipv6-only: not with --workers")
+        args.only, args.flows, args.no_new, args.ipv6 = "throughput", [], True, True
     callgrind = (not args.quick) if args.callgrind is None else args.callgrind
     result: dict = {"machine": machine_info(args.hugepages),
                     "config": {"rounds": args.rounds, "seconds": args.seconds,
                                "flows": args.flows, "new_flows": None if args.no_new
                                else args.new_flows, "quick": args.quick,
+                               "ipv6": args.ipv6, "ipv6_flows": IPV6_FLOWS if args.ipv6
+                               else None,
                                "lcores": "0-1", "frame_bytes": FRAME_LEN,
+                               "frame_bytes_ipv6": FRAME_LEN6,
                                "backends": N_BACKENDS,
                                "source": "net_pcap0,rx_pcap=CAPTURE,infinite_rx=1",
                                "sink": "net_null0,no-rx=1"},
@@ -129,6 +153,10 @@ def run(args: argparse.Namespace) -> dict:
                 result["throughput"].append(
                     run_case(workdir, "all new", args.new_flows, True, args.rounds,
                              args.seconds, first_pass=True, hugepages=args.hugepages))
+            if args.ipv6:
+                result["throughput"] += run_both_directions_cases(
+                    workdir, (6, 4), IPV6_FLOWS, args.rounds, args.seconds,
+                    hugepages=args.hugepages)
         if args.only in (None, "control"):
             result["control_plane"] = control_plane(workdir, args)
         if args.only in (None, "other"):
@@ -142,7 +170,11 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         if tmp is not None:
             tmp.cleanup()
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = evaluate_targets(result)
+    summary = ipv6_summary(result)
+    if summary:
+        result[f"ipv6_{IPV6_FLOWS}_flows"] = summary
     return result
 
 

@@ -1,7 +1,9 @@
 """dpdk-testpmd (io, 5tswap) and rplb-dpdk side by side: their command
 lines on the same virtual ports, lcores, mbufs and bursts, their
 testpmd-style statistics parsed into samples, the rounds of a throughput
-case, and rplb's time from start to its first forwarded frame."""
+case (one direction: a capture to a net_null sink; or both directions,
+IPv4 or IPv6: the clients' frames on port 0, the backend's replies on
+port 1), and rplb's time from start to its first forwarded frame."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 from rplb.bench.common import BenchError, file_prefix, log, remove_runtime_dir, rplb_burst, \
     rplb_command
-from rplb.bench.traffic import FRAME_LEN, services_yaml, write_capture
+from rplb.bench.traffic import FRAME_LEN, both_directions_frames, services6_yaml, \
+    services_yaml, write_capture, write_frames
 
 # Stats period of rplb in the all-new case: its first pass over 1,000,000
 # SYNs lasts a fraction of a second at several Mpps, and only blocks wholly
@@ -94,18 +97,34 @@ def first_pass_samples(blocks: List[dict], capture_frames: int) -> List[int]:
     return out
 
 
-def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool) -> List[str]:
+def both_ports_samples(blocks: List[dict], frames: List[int]) -> List[int]:
+    """Frames sent per second by both ports together, of the blocks whose
+    period began after both ports received one full pass of their captures."""
+    out = []
+    for prev, cur in zip(blocks, blocks[1:]):
+        if all(prev[p]["rx_packets"] >= frames[p] for p in (0, 1)):
+            out.append(cur[0]["tx_pps"] + cur[1]["tx_pps"])
+    return out
+
+
+def eal_args(prefix: str, capture: Path, memory_mb: int, hugepages: bool,
+             replies: Optional[Path] = None) -> List[str]:
+    """Port 0 replays the capture; port 1 is the sink (net_null), or with
+    replies, replays them (both directions; what either port sends is
+    dropped: net_pcap without a tx_pcap drops it)."""
     memory = ["-m", str(memory_mb)] if hugepages else ["--no-huge", "-m", str(memory_mb)]
+    port1 = (f"net_pcap1,rx_pcap={replies},infinite_rx=1" if replies is not None
+             else "net_null0,no-rx=1")
     return [*memory, "--no-pci", "-l", "0-1",
             "--file-prefix", prefix, "--log-level=*:warning",
             "--vdev", f"net_pcap0,rx_pcap={capture},infinite_rx=1",
-            "--vdev", "net_null0,no-rx=1"]
+            "--vdev", port1]
 
 
 def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs: int,
                  services: Optional[Path], stats_period: float,
-                 hugepages: bool = False) -> List[str]:
-    eal = eal_args(prefix, capture, memory_mb, hugepages)
+                 hugepages: bool = False, replies: Optional[Path] = None) -> List[str]:
+    eal = eal_args(prefix, capture, memory_mb, hugepages, replies)
     if program in ("io", "5tswap"):
         testpmd = shutil.which("dpdk-testpmd")
         if testpmd is None:
@@ -115,8 +134,11 @@ def program_argv(program: str, prefix: str, capture: Path, memory_mb: int, mbufs
         # testpmd's stdout is a pipe: make it line-buffered to read samples live.
         stdbuf = shutil.which("stdbuf")
         return [stdbuf, "-oL", *cmd] if stdbuf else cmd
+    # No control socket: the default one belongs to the appliance (or
+    # another benchmark) that may run on this machine, and rplb refuses to
+    # start beside it.
     return [*rplb_command(), *eal, "--", "--mbufs", str(mbufs), "--stats-period",
-            f"{stats_period:g}", "--config", str(services)]
+            f"{stats_period:g}", "--config", str(services), "--control-socket", "none"]
 
 
 def run_until(argv: List[str], program: str, prefix: str, cwd: Path,
@@ -172,31 +194,38 @@ def no_sample_error(program: str, rc: int, parser: StatsParser, stderr: str) -> 
 def run_program(program: str, capture: Path, capture_frames: int, memory_mb: int,
                 mbufs: int, services: Optional[Path], samples_wanted: int,
                 first_pass: bool = False, timeout: float = 180.0,
-                hugepages: bool = False) -> dict:
-    """Run one program until it printed enough kept samples; SIGINT it."""
+                hugepages: bool = False, replies: Optional[Path] = None) -> dict:
+    """Run one program until it printed enough kept samples; SIGINT it.
+    With replies (a capture of as many frames as capture's, replayed by
+    port 1), a sample is both ports' Tx-pps together."""
     prefix = file_prefix(program)
     period = FIRST_PASS_PERIOD if (first_pass and program == "rplb") else 1.0
     argv = program_argv(program, prefix, capture, memory_mb, mbufs, services, period,
-                        hugepages)
+                        hugepages, replies)
+    def steady(blocks: List[dict], frames: int) -> List[int]:
+        if replies is not None:
+            return both_ports_samples(blocks, [frames, frames])
+        return steady_samples(blocks, frames)
 
     def enough(parser: StatsParser) -> bool:
         if first_pass and program == "rplb":
             # stop once the first pass is over (plus one block)
             return any(b[0]["rx_packets"] > capture_frames for b in parser.blocks)
-        return len(steady_samples(parser.blocks, capture_frames)) >= samples_wanted
+        return len(steady(parser.blocks, capture_frames)) >= samples_wanted
 
     rc, parser, stderr, elapsed = run_until(argv, program, prefix, Path(capture).parent, enough,
                                             timeout)
     if first_pass and program == "rplb":
         samples = first_pass_samples(parser.blocks, capture_frames)
     else:
-        samples = steady_samples(parser.blocks, capture_frames)[:samples_wanted]
+        samples = steady(parser.blocks, capture_frames)[:samples_wanted]
     result = {"program": program, "rc": rc, "seconds": round(elapsed, 2),
               "samples_pps": samples, "blocks": len(parser.blocks),
               "mpps": round(statistics.median(samples) / 1e6, 3) if samples else None}
-    events = [line for line in parser.extra if line.startswith("events:")]
-    if program == "rplb" and events:
-        result["events"] = events[-1]
+    for kind in ("events", "drops"):
+        lines = [line for line in parser.extra if line.startswith(kind + ":")]
+        if program == "rplb" and lines:
+            result[kind] = lines[-1]
     if not samples:
         raise no_sample_error(program, rc, parser, stderr)
     return result
@@ -272,22 +301,118 @@ def run_case(workdir: Path, name: str, flows: int, syn: bool, rounds: int, secon
                         "testpmd: steady state" if first_pass else
                         "first block and blocks before one full pass of the capture dropped"),
             "runs": {p: [] for p in PROGRAMS}}
+    run_rounds(case, rounds, lambda program: run_program(
+        program, capture, frames, memory_mb, mbufs, services, seconds,
+        first_pass=first_pass, hugepages=hugepages))
+    capture.unlink(missing_ok=True)
+    return case
+
+
+def run_rounds(case: dict, rounds: int, run: Callable[[str], dict]) -> None:
+    """Every program of PROGRAMS in turn, rounds times (the order rotates
+    every round); the case's medians of medians and its ratios."""
     for r in range(rounds):
         order = PROGRAMS[r % 3:] + PROGRAMS[:r % 3]
         for program in order:
-            log(f"{name}: round {r + 1}/{rounds}: {program}")
-            res = run_program(program, capture, frames, memory_mb, mbufs, services, seconds,
-                              first_pass=first_pass, hugepages=hugepages)
-            log(f"{name}: {program}: {res['mpps']} Mpps "
-                f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
-            case["runs"][program].append(res)
+            run_logged(case, r, rounds, program, run)
+    summarize(case)
+
+
+def run_logged(case: dict, r: int, rounds: int, program: str,
+               run: Callable[[str], dict]) -> None:
+    name = case["case"]
+    log(f"{name}: round {r + 1}/{rounds}: {program}")
+    res = run(program)
+    log(f"{name}: {program}: {res['mpps']} Mpps "
+        f"({len(res['samples_pps'])} samples, {res['seconds']} s)")
+    case["runs"][program].append(res)
+
+
+def summarize(case: dict) -> None:
     case["mpps"] = {p: round(statistics.median(r["mpps"] for r in case["runs"][p]), 3)
                     for p in PROGRAMS}
     m = case["mpps"]
     case["rplb_vs_5tswap"] = round(m["rplb"] / m["5tswap"], 3) if m["5tswap"] else None
     case["rplb_vs_io"] = round(m["rplb"] / m["io"], 3) if m["io"] else None
-    capture.unlink(missing_ok=True)
-    return case
+    # The same ratio round by round (each round runs every program back to
+    # back): this machine has phases in which everything runs at about half
+    # speed, longer than a run but not than a round.
+    runs = case["runs"]
+    case["rplb_vs_5tswap_by_round"] = [
+        round(r["mpps"] / t["mpps"], 3) if t["mpps"] else None
+        for r, t in zip(runs["rplb"], runs["5tswap"])]
+
+
+def both_directions_case_name(family: int, flows: int) -> str:
+    return f"IPv{family} {flows} flows, both directions"
+
+
+def run_both_directions_cases(workdir: Path, families: Sequence[int], flows: int,
+                              rounds: int, seconds: int, hugepages: bool = False) -> List[dict]:
+    """Established flows in both directions (issue 19), for each family
+    (4: 64-byte IPv4 frames; 6: 74-byte IPv6 frames, the smallest IPv6 TCP
+    frame): port 0 replays the clients' ACKs to the VIP, port 1 the
+    backend's replies to them (one frame per flow each, one backend), both
+    net_pcap with infinite_rx, what they send dropped; a sample is both
+    ports' Tx-pps together, after one full pass of both captures.  io,
+    5tswap and rplb on the same vdevs, lcores, mbufs and burst.  The cases
+    are interleaved: every round runs every program of every family back
+    to back (program order rotating, family order alternating), so a
+    half-speed phase of the shared machine falls on both families alike."""
+    cases, runners = [], []
+    for family in families:
+        case, run = _prepare_both_directions(workdir, family, flows, seconds, hugepages)
+        cases.append(case)
+        runners.append(run)
+    for r in range(rounds):
+        for program in PROGRAMS[r % 3:] + PROGRAMS[:r % 3]:
+            pairs = list(zip(cases, runners))
+            for case, run in (pairs if r % 2 == 0 else pairs[::-1]):
+                run_logged(case, r, rounds, program, run)
+    for case in cases:
+        summarize(case)
+        for path in case.pop("_files"):
+            path.unlink(missing_ok=True)
+    return cases
+
+
+def _prepare_both_directions(workdir: Path, family: int, flows: int, seconds: int,
+                             hugepages: bool):
+    name = both_directions_case_name(family, flows)
+    stem = f"v{family}-{flows}-both"
+    t = time.monotonic()
+    clients, replies = both_directions_frames(flows, family)
+    capture, reply_capture = workdir / f"{stem}-clients.pcap", workdir / f"{stem}-replies.pcap"
+    write_frames(capture, clients)
+    write_frames(reply_capture, replies)
+    gen_s = time.monotonic() - t
+    # rplb's table holds a quarter of flow_table_size IPv6 flows.
+    flow_table = max(RPLB_DEFAULT_FLOW_TABLE, pow2_at_least(8 * flows))
+    services = workdir / f"{stem}.yaml"
+    if family == 6:
+        services6_yaml(services, flow_table)
+    else:
+        services_yaml(services, flow_table, n_backends=1)
+    frames = 2 * flows
+    mbufs = frames + EXTRA_MBUFS
+    memory_mb = memory_for(frames, flow_table, hugepages)
+    if hugepages:
+        check_hugepages(memory_mb)
+    case = {"case": name, "flows": flows, "family": family,
+            "kind": "established, both directions", "frame_bytes": int(clients.shape[1]),
+            "capture_frames": frames, "capture_seconds": round(gen_s, 2),
+            "flow_table_size": flow_table, "mbufs": mbufs, "memory_mb": memory_mb,
+            "ports": "net_pcap0,rx_pcap=CLIENTS,infinite_rx=1 and "
+                     "net_pcap1,rx_pcap=REPLIES,infinite_rx=1 (tx dropped)",
+            "sample": "frames sent per second by both ports together (Tx-pps of port 0 + "
+                      "port 1)",
+            "warm_up": "first block and blocks before one full pass of both captures dropped",
+            "runs": {p: [] for p in PROGRAMS}, "_files": [capture, reply_capture]}
+
+    def run(program: str) -> dict:
+        return run_program(program, capture, flows, memory_mb, mbufs, services, seconds,
+                           hugepages=hugepages, replies=reply_capture)
+    return case, run
 
 
 def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:
@@ -305,7 +430,8 @@ def time_to_first_packet(workdir: Path, repeat: int = 1) -> dict:
                 "--file-prefix", prefix, "--log-level=*:warning",
                 "--vdev", f"net_pcap0,rx_pcap={capture}",
                 "--vdev", f"net_pcap1,tx_pcap={out}",
-                "--", "--config", str(services), "--duration", "30"]
+                "--", "--config", str(services), "--duration", "30",
+                "--control-socket", "none"]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, cwd=Path(out).parent)

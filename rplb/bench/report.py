@@ -1,6 +1,6 @@
 """What a run reports: the machine, the targets of issue 4 (the source's
-bound on the 1M-flow one included), and the table printed without
---json."""
+bound on the 1M-flow one included), IPv6 next to IPv4 (issue 19), and the
+table printed without --json."""
 
 from __future__ import annotations
 
@@ -21,6 +21,82 @@ TARGETS = {
     "engine_instructions_per_packet": 150.0,
     "maglev_build_ms_1000_backends": 5.0,
 }
+
+
+# Issue 19: the IPv6 case's flows, and the goal for IPv6 established
+# flows' engine instructions per packet against IPv4's (reported, never
+# enforced).
+IPV6_FLOWS = 1000
+IPV6_INSTRUCTIONS_GOAL = 1.3
+
+
+def ipv6_summary(result: dict) -> Optional[dict]:
+    """IPv6 next to IPv4: rplb/5tswap of the IPv6 case and of its IPv4 twin
+    (both directions, same flows), and the engine's instructions per
+    packet of established flows (callgrind, without the tx burst), IPv6's
+    over IPv4's.  None when neither was measured."""
+    from rplb.bench.peers import both_directions_case_name
+    cases = {c["case"]: c for c in result.get("throughput", [])}
+    v6 = cases.get(both_directions_case_name(6, IPV6_FLOWS))
+    v4 = cases.get(both_directions_case_name(4, IPV6_FLOWS))
+    out: dict = {}
+    if v6:
+        out["ipv6_rplb_vs_5tswap"] = v6["rplb_vs_5tswap"]
+        out["ipv6_mpps"] = v6["mpps"]
+        out["ipv6_frame_bytes"] = v6["frame_bytes"]
+        out["ipv6_rplb_vs_5tswap_by_round"] = v6.get("rplb_vs_5tswap_by_round")
+    if v4:
+        out["ipv4_rplb_vs_5tswap"] = v4["rplb_vs_5tswap"]
+        out["ipv4_mpps"] = v4["mpps"]
+        out["ipv4_frame_bytes"] = v4["frame_bytes"]
+        out["ipv4_rplb_vs_5tswap_by_round"] = v4.get("rplb_vs_5tswap_by_round")
+    if v6 and v4 and v6["rplb_vs_5tswap"] and v4["rplb_vs_5tswap"]:
+        out["ipv6_vs_ipv4_rplb_vs_5tswap"] = round(v6["rplb_vs_5tswap"] / v4["rplb_vs_5tswap"], 3)
+        out["ipv6_vs_ipv4_by_round"] = [
+            round(a / b, 3) for a, b in zip(v6.get("rplb_vs_5tswap_by_round", []),
+                                            v4.get("rplb_vs_5tswap_by_round", [])) if a and b]
+    one_way = cases.get(f"{IPV6_FLOWS} flows")
+    if one_way:
+        out["ipv4_one_direction_rplb_vs_5tswap"] = one_way["rplb_vs_5tswap"]
+    eng = result.get("engine", {})
+    ins4 = eng.get("established", {}).get("instructions_per_packet_no_io")
+    ins6 = eng.get("established6", {}).get("instructions_per_packet_no_io")
+    if ins4 and ins6:
+        ratio = round(ins6 / ins4, 3)
+        out["engine_instructions_per_packet_no_io"] = {
+            "ipv4": ins4, "ipv6": ins6, "ipv6_vs_ipv4": ratio,
+            "goal": f"<= {IPV6_INSTRUCTIONS_GOAL}", "met": ratio <= IPV6_INSTRUCTIONS_GOAL}
+    return out or None
+
+
+def format_ipv6(summary: dict) -> List[str]:
+    lines = []
+    if "ipv6_rplb_vs_5tswap" in summary:
+        text = (f"IPv6, {IPV6_FLOWS:,} flows in both directions: rplb/5tswap "
+                f"{summary['ipv6_rplb_vs_5tswap']:.2f} ({summary['ipv6_frame_bytes']}-byte "
+                "frames)")
+        if "ipv4_rplb_vs_5tswap" in summary:
+            text += (f", IPv4 twin {summary['ipv4_rplb_vs_5tswap']:.2f} "
+                     f"({summary['ipv4_frame_bytes']}-byte frames)")
+        if "ipv6_vs_ipv4_rplb_vs_5tswap" in summary:
+            text += f": IPv6/IPv4 {summary['ipv6_vs_ipv4_rplb_vs_5tswap']:.2f}"
+        lines.append(text)
+        for family in ("ipv6", "ipv4"):
+            by_round = summary.get(f"{family}_rplb_vs_5tswap_by_round")
+            if by_round and len(by_round) > 1:
+                lines.append(f"  {'IPv6' if family == 'ipv6' else 'IPv4 twin'} rplb/5tswap "
+                             "round by round: " + " ".join(f"{x:.2f}" for x in by_round
+                                                            if x is not None))
+        if len(summary.get("ipv6_vs_ipv4_by_round", [])) > 1:
+            lines.append("  IPv6/IPv4 round by round: "
+                         + " ".join(f"{x:.2f}" for x in summary["ipv6_vs_ipv4_by_round"]))
+    ins = summary.get("engine_instructions_per_packet_no_io")
+    if ins:
+        lines.append(f"engine alone, established flows, instructions/packet without the tx "
+                     f"burst: IPv6 {ins['ipv6']:.1f}, IPv4 {ins['ipv4']:.1f}: IPv6/IPv4 "
+                     f"{ins['ipv6_vs_ipv4']:.2f} (goal {ins['goal']}): "
+                     f"{'met' if ins['met'] else 'NOT met'}")
+    return lines
 
 
 def machine_info(hugepages: bool = False) -> dict:
@@ -129,7 +205,9 @@ def format_table(result: dict) -> str:
     lines.append(f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GiB, "
                  f"kernel {m['kernel']}, DPDK {m['dpdk']}, "
                  f"{'hugepages (throughput cases)' if m.get('hugepages') else 'no hugepages'}, "
-                 f"load average at start {m.get('load_average')}")
+                 f"load average at start {m.get('load_average')}"
+                 + (f", at the end {m['load_average_at_end']}"
+                    if m.get("load_average_at_end") and "workers_case" not in result else ""))
     cfg = result["config"]
     if "workers_case" in result:
         lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
@@ -142,20 +220,32 @@ def format_table(result: dict) -> str:
             lines.append(f"  {t['target']:<52} {t['value']:>6} (goal {t['goal']}): "
                          f"{'met' if t['met'] else 'NOT met'}")
         return "\n".join(lines)
-    lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
-                 "lcores 0-1 (one forwarding lcore), 64-byte TCP, "
-                 "net_pcap (infinite_rx) -> net_null")
+    if result.get("throughput"):
+        lines.append(f"rounds {cfg['rounds']}, {cfg['seconds']} samples of 1 s per run, "
+                     "lcores 0-1 (one forwarding lcore), 64-byte TCP (IPv6: 74-byte), "
+                     "net_pcap (infinite_rx) -> net_null")
     lines.append("")
-    head = (f"{'traffic':<22}{'io Mpps':>9}{'5tswap':>9}{'rplb':>9}"
-            f"{'rplb/5tswap':>13}{'rplb/io':>9}")
-    lines.append(head)
-    lines.append("-" * len(head))
+    labels = []
     for c in result.get("throughput", []):
+        label = f"{c['case']} (SYN)" if c["kind"] == "all-new (SYN)" else c["case"]
+        labels.append(label + (f" ({c['frame_bytes']} B)" if c.get("family") == 6 else ""))
+    width = max([22] + [len(x) + 2 for x in labels])
+    head = (f"{'traffic':<{width}}{'io Mpps':>9}{'5tswap':>9}{'rplb':>9}"
+            f"{'rplb/5tswap':>13}{'rplb/io':>9}")
+    if labels:
+        lines.append(head)
+        lines.append("-" * len(head))
+    for c, label in zip(result.get("throughput", []), labels):
         mm = c["mpps"]
-        label = c["case"] if c["kind"] == "established" else f"{c['case']} (SYN)"
-        lines.append(f"{label:<22}{mm['io']:>9.2f}{mm['5tswap']:>9.2f}{mm['rplb']:>9.2f}"
+        lines.append(f"{label:<{width}}{mm['io']:>9.2f}{mm['5tswap']:>9.2f}{mm['rplb']:>9.2f}"
                      f"{c['rplb_vs_5tswap']:>13.2f}{c['rplb_vs_io']:>9.2f}")
+    if any("family" in c for c in result.get("throughput", [])):
+        lines.append("(both directions: port 1 replays the backend's replies instead of a "
+                     "net_null sink; Mpps sent by both ports)")
     lines.append("")
+    summary = result.get(f"ipv6_{IPV6_FLOWS}_flows")
+    if summary:
+        lines.extend(format_ipv6(summary))
     mg = result.get("maglev_build")
     if mg:
         lines.append("Maglev build, 65,537 slots: " + ", ".join(

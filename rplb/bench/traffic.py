@@ -1,9 +1,13 @@
 """The traffic rplb-bench replays: captures of 64-byte TCP frames to the
 VIP, one frame per client 5-tuple (established flows or SYNs), and the
-services file of the one service they reach."""
+services file of the one service they reach.  For the cases of both
+directions (issue 19), also the backend's replies, and the same over IPv6
+(74-byte frames: Ethernet, IPv6 and TCP headers without options, the
+smallest IPv6 TCP frame)."""
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from pathlib import Path
 
@@ -14,6 +18,15 @@ VIP_PORT = 80
 N_BACKENDS = 16
 FRAME_LEN = 64
 CLIENT_NET = (198 << 24) | (18 << 16)      # 198.18.0.0/15, RFC 2544's benchmark range
+# The cases of both directions: one backend, so every reply comes from its
+# flow's backend (Maglev's choice among several would have to be predicted).
+BACKEND = "192.168.1.1"
+BACKEND_PORT = 8080
+VIP6 = "fd00::100"
+BACKEND6 = "fd00:1::10"
+FRAME_LEN6 = 74                            # 14 + 40 (IPv6) + 20 (TCP)
+CLIENT_NET6 = "2001:2::"                   # 2001:2::/48, RFC 5180's benchmark range
+ACK = 0x10
 
 
 def _csum(words: np.ndarray) -> np.ndarray:
@@ -70,6 +83,71 @@ def tcp_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
     return f
 
 
+def client6_tuples(n: int, first: int = 0):
+    """Source (address, port) of IPv6 client n: addresses as rows of 16
+    bytes (network order), 2001:2::/48 plus n mod 65,536; ports as IPv4's."""
+    i = np.arange(first, first + n, dtype=np.uint64)
+    ips = np.tile(np.frombuffer(ipaddress.IPv6Address(CLIENT_NET6).packed, np.uint8), (n, 1))
+    ips[:, 14:16] = (i % 65536).astype(">u2").view(np.uint8).reshape(n, 2)
+    _, ports = client_tuples(n, first)
+    return ips, ports
+
+
+def ipv6(text: str) -> np.ndarray:
+    return np.frombuffer(ipaddress.IPv6Address(text).packed, np.uint8)
+
+
+def tcp6_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
+    """Valid 74-byte Ethernet/IPv6/TCP frames src:sport -> dst:dport
+    (addresses as rows of 16 bytes or one such row, ports uint16 in host
+    order), one per row (uint8, n x 74)."""
+    src = np.atleast_2d(np.asarray(src, np.uint8))
+    dst = np.atleast_2d(np.asarray(dst, np.uint8))
+    sport, dport = np.asarray(sport, np.uint16), np.asarray(dport, np.uint16)
+    n = max(src.shape[0], dst.shape[0], sport.size, dport.size)
+    src, dst = np.broadcast_to(src, (n, 16)), np.broadcast_to(dst, (n, 16))
+    sport, dport = np.broadcast_to(sport, (n,)), np.broadcast_to(dport, (n,))
+    f = np.zeros((n, FRAME_LEN6), np.uint8)
+    f[:, 0:6] = (2, 0, 0, 0, 0, 1)
+    f[:, 6:12] = (2, 0, 0, 0, 0, 0xC1)
+    f[:, 12:14] = (0x86, 0xDD)
+    ip = f[:, 14:54]
+    ip[:, 0] = 0x60
+    ip[:, 4:6] = (0, FRAME_LEN6 - 54)      # payload length: the TCP header
+    ip[:, 6] = 6
+    ip[:, 7] = 64
+    ip[:, 8:24] = src
+    ip[:, 24:40] = dst
+    tcp = f[:, 54:74]
+    tcp[:, 0:2] = sport.astype(">u2").view(np.uint8).reshape(n, 2)
+    tcp[:, 2:4] = dport.astype(">u2").view(np.uint8).reshape(n, 2)
+    tcp[:, 4:8] = (0, 0, 0x10, 0)                          # seq 4096
+    tcp[:, 12] = 5 << 4
+    tcp[:, 13] = flags
+    tcp[:, 14:16] = (0xFF, 0xFF)
+    pseudo = np.zeros((n, 40), np.uint8)                   # RFC 8200 8.1
+    pseudo[:, 0:32] = ip[:, 8:40]
+    pseudo[:, 35] = FRAME_LEN6 - 54
+    pseudo[:, 39] = 6
+    words = np.concatenate([pseudo.view(">u2").reshape(n, 20),
+                            tcp.copy().view(">u2").reshape(n, 10)], axis=1)
+    tcp[:, 16:18] = _csum(words).astype(">u2").view(np.uint8).reshape(n, 2)
+    return f
+
+
+def both_directions_frames(n_flows: int, family: int):
+    """The clients' ACKs to the VIP and the backend's replies to them, one
+    frame per flow each: (clients, replies), rows of 64 (IPv4) or 74 (IPv6)
+    bytes."""
+    if family == 6:
+        ips, ports = client6_tuples(n_flows)
+        return (tcp6_frames(ips, ports, ipv6(VIP6), VIP_PORT, ACK),
+                tcp6_frames(ipv6(BACKEND6), BACKEND_PORT, ips, ports, ACK))
+    ips, ports = client_tuples(n_flows)
+    return (tcp_frames(ips, ports, ipv4(VIP), VIP_PORT, ACK),
+            tcp_frames(ipv4(BACKEND), BACKEND_PORT, ips, ports, ACK))
+
+
 def ipv4(text: str) -> int:
     return int.from_bytes(bytes(int(x) for x in text.split(".")), "big")
 
@@ -81,11 +159,12 @@ def make_frames(n: int, syn: bool, first: int = 0) -> np.ndarray:
 
 
 def write_frames(path: Path, frames: np.ndarray) -> int:
-    """A pcap of these frames (rows of FRAME_LEN bytes); returns their count."""
+    """A pcap of these frames (rows of equal length); returns their count."""
+    length = frames.shape[1]
     with open(path, "wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        rec = np.zeros((frames.shape[0], 16 + FRAME_LEN), np.uint8)
-        rec[:, 8:16] = np.frombuffer(struct.pack("<II", FRAME_LEN, FRAME_LEN), np.uint8)
+        rec = np.zeros((frames.shape[0], 16 + length), np.uint8)
+        rec[:, 8:16] = np.frombuffer(struct.pack("<II", length, length), np.uint8)
         rec[:, 16:] = frames
         out.write(rec.tobytes())
     return frames.shape[0]
@@ -119,4 +198,20 @@ services:
     port: {VIP_PORT}
     backends:
 {backends}
+""")
+
+
+def services6_yaml(path: Path, flow_table_size: int) -> None:
+    """The IPv6 twin of services_yaml(..., n_backends=1)."""
+    path.write_text(f"""\
+# rplb-bench: one IPv6 TCP service covering the capture's traffic.
+flow_table_size: {flow_table_size}
+timeouts: {{tcp: 300, udp: 60, tcp_syn: 300, tcp_fin: 10}}
+services:
+  - name: web6
+    vip: "{VIP6}"
+    proto: tcp
+    port: {VIP_PORT}
+    backends:
+      - {{ip: "{BACKEND6}", port: {BACKEND_PORT}, weight: 1}}
 """)

@@ -49,13 +49,9 @@ from typing import Dict, List
 import numpy as np
 
 from rplb.bench.common import BenchError, file_prefix, log, rplb_burst, rplb_command
-from rplb.bench.peers import StatsParser, no_sample_error, run_until
-from rplb.bench.traffic import VIP, VIP_PORT, client_tuples, ipv4, services_yaml, tcp_frames, \
-    write_frames
-
-BACKEND = "192.168.1.1"
-BACKEND_PORT = 8080
-ACK = 0x10
+from rplb.bench.peers import StatsParser, both_ports_samples, no_sample_error, run_until
+from rplb.bench.traffic import ACK, BACKEND, BACKEND_PORT, VIP, VIP_PORT, client_tuples, \
+    ipv4, services_yaml, tcp_frames, write_frames
 PLACEMENTS = ("hardware-style", "wrong worker")
 
 # Goals of issue 18 on a 2-CPU machine (reported, never enforced).
@@ -110,16 +106,6 @@ def eal(prefix: str, lcores: str, vdev_args: List[str], memory_mb: int) -> List[
     for vdev in vdev_args:
         args += ["--vdev", vdev]
     return args
-
-
-def both_ports_samples(blocks: List[dict], frames: List[int]) -> List[int]:
-    """Frames sent per second by both ports together, of the blocks whose
-    period began after both ports received one full pass of their captures."""
-    out = []
-    for prev, cur in zip(blocks, blocks[1:]):
-        if all(prev[p]["rx_packets"] >= frames[p] for p in (0, 1)):
-            out.append(cur[0]["tx_pps"] + cur[1]["tx_pps"])
-    return out
 
 
 def run_one(program: str, workers: int, lcores: str, vdev_args: List[str], frames: List[int],

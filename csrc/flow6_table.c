@@ -11,6 +11,7 @@
 #include <rte_malloc.h>
 
 #include "flow6_table.h"
+#include "table_memory.h"
 
 /* Slots of the index: a power of two holding four per flow (two keys
  * each, at most half full: short probe runs). */
@@ -31,34 +32,6 @@ rplb_flow6_table_memory(uint32_t capacity)
 	       (size_t)slots_for(capacity) * sizeof(struct rplb_flow6_slot) +
 	       ((size_t)capacity + 1) * sizeof(struct rplb_flow6) +
 	       (size_t)capacity * sizeof(uint32_t);
-}
-
-/* As the IPv4 table's arrays (flow_table.c: table_alloc): from DPDK's heap
- * with hugepages, else anonymous memory marked for transparent huge pages
- * (and kept off a --no-huge heap of a few hundred MB). */
-static void *
-table_alloc(const struct rplb_flow6_table *table, size_t size, int socket_id)
-{
-	void *memory;
-
-	if (!table->from_mmap)
-		return rte_malloc_socket("rplb_flow6_table", size, RTE_CACHE_LINE_SIZE, socket_id);
-	memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (memory == MAP_FAILED)
-		return NULL;
-	(void)madvise(memory, size, MADV_HUGEPAGE);
-	return memory;
-}
-
-static void
-table_free(const struct rplb_flow6_table *table, void *memory, size_t size)
-{
-	if (memory == NULL)
-		return;
-	if (table->from_mmap)
-		munmap(memory, size);
-	else
-		rte_free(memory);
 }
 
 void
@@ -91,13 +64,18 @@ rplb_flow6_table_create(uint32_t capacity, int socket_id)
 				   socket_id);
 	if (table == NULL)
 		goto nomem;
-	table->from_mmap = !rte_eal_has_hugepages();
+	table->from_mmap = rplb_table_memory_from_mmap();
 	table->slot_mask = slots - 1;
 	table->capacity = capacity;
-	table->slots = table_alloc(table, (size_t)slots * sizeof(*table->slots), socket_id);
-	table->flows = table_alloc(table, ((size_t)capacity + 1) * sizeof(*table->flows), socket_id);
-	table->free_stack = table_alloc(table, (size_t)capacity * sizeof(*table->free_stack),
-					socket_id);
+	table->slots = rplb_table_memory_alloc("rplb_flow6_table",
+					       (size_t)slots * sizeof(*table->slots),
+					       socket_id, table->from_mmap);
+	table->flows = rplb_table_memory_alloc("rplb_flow6_table",
+					       ((size_t)capacity + 1) * sizeof(*table->flows),
+					       socket_id, table->from_mmap);
+	table->free_stack = rplb_table_memory_alloc("rplb_flow6_table",
+						    (size_t)capacity * sizeof(*table->free_stack),
+						    socket_id, table->from_mmap);
 	if (table->slots == NULL || table->flows == NULL || table->free_stack == NULL)
 		goto nomem;
 	rplb_flow6_table_reset(table);
@@ -113,9 +91,15 @@ rplb_flow6_table_free(struct rplb_flow6_table *table)
 {
 	if (table == NULL)
 		return;
-	table_free(table, table->slots, ((size_t)table->slot_mask + 1) * sizeof(*table->slots));
-	table_free(table, table->flows, ((size_t)table->capacity + 1) * sizeof(*table->flows));
-	table_free(table, table->free_stack, (size_t)table->capacity * sizeof(*table->free_stack));
+	rplb_table_memory_free(table->slots,
+			       ((size_t)table->slot_mask + 1) * sizeof(*table->slots),
+			       table->from_mmap);
+	rplb_table_memory_free(table->flows,
+			       ((size_t)table->capacity + 1) * sizeof(*table->flows),
+			       table->from_mmap);
+	rplb_table_memory_free(table->free_stack,
+			       (size_t)table->capacity * sizeof(*table->free_stack),
+			       table->from_mmap);
 	rte_free(table);
 }
 

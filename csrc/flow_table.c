@@ -14,6 +14,7 @@
 #include <rte_malloc.h>
 
 #include "flow_table.h"
+#include "table_memory.h"
 
 /* Buckets are sized for both keys of every record at most this full: a
  * two-choice, 8-way cuckoo table inserts reliably well beyond it. */
@@ -42,39 +43,6 @@ rplb_flow_clock_shift(uint64_t tsc_hz)
 	while ((1ull << (32 + shift)) / RTE_MAX(tsc_hz, 1ull) < CLOCK_WRAP_SECONDS)
 		shift++;
 	return shift;
-}
-
-/* The flow table's arrays are touched by the CPU only (never by a NIC), so
- * they need not come from DPDK's heap.  With hugepages they do.  Without
- * (--no-huge: VMs, containers, CI) that heap is 4 KB pages of a shared
- * memfd, which transparent huge pages do not cover, and a table of a
- * million flows then costs a TLB miss on nearly every lookup; anonymous
- * memory marked MADV_HUGEPAGE gets 2 MB pages wherever THP is "always"
- * or "madvise". */
-static void *
-table_alloc(struct rplb_flow_table *table, size_t size, int socket_id)
-{
-	void *memory;
-
-	if (!table->from_mmap)
-		return rte_malloc_socket("rplb_flow_table", size, RTE_CACHE_LINE_SIZE, socket_id);
-	memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (memory == MAP_FAILED)
-		return NULL;
-	/* Advice only: without THP the table still works, on 4 KB pages. */
-	(void)madvise(memory, size, MADV_HUGEPAGE);
-	return memory;
-}
-
-static void
-table_free(const struct rplb_flow_table *table, void *memory, size_t size)
-{
-	if (memory == NULL)
-		return;
-	if (table->from_mmap)
-		munmap(memory, size);
-	else
-		rte_free(memory);
 }
 
 static size_t
@@ -136,6 +104,19 @@ rplb_flow_table_reset(struct rplb_flow_table *table)
 	table->aging_cursor = RPLB_FIRST_FLOW_RECORD;
 }
 
+/* The table's arrays: table_memory.h says where they live. */
+static void *
+table_alloc(const struct rplb_flow_table *table, size_t size, int socket_id)
+{
+	return rplb_table_memory_alloc("rplb_flow_table", size, socket_id, table->from_mmap);
+}
+
+static void
+table_free(const struct rplb_flow_table *table, void *memory, size_t size)
+{
+	rplb_table_memory_free(memory, size, table->from_mmap);
+}
+
 struct rplb_flow_table *
 rplb_flow_table_create(uint32_t capacity, int socket_id)
 {
@@ -154,9 +135,9 @@ rplb_flow_table_create(uint32_t capacity, int socket_id)
 	table->bucket_mask = buckets - 1;
 	table->secondary_shift = 32 - rte_log2_u32(buckets);
 	table->clock_shift = rplb_flow_clock_shift(rte_get_tsc_hz());
-	table->from_mmap = !rte_eal_has_hugepages();
+	table->from_mmap = rplb_table_memory_from_mmap();
 	table->buckets = table_alloc(table, (size_t)buckets * sizeof(struct rplb_flow_bucket),
-				  socket_id);
+				     socket_id);
 	table->flows = table_alloc(table, records_bytes(capacity), socket_id);
 	table->free_stack = table_alloc(table, (size_t)capacity * sizeof(uint32_t), socket_id);
 	table->overflowed = table_alloc(table, overflow_bytes(buckets), socket_id);

@@ -80,23 +80,6 @@ count_translated_fragment(struct rplb_lb_worker *lb_worker, uint32_t count, uint
 	}
 }
 
-/* An IPv6 fragment's addresses, MACs swapped, as its datagram's first
- * fragment was answered (lb_ipv6.c: echo_reply6). */
-static void
-reflect_ipv6(struct rte_mbuf *m, struct rte_ipv6_hdr *ip)
-{
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ether_addr mac = eth->src_addr;
-	uint8_t addr[16];
-
-	eth->src_addr = eth->dst_addr;
-	eth->dst_addr = mac;
-	memcpy(addr, ip->src_addr, 16);
-	memcpy(ip->src_addr, ip->dst_addr, 16);
-	memcpy(ip->dst_addr, addr, 16);
-	ip->hop_limits = 64;
-}
-
 /* A fragment after its datagram's first (held, or arriving later), given
  * the datagram's verdict.  IPv6 has no header checksum, and no L4 header
  * here: an address replaced is all a translation changes. */
@@ -128,7 +111,7 @@ apply_fragment_verdict(struct rplb_worker *worker, struct rplb_lb_worker *lb_wor
 		return;
 	case RPLB_FRAGMENT_ECHO:
 		if (datagram->key.family == RPLB_FRAGMENT_IPV6)
-			reflect_ipv6(m, ip6);
+			rplb_reflect_ipv6(m, ip6);
 		else
 			rplb_reflect_ipv4(m, ip);
 		worker->counters.events[datagram->reason]++;

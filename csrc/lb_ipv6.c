@@ -426,26 +426,16 @@ tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 	new_flow6(worker, lb_worker, tables, m, parsed, service, &key, hash, now, first);
 }
 
-/* An ICMPv6 echo request to a VIP becomes its reply, in place: MACs and
- * addresses swapped (their sum, in the pseudo-header, is unchanged), a
- * fresh hop limit, type 129 (the checksum's only change). */
+/* An ICMPv6 echo request to a VIP becomes its reply, in place:
+ * reflected (rplb_reflect_ipv6), type 129 (the checksum's only change). */
 static void
 echo_reply6(struct rplb_worker *worker, struct rte_mbuf *m, const struct rplb_parsed6 *parsed,
 	    struct rplb_fragment_datagram *first)
 {
-	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
-	struct rte_ipv6_hdr *ip = parsed->ip;
 	uint8_t *icmp = parsed->l4;
-	struct rte_ether_addr mac = eth->src_addr;
-	uint8_t addr[16];
 	uint16_t old_word, new_word, cksum;
 
-	eth->src_addr = eth->dst_addr;
-	eth->dst_addr = mac;
-	memcpy(addr, ip->src_addr, 16);
-	memcpy(ip->src_addr, ip->dst_addr, 16);
-	memcpy(ip->dst_addr, addr, 16);
-	ip->hop_limits = 64;
+	rplb_reflect_ipv6(m, parsed->ip);
 	memcpy(&old_word, icmp, sizeof(old_word));
 	icmp[0] = RPLB_ICMP6_ECHO_REPLY;
 	memcpy(&new_word, icmp, sizeof(new_word));

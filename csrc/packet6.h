@@ -243,4 +243,22 @@ rplb_cksum_deltas6(const uint8_t old_addr[16], uint16_t old_port, const uint8_t 
 	};
 }
 
+/* Send an IPv6 packet (or fragment) back where it came from, in place:
+ * MACs and addresses swapped (their sum, in an L4 pseudo-header, is
+ * unchanged), a fresh hop limit.  IPv6 has no header checksum. */
+static inline void
+rplb_reflect_ipv6(struct rte_mbuf *m, struct rte_ipv6_hdr *ip)
+{
+	struct rte_ether_hdr *eth = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+	struct rte_ether_addr mac = eth->src_addr;
+	uint8_t addr[16];
+
+	eth->src_addr = eth->dst_addr;
+	eth->dst_addr = mac;
+	memcpy(addr, ip->src_addr, 16);
+	memcpy(ip->src_addr, ip->dst_addr, 16);
+	memcpy(ip->dst_addr, addr, 16);
+	ip->hop_limits = 64;
+}
+
 #endif /* RPLB_PACKET6_H */

@@ -350,10 +350,20 @@ def test_per_worker_counters_in_prometheus_telemetry_and_flow_samples(bench):
             s.send(b"/rplb/stats")
             return json.loads(s.recv(65536))["/rplb/stats"]
 
-    # Published every 0.5 s: until a publish came after the last frame.
-    published = wait_until(lambda: (lambda t: t if all(
-        t.get(f"worker_{w['lcore']}", {}).get("handoff_sent") == w["events"]["handoff_sent"]
-        for w in stats["workers"]) else None)(telemetry()), "telemetry's per-worker counters")
+    # Published every 0.5 s: until a publish came after the last frame.  A
+    # publish may be older than the stats above by a frame a worker kept
+    # (handoff_sent already final, rx_packets not: seen once in CI), so
+    # wait for every counter compared below.
+    def caught_up(t):
+        return all(t.get(f"worker_{w['lcore']}", {}).get(key) == value
+                   for w in stats["workers"]
+                   for key, value in (("handoff_sent", w["events"]["handoff_sent"]),
+                                      ("handoff_received", w["events"]["handoff_received"]),
+                                      ("frontend/rx_packets", w["port"][0]["rx_packets"]),
+                                      ("backend/tx_packets", w["port"][1]["tx_packets"])))
+
+    published = wait_until(lambda: (lambda t: t if caught_up(t) else None)(telemetry()),
+                           "telemetry's per-worker counters")
     for q, w in enumerate(stats["workers"]):
         group = published[f"worker_{w['lcore']}"]
         assert group["queue"] == q

@@ -119,7 +119,7 @@ resolve_burst(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 	struct rte_mbuf *out_pkts[RPLB_BURST];
 	struct resolve_context context = {
 		.tx_offload = tx_offload, .rx_checked = rx_checked,
-		.now = rplb_flow_clock(flow_table, rte_rdtsc()),
+		.now = lb_worker->clock_now,
 		.backends = tables->backends, .backend_counters = lb_worker->backend_counters,
 		.next_out = out_pkts, .bytes = 0,
 	};
@@ -331,6 +331,7 @@ lb_housekeeping(struct rplb_worker *worker, uint64_t now_tsc, int idle)
 	uint32_t now = rplb_flow_clock(flow_table, now_tsc);
 	const struct rplb_lb_tables *tables;
 
+	lb_worker->clock_now = now;
 	/* Between bursts this worker holds no table reference: tell the RCU,
 	 * so a publish waiting to free older tables may go on (lb_tables.c). */
 	rte_rcu_qsbr_quiescent(lb->qsbr, lb_worker->lcore_id);
@@ -383,6 +384,7 @@ lb_start(struct rplb_worker *worker)
 	for (i = 0; i < lb->n_workers; i++) {
 		if (lb->workers[i].lcore_id == worker->lcore_id) {
 			worker->engine_local = &lb->workers[i];
+			lb->workers[i].clock_now = rplb_flow_clock(lb->workers[i].flows, rte_rdtsc());
 			rte_rcu_qsbr_thread_online(lb->qsbr, worker->lcore_id);
 			return 0;
 		}

@@ -180,6 +180,13 @@ struct rplb_lb_worker {
 	struct rplb_service_counters *service_counters;
 	struct rplb_backend_counters *backend_counters;
 	unsigned int lcore_id;
+	/* The flow clock (rplb_flow_clock) of the last housekeeping call,
+	 * what every packet of the next loop iteration stamps its flow with:
+	 * the worker loop reads the TSC once an iteration anyway, and a
+	 * packet that read it again (rdtsc is slow in a virtual machine)
+	 * would pay more for it than for its whole lookup.  A flow's idle
+	 * time comes out at most one iteration short. */
+	uint32_t clock_now;
 	/* The generation this worker adopted last (0: none yet). */
 	uint64_t generation_seen;
 } __rte_cache_aligned;

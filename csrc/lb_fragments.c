@@ -181,7 +181,7 @@ fragment_resolve_context(struct resolve_context *context, struct rplb_lb_worker 
 {
 	*context = (struct resolve_context){
 		.tx_offload = 0, .rx_checked = 0,
-		.now = rplb_flow_clock(lb_worker->flows, rte_rdtsc()),
+		.now = lb_worker->clock_now,
 		.backends = tables->backends, .backend_counters = lb_worker->backend_counters,
 		.next_out = out, .bytes = 0,
 	};
@@ -349,9 +349,7 @@ fragment_arrives(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 
 	index = rplb_fragment_find(fragments, key);
 	if (index == RPLB_NO_DATAGRAM) {
-		index = rplb_fragment_create(fragments, key,
-					     rplb_flow_clock(lb_worker->flows, rte_rdtsc()),
-					     &losses);
+		index = rplb_fragment_create(fragments, key, lb_worker->clock_now, &losses);
 		count_fragment_losses(worker, &losses, RPLB_DROP_FRAGMENT_NO_ROOM,
 				      RPLB_EV_FRAGMENT_DATAGRAMS_EVICTED);
 	}

@@ -385,7 +385,7 @@ tcp_udp_from_client(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker
 	client_key6(parsed, RPLB_DIR_CLIENT, &key);
 	hash = rplb_flow6_key_hash(&key);
 	index = rplb_flow6_lookup(table, &key, hash);
-	now = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+	now = lb_worker->clock_now;
 	if (likely(index != RPLB_NO_FLOW6)) {
 		flow = &table->flows[index];
 		backend = configured_backend6(tables->backends, flow);
@@ -769,7 +769,7 @@ from_backend6(struct rplb_worker *worker, struct rplb_lb_worker *lb_worker,
 
 		if (dropped_before_rewrite(worker, m, parsed, first))
 			return;
-		flow->last_seen = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+		flow->last_seen = lb_worker->clock_now;
 		track_state6(flow, parsed->tcp_flags, 0);
 		count_packet6(lb_worker, flow->backend_id, m->pkt_len);
 		worker->counters.events[RPLB_EV_TO_CLIENT_FLOW]++;
@@ -1002,7 +1002,7 @@ established6(struct rplb_worker *worker, struct rte_mbuf *m, const unsigned int 
 	*cksum = rplb_cksum_update(*cksum, delta);
 	if (proto == IPPROTO_UDP && *cksum == 0)
 		*cksum = 0xffff;
-	flow->last_seen = rplb_flow_clock(lb_worker->flows, rte_rdtsc());
+	flow->last_seen = lb_worker->clock_now;
 	{
 		struct rplb_backend_counters *counters =
 			&lb_worker->backend_counters[rplb_backend_slot(flow->backend_id)];

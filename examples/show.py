@@ -18,30 +18,44 @@ from pathlib import Path
 
 from scapy.layers.dns import DNS
 from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.utils import rdpcap
 
 HERE = Path(__file__).resolve().parent
 
 
+def network(frame):
+    """The frame's IPv4 or IPv6 header, else None."""
+    return frame[IP] if IP in frame else frame[IPv6] if IPv6 in frame else None
+
+
 def endpoints(frame):
-    """(proto, src ip, src port, dst ip, dst port) of an IPv4 TCP/UDP frame, else None."""
-    if IP not in frame:
+    """(proto, src ip, src port, dst ip, dst port) of a TCP/UDP frame over
+    IPv4 or IPv6, else None."""
+    ip = network(frame)
+    if ip is None:
         return None
     for layer, proto in ((TCP, "TCP"), (UDP, "UDP")):
         if layer in frame:
-            return (proto, frame[IP].src, frame[layer].sport, frame[IP].dst, frame[layer].dport)
+            return (proto, ip.src, frame[layer].sport, ip.dst, frame[layer].dport)
     return None
 
 
+# Each checksummed layer, and the name of its checksum field in scapy.
+CHECKSUMS = ((IP, "chksum"), (TCP, "chksum"), (UDP, "chksum"), (ICMP, "chksum"),
+             (ICMPv6EchoRequest, "cksum"), (ICMPv6EchoReply, "cksum"))
+
+
 def checksums_ok(frame) -> bool:
-    """The IPv4 and TCP/UDP/ICMP checksums as scapy computes them afresh."""
+    """The IPv4 header's and the TCP/UDP/ICMP/ICMPv6 checksums as scapy
+    computes them afresh (IPv6 has no header checksum)."""
     fresh = frame.copy()
-    for layer in (IP, TCP, UDP, ICMP):
+    for layer, field in CHECKSUMS:
         if layer in fresh:
-            del fresh[layer].chksum
+            setattr(fresh[layer], field, None)
     fresh = fresh.__class__(bytes(fresh))
-    return all(fresh[layer].chksum == frame[layer].chksum
-               for layer in (IP, TCP, UDP, ICMP) if layer in frame)
+    return all(getattr(fresh[layer], field) == getattr(frame[layer], field)
+               for layer, field in CHECKSUMS if layer in frame)
 
 
 def what(frame) -> str:
@@ -61,13 +75,14 @@ def paragraph(text: str) -> None:
 
 
 def address(ip, port) -> str:
-    return f"{ip}:{port}"
+    """ip:port, an IPv6 address in brackets ([fd00::100]:80), as rplb writes it."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def line(label, frame, note="") -> str:
     proto, sip, sport, dip, dport = endpoints(frame)
     check = "checksums ok" if checksums_ok(frame) else "CHECKSUM WRONG"
-    text = f"    {label:<16}{address(sip, sport):>21} > {address(dip, dport):<21} {what(frame):<12}"
+    text = f"    {label:<16}{address(sip, sport):>22} > {address(dip, dport):<22} {what(frame):<12}"
     return (text + (f" {note}; {check}" if note else "")).rstrip()
 
 
@@ -104,7 +119,7 @@ def show(directory: Path, services_file: Path = HERE / "services.yaml") -> None:
     for key, frames in in_from_clients.items():
         proto, client_ip, client_port = key
         first = frames[0]
-        vip, vport = first[IP].dst, endpoints(first)[4]
+        vip, vport = endpoints(first)[3:]
         sent = out_to_servers.get(key, [])
         backend = address(*endpoints(sent[0])[3:]) if sent else "none (dropped)"
         print(f"\n  {proto} {address(client_ip, client_port)} -> "
@@ -119,15 +134,18 @@ def show(directory: Path, services_file: Path = HERE / "services.yaml") -> None:
             if i < len(back):
                 print(line("rplb -> client", back[i], "source rewritten"))
 
-    echo_requests = [f for f in captures["clients"] if ICMP in f and f[ICMP].type == 8]
-    echo_replies = [f for f in captures["to-clients"] if ICMP in f and f[ICMP].type == 0]
+    echo_requests = [f for f in captures["clients"]
+                     if ICMP in f and f[ICMP].type == 8 or ICMPv6EchoRequest in f]
+    echo_replies = [f for f in captures["to-clients"]
+                    if ICMP in f and f[ICMP].type == 0 or ICMPv6EchoReply in f]
     if echo_requests:
         print("\npings to a VIP, answered by rplb itself (out of port 0, back to the client):")
         for request in echo_requests:
-            print(f"    client -> port 0  {request[IP].src} > {request[IP].dst} echo request")
+            ip = network(request)
+            print(f"    client -> port 0  {ip.src} > {ip.dst} echo request")
         for reply in echo_replies:
-            check = "checksums ok" if checksums_ok(reply) else "CHECKSUM WRONG"
-            print(f"    rplb -> client    {reply[IP].src} > {reply[IP].dst} echo reply; {check}")
+            ip, check = network(reply), "checksums ok" if checksums_ok(reply) else "CHECKSUM WRONG"
+            print(f"    rplb -> client    {ip.src} > {ip.dst} echo reply; {check}")
 
     print("\npassed through unchanged (not for a service):")
     handled = {id(f) for frames in (*in_from_clients.values(), *in_from_servers.values())

@@ -35,18 +35,20 @@ def test_valid_file_prints_services_backends_and_memory_from_the_c_sizes():
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     lines = proc.stdout.splitlines()
-    assert lines[0] == f"{EXAMPLE}: valid: 3 services, 7 backends (7 with weight > 0)"
+    assert lines[0] == f"{EXAMPLE}: valid: 4 services, 9 backends (9 with weight > 0)"
     assert lines[1].split() == ["web", "10.0.0.100:tcp:80", "3", "backends,", "total", "weight",
                                 "16,", "Maglev", "4099"]
     assert lines[2].split()[:3] == ["dns", "10.0.0.100:udp:53", "2"]
     assert lines[2].split()[-2:] == ["Maglev", "1009"]
     assert lines[3].split()[:3] == ["api", "10.0.0.101:tcp:443", "2"]
-    # the example: 3 services, 7 backends, Maglev 4099 (web's own) and 1009
-    # twice (2 backends each), 65536 flows per worker
-    tables = contract.tables_memory(3, 7)
-    maglev = (contract.maglev_memory(4099, 3) + 2 * contract.maglev_memory(1009, 2))
+    assert lines[4].split() == ["web6", "[fd00::100]:tcp:80", "2", "backends,", "total",
+                                "weight", "3,", "Maglev", "1009"]
+    # the example: 4 services, 9 backends, Maglev 4099 (web's own) and 1009
+    # three times (2 backends each), 65536 flows per worker
+    tables = contract.tables_memory(4, 9)
+    maglev = (contract.maglev_memory(4099, 3) + 3 * contract.maglev_memory(1009, 2))
     worker = dataplane.worker_memory(65536)
-    assert maglev > (4099 + 2 * 1009) * 4   # the entries alone
+    assert maglev > (4099 + 3 * 1009) * 4   # the entries alone
     assert worker > 65536 * 32             # a 32-byte record per flow alone
     assert (f"lookup tables: {sizing.mebibytes(tables)} and Maglev tables "
             f"{sizing.mebibytes(maglev)}; at most {sizing.mebibytes(2 * (tables + maglev))} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,7 +47,7 @@ def write(tmp_path: Path, data: Any) -> Path:
 
 
 def backend(ip: str, port: int, weight: int = 1) -> Backend:
-    return Backend(IPv4Address(ip), port, weight)
+    return Backend(ip_address(ip), port, weight)
 
 
 @pytest.fixture
@@ -65,17 +65,19 @@ def test_example_file_contents(example: Config) -> None:
     assert example.maglev_table_size is None
     assert example.tables_memory_mb == 512
     assert example.timeouts == Timeouts(tcp=300, udp=60, tcp_syn=10, tcp_fin=10)
-    assert [s.label for s in example.services] == ["web", "dns", "api"]
+    assert [s.label for s in example.services] == ["web", "dns", "api", "web6"]
     assert [str(s.key) for s in example.services] == [
-        "10.0.0.100:tcp:80", "10.0.0.100:udp:53", "10.0.0.101:tcp:443"]
-    web, dns, api = example.services
+        "10.0.0.100:tcp:80", "10.0.0.100:udp:53", "10.0.0.101:tcp:443", "[fd00::100]:tcp:80"]
+    web, dns, api, web6 = example.services
     assert web.backends == (backend("192.168.1.10", 8080, 10),
                             backend("192.168.1.11", 8080, 5),
                             backend("192.168.1.12", 8080, 1))
     assert dns.backends == (backend("192.168.1.20", 5353), backend("192.168.1.21", 5353))
     assert api.backends == (backend("192.168.1.30", 8443), backend("192.168.1.31", 8443))
+    assert web6.family == 6 and web6.backends == (backend("fd00:1::10", 8080, 2),
+                                                  backend("fd00:1::11", 8080, 1))
     assert (web.maglev_table_size, dns.maglev_table_size) == (4099, None)
-    assert [example.maglev_size(s) for s in example.services] == [4099, 1009, 1009]
+    assert [example.maglev_size(s) for s in example.services] == [4099, 1009, 1009, 1009]
 
 
 def test_example_round_trips(example: Config, tmp_path: Path) -> None:
@@ -623,18 +625,18 @@ def test_with_service_validates_and_normalises() -> None:
 
 
 @pytest.mark.parametrize("service, where, problem", [
-    (Service(IPv4Address("10.0.0.100"), "tcp", 80), "services[3] (10.0.0.100:tcp:80)",
+    (Service(IPv4Address("10.0.0.100"), "tcp", 80), "services[4] (10.0.0.100:tcp:80)",
      "duplicate service, already defined at services[0] (web)"),
-    (Service(IPv4Address("10.0.0.100"), "tcp", 8080, name="dns"), "services[3] (dns): name",
+    (Service(IPv4Address("10.0.0.100"), "tcp", 8080, name="dns"), "services[4] (dns): name",
      "duplicate name 'dns', already used by services[1]"),
-    (Service(IPv4Address("10.0.0.100"), "tcp", 0, name="zero"), "services[3] (zero): port",
+    (Service(IPv4Address("10.0.0.100"), "tcp", 0, name="zero"), "services[4] (zero): port",
      "0 is outside 1-65535"),
-    (Service(IPv4Address("224.0.0.1"), "tcp", 80), "services[3] (224.0.0.1:tcp:80): vip",
+    (Service(IPv4Address("224.0.0.1"), "tcp", 80), "services[4] (224.0.0.1:tcp:80): vip",
      "multicast"),
-    (Service(IPv4Address("10.0.0.1"), "sctp", 80), "services[3] (10.0.0.1:sctp:80): proto",
+    (Service(IPv4Address("10.0.0.1"), "sctp", 80), "services[4] (10.0.0.1:sctp:80): proto",
      "unknown protocol"),
     (Service(IPv4Address("10.0.0.1"), "tcp", 80, (backend("10.1.0.1", 1), backend("10.1.0.1", 1))),
-     "services[3] (10.0.0.1:tcp:80): backends[1]", "duplicate backend 10.1.0.1:1"),
+     "services[4] (10.0.0.1:tcp:80): backends[1]", "duplicate backend 10.1.0.1:1"),
 ])
 def test_with_service_errors(example: Config, service: Service, where: str,
                              problem: str) -> None:
@@ -657,8 +659,8 @@ def test_with_service_wrong_type(example: Config) -> None:
                                  ServiceKey(IPv4Address("10.0.0.100"), "udp", 53)])
 def test_without_service(example: Config, ref: Any) -> None:
     edited = example.without_service(ref)
-    assert [s.label for s in edited.services] == ["web", "api"]
-    assert len(example.services) == 3
+    assert [s.label for s in edited.services] == ["web", "api", "web6"]
+    assert len(example.services) == 4
 
 
 def test_without_service_missing(example: Config) -> None:
@@ -671,7 +673,8 @@ def test_without_service_missing(example: Config) -> None:
 
 
 def test_without_last_service(example: Config) -> None:
-    edited = example.without_service("web").without_service("dns").without_service("api")
+    edited = (example.without_service("web").without_service("dns").without_service("api")
+              .without_service("web6"))
     assert edited == Config(flow_table_size=65536)
 
 
@@ -785,7 +788,7 @@ def test_edits_chain_and_round_trip(example: Config) -> None:
               .without_service("dns"))
     assert parse_config(yaml.safe_load(dump_config(edited))) == edited
     assert [str(s.key) for s in edited.services] == [
-        "10.0.0.100:tcp:80", "10.0.0.101:tcp:443", "10.0.0.102:udp:123"]
+        "10.0.0.100:tcp:80", "10.0.0.101:tcp:443", "[fd00::100]:tcp:80", "10.0.0.102:udp:123"]
 
 
 # --------------------------------------------------------------------------

@@ -163,6 +163,18 @@ cksum16(const void *data, size_t len, uint32_t sum)
 	return (uint16_t)~sum;
 }
 
+/* The TCP header of both families' frames, its checksum apart. */
+static void
+fill_tcp(struct rte_tcp_hdr *tcp, uint16_t src_port, uint16_t dst_port, uint8_t tcp_flags)
+{
+	tcp->src_port = rte_cpu_to_be_16(src_port);
+	tcp->dst_port = rte_cpu_to_be_16(dst_port);
+	tcp->sent_seq = rte_cpu_to_be_32(4096);
+	tcp->data_off = 5 << 4;
+	tcp->tcp_flags = tcp_flags;
+	tcp->rx_win = 0xffff;
+}
+
 /* A valid 64-byte Ethernet/IPv4/TCP frame (10 bytes of payload). */
 static void
 make_frame_to(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_ip,
@@ -186,12 +198,7 @@ make_frame_to(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint32_t dst_i
 	ip->src_addr = rte_cpu_to_be_32(src_ip);
 	ip->dst_addr = rte_cpu_to_be_32(dst_ip);
 	ip->hdr_checksum = rte_cpu_to_be_16(cksum16(ip, sizeof(*ip), 0));
-	tcp->src_port = rte_cpu_to_be_16(src_port);
-	tcp->dst_port = rte_cpu_to_be_16(dst_port);
-	tcp->sent_seq = rte_cpu_to_be_32(4096);
-	tcp->data_off = 5 << 4;
-	tcp->tcp_flags = tcp_flags;
-	tcp->rx_win = 0xffff;
+	fill_tcp(tcp, src_port, dst_port, tcp_flags);
 	memcpy(pseudo, &ip->src_addr, 8);
 	pseudo[8] = 0;
 	pseudo[9] = IPPROTO_TCP;
@@ -231,12 +238,7 @@ make_frame6(uint8_t *frame, uint32_t src_ip, uint16_t src_port, uint8_t tcp_flag
 	ip->src_addr[14] = (uint8_t)(src_ip >> 8);
 	ip->src_addr[15] = (uint8_t)src_ip;
 	vip6_of(ip->dst_addr);
-	tcp->src_port = rte_cpu_to_be_16(src_port);
-	tcp->dst_port = rte_cpu_to_be_16(VIP_PORT);
-	tcp->sent_seq = rte_cpu_to_be_32(4096);
-	tcp->data_off = 5 << 4;
-	tcp->tcp_flags = tcp_flags;
-	tcp->rx_win = 0xffff;
+	fill_tcp(tcp, src_port, VIP_PORT, tcp_flags);
 	/* The pseudo-header: both addresses (adjacent), length, protocol. */
 	for (i = 0; i < 32; i += 2) {
 		const uint8_t *addrs = (const uint8_t *)ip + offsetof(struct rte_ipv6_hdr, src_addr);

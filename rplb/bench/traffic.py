@@ -45,6 +45,18 @@ def client_tuples(n: int, first: int = 0):
     return ips, ports
 
 
+def _fill_tcp(tcp: np.ndarray, sport, dport, flags: int) -> None:
+    """The TCP header of both families' frames, its checksum apart: one
+    row per frame, ports uint16 in host order, seq 4096, no options."""
+    n = tcp.shape[0]
+    tcp[:, 0:2] = sport.astype(">u2").view(np.uint8).reshape(n, 2)
+    tcp[:, 2:4] = dport.astype(">u2").view(np.uint8).reshape(n, 2)
+    tcp[:, 4:8] = (0, 0, 0x10, 0)                          # seq 4096
+    tcp[:, 12] = 5 << 4
+    tcp[:, 13] = flags
+    tcp[:, 14:16] = (0xFF, 0xFF)
+
+
 def tcp_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
     """Valid 64-byte Ethernet/IPv4/TCP frames src:sport -> dst:dport (uint32
     addresses and uint16 ports in host order, arrays of one length or
@@ -67,12 +79,7 @@ def tcp_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
     ip[:, 10:12] = _csum(ip.copy().view(">u2").reshape(n, 10)).astype(">u2").view(
         np.uint8).reshape(n, 2)
     tcp = f[:, 34:64]
-    tcp[:, 0:2] = sport.astype(">u2").view(np.uint8).reshape(n, 2)
-    tcp[:, 2:4] = dport.astype(">u2").view(np.uint8).reshape(n, 2)
-    tcp[:, 4:8] = (0, 0, 0x10, 0)                          # seq 4096
-    tcp[:, 12] = 5 << 4
-    tcp[:, 13] = flags
-    tcp[:, 14:16] = (0xFF, 0xFF)
+    _fill_tcp(tcp, sport, dport, flags)
     pseudo = np.zeros((n, 12), np.uint8)
     pseudo[:, 0:8] = ip[:, 12:20]
     pseudo[:, 9] = 6
@@ -119,12 +126,7 @@ def tcp6_frames(src, sport, dst, dport, flags: int) -> np.ndarray:
     ip[:, 8:24] = src
     ip[:, 24:40] = dst
     tcp = f[:, 54:74]
-    tcp[:, 0:2] = sport.astype(">u2").view(np.uint8).reshape(n, 2)
-    tcp[:, 2:4] = dport.astype(">u2").view(np.uint8).reshape(n, 2)
-    tcp[:, 4:8] = (0, 0, 0x10, 0)                          # seq 4096
-    tcp[:, 12] = 5 << 4
-    tcp[:, 13] = flags
-    tcp[:, 14:16] = (0xFF, 0xFF)
+    _fill_tcp(tcp, sport, dport, flags)
     pseudo = np.zeros((n, 40), np.uint8)                   # RFC 8200 8.1
     pseudo[:, 0:32] = ip[:, 8:40]
     pseudo[:, 35] = FRAME_LEN6 - 54
